@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The local stack without Docker: a Python virtualenv with moto, a PostgreSQL (the one in
+# DATABASE_URL when it answers, else a throwaway cluster of our own) and the moto server
+# for SQS and KMS on loopback.
+#
+#   scripts/stack.sh venv    create/refresh .venv from requirements-dev.txt
+#   scripts/stack.sh up      start what is missing; write .stack/env (source it)
+#   scripts/stack.sh down    stop and remove what `up` started
+#   scripts/stack.sh env     print .stack/env
+#
+# Settings: DATABASE_URL (use this server), STACK_PG_PORT (default 55432),
+# MOTO_PORT (default 5055), AWS_REGION (default us-east-1).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+state="$root/.stack"
+venv="$root/.venv"
+pg_port=${STACK_PG_PORT:-55432}
+moto_port=${MOTO_PORT:-5055}
+region=${AWS_REGION:-us-east-1}
+# The cluster lives outside the checkout: the server runs as `postgres` when we are root,
+# and that user cannot enter /root.
+pg_home="${TMPDIR:-/tmp}/login-etl-pg-$(printf '%s' "$root" | cksum | cut -d' ' -f1)"
+
+log() { printf 'stack: %s\n' "$*" >&2; }
+
+pg_bin() {
+  local name=$1 dir
+  if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
+  for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [ -x "$dir/$name" ] && { echo "$dir/$name"; return; }
+  done
+  log "PostgreSQL server tools ($name) not found: install the postgresql package"; exit 1
+}
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+cmd_venv() {
+  local stamp="$venv/.requirements.sha"
+  local want; want=$(sha1sum "$root/requirements-dev.txt" | cut -d' ' -f1)
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  log "installing Python tools into .venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/requirements-dev.txt"
+  echo "$want" >"$stamp"
+}
+
+reachable() { "$(pg_bin pg_isready)" -q -d "$1" -t 3 >/dev/null 2>&1; }
+
+start_postgres() {
+  if [ -n "${DATABASE_URL:-}" ] && reachable "$DATABASE_URL"; then
+    log "using the PostgreSQL at DATABASE_URL"
+    echo "$DATABASE_URL"; return
+  fi
+  [ -n "${DATABASE_URL:-}" ] && log "DATABASE_URL does not answer; starting a throwaway cluster"
+  local url="postgres://postgres@127.0.0.1:$pg_port/postgres"
+  if reachable "$url"; then echo "$url"; return; fi
+  mkdir -p "$pg_home"
+  [ "$(id -u)" = 0 ] && chown postgres: "$pg_home"
+  if [ ! -f "$pg_home/data/PG_VERSION" ]; then
+    log "initdb $pg_home/data"
+    as_pg "$(pg_bin initdb)" -D "$pg_home/data" -U postgres --auth=trust --no-sync -E UTF8 >/dev/null
+  fi
+  log "starting PostgreSQL on 127.0.0.1:$pg_port"
+  as_pg "$(pg_bin pg_ctl)" -D "$pg_home/data" -l "$pg_home/server.log" -w -t 30 start \
+    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_home -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >/dev/null
+  echo "$pg_home" >"$state/pg_home"
+  echo "$url"
+}
+
+moto_up() {
+  "$venv/bin/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+    "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1
+}
+
+start_moto() {
+  if moto_up; then return; fi
+  log "starting moto (SQS, KMS) on 127.0.0.1:$moto_port"
+  nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$state/moto.log" 2>&1 &
+  echo $! >"$state/moto.pid"
+  for _ in $(seq 1 100); do moto_up && return; sleep 0.2; done
+  log "moto did not come up; see $state/moto.log"; exit 1
+}
+
+cmd_up() {
+  mkdir -p "$state"
+  cmd_venv
+  local db_url; db_url=$(start_postgres)
+  start_moto
+  cat >"$state/env" <<EOF
+export DATABASE_URL='$db_url'
+export AWS_ENDPOINT_URL='http://127.0.0.1:$moto_port'
+export AWS_REGION='$region'
+export AWS_DEFAULT_REGION='$region'
+export AWS_ACCESS_KEY_ID='testing'
+export AWS_SECRET_ACCESS_KEY='testing'
+EOF
+  log "up; environment in .stack/env"
+}
+
+cmd_down() {
+  if [ -f "$state/moto.pid" ]; then
+    kill "$(cat "$state/moto.pid")" 2>/dev/null || true
+    rm -f "$state/moto.pid"
+    log "moto stopped"
+  fi
+  if [ -f "$state/pg_home" ]; then
+    local home; home=$(cat "$state/pg_home")
+    as_pg "$(pg_bin pg_ctl)" -D "$home/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$home" "$state/pg_home"
+    log "throwaway PostgreSQL stopped and removed"
+  fi
+  rm -f "$state/env"
+}
+
+case "${1:-}" in
+  venv) cmd_venv ;;
+  up) cmd_up ;;
+  down) cmd_down ;;
+  env) cat "$state/env" ;;
+  *) echo "usage: $0 venv|up|down|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,44 @@
+//! The function's resources, built once per cold start: the connection pool and the
+//! unwrapped keys. Every batch of that instance reuses them.
+
+use deadpool_postgres::Pool;
+
+use crate::config::{self, Config, ConfigError};
+use crate::keys::{self, KeyError, Keyring, Kms};
+use crate::store::{self, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("database unreachable at init: {0}")]
+    Database(#[from] StoreError),
+    #[error("keys: {0}")]
+    Keys(#[from] KeyError),
+}
+
+#[derive(Debug)]
+pub struct App {
+    pub pool: Pool,
+    pub keyring: Keyring,
+}
+
+impl App {
+    /// Connects, then loads (or on the very first start creates) the keys: one KMS call
+    /// per key, none later.
+    pub async fn init(config: &Config, kms: &Kms) -> Result<App, InitError> {
+        let pool = store::pool(config.database.clone(), config.pool_size)?;
+        let client = pool.get().await.map_err(StoreError::from)?;
+        let keyring = keys::load_or_create_keyring(&client, kms).await?;
+        drop(client);
+        Ok(App { pool, keyring })
+    }
+
+    /// `init` with everything read from the environment (see `config`).
+    pub async fn from_env() -> Result<App, InitError> {
+        let config = Config::from_env()?;
+        let sdk = config::aws_sdk_config().await?;
+        let kms = Kms::new(aws_sdk_kms::Client::new(&sdk), config.kms_key_id.clone());
+        App::init(&config, &kms).await
+    }
+}

@@ -1,0 +1,115 @@
+//! Configuration from the environment: `DATABASE_URL`, `KMS_KEY_ID`, optional
+//! `DB_POOL_SIZE`, and the AWS SDK's own variables (`AWS_REGION`, `AWS_ENDPOINT_URL`,
+//! the default credential chain). A missing or malformed setting is an error naming it.
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::store;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{var} is malformed: {reason}")]
+    Malformed { var: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Parsed `DATABASE_URL` (its `Debug` redacts the password).
+    pub database: tokio_postgres::Config,
+    pub kms_key_id: String,
+    pub pool_size: usize,
+}
+
+/// One Lambda instance handles one batch at a time: two connections cover the batch and
+/// a recycle; more only add load on the database (see docs/ on RDS Proxy).
+pub const DEFAULT_POOL_SIZE: usize = 2;
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let required = |var: &'static str| {
+            lookup(var).filter(|value| !value.trim().is_empty()).ok_or(ConfigError::Missing(var))
+        };
+        let database = store::parse_database_url(&required("DATABASE_URL")?)
+            .map_err(|reason| ConfigError::Malformed { var: "DATABASE_URL", reason })?;
+        let kms_key_id = required("KMS_KEY_ID")?.trim().to_owned();
+        let pool_size = match lookup("DB_POOL_SIZE") {
+            None => DEFAULT_POOL_SIZE,
+            Some(text) => text.trim().parse().ok().filter(|&n: &usize| n >= 1).ok_or_else(|| {
+                ConfigError::Malformed {
+                    var: "DB_POOL_SIZE",
+                    reason: "expected a whole number of at least 1".into(),
+                }
+            })?,
+        };
+        Ok(Config { database, kms_key_id, pool_size })
+    }
+}
+
+/// The AWS SDK configuration from its usual sources, with timeouts short enough that an
+/// unreachable KMS fails the cold start clearly inside Lambda's 10 s init phase.
+pub async fn aws_sdk_config() -> Result<SdkConfig, ConfigError> {
+    if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL")
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        return Err(ConfigError::Malformed {
+            var: "AWS_ENDPOINT_URL",
+            reason: "expected an http:// or https:// URL".into(),
+        });
+    }
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(3))
+        .operation_timeout(Duration::from_secs(8))
+        .build();
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await;
+    if sdk.region().is_none() {
+        return Err(ConfigError::Missing("AWS_REGION"));
+    }
+    Ok(sdk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+    }
+
+    const URL: (&str, &str) = ("DATABASE_URL", "postgres://etl:secret@127.0.0.1:5432/logins");
+    const KEY: (&str, &str) = ("KMS_KEY_ID", "alias/pii-vault");
+
+    #[test]
+    fn reads_the_settings() {
+        let config = config(&[URL, KEY]).expect("valid");
+        assert_eq!(config.kms_key_id, "alias/pii-vault");
+        assert_eq!(config.pool_size, DEFAULT_POOL_SIZE);
+        assert_eq!(config.database.get_dbname(), Some("logins"));
+        assert!(!format!("{config:?}").contains("secret"), "password must not be printed");
+    }
+
+    #[test]
+    fn missing_settings_are_named() {
+        assert_eq!(config(&[KEY]).unwrap_err(), ConfigError::Missing("DATABASE_URL"));
+        assert_eq!(config(&[URL]).unwrap_err(), ConfigError::Missing("KMS_KEY_ID"));
+        assert_eq!(config(&[URL, ("KMS_KEY_ID", " ")]).unwrap_err(), ConfigError::Missing("KMS_KEY_ID"));
+    }
+
+    #[test]
+    fn malformed_settings_are_named_without_their_secrets() {
+        let error = config(&[("DATABASE_URL", "postgres://etl:secret@host:notaport/db"), KEY]).unwrap_err();
+        assert!(matches!(error, ConfigError::Malformed { var: "DATABASE_URL", .. }), "{error}");
+        assert!(!error.to_string().contains("secret"), "{error}");
+
+        let error = config(&[URL, KEY, ("DB_POOL_SIZE", "0")]).unwrap_err();
+        assert!(error.to_string().starts_with("DB_POOL_SIZE is malformed"), "{error}");
+    }
+}

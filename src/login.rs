@@ -1,0 +1,446 @@
+//! Parsing one SQS message body into a [`LoginEvent`] that can only hold valid values
+//! ("parse, don't validate"). Every rejection is a [`RejectReason`] with a stable code.
+//!
+//! No error or `Debug` output here ever contains a field's value: bodies carry PII.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+use crate::app_version::{AppVersion, AppVersionError};
+
+/// The fields of a login message, as named in the JSON body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    UserId,
+    AppVersion,
+    DeviceType,
+    Ip,
+    Locale,
+    DeviceId,
+}
+
+impl Field {
+    pub const ALL: [Field; 6] =
+        [Field::UserId, Field::AppVersion, Field::DeviceType, Field::Ip, Field::Locale, Field::DeviceId];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::UserId => "user_id",
+            Field::AppVersion => "app_version",
+            Field::DeviceType => "device_type",
+            Field::Ip => "ip",
+            Field::Locale => "locale",
+            Field::DeviceId => "device_id",
+        }
+    }
+
+    /// Longest accepted value in characters: the `user_logins` column width, or for the
+    /// PII fields (stored only encrypted) a bound that keeps the vault rows small.
+    pub fn max_chars(self) -> usize {
+        match self {
+            Field::UserId => 128,
+            Field::DeviceType | Field::Locale | Field::AppVersion => 32,
+            Field::Ip => 64,
+            Field::DeviceId => 256,
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a message was rejected. `code()` is what logs and metrics carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error("message has no body")]
+    MissingBody,
+    #[error("body is not valid JSON")]
+    NotJson,
+    #[error("body is JSON but not an object")]
+    NotAnObject,
+    #[error("required field `{0}` is missing")]
+    MissingField(Field),
+    #[error("required field `{0}` is null")]
+    NullField(Field),
+    #[error("field `{0}` is not a string")]
+    WrongType(Field),
+    #[error("field `{0}` is empty")]
+    EmptyField(Field),
+    #[error("field `{0}` is longer than {max} characters", max = .0.max_chars())]
+    TooLong(Field),
+    #[error("field `{0}` contains NUL or control characters")]
+    ControlCharacter(Field),
+    #[error("ip is not a valid IPv4 or IPv6 address")]
+    InvalidIp,
+    #[error("app_version is not 1 to 3 dot-separated decimal numbers")]
+    InvalidAppVersion,
+    #[error("app_version has a part too large to encode (major <= 2146, minor and patch <= 999)")]
+    AppVersionOutOfRange,
+    #[error("SQS attribute SentTimestamp is missing or not epoch milliseconds")]
+    InvalidSentTimestamp,
+}
+
+impl RejectReason {
+    /// Stable, low-cardinality reason code for logs, metrics and the DLQ runbook.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::MissingBody => "missing_body",
+            RejectReason::NotJson => "not_json",
+            RejectReason::NotAnObject => "not_an_object",
+            RejectReason::MissingField(_) => "missing_field",
+            RejectReason::NullField(_) => "null_field",
+            RejectReason::WrongType(_) => "wrong_type",
+            RejectReason::EmptyField(_) => "empty_field",
+            RejectReason::TooLong(_) => "too_long",
+            RejectReason::ControlCharacter(_) => "control_character",
+            RejectReason::InvalidIp => "invalid_ip",
+            RejectReason::InvalidAppVersion => "invalid_app_version",
+            RejectReason::AppVersionOutOfRange => "app_version_out_of_range",
+            RejectReason::InvalidSentTimestamp => "invalid_sent_timestamp",
+        }
+    }
+
+    /// The body field the reason is about, if any.
+    pub fn field(&self) -> Option<Field> {
+        match self {
+            RejectReason::MissingField(f)
+            | RejectReason::NullField(f)
+            | RejectReason::WrongType(f)
+            | RejectReason::EmptyField(f)
+            | RejectReason::TooLong(f)
+            | RejectReason::ControlCharacter(f) => Some(*f),
+            RejectReason::InvalidIp => Some(Field::Ip),
+            RejectReason::InvalidAppVersion | RejectReason::AppVersionOutOfRange => Some(Field::AppVersion),
+            _ => None,
+        }
+    }
+}
+
+impl From<AppVersionError> for RejectReason {
+    fn from(e: AppVersionError) -> Self {
+        match e {
+            AppVersionError::Malformed => RejectReason::InvalidAppVersion,
+            AppVersionError::OutOfRange => RejectReason::AppVersionOutOfRange,
+        }
+    }
+}
+
+/// Non-empty text without control characters, at most the field's column width.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnText(String);
+
+impl ColumnText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The client address, kept canonical: IPv4-mapped IPv6 folds to IPv4 and IPv6 prints in
+/// RFC 5952 form, so every spelling of one address masks the same.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(IpAddr);
+
+impl ClientIp {
+    pub fn addr(&self) -> IpAddr {
+        self.0
+    }
+
+    /// The normalized text that is blind-indexed and vaulted.
+    pub fn canonical(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl fmt::Debug for ClientIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientIp(<redacted>)")
+    }
+}
+
+/// The device identifier, trimmed of surrounding white space.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    /// The normalized text that is blind-indexed and vaulted.
+    pub fn canonical(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceId(<redacted>)")
+    }
+}
+
+/// A login as the app sent it, every value checked to fit its column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginEvent {
+    user_id: ColumnText,
+    device_type: ColumnText,
+    locale: Option<ColumnText>,
+    app_version: AppVersion,
+    ip: ClientIp,
+    device_id: DeviceId,
+    unknown_fields: usize,
+}
+
+impl LoginEvent {
+    /// Parses a message body. Unknown extra fields are ignored and counted.
+    pub fn parse(body: &str) -> Result<LoginEvent, RejectReason> {
+        let value: Value = serde_json::from_str(body).map_err(|_| RejectReason::NotJson)?;
+        let Value::Object(object) = value else {
+            return Err(RejectReason::NotAnObject);
+        };
+        Self::from_object(&object)
+    }
+
+    fn from_object(object: &Map<String, Value>) -> Result<LoginEvent, RejectReason> {
+        let unknown_fields =
+            object.keys().filter(|key| !Field::ALL.iter().any(|f| f.name() == key.as_str())).count();
+
+        // Checked in field order so the reason is deterministic for a given body.
+        let user_id = column_text(required_str(object, Field::UserId)?, Field::UserId)?;
+        let app_version_raw = required_str(object, Field::AppVersion)?;
+        let app_version_text = column_text(app_version_raw, Field::AppVersion)?;
+        let app_version = AppVersion::parse(app_version_text.as_str())?;
+        let device_type = column_text(required_str(object, Field::DeviceType)?, Field::DeviceType)?;
+        let ip = parse_ip(required_str(object, Field::Ip)?)?;
+        let locale =
+            optional_str(object, Field::Locale)?.map(|text| column_text(text, Field::Locale)).transpose()?;
+        let device_id = column_text(required_str(object, Field::DeviceId)?.trim(), Field::DeviceId)?;
+
+        Ok(LoginEvent {
+            user_id,
+            device_type,
+            locale,
+            app_version,
+            ip,
+            device_id: DeviceId(device_id.0),
+            unknown_fields,
+        })
+    }
+
+    pub fn user_id(&self) -> &str {
+        self.user_id.as_str()
+    }
+    pub fn device_type(&self) -> &str {
+        self.device_type.as_str()
+    }
+    pub fn locale(&self) -> Option<&str> {
+        self.locale.as_ref().map(ColumnText::as_str)
+    }
+    pub fn app_version(&self) -> &AppVersion {
+        &self.app_version
+    }
+    pub fn ip(&self) -> ClientIp {
+        self.ip
+    }
+    pub fn device_id(&self) -> &DeviceId {
+        &self.device_id
+    }
+    pub fn unknown_fields(&self) -> usize {
+        self.unknown_fields
+    }
+}
+
+fn required_str(object: &Map<String, Value>, field: Field) -> Result<&str, RejectReason> {
+    optional_str(object, field)?.ok_or(RejectReason::NullField(field))
+}
+
+/// `Ok(None)` for an explicit null; a missing key is an error even for nullable fields,
+/// because every producer of this queue sends all six keys.
+fn optional_str(object: &Map<String, Value>, field: Field) -> Result<Option<&str>, RejectReason> {
+    match object.get(field.name()) {
+        None => Err(RejectReason::MissingField(field)),
+        Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(RejectReason::WrongType(field)),
+    }
+}
+
+fn column_text(text: &str, field: Field) -> Result<ColumnText, RejectReason> {
+    if text.trim().is_empty() {
+        return Err(RejectReason::EmptyField(field));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(RejectReason::ControlCharacter(field));
+    }
+    if text.chars().count() > field.max_chars() {
+        return Err(RejectReason::TooLong(field));
+    }
+    Ok(ColumnText(text.to_owned()))
+}
+
+fn parse_ip(text: &str) -> Result<ClientIp, RejectReason> {
+    let text = column_text(text.trim(), Field::Ip)?;
+    // std's parser refuses leading-zero octets ("010.0.0.1" is octal to some tools)
+    // and zone ids, so what it accepts has exactly one meaning.
+    let addr: IpAddr = text.as_str().parse().map_err(|_| RejectReason::InvalidIp)?;
+    Ok(ClientIp(addr.to_canonical()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(overrides: &[(&str, Value)]) -> String {
+        let mut object = serde_json::json!({
+            "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",
+            "app_version": "2.3.0",
+            "device_type": "android",
+            "ip": "10.1.2.3",
+            "locale": "RU",
+            "device_id": "111-22-3333"
+        });
+        for (key, value) in overrides {
+            object[*key] = value.clone();
+        }
+        object.to_string()
+    }
+
+    fn reject(overrides: &[(&str, Value)]) -> RejectReason {
+        LoginEvent::parse(&body(overrides)).expect_err("body should be rejected")
+    }
+
+    #[test]
+    fn parses_a_valid_login() {
+        let login = LoginEvent::parse(&body(&[])).expect("valid");
+        assert_eq!(login.user_id(), "424cdd21-063a-43a7-b91b-7ca1a833afae");
+        assert_eq!(login.device_type(), "android");
+        assert_eq!(login.locale(), Some("RU"));
+        assert_eq!(login.app_version().encoded(), 2_003_000);
+        assert_eq!(login.app_version().raw(), "2.3.0");
+        assert_eq!(login.ip().canonical(), "10.1.2.3");
+        assert_eq!(login.device_id().canonical(), "111-22-3333");
+        assert_eq!(login.unknown_fields(), 0);
+    }
+
+    #[test]
+    fn null_locale_is_accepted_and_unknown_fields_are_counted() {
+        let login = LoginEvent::parse(&body(&[
+            ("locale", Value::Null),
+            ("extra", Value::from(1)),
+            ("more", Value::from("x")),
+        ]))
+        .expect("valid");
+        assert_eq!(login.locale(), None);
+        assert_eq!(login.unknown_fields(), 2);
+    }
+
+    #[test]
+    fn the_exercise_wrong_message_type_is_a_missing_field() {
+        let reason =
+            LoginEvent::parse(r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#).expect_err("not a login");
+        assert_eq!(reason, RejectReason::MissingField(Field::UserId));
+        assert_eq!(reason.code(), "missing_field");
+    }
+
+    #[test]
+    fn non_json_and_non_objects_are_rejected() {
+        assert_eq!(LoginEvent::parse("not json"), Err(RejectReason::NotJson));
+        assert_eq!(LoginEvent::parse(""), Err(RejectReason::NotJson));
+        assert_eq!(LoginEvent::parse("[1,2]"), Err(RejectReason::NotAnObject));
+        assert_eq!(LoginEvent::parse("\"text\""), Err(RejectReason::NotAnObject));
+    }
+
+    #[test]
+    fn each_required_field_must_be_present_non_null_and_a_string() {
+        for field in Field::ALL {
+            let mut object: Map<String, Value> = serde_json::from_str(&body(&[])).expect("json");
+            object.remove(field.name());
+            let missing = LoginEvent::parse(&Value::Object(object).to_string());
+            assert_eq!(missing, Err(RejectReason::MissingField(field)));
+
+            let wrong = reject(&[(field.name(), Value::from(42))]);
+            assert_eq!(wrong, RejectReason::WrongType(field));
+
+            if field != Field::Locale {
+                assert_eq!(reject(&[(field.name(), Value::Null)]), RejectReason::NullField(field));
+            }
+        }
+    }
+
+    #[test]
+    fn values_must_fit_their_columns() {
+        let reason = reject(&[("user_id", Value::from("u".repeat(129)))]);
+        assert_eq!(reason, RejectReason::TooLong(Field::UserId));
+        // 128 multi-byte characters fit varchar(128), which counts characters.
+        let login = LoginEvent::parse(&body(&[("user_id", Value::from("é".repeat(128)))]));
+        assert!(login.is_ok());
+        assert_eq!(
+            reject(&[("device_type", Value::from("x".repeat(33)))]),
+            RejectReason::TooLong(Field::DeviceType)
+        );
+        assert_eq!(reject(&[("locale", Value::from("x".repeat(33)))]), RejectReason::TooLong(Field::Locale));
+        assert_eq!(
+            reject(&[("device_id", Value::from("x".repeat(257)))]),
+            RejectReason::TooLong(Field::DeviceId)
+        );
+    }
+
+    #[test]
+    fn empty_and_control_characters_are_rejected() {
+        assert_eq!(reject(&[("device_type", Value::from(""))]), RejectReason::EmptyField(Field::DeviceType));
+        assert_eq!(reject(&[("device_id", Value::from("   "))]), RejectReason::EmptyField(Field::DeviceId));
+        assert_eq!(reject(&[("locale", Value::from(""))]), RejectReason::EmptyField(Field::Locale));
+        assert_eq!(
+            reject(&[("user_id", Value::from("abc\u{0}def"))]),
+            RejectReason::ControlCharacter(Field::UserId)
+        );
+        assert_eq!(
+            reject(&[("device_id", Value::from("a\nb"))]),
+            RejectReason::ControlCharacter(Field::DeviceId)
+        );
+    }
+
+    #[test]
+    fn ips_are_validated_and_canonicalized() {
+        assert_eq!(reject(&[("ip", Value::from("999.1.1.1"))]), RejectReason::InvalidIp);
+        assert_eq!(reject(&[("ip", Value::from("010.1.1.1"))]), RejectReason::InvalidIp);
+        assert_eq!(reject(&[("ip", Value::from("fe80::1%eth0"))]), RejectReason::InvalidIp);
+        assert_eq!(reject(&[("ip", Value::from("example.com"))]), RejectReason::InvalidIp);
+
+        let canonical = |ip: &str| {
+            LoginEvent::parse(&body(&[("ip", Value::from(ip))])).expect("valid ip").ip().canonical()
+        };
+        assert_eq!(canonical(" 10.1.2.3 "), "10.1.2.3");
+        assert_eq!(canonical("::ffff:10.1.2.3"), "10.1.2.3");
+        assert_eq!(canonical("2001:DB8:0:0:0:0:0:1"), "2001:db8::1");
+        assert_eq!(canonical("2001:db8::0:1"), "2001:db8::1");
+        // Multicast and reserved addresses are valid addresses.
+        assert_eq!(canonical("224.0.0.1"), "224.0.0.1");
+        assert_eq!(canonical("255.255.255.255"), "255.255.255.255");
+    }
+
+    #[test]
+    fn device_id_is_trimmed() {
+        let login = LoginEvent::parse(&body(&[("device_id", Value::from(" 111-22-3333\t"))])).expect("valid");
+        assert_eq!(login.device_id().canonical(), "111-22-3333");
+        // Inside the value a control character is still refused.
+        assert_eq!(
+            reject(&[("device_id", Value::from("111\t22"))]),
+            RejectReason::ControlCharacter(Field::DeviceId)
+        );
+    }
+
+    #[test]
+    fn app_version_problems_have_their_own_codes() {
+        assert_eq!(reject(&[("app_version", Value::from("2.x"))]).code(), "invalid_app_version");
+        assert_eq!(reject(&[("app_version", Value::from("1.1000"))]).code(), "app_version_out_of_range");
+    }
+
+    #[test]
+    fn debug_output_never_shows_pii() {
+        let login = LoginEvent::parse(&body(&[])).expect("valid");
+        let debug = format!("{login:?}");
+        assert!(!debug.contains("10.1.2.3"), "{debug}");
+        assert!(!debug.contains("111-22-3333"), "{debug}");
+    }
+}

@@ -1,0 +1,171 @@
+//! The vault's cipher: AES-256-GCM-SIV with a random 96-bit nonce per value. The AAD
+//! binds the ciphertext to its row (field, blind index) and to the data-key version, so a
+//! ciphertext copied to another row or relabelled with another version fails to open.
+//! GCM-SIV keeps a repeated nonce from being catastrophic (it only reveals equality).
+
+use std::fmt;
+
+use aes_gcm_siv::aead::{Aead, Generate, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use zeroize::Zeroizing;
+
+use crate::keys::KeyMaterial;
+use crate::masking::{BlindIndex, PiiField};
+
+pub const NONCE_LEN: usize = 12;
+
+/// Version tag of the AAD layout, so a future layout cannot be confused with this one.
+const AAD_DOMAIN: &[u8] = b"login-etl/pii_vault/v1";
+
+/// One `pii_vault` row's secret part.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedValue {
+    pub key_version: i32,
+    pub nonce: [u8; NONCE_LEN],
+    pub ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for SealedValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedValue")
+            .field("key_version", &self.key_version)
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VaultError {
+    #[error("vault row is sealed under data key version {found}, but this key is version {expected}")]
+    WrongKeyVersion { expected: i32, found: i32 },
+    #[error("vault ciphertext failed authentication (tampered, moved to another row, or wrong key)")]
+    Unauthentic,
+    #[error("encryption failed")]
+    Encrypt,
+}
+
+/// A data key with its version; the cipher's key schedule is wiped on drop.
+pub struct DataKey {
+    version: i32,
+    cipher: Aes256GcmSiv,
+}
+
+impl DataKey {
+    pub fn new(version: i32, key: &KeyMaterial) -> DataKey {
+        DataKey { version, cipher: Aes256GcmSiv::new(key.expose().into()) }
+    }
+
+    pub fn version(&self) -> i32 {
+        self.version
+    }
+
+    pub fn seal(
+        &self,
+        field: PiiField,
+        index: &BlindIndex,
+        plaintext: &str,
+    ) -> Result<SealedValue, VaultError> {
+        let nonce = Nonce::generate();
+        let aad = aad(field, index, self.version);
+        let ciphertext = self
+            .cipher
+            .encrypt(&nonce, Payload { msg: plaintext.as_bytes(), aad: &aad })
+            .map_err(|_| VaultError::Encrypt)?;
+        Ok(SealedValue { key_version: self.version, nonce: nonce.into(), ciphertext })
+    }
+
+    pub fn open(
+        &self,
+        field: PiiField,
+        index: &BlindIndex,
+        sealed: &SealedValue,
+    ) -> Result<Zeroizing<String>, VaultError> {
+        if sealed.key_version != self.version {
+            return Err(VaultError::WrongKeyVersion { expected: self.version, found: sealed.key_version });
+        }
+        let aad = aad(field, index, sealed.key_version);
+        let plaintext = Zeroizing::new(
+            self.cipher
+                .decrypt(&Nonce::from(sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &aad })
+                .map_err(|_| VaultError::Unauthentic)?,
+        );
+        // The vault only ever seals UTF-8 text; anything else is not authentic.
+        String::from_utf8(plaintext.to_vec()).map(Zeroizing::new).map_err(|_| VaultError::Unauthentic)
+    }
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DataKey(version {}, <redacted>)", self.version)
+    }
+}
+
+/// NUL-separated: neither the field names nor hex indexes can contain NUL.
+fn aad(field: PiiField, index: &BlindIndex, key_version: i32) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + 96);
+    for part in [AAD_DOMAIN, field.as_str().as_bytes(), index.as_str().as_bytes()] {
+        aad.extend_from_slice(part);
+        aad.push(0);
+    }
+    aad.extend_from_slice(key_version.to_string().as_bytes());
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::masking::BlindIndexer;
+
+    fn index_of(value: &str) -> BlindIndex {
+        let key = KeyMaterial::from_bytes([7; 32]);
+        BlindIndexer::new(&key, &key).index(PiiField::Ip, value)
+    }
+
+    #[test]
+    fn round_trips() {
+        let key = DataKey::new(1, &KeyMaterial::from_bytes([9; 32]));
+        let index = index_of("10.0.0.1");
+        let sealed = key.seal(PiiField::Ip, &index, "10.0.0.1").expect("seal");
+        assert_eq!(sealed.key_version, 1);
+        assert_ne!(sealed.ciphertext, b"10.0.0.1");
+        let opened = key.open(PiiField::Ip, &index, &sealed).expect("open");
+        assert_eq!(opened.as_str(), "10.0.0.1");
+    }
+
+    #[test]
+    fn nonces_are_random() {
+        let key = DataKey::new(1, &KeyMaterial::from_bytes([9; 32]));
+        let index = index_of("10.0.0.1");
+        let a = key.seal(PiiField::Ip, &index, "10.0.0.1").expect("seal");
+        let b = key.seal(PiiField::Ip, &index, "10.0.0.1").expect("seal");
+        assert_ne!(a.nonce, b.nonce);
+        assert_ne!(a.ciphertext, b.ciphertext);
+    }
+
+    #[test]
+    fn a_ciphertext_is_bound_to_its_row_and_version() {
+        let key = DataKey::new(1, &KeyMaterial::from_bytes([9; 32]));
+        let index = index_of("10.0.0.1");
+        let sealed = key.seal(PiiField::Ip, &index, "10.0.0.1").expect("seal");
+
+        let other_row = index_of("10.0.0.2");
+        assert_eq!(key.open(PiiField::Ip, &other_row, &sealed), Err(VaultError::Unauthentic));
+        assert_eq!(key.open(PiiField::DeviceId, &index, &sealed), Err(VaultError::Unauthentic));
+
+        let mut tampered_nonce = sealed.clone();
+        tampered_nonce.nonce[0] ^= 1;
+        assert_eq!(key.open(PiiField::Ip, &index, &tampered_nonce), Err(VaultError::Unauthentic));
+
+        let mut tampered_ciphertext = sealed.clone();
+        tampered_ciphertext.ciphertext[0] ^= 1;
+        assert_eq!(key.open(PiiField::Ip, &index, &tampered_ciphertext), Err(VaultError::Unauthentic));
+
+        // Same key bytes relabelled as version 2: the AAD still says version 1.
+        let relabelled_key = DataKey::new(2, &KeyMaterial::from_bytes([9; 32]));
+        let relabelled = SealedValue { key_version: 2, ..sealed.clone() };
+        assert_eq!(relabelled_key.open(PiiField::Ip, &index, &relabelled), Err(VaultError::Unauthentic));
+
+        let wrong_key = DataKey::new(1, &KeyMaterial::from_bytes([8; 32]));
+        assert_eq!(wrong_key.open(PiiField::Ip, &index, &sealed), Err(VaultError::Unauthentic));
+    }
+}

@@ -1,0 +1,184 @@
+//! Shared test support: a database of its own per test (created from `DATABASE_URL`,
+//! migrated, dropped afterwards), a KMS key of its own per test on the moto server at
+//! `AWS_ENDPOINT_URL`, SQS events, and log capture. `make test` provides the stack.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_config::BehaviorVersion;
+use aws_lambda_events::sqs::SqsEvent;
+use aws_sdk_kms::config::Credentials;
+use login_etl::App;
+use login_etl::config::Config;
+use login_etl::keys::Kms;
+use login_etl::store;
+use serde_json::{Value, json};
+
+pub const FIRST_SENT_MS: i64 = 1_763_625_600_000;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through `make test`"))
+}
+
+/// A database of this test's own, migrated; dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub config: tokio_postgres::Config,
+    admin: tokio_postgres::Config,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let db = TestDb::empty().await;
+        let mut client = db.connect().await;
+        store::migrate(&mut client).await.expect("migrations apply");
+        db
+    }
+
+    /// Created but not migrated.
+    pub async fn empty() -> TestDb {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let admin = store::parse_database_url(&env("DATABASE_URL")).expect("DATABASE_URL parses");
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").subsec_nanos();
+        let name =
+            format!("etl_test_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), nanos);
+        let admin_client = connect(&admin).await;
+        admin_client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        let mut config = admin.clone();
+        config.dbname(&name);
+        TestDb { name, config, admin }
+    }
+
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        connect(&self.config).await
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.connect().await.query_one(sql, &[]).await.expect(sql).get(0)
+    }
+
+    /// The function's configuration against this database.
+    pub fn app_config(&self) -> Config {
+        Config { database: self.config.clone(), kms_key_id: String::new(), pool_size: 2 }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on: use a thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let client = connect(&admin).await;
+                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+pub async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect to test Postgres");
+    tokio::spawn(connection);
+    client
+}
+
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await
+}
+
+/// A KMS key of this test's own on the moto server.
+pub async fn new_kms() -> Kms {
+    let client = aws_sdk_kms::Client::new(&sdk_config(&env("AWS_ENDPOINT_URL")).await);
+    let key = client.create_key().description("login-etl test key").send().await.expect("moto CreateKey");
+    let key_id = key.key_metadata().expect("key metadata").key_id().to_owned();
+    Kms::new(client, key_id)
+}
+
+/// A cold start against this database and key.
+pub async fn cold_start(db: &TestDb, kms: &Kms) -> App {
+    App::init(&db.app_config(), kms).await.expect("init")
+}
+
+pub fn load_event(path: &str) -> SqsEvent {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
+    serde_json::from_str(&text).expect("event parses")
+}
+
+/// The exercise's 100 message bodies, in queue order.
+pub fn sample_messages() -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/login-queue-messages.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture parses")
+}
+
+/// An SQS event with the given (message id, body) records, sent one second apart.
+pub fn event(records: &[(String, String)]) -> SqsEvent {
+    let records: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (id, body))| {
+            json!({
+                "messageId": id,
+                "receiptHandle": format!("handle-{id}"),
+                "body": body,
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": (FIRST_SENT_MS + i as i64 * 1000).to_string(),
+                },
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:login-queue",
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).expect("event shape")
+}
+
+/// A valid login body with the given ip and device id.
+pub fn login_body(user: &str, ip: &str, device_id: &str) -> String {
+    json!({
+        "user_id": user, "app_version": "1.2.3", "device_type": "ios",
+        "ip": ip, "locale": "DE", "device_id": device_id,
+    })
+    .to_string()
+}
+
+pub fn failed_ids(response: &aws_lambda_events::sqs::SqsBatchResponse) -> Vec<String> {
+    let mut ids: Vec<String> =
+        response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    ids.sort();
+    ids
+}
+
+/// Collects what the JSON log subscriber writes.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("log buffer").clone()).expect("utf-8 logs")
+    }
+}
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! Keys and faults: concurrent first cold starts, encryption contexts, unreachable
+//! database or KMS, a failing transaction, and init errors that name the problem.
+
+mod common;
+
+use common::*;
+use login_etl::App;
+use login_etl::app::InitError;
+use login_etl::handler::{self, BatchError};
+use login_etl::keys::{KeyError, KeyPurpose, Kms, WrappedKey};
+use login_etl::masking::PiiField;
+use login_etl::store;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_cold_starts_end_with_one_key_per_purpose() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let config = db.app_config();
+    let starts = (0..8).map(|_| {
+        let (config, kms) = (config.clone(), kms.clone());
+        tokio::spawn(async move { App::init(&config, &kms).await })
+    });
+    let mut apps = Vec::new();
+    for start in starts {
+        apps.push(start.await.expect("task").expect("init"));
+    }
+
+    let client = db.connect().await;
+    let per_purpose = client
+        .query("SELECT purpose, count(*) FROM pii_keys GROUP BY purpose ORDER BY purpose", &[])
+        .await
+        .expect("keys");
+    let per_purpose: Vec<(String, i64)> = per_purpose.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(per_purpose, vec![("data".into(), 1), ("index:device_id".into(), 1), ("index:ip".into(), 1)]);
+    // All instances agree: same masks, and each can open what another sealed.
+    let index = apps[0].keyring.indexer.index(PiiField::DeviceId, "123-45-6789");
+    let sealed = apps[0].keyring.data_key.seal(PiiField::DeviceId, &index, "123-45-6789").expect("seal");
+    for app in &apps[1..] {
+        assert_eq!(app.keyring.indexer.index(PiiField::DeviceId, "123-45-6789"), index);
+        let opened = app.keyring.data_key.open(PiiField::DeviceId, &index, &sealed).expect("open");
+        assert_eq!(opened.as_str(), "123-45-6789");
+    }
+}
+
+#[tokio::test]
+async fn keys_are_stored_only_wrapped_and_bound_to_their_encryption_context() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = cold_start(&db, &kms).await;
+    let client = db.connect().await;
+    let stored = store::latest_wrapped_keys(&client).await.expect("keys");
+    assert_eq!(stored.len(), 3);
+    let data = stored.iter().find(|k| k.purpose == KeyPurpose::Data).expect("data key");
+
+    // Unwrapped with its own context it is the key in use.
+    let material = kms.unwrap(data).await.expect("unwrap");
+    let index = app.keyring.indexer.index(PiiField::Ip, "10.9.8.7");
+    let sealed = app.keyring.data_key.seal(PiiField::Ip, &index, "10.9.8.7").expect("seal");
+    let reopened = login_etl::vault::DataKey::new(data.version, &material);
+    assert_eq!(reopened.open(PiiField::Ip, &index, &sealed).expect("open").as_str(), "10.9.8.7");
+    // The stored blob is not the key itself.
+    assert!(!data.blob.windows(material.expose().len()).any(|w| w == material.expose()));
+
+    // Presented as another purpose or version, KMS refuses it.
+    for wrong in [
+        WrappedKey { purpose: KeyPurpose::IndexIp, ..data.clone() },
+        WrappedKey { version: data.version + 1, ..data.clone() },
+    ] {
+        let error = kms.unwrap(&wrong).await.expect_err("wrong context must fail");
+        assert!(matches!(error, KeyError::Kms { operation: "Decrypt", .. }), "{error}");
+    }
+}
+
+/// A server address nothing listens on.
+fn unreachable() -> tokio_postgres::Config {
+    store::parse_database_url("postgres://postgres@127.0.0.1:1/nowhere").expect("url")
+}
+
+#[tokio::test]
+async fn database_unreachable_fails_the_invocation_and_writes_nothing() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let cut_off = App { pool: store::pool(unreachable(), 2).expect("pool"), keyring: app.keyring };
+
+    let result = handler::handle(&cut_off, load_event("events/mixed-batch.json")).await;
+
+    let error = result.expect_err("must fail the whole invocation, not report item failures");
+    assert!(matches!(error, BatchError::Store(_)), "{error}");
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
+}
+
+#[tokio::test]
+async fn a_fault_inside_the_transaction_commits_nothing() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'disk full (simulated)'; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON user_logins FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .expect("trigger");
+
+    let error = handler::handle(&app, load_event("events/duplicates.json")).await.expect_err("fault");
+
+    assert!(error.to_string().contains("disk full (simulated)"), "{error}");
+    // The vault rows of the batch were rolled back with it.
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 0);
+    let diagnostic: lambda_runtime::Diagnostic = error.into();
+    assert_eq!(diagnostic.error_type, "BatchNotWritten.Database");
+}
+
+#[tokio::test]
+async fn init_fails_clearly_when_the_database_is_unreachable() {
+    let db = TestDb::new().await;
+    let mut config = db.app_config();
+    config.database = unreachable();
+    let error = App::init(&config, &new_kms().await).await.expect_err("no database");
+    assert!(matches!(error, InitError::Database(_)), "{error}");
+    assert!(error.to_string().starts_with("database unreachable at init"), "{error}");
+}
+
+#[tokio::test]
+async fn init_fails_clearly_when_kms_is_unreachable() {
+    let db = TestDb::new().await;
+    let client = aws_sdk_kms::Client::new(&sdk_config("http://127.0.0.1:1").await);
+    let kms = Kms::new(client, "alias/pii-vault");
+    let error = App::init(&db.app_config(), &kms).await.expect_err("no KMS");
+    let message = error.to_string();
+    assert!(message.starts_with("keys: KMS GenerateDataKey failed"), "{message}");
+    assert_eq!(db.count("SELECT count(*) FROM pii_keys").await, 0);
+}
+
+#[tokio::test]
+async fn the_binary_names_a_missing_setting_and_exits_non_zero() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_login-etl"))
+        .env_clear()
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("run login-etl");
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("DATABASE_URL is not set"), "{stdout}");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_login-etl"))
+        .env_clear()
+        .env("DATABASE_URL", "postgres://u:hunter2@127.0.0.1:notaport/db")
+        .env("KMS_KEY_ID", "alias/pii-vault")
+        .output()
+        .expect("run login-etl");
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("DATABASE_URL is malformed"), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+}

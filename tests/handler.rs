@@ -1,0 +1,320 @@
+//! The handler end to end: real Postgres (a database per test), real KMS API (moto).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::NaiveDate;
+use common::*;
+use login_etl::handler;
+use login_etl::masking::{BlindIndex, PiiField};
+use login_etl::vault::SealedValue;
+use serde_json::Value;
+
+#[tokio::test]
+async fn the_exercise_queue_gives_99_rows_and_fails_exactly_the_malformed_message() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let event = load_event("events/login-queue-100.json");
+    let malformed_id = event.records[12].message_id.clone().expect("id");
+    assert!(event.records[12].body.as_deref().unwrap_or_default().contains("oops_wrong_msg_type"));
+
+    let (response, stats) = handler::handle_with_stats(&app, event).await.expect("batch");
+
+    assert_eq!(failed_ids(&response), vec![malformed_id]);
+    assert_eq!(stats.written, 99);
+    assert_eq!(stats.rejected_by_reason.get("missing_field"), Some(&1));
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(*) FROM user_logins WHERE locale IS NULL").await, 29);
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 198);
+    // create_date is the SentTimestamp's UTC date, not the processing date.
+    let client = db.connect().await;
+    let dates: Vec<NaiveDate> = client
+        .query("SELECT DISTINCT create_date FROM user_logins", &[])
+        .await
+        .expect("dates")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(dates, vec![NaiveDate::from_ymd_opt(2025, 11, 20).expect("date")]);
+
+    // Every row: the exercise's columns hold masks and the encoded version, never PII.
+    let messages = sample_messages();
+    let rows = client
+        .query(
+            "SELECT user_id, device_type, masked_ip, masked_device_id, locale, app_version, app_version_raw
+               FROM user_logins",
+            &[],
+        )
+        .await
+        .expect("rows");
+    let by_user: HashMap<String, &tokio_postgres::Row> = rows.iter().map(|r| (r.get(0), r)).collect();
+    for message in messages.iter().filter(|m| m.get("user_id").is_some()) {
+        let row = by_user[message["user_id"].as_str().expect("user_id")];
+        let ip = message["ip"].as_str().expect("ip");
+        let device_id = message["device_id"].as_str().expect("device_id");
+        let masked_ip: String = row.get(2);
+        let masked_device_id: String = row.get(3);
+        assert_eq!(masked_ip, app.keyring.indexer.index(PiiField::Ip, ip).as_str());
+        assert_eq!(masked_device_id, app.keyring.indexer.index(PiiField::DeviceId, device_id).as_str());
+        assert_ne!(masked_ip, ip);
+        assert_eq!(row.get::<_, String>(1), message["device_type"].as_str().expect("device_type"));
+        assert_eq!(row.get::<_, Option<String>>(4).as_deref(), message["locale"].as_str());
+        assert_eq!(row.get::<_, String>(6), message["app_version"].as_str().expect("app_version"));
+        let encoded: i32 = row.get(5);
+        assert!(encoded > 0);
+    }
+}
+
+#[tokio::test]
+async fn a_mixed_batch_fails_exactly_its_bad_messages_and_writes_every_good_one() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let event = load_event("events/mixed-batch.json");
+    let ids: Vec<String> = event.records.iter().filter_map(|r| r.message_id.clone()).collect();
+    let expected_bad: Vec<String> = ids.iter().filter(|id| id.contains("-bad-")).cloned().collect();
+    let expected_good: HashSet<String> = ids.iter().filter(|id| id.contains("-good-")).cloned().collect();
+    assert_eq!(expected_bad.len(), 10);
+
+    let (response, stats) = handler::handle_with_stats(&app, event).await.expect("batch");
+
+    let mut sorted_bad = expected_bad.clone();
+    sorted_bad.sort();
+    assert_eq!(failed_ids(&response), sorted_bad);
+    let written: HashSet<String> = db
+        .connect()
+        .await
+        .query("SELECT sqs_message_id FROM user_logins", &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(written, expected_good);
+    let reasons: HashSet<&str> = stats.rejected_by_reason.keys().copied().collect();
+    let want: HashSet<&str> = [
+        "missing_field",
+        "not_json",
+        "not_an_object",
+        "invalid_ip",
+        "invalid_app_version",
+        "app_version_out_of_range",
+        "too_long",
+        "wrong_type",
+        "null_field",
+        "control_character",
+    ]
+    .into();
+    assert_eq!(reasons, want);
+}
+
+#[tokio::test]
+async fn records_without_body_or_sent_timestamp_are_item_failures_and_never_empty_ids() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let mut event = event(&[
+        ("good".into(), login_body("u1", "10.0.0.1", "d-1")),
+        ("no-body".into(), String::new()),
+        ("no-timestamp".into(), login_body("u2", "10.0.0.2", "d-2")),
+        ("no-id".into(), login_body("u3", "10.0.0.3", "d-3")),
+    ]);
+    event.records[1].body = None;
+    event.records[2].attributes.remove("SentTimestamp");
+    event.records[3].message_id = None;
+
+    let (response, stats) = handler::handle_with_stats(&app, event).await.expect("batch");
+
+    assert_eq!(failed_ids(&response), vec!["no-body".to_string(), "no-timestamp".to_string()]);
+    assert!(response.batch_item_failures.iter().all(|f| !f.item_identifier.is_empty()));
+    assert_eq!(stats.unidentifiable, 1);
+    assert_eq!(stats.written, 1);
+}
+
+#[tokio::test]
+async fn repeated_values_get_equal_masks_and_one_vault_row_each() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let event = load_event("events/duplicates.json");
+    let bodies: Vec<Value> = event
+        .records
+        .iter()
+        .map(|r| serde_json::from_str(r.body.as_deref().expect("body")).expect("json"))
+        .collect();
+
+    let response = handler::handle(&app, event).await.expect("batch");
+    assert!(response.batch_item_failures.is_empty());
+
+    let rows = db
+        .connect()
+        .await
+        .query("SELECT user_id, masked_ip, masked_device_id FROM user_logins", &[])
+        .await
+        .expect("rows");
+    let masks: HashMap<String, (String, String)> =
+        rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
+    assert_eq!(masks.len(), 6);
+    for a in &bodies {
+        for b in &bodies {
+            let (ma, mb) =
+                (&masks[a["user_id"].as_str().expect("id")], &masks[b["user_id"].as_str().expect("id")]);
+            assert_eq!(a["ip"] == b["ip"], ma.0 == mb.0, "ip masks equal exactly when ips are");
+            assert_eq!(
+                a["device_id"] == b["device_id"],
+                ma.1 == mb.1,
+                "device masks equal exactly when ids are"
+            );
+        }
+    }
+    let distinct_ips = bodies.iter().map(|b| b["ip"].to_string()).collect::<HashSet<_>>().len() as i64;
+    let distinct_devices =
+        bodies.iter().map(|b| b["device_id"].to_string()).collect::<HashSet<_>>().len() as i64;
+    assert!(distinct_ips < 6 && distinct_devices < 6, "the event must repeat values");
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'ip'").await, distinct_ips);
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'device_id'").await, distinct_devices);
+}
+
+#[tokio::test]
+async fn equivalent_ip_spellings_share_one_mask() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let event = event(&[
+        ("a".into(), login_body("u1", "2001:db8::1", "d-1")),
+        ("b".into(), login_body("u2", "2001:DB8:0:0::0:1", "d-2")),
+        ("c".into(), login_body("u3", "::ffff:192.0.2.7", "d-3")),
+        ("d".into(), login_body("u4", "192.0.2.7", " d-3 ")),
+    ]);
+    handler::handle(&app, event).await.expect("batch");
+    assert_eq!(db.count("SELECT count(DISTINCT masked_ip) FROM user_logins").await, 2);
+    assert_eq!(db.count("SELECT count(DISTINCT masked_device_id) FROM user_logins").await, 3);
+}
+
+#[tokio::test]
+async fn redelivery_adds_nothing_and_a_new_cold_start_keeps_the_masks() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = cold_start(&db, &kms).await;
+    let event = load_event("events/login-queue-100.json");
+    handler::handle(&app, event.clone()).await.expect("first delivery");
+    let masks_before = masks(&db).await;
+
+    let (response, stats) = handler::handle_with_stats(&app, event.clone()).await.expect("redelivery");
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!((stats.written, stats.already_present), (0, 99));
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 198);
+
+    // A second instance: unwraps the stored keys, creates none, masks the same.
+    let second = cold_start(&db, &kms).await;
+    assert_eq!(db.count("SELECT count(*) FROM pii_keys").await, 3);
+    handler::handle(&second, event).await.expect("redelivery to a new instance");
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
+    let ip = "198.51.100.23";
+    assert_eq!(app.keyring.indexer.index(PiiField::Ip, ip), second.keyring.indexer.index(PiiField::Ip, ip));
+    let fresh = common::event(&[("after-restart".into(), login_body("u9", ip, "d-9"))]);
+    handler::handle(&second, fresh).await.expect("new message");
+    let mut masks_after = masks(&db).await;
+    masks_after.remove("u9");
+    assert_eq!(masks_before, masks_after);
+}
+
+async fn masks(db: &TestDb) -> HashMap<String, (String, String)> {
+    db.connect()
+        .await
+        .query("SELECT user_id, masked_ip, masked_device_id FROM user_logins", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_vault_returns_every_sample_value_and_refuses_moved_or_tampered_rows() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    handler::handle(&app, load_event("events/login-queue-100.json")).await.expect("batch");
+
+    let rows = db
+        .connect()
+        .await
+        .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM pii_vault", &[])
+        .await
+        .expect("vault");
+    let vault: HashMap<(PiiField, BlindIndex), SealedValue> = rows
+        .iter()
+        .map(|r| {
+            let field = PiiField::from_db(r.get(0)).expect("field");
+            let index = BlindIndex::parse(r.get(1)).expect("index");
+            let nonce: Vec<u8> = r.get(3);
+            let sealed = SealedValue {
+                key_version: r.get(2),
+                nonce: nonce.try_into().expect("12-byte nonce"),
+                ciphertext: r.get(4),
+            };
+            ((field, index), sealed)
+        })
+        .collect();
+
+    let key = &app.keyring.data_key;
+    let mut checked = 0;
+    for message in sample_messages().iter().filter(|m| m.get("ip").is_some()) {
+        for (field, name) in [(PiiField::Ip, "ip"), (PiiField::DeviceId, "device_id")] {
+            let value = message[name].as_str().expect("value");
+            let index = app.keyring.indexer.index(field, value);
+            let sealed = &vault[&(field, index.clone())];
+            assert_eq!(key.open(field, &index, sealed).expect("opens").as_str(), value);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 198);
+
+    // A ciphertext copied onto another row does not open there.
+    let mut entries = vault.iter();
+    let ((field_a, index_a), sealed_a) = entries.next().expect("row");
+    let ((field_b, index_b), _) = entries.find(|((f, _), _)| f == field_a).expect("second row");
+    assert_eq!(field_a, field_b);
+    assert!(key.open(*field_b, index_b, sealed_a).is_err());
+    let mut tampered = sealed_a.clone();
+    tampered.nonce[11] ^= 0x80;
+    assert!(key.open(*field_a, index_a, &tampered).is_err());
+}
+
+#[tokio::test]
+async fn no_plaintext_pii_in_the_logs_of_a_full_run() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    let subscriber = login_etl::telemetry::json_subscriber(move || writer.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    for path in ["events/login-queue-100.json", "events/mixed-batch.json", "events/duplicates.json"] {
+        handler::handle(&app, load_event(path)).await.expect("batch");
+    }
+
+    let logs = capture.text();
+    // The logs are there and useful: JSON lines with message ids and reason codes.
+    assert!(logs.contains("\"reason\":\"missing_field\""), "{logs}");
+    assert!(logs.contains("mixed-bad-ip-invalid"), "{logs}");
+    assert!(logs.contains("\"written\":99"), "{logs}");
+    for line in logs.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    let mut secrets = HashSet::new();
+    for path in ["events/login-queue-100.json", "events/mixed-batch.json", "events/duplicates.json"] {
+        for record in load_event(path).records {
+            if let Ok(Value::Object(body)) = serde_json::from_str(record.body.as_deref().unwrap_or_default())
+            {
+                for name in ["ip", "device_id"] {
+                    if let Some(Value::String(value)) = body.get(name) {
+                        secrets.insert(value.clone());
+                    }
+                }
+            }
+        }
+    }
+    assert!(secrets.len() >= 198, "every sample ip and device id is checked");
+    for secret in secrets {
+        assert!(!logs.contains(&secret), "a plaintext {} value appears in the logs", secret.len());
+    }
+}
