@@ -9,7 +9,8 @@
 #   scripts/stack.sh env     print .stack/env
 #
 # Settings: DATABASE_URL (use this server), STACK_PG_PORT (default 55432),
-# MOTO_PORT (default 5055), AWS_REGION (default us-east-1).
+# MOTO_PORT (default 5055), AWS_REGION (default us-east-1), MAX_RECEIVE_COUNT (redrive,
+# default 3), VISIBILITY_TIMEOUT (seconds, default 2: failed messages come back fast).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,18 +56,23 @@ start_postgres() {
     echo "$DATABASE_URL"; return
   fi
   [ -n "${DATABASE_URL:-}" ] && log "DATABASE_URL does not answer; starting a throwaway cluster"
-  local url="postgres://postgres@127.0.0.1:$pg_port/postgres"
-  if reachable "$url"; then echo "$url"; return; fi
-  mkdir -p "$pg_home"
-  [ "$(id -u)" = 0 ] && chown postgres: "$pg_home"
-  if [ ! -f "$pg_home/data/PG_VERSION" ]; then
-    log "initdb $pg_home/data"
-    as_pg "$(pg_bin initdb)" -D "$pg_home/data" -U postgres --auth=trust --no-sync -E UTF8 >/dev/null
+  local url="postgres://postgres@127.0.0.1:$pg_port/login_etl"
+  if ! reachable "$url"; then
+    mkdir -p "$pg_home"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$pg_home"; fi
+    if [ ! -f "$pg_home/data/PG_VERSION" ]; then
+      log "initdb $pg_home/data"
+      as_pg "$(pg_bin initdb)" -D "$pg_home/data" -U postgres --auth=trust --no-sync -E UTF8 >/dev/null
+    fi
+    log "starting PostgreSQL on 127.0.0.1:$pg_port"
+    as_pg "$(pg_bin pg_ctl)" -D "$pg_home/data" -l "$pg_home/server.log" -w -t 30 start \
+      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_home -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >/dev/null
+    echo "$pg_home" >"$state/pg_home"
   fi
-  log "starting PostgreSQL on 127.0.0.1:$pg_port"
-  as_pg "$(pg_bin pg_ctl)" -D "$pg_home/data" -l "$pg_home/server.log" -w -t 30 start \
-    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_home -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >/dev/null
-  echo "$pg_home" >"$state/pg_home"
+  if ! "$(pg_bin psql)" -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres \
+    -c "SELECT 1 FROM pg_database WHERE datname = 'login_etl'" | grep -q 1; then
+    "$(pg_bin createdb)" -h 127.0.0.1 -p "$pg_port" -U postgres login_etl
+  fi
   echo "$url"
 }
 
@@ -97,6 +103,9 @@ export AWS_DEFAULT_REGION='$region'
 export AWS_ACCESS_KEY_ID='testing'
 export AWS_SECRET_ACCESS_KEY='testing'
 EOF
+  # Queues and the KMS key alias (idempotent; a restarted moto starts empty).
+  (source "$state/env" && "$venv/bin/python" "$root/scripts/local_aws.py" setup \
+    --max-receive-count "${MAX_RECEIVE_COUNT:-3}" --visibility-timeout "${VISIBILITY_TIMEOUT:-2}") >>"$state/env"
   log "up; environment in .stack/env"
 }
 

@@ -7,11 +7,13 @@
 //! - [`keys`]: KMS envelope keys, created once, unwrapped per cold start
 //! - [`store`]: Postgres pool, migrations, set-based batch writes
 //! - [`handler`]: one SQS batch → rows + batch item failures
+//! - [`esm`]: a local SQS event source mapping around the same handler (`esm-local`)
 //! - [`app`], [`config`], [`telemetry`]: init-time resources, settings, JSON logs
 
 pub mod app;
 pub mod app_version;
 pub mod config;
+pub mod esm;
 pub mod handler;
 pub mod keys;
 pub mod login;

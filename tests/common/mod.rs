@@ -57,6 +57,11 @@ impl TestDb {
         connect(&self.config).await
     }
 
+    /// A connection to the database `DATABASE_URL` names (not this test's).
+    pub async fn admin_connect(&self) -> tokio_postgres::Client {
+        connect(&self.admin).await
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.connect().await.query_one(sql, &[]).await.expect(sql).get(0)
     }

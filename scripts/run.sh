@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `make run`: the whole job on the local stack. Brings the stack up (Postgres, moto SQS
+# and KMS, queues with redrive to the DLQ, KMS key alias), migrates, loads the exercise's
+# 100 messages into login-queue (once per database: a second run adds no rows), drains
+# the queue through esm-local and the login-etl handler, and shows the result.
+#
+# Settings: RELOAD=1 loads the messages again (new SQS messages, so new rows);
+# ESM_FLAGS adds esm-local flags; and those of scripts/stack.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/stack.sh up
+source .stack/env
+psql_q() { psql "$DATABASE_URL" -qAtX -v ON_ERROR_STOP=1 "$@"; }
+
+echo "== building"
+cargo build --quiet --bin migrate --bin esm-local
+target/debug/migrate
+
+already=$(psql_q -c "SELECT count(*) FROM user_logins")
+if [ "$already" -gt 0 ] && [ -z "${RELOAD:-}" ]; then
+  echo "== user_logins already holds $already rows: not loading the messages again (RELOAD=1 would)"
+else
+  echo "== loading the exercise's 100 messages into login-queue"
+  .venv/bin/python scripts/local_aws.py load
+fi
+
+echo "== draining login-queue through esm-local (failures go to the DLQ after ${MAX_RECEIVE_COUNT:-3} receives)"
+# shellcheck disable=SC2086
+RUST_LOG=${RUST_LOG:-warn} target/debug/esm-local --queue-url "$QUEUE_URL" --until-empty ${ESM_FLAGS:-}
+
+echo
+echo "== user_logins: $(psql_q -c "SELECT count(*) FROM user_logins") rows; a few of them"
+psql "$DATABASE_URL" -X -P pager=off -c "SELECT user_id, device_type, left(masked_ip, 16) || '…' AS masked_ip,
+    left(masked_device_id, 16) || '…' AS masked_device_id, locale, app_version, app_version_raw, create_date
+  FROM user_logins ORDER BY sent_at LIMIT 5"
+echo "== the dead-letter queue (login-queue-dlq) holds $(.venv/bin/python scripts/local_aws.py depth | awk '$1=="login-queue-dlq"{print $2}') messages"
+echo
+echo "Use the stack from a shell:  source .stack/env"
+if [ -f src/bin/pii-vault.rs ]; then
+  user=$(psql_q -c "SELECT user_id FROM user_logins ORDER BY sent_at LIMIT 1")
+  echo "Reveal one row's PII (audited):  cargo run --bin pii-vault -- reveal --user-id $user --reason 'demo'"
+fi
+echo "Stop everything:  make down"
