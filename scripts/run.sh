@@ -17,6 +17,21 @@ echo "== building"
 cargo build --quiet --bin migrate --bin esm-local
 target/debug/migrate
 
+# Demo logins in the three roles (no password: the throwaway cluster trusts loopback).
+# The drain runs as the writer when that login can connect, as the function would.
+as_login() { sed -E "s#^(postgres(ql)?://)[^@/]*@#\1$1@#" <<<"$DATABASE_URL"; }
+for login in writer analyst vault_reader; do
+  psql_q -c "DO \$\$ BEGIN CREATE ROLE login_etl_demo_$login LOGIN IN ROLE login_etl_$login;
+             EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" 2>/dev/null || true
+done
+writer_url=$(as_login login_etl_demo_writer)
+if [[ "$writer_url" != "$DATABASE_URL" ]] && psql "$writer_url" -qAtXc "SELECT 1" >/dev/null 2>&1; then
+  function_url=$writer_url
+  echo "== the function runs as login_etl_demo_writer (role login_etl_writer)"
+else
+  function_url=$DATABASE_URL
+fi
+
 already=$(psql_q -c "SELECT count(*) FROM user_logins")
 if [ "$already" -gt 0 ] && [ -z "${RELOAD:-}" ]; then
   echo "== user_logins already holds $already rows: not loading the messages again (RELOAD=1 would)"
@@ -27,7 +42,7 @@ fi
 
 echo "== draining login-queue through esm-local (failures go to the DLQ after ${MAX_RECEIVE_COUNT:-3} receives)"
 # shellcheck disable=SC2086
-RUST_LOG=${RUST_LOG:-warn} target/debug/esm-local --queue-url "$QUEUE_URL" --until-empty ${ESM_FLAGS:-}
+DATABASE_URL=$function_url RUST_LOG=${RUST_LOG:-warn} target/debug/esm-local --queue-url "$QUEUE_URL" --until-empty ${ESM_FLAGS:-}
 
 echo
 echo "== user_logins: $(psql_q -c "SELECT count(*) FROM user_logins") rows; a few of them"
@@ -37,8 +52,9 @@ psql "$DATABASE_URL" -X -P pager=off -c "SELECT user_id, device_type, left(maske
 echo "== the dead-letter queue (login-queue-dlq) holds $(.venv/bin/python scripts/local_aws.py depth | awk '$1=="login-queue-dlq"{print $2}') messages"
 echo
 echo "Use the stack from a shell:  source .stack/env"
-if [ -f src/bin/pii-vault.rs ]; then
-  user=$(psql_q -c "SELECT user_id FROM user_logins ORDER BY sent_at LIMIT 1")
-  echo "Reveal one row's PII (audited):  cargo run --bin pii-vault -- reveal --user-id $user --reason 'demo'"
-fi
+user=$(psql_q -c "SELECT user_id FROM user_logins ORDER BY sent_at, user_id LIMIT 1")
+echo "Reveal one row's PII (audited), as the vault reader:"
+echo "  VAULT_DATABASE_URL='$(as_login login_etl_demo_vault_reader)' \\"
+echo "    cargo run -q --bin pii-vault -- reveal --user-id $user --reason 'demo'"
+echo "Try the roles with psql:  psql '$(as_login login_etl_demo_analyst)' -c 'SELECT * FROM pii_vault'"
 echo "Stop everything:  make down"

@@ -103,6 +103,8 @@ pub enum KeyError {
     Store(#[from] StoreError),
     #[error("no {0} key exists although it was just created (concurrent deletion?)")]
     Vanished(&'static str),
+    #[error("no {0} key in pii_keys: has the function never started against this database?")]
+    Missing(String),
 }
 
 /// A KMS client and the key id (ARN, id or alias) new data keys are generated under.
@@ -231,4 +233,51 @@ pub async fn load_or_create_keyring(db: &tokio_postgres::Client, kms: &Kms) -> R
         index_key_version,
         data_key: DataKey::new(data_version, &data_key),
     })
+}
+
+/// The blind indexer from the stored index keys (for staff tools; never creates keys).
+pub async fn load_indexer(db: &tokio_postgres::Client, kms: &Kms) -> Result<BlindIndexer, KeyError> {
+    let stored = store::latest_wrapped_keys(db).await?;
+    let find = |purpose: KeyPurpose| {
+        stored
+            .iter()
+            .find(|k| k.purpose == purpose)
+            .ok_or_else(|| KeyError::Missing(purpose.as_str().to_owned()))
+    };
+    let ip_key = kms.unwrap(find(KeyPurpose::IndexIp)?).await?;
+    let device_id_key = kms.unwrap(find(KeyPurpose::IndexDeviceId)?).await?;
+    Ok(BlindIndexer::new(&ip_key, &device_id_key))
+}
+
+/// Data keys by version, each unwrapped through KMS at most once per process.
+pub struct DataKeyCache {
+    keys: HashMap<i32, DataKey>,
+}
+
+impl DataKeyCache {
+    pub fn new() -> DataKeyCache {
+        DataKeyCache { keys: HashMap::new() }
+    }
+
+    pub async fn get(
+        &mut self,
+        db: &impl tokio_postgres::GenericClient,
+        kms: &Kms,
+        version: i32,
+    ) -> Result<&DataKey, KeyError> {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.keys.entry(version) {
+            let wrapped = store::wrapped_key(db, KeyPurpose::Data, version)
+                .await?
+                .ok_or_else(|| KeyError::Missing(format!("data (version {version})")))?;
+            let material = kms.unwrap(&wrapped).await?;
+            slot.insert(DataKey::new(version, &material));
+        }
+        self.keys.get(&version).ok_or_else(|| KeyError::Missing(format!("data (version {version})")))
+    }
+}
+
+impl Default for DataKeyCache {
+    fn default() -> Self {
+        Self::new()
+    }
 }

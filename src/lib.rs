@@ -7,6 +7,7 @@
 //! - [`keys`]: KMS envelope keys, created once, unwrapped per cold start
 //! - [`store`]: Postgres pool, migrations, set-based batch writes
 //! - [`handler`]: one SQS batch → rows + batch item failures
+//! - [`staff`]: the `pii-vault` staff tool's operations (find, reveal, forget, audit, rotation)
 //! - [`esm`]: a local SQS event source mapping around the same handler (`esm-local`)
 //! - [`app`], [`config`], [`telemetry`]: init-time resources, settings, JSON logs
 
@@ -18,6 +19,7 @@ pub mod handler;
 pub mod keys;
 pub mod login;
 pub mod masking;
+pub mod staff;
 pub mod store;
 pub mod telemetry;
 pub mod vault;

@@ -146,6 +146,15 @@ impl ColumnText {
 pub struct ClientIp(IpAddr);
 
 impl ClientIp {
+    /// Parses and canonicalizes an address as the function does (for staff tools too).
+    pub fn parse(text: &str) -> Result<ClientIp, RejectReason> {
+        let text = column_text(text.trim(), Field::Ip)?;
+        // std's parser refuses leading-zero octets ("010.0.0.1" is octal to some tools)
+        // and zone ids, so what it accepts has exactly one meaning.
+        let addr: IpAddr = text.as_str().parse().map_err(|_| RejectReason::InvalidIp)?;
+        Ok(ClientIp(addr.to_canonical()))
+    }
+
     pub fn addr(&self) -> IpAddr {
         self.0
     }
@@ -167,6 +176,11 @@ impl fmt::Debug for ClientIp {
 pub struct DeviceId(String);
 
 impl DeviceId {
+    /// Trims and checks a device id as the function does (for staff tools too).
+    pub fn parse(text: &str) -> Result<DeviceId, RejectReason> {
+        column_text(text.trim(), Field::DeviceId).map(|text| DeviceId(text.0))
+    }
+
     /// The normalized text that is blind-indexed and vaulted.
     pub fn canonical(&self) -> &str {
         &self.0
@@ -211,20 +225,12 @@ impl LoginEvent {
         let app_version_text = column_text(app_version_raw, Field::AppVersion)?;
         let app_version = AppVersion::parse(app_version_text.as_str())?;
         let device_type = column_text(required_str(object, Field::DeviceType)?, Field::DeviceType)?;
-        let ip = parse_ip(required_str(object, Field::Ip)?)?;
+        let ip = ClientIp::parse(required_str(object, Field::Ip)?)?;
         let locale =
             optional_str(object, Field::Locale)?.map(|text| column_text(text, Field::Locale)).transpose()?;
-        let device_id = column_text(required_str(object, Field::DeviceId)?.trim(), Field::DeviceId)?;
+        let device_id = DeviceId::parse(required_str(object, Field::DeviceId)?)?;
 
-        Ok(LoginEvent {
-            user_id,
-            device_type,
-            locale,
-            app_version,
-            ip,
-            device_id: DeviceId(device_id.0),
-            unknown_fields,
-        })
+        Ok(LoginEvent { user_id, device_type, locale, app_version, ip, device_id, unknown_fields })
     }
 
     pub fn user_id(&self) -> &str {
@@ -276,14 +282,6 @@ fn column_text(text: &str, field: Field) -> Result<ColumnText, RejectReason> {
         return Err(RejectReason::TooLong(field));
     }
     Ok(ColumnText(text.to_owned()))
-}
-
-fn parse_ip(text: &str) -> Result<ClientIp, RejectReason> {
-    let text = column_text(text.trim(), Field::Ip)?;
-    // std's parser refuses leading-zero octets ("010.0.0.1" is octal to some tools)
-    // and zone ids, so what it accepts has exactly one meaning.
-    let addr: IpAddr = text.as_str().parse().map_err(|_| RejectReason::InvalidIp)?;
-    Ok(ClientIp(addr.to_canonical()))
 }
 
 #[cfg(test)]

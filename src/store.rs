@@ -101,6 +101,26 @@ pub async fn latest_wrapped_keys(db: &tokio_postgres::Client) -> Result<Vec<Wrap
         .collect()
 }
 
+/// One stored key, if present.
+pub async fn wrapped_key(
+    db: &impl tokio_postgres::GenericClient,
+    purpose: KeyPurpose,
+    version: i32,
+) -> Result<Option<WrappedKey>, StoreError> {
+    let row = db
+        .query_opt(
+            "SELECT kms_key_id, wrapped_key FROM pii_keys WHERE purpose = $1 AND version = $2",
+            &[&purpose.as_str(), &version],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => {
+            Some(WrappedKey { purpose, version, kms_key_id: row.try_get(0)?, blob: row.try_get(1)? })
+        }
+        None => None,
+    })
+}
+
 /// Stores a wrapped key unless that (purpose, version) exists; true if this one won.
 pub async fn insert_wrapped_key(db: &tokio_postgres::Client, key: &WrappedKey) -> Result<bool, StoreError> {
     let inserted = db
@@ -147,7 +167,9 @@ pub struct WriteOutcome {
 const INSERT_VAULT: &str = "
     INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext)
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::bytea[], $5::bytea[])
-    ON CONFLICT (field, blind_index) DO NOTHING";
+        AS v(field, blind_index, key_version, nonce, ciphertext)
+    WHERE NOT EXISTS (SELECT 1 FROM pii_erasures e WHERE (e.field, e.blind_index) = (v.field, v.blind_index))
+    ON CONFLICT DO NOTHING";
 
 const INSERT_LOGINS: &str = "
     INSERT INTO user_logins (sqs_message_id, user_id, device_type, masked_ip, masked_device_id,
@@ -156,7 +178,7 @@ const INSERT_LOGINS: &str = "
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::text[], $7::int4[], $8::text[], $9::date[], $10::timestamptz[],
                          $11::int4[])
-    ON CONFLICT (sqs_message_id) DO NOTHING";
+    ON CONFLICT DO NOTHING";
 
 /// Writes the vault rows and the login rows of one batch in one transaction. Rows whose
 /// message id (or vault key) already exists are skipped: re-delivery adds nothing.

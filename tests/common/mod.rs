@@ -29,6 +29,8 @@ pub struct TestDb {
     pub name: String,
     pub config: tokio_postgres::Config,
     admin: tokio_postgres::Config,
+    /// Login roles made for this test (cluster-wide): dropped after the database.
+    logins: Mutex<Vec<String>>,
 }
 
 impl TestDb {
@@ -50,7 +52,26 @@ impl TestDb {
         admin_client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
         let mut config = admin.clone();
         config.dbname(&name);
-        TestDb { name, config, admin }
+        TestDb { name, config, admin, logins: Mutex::default() }
+    }
+
+    /// A new login in `group` (e.g. `login_etl_analyst`) and the config to connect as it.
+    pub async fn login_in(&self, group: &str) -> tokio_postgres::Config {
+        let login = format!(
+            "{}_{}_{}",
+            self.name,
+            group.trim_start_matches("login_etl_"),
+            self.logins.lock().expect("logins").len()
+        );
+        self.admin_connect()
+            .await
+            .batch_execute(&format!("CREATE ROLE {login} LOGIN IN ROLE {group}"))
+            .await
+            .expect("create login role");
+        self.logins.lock().expect("logins").push(login.clone());
+        let mut config = self.config.clone();
+        config.user(&login);
+        config
     }
 
     pub async fn connect(&self) -> tokio_postgres::Client {
@@ -76,12 +97,17 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let admin = self.admin.clone();
         let name = self.name.clone();
+        let logins = std::mem::take(&mut *self.logins.lock().unwrap_or_else(|e| e.into_inner()));
         // Drop runs inside the test's runtime, which cannot be blocked on: use a thread.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let client = connect(&admin).await;
-                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()?;
+                for login in logins {
+                    client.batch_execute(&format!("DROP ROLE IF EXISTS {login}")).await.ok()?;
+                }
+                Some(())
             })
         })
         .join();
