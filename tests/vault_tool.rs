@@ -245,3 +245,59 @@ async fn the_tool_refuses_a_reveal_without_reason_and_shows_nothing() {
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(json[0]["reason"], "ticket 42");
 }
+
+#[tokio::test]
+async fn no_audit_no_reveal_and_the_wrong_role_gets_a_clear_denial() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
+    let mut data_keys = DataKeyCache::new();
+
+    // The analyst may not call the reveal function at all.
+    let analyst = connect(&db.login_in("login_etl_analyst").await).await;
+    let error = staff::reveal(&analyst, &kms, &mut data_keys, PiiField::Ip, &index, "why", "a").await;
+    let error = error.err().expect("denied");
+    assert!(matches!(error, StaffError::PermissionDenied(_)), "{error}");
+    assert_eq!(error.exit_code(), 5);
+
+    // If the audit row cannot be written, nothing is shown (fail closed).
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'audit storage unavailable (simulated)'; END $$;
+             CREATE TRIGGER audit_down BEFORE INSERT ON pii_audit FOR EACH ROW EXECUTE FUNCTION audit_down();",
+        )
+        .await
+        .expect("trigger");
+    let reader = connect(&db.login_in("login_etl_vault_reader").await).await;
+    let result = staff::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &index, "why", "a").await;
+    let error = result.err().expect("no audit, no reveal");
+    assert!(error.to_string().contains("audit storage unavailable"), "{error}");
+    assert_eq!(db.count("SELECT count(*) FROM pii_audit").await, 0);
+}
+
+#[tokio::test]
+async fn the_audit_lists_what_happened_since_a_time() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let reader = connect(&db.login_in("login_etl_vault_reader").await).await;
+    let mut data_keys = DataKeyCache::new();
+    let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
+    staff::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &index, "first", "alice")
+        .await
+        .expect("reveal");
+    let between: chrono::DateTime<chrono::Utc> =
+        reader.query_one("SELECT clock_timestamp()", &[]).await.expect("now").get(0);
+    staff::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &index, "second", "bob")
+        .await
+        .expect("reveal");
+
+    let all = staff::audit(&reader, None).await.expect("audit");
+    assert_eq!(all.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(), vec!["first", "second"]);
+    let recent = staff::audit(&reader, Some(between)).await.expect("audit");
+    assert_eq!(recent.len(), 1);
+    assert_eq!((recent[0].actor.as_str(), recent[0].action.as_str()), ("bob", "reveal"));
+}
