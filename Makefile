@@ -4,10 +4,10 @@ SHELL := bash
 STACK := scripts/stack.sh
 WITH_ENV := source .stack/env &&
 
-.PHONY: test run up down migrate watch invoke fmt lint check-fmt check-compose unit
+.PHONY: test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package deploy lint-template test-lint-template venv
 
 ## Everything CI checks: formatting, clippy, unit and integration tests on the local stack.
-test: check-fmt lint up check-compose
+test: check-fmt lint up check-compose test-lint-template
 	$(WITH_ENV) cargo test --all-targets --no-fail-fast
 
 ## The whole job on the local stack: queue -> esm-local -> handler -> Postgres, DLQ.
@@ -40,6 +40,39 @@ invoke:
 ## docker-compose.yml parses and mounts only files that exist (no Docker needed).
 check-compose: up
 	.venv/bin/python scripts/check-compose.py
+
+## Offline validation of template.yaml: SAM translation, cfn-lint, project invariants.
+TEMPLATE ?= template.yaml
+lint-template: venv
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} .venv/bin/python scripts/lint-template.py $(TEMPLATE)
+
+## Proves lint-template rejects templates broken in events, redrive and key policy.
+test-lint-template: venv
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} .venv/bin/python scripts/test-lint-template.py
+
+venv:
+	@$(STACK) venv
+
+# The deployable bootstrap for provided.al2023. ARCH=arm64|x86_64 (default: this machine's;
+# cross-building needs the Rust target and zig). Without zig, cargo-lambda builds with cargo.
+ARCH ?= $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
+LAMBDA_FLAGS = --release --bin login-etl $(if $(filter arm64,$(ARCH)),--arm64,--x86-64) \
+	$(if $(shell command -v zig 2>/dev/null),,--compiler cargo)
+## Build target/lambda/login-etl/bootstrap.
+build: venv
+	PATH="$$PWD/.venv/bin:$$PATH" cargo lambda build $(LAMBDA_FLAGS)
+	@ls -l target/lambda/login-etl/bootstrap
+
+## Build and zip it: target/lambda/login-etl/bootstrap.zip.
+package: venv
+	PATH="$$PWD/.venv/bin:$$PATH" cargo lambda build $(LAMBDA_FLAGS) --output-format zip
+	@ls -l target/lambda/login-etl/bootstrap.zip
+
+## sam deploy (guided the first time, then from samconfig.toml). Needs the SAM CLI and AWS credentials.
+deploy: lint-template
+	@command -v sam >/dev/null || { echo "install the SAM CLI first (pip install aws-sam-cli)"; exit 1; }
+	sam build --beta-features
+	if [ -f samconfig.toml ]; then sam deploy; else sam deploy --guided --parameter-overrides Architecture=$(ARCH); fi
 
 check-fmt:
 	cargo fmt --all -- --check

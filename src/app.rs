@@ -36,8 +36,8 @@ impl App {
 
     /// `init` with everything read from the environment (see `config`).
     pub async fn from_env() -> Result<App, InitError> {
-        let config = Config::from_env()?;
         let sdk = config::aws_sdk_config().await?;
+        let config = Config::from_env(&sdk).await?;
         let kms = Kms::new(aws_sdk_kms::Client::new(&sdk), config.kms_key_id.clone());
         App::init(&config, &kms).await
     }

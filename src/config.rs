@@ -1,5 +1,5 @@
-//! Configuration from the environment: `DATABASE_URL`, `KMS_KEY_ID`, optional
-//! `DB_POOL_SIZE`, and the AWS SDK's own variables (`AWS_REGION`, `AWS_ENDPOINT_URL`,
+//! Configuration from the environment: `DATABASE_URL` (or `DATABASE_SECRET_ARN`),
+//! `KMS_KEY_ID`, optional `DB_POOL_SIZE`, and the AWS SDK's own variables (`AWS_REGION`, `AWS_ENDPOINT_URL`,
 //! the default credential chain). A missing or malformed setting is an error naming it.
 
 use std::time::Duration;
@@ -14,6 +14,8 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{var} is malformed: {reason}")]
     Malformed { var: &'static str, reason: String },
+    #[error("DATABASE_SECRET_ARN could not be read from Secrets Manager: {0}")]
+    Secret(String),
 }
 
 #[derive(Debug, Clone)]
@@ -29,16 +31,35 @@ pub struct Config {
 pub const DEFAULT_POOL_SIZE: usize = 2;
 
 impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// From the environment; the database from `DATABASE_URL`, else from the Secrets
+    /// Manager secret `DATABASE_SECRET_ARN` (read once, here).
+    pub async fn from_env(sdk: &SdkConfig) -> Result<Config, ConfigError> {
+        let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if lookup("DATABASE_URL").is_none()
+            && let Some(secret) = lookup("DATABASE_SECRET_ARN")
+        {
+            let database = crate::secrets::database_config(sdk, secret.trim()).await?;
+            return Self::with_database(database, lookup);
+        }
+        Self::from_lookup(lookup)
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let url = lookup("DATABASE_URL")
+            .filter(|value| !value.trim().is_empty())
+            .ok_or(ConfigError::Missing("DATABASE_URL (or DATABASE_SECRET_ARN)"))?;
+        let database = store::parse_database_url(&url)
+            .map_err(|reason| ConfigError::Malformed { var: "DATABASE_URL", reason })?;
+        Self::with_database(database, lookup)
+    }
+
+    fn with_database(
+        database: tokio_postgres::Config,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let required = |var: &'static str| {
             lookup(var).filter(|value| !value.trim().is_empty()).ok_or(ConfigError::Missing(var))
         };
-        let database = store::parse_database_url(&required("DATABASE_URL")?)
-            .map_err(|reason| ConfigError::Malformed { var: "DATABASE_URL", reason })?;
         let kms_key_id = required("KMS_KEY_ID")?.trim().to_owned();
         let pool_size = match lookup("DB_POOL_SIZE") {
             None => DEFAULT_POOL_SIZE,
@@ -98,7 +119,10 @@ mod tests {
 
     #[test]
     fn missing_settings_are_named() {
-        assert_eq!(config(&[KEY]).unwrap_err(), ConfigError::Missing("DATABASE_URL"));
+        assert_eq!(
+            config(&[KEY]).unwrap_err(),
+            ConfigError::Missing("DATABASE_URL (or DATABASE_SECRET_ARN)")
+        );
         assert_eq!(config(&[URL]).unwrap_err(), ConfigError::Missing("KMS_KEY_ID"));
         assert_eq!(config(&[URL, ("KMS_KEY_ID", " ")]).unwrap_err(), ConfigError::Missing("KMS_KEY_ID"));
     }

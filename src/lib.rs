@@ -9,7 +9,7 @@
 //! - [`handler`]: one SQS batch → rows + batch item failures
 //! - [`staff`]: the `pii-vault` staff tool's operations (find, reveal, forget, audit, rotation)
 //! - [`esm`]: a local SQS event source mapping around the same handler (`esm-local`)
-//! - [`app`], [`config`], [`telemetry`]: init-time resources, settings, JSON logs
+//! - [`app`], [`config`], [`secrets`], [`telemetry`]: init-time resources, settings, JSON logs
 
 pub mod app;
 pub mod app_version;
@@ -19,6 +19,7 @@ pub mod handler;
 pub mod keys;
 pub mod login;
 pub mod masking;
+pub mod secrets;
 pub mod staff;
 pub mod store;
 pub mod telemetry;

@@ -47,17 +47,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Parses a libpq-style URL or key=value string, naming no secret in the error.
 pub fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, String> {
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
+    let config = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
     if config.get_hosts().is_empty() {
         return Err("no host".into());
     }
+    Ok(with_defaults(config))
+}
+
+/// A connect timeout and an application name, unless the settings give their own.
+pub fn with_defaults(mut config: tokio_postgres::Config) -> tokio_postgres::Config {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     if config.get_application_name().is_none() {
         config.application_name("login-etl");
     }
-    Ok(config)
+    config
 }
 
 pub fn pool(config: tokio_postgres::Config, max_size: usize) -> Result<Pool, StoreError> {

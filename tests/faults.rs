@@ -142,10 +142,11 @@ async fn the_binary_names_a_missing_setting_and_exits_non_zero() {
         .expect("run login-etl");
     assert!(!output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("DATABASE_URL is not set"), "{stdout}");
+    assert!(stdout.contains("DATABASE_URL (or DATABASE_SECRET_ARN) is not set"), "{stdout}");
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_login-etl"))
         .env_clear()
+        .env("AWS_REGION", "us-east-1")
         .env("DATABASE_URL", "postgres://u:hunter2@127.0.0.1:notaport/db")
         .env("KMS_KEY_ID", "alias/pii-vault")
         .output()
@@ -154,4 +155,41 @@ async fn the_binary_names_a_missing_setting_and_exits_non_zero() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("DATABASE_URL is malformed"), "{stdout}");
     assert!(!stdout.contains("hunter2"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_database_settings_can_come_from_a_secrets_manager_secret() {
+    let db = TestDb::new().await;
+    let sdk = sdk_config(&std::env::var("AWS_ENDPOINT_URL").expect("env")).await;
+    let host = match db.config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        other => panic!("test database must be reached over TCP, not {other:?}"),
+    };
+    let secret = serde_json::json!({
+        "engine": "postgres", "host": host, "port": db.config.get_ports()[0],
+        "username": db.config.get_user().expect("user"), "password": "unused-with-trust", "dbname": db.name,
+    });
+    let arn = aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(format!("login-etl/{}", db.name))
+        .secret_string(secret.to_string())
+        .send()
+        .await
+        .expect("create secret")
+        .arn
+        .expect("arn");
+
+    let mut config = db.app_config();
+    config.database = login_etl::secrets::database_config(&sdk, &arn).await.expect("read secret");
+    let app = App::init(&config, &new_kms().await).await.expect("init from the secret");
+    handler::handle(&app, load_event("events/duplicates.json")).await.expect("batch");
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 6);
+
+    let error = login_etl::secrets::database_config(
+        &sdk,
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:none",
+    )
+    .await
+    .expect_err("no such secret");
+    assert!(error.to_string().starts_with("DATABASE_SECRET_ARN could not be read"), "{error}");
 }
