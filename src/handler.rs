@@ -76,7 +76,7 @@ pub async fn handle_with_stats(
             tracing::error!(reason = "missing_message_id", "record without messageId skipped");
             continue;
         };
-        match accept(record) {
+        match accept(message_id.clone(), record) {
             Ok(login) => {
                 stats.unknown_fields += login.login.unknown_fields();
                 accepted.push(login);
@@ -119,11 +119,11 @@ pub async fn handle_with_stats(
     Ok((response, stats))
 }
 
-fn accept(record: SqsMessage) -> Result<Accepted, RejectReason> {
+fn accept(message_id: String, record: SqsMessage) -> Result<Accepted, RejectReason> {
     let sent_at = sent_timestamp(&record).ok_or(RejectReason::InvalidSentTimestamp)?;
     let body = record.body.as_deref().ok_or(RejectReason::MissingBody)?;
     let login = LoginEvent::parse(body)?;
-    Ok(Accepted { message_id: record.message_id.unwrap_or_default(), sent_at, login })
+    Ok(Accepted { message_id, sent_at, login })
 }
 
 /// `SentTimestamp`: epoch milliseconds, as SQS sets it when the message is sent.

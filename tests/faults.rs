@@ -93,15 +93,7 @@ async fn database_unreachable_fails_the_invocation_and_writes_nothing() {
 async fn a_fault_inside_the_transaction_commits_nothing() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
-    db.connect()
-        .await
-        .batch_execute(
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN RAISE EXCEPTION 'disk full (simulated)'; END $$;
-             CREATE TRIGGER refuse BEFORE INSERT ON user_logins FOR EACH ROW EXECUTE FUNCTION refuse();",
-        )
-        .await
-        .expect("trigger");
+    db.fail_inserts_into("user_logins", "disk full (simulated)").await;
 
     let error = handler::handle(&app, load_event("events/duplicates.json")).await.expect_err("fault");
 

@@ -262,15 +262,7 @@ async fn no_audit_no_reveal_and_the_wrong_role_gets_a_clear_denial() {
     assert_eq!(error.exit_code(), 5);
 
     // If the audit row cannot be written, nothing is shown (fail closed).
-    db.connect()
-        .await
-        .batch_execute(
-            "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN RAISE EXCEPTION 'audit storage unavailable (simulated)'; END $$;
-             CREATE TRIGGER audit_down BEFORE INSERT ON pii_audit FOR EACH ROW EXECUTE FUNCTION audit_down();",
-        )
-        .await
-        .expect("trigger");
+    db.fail_inserts_into("pii_audit", "audit storage unavailable (simulated)").await;
     let reader = connect(&db.login_in("login_etl_vault_reader").await).await;
     let result = staff::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &index, "why", "a").await;
     let error = result.err().expect("no audit, no reveal");

@@ -83,6 +83,20 @@ impl TestDb {
         connect(&self.admin).await
     }
 
+    /// Makes every INSERT into `table` raise `message`: a real fault inside the database.
+    pub async fn fail_inserts_into(&self, table: &str, message: &str) {
+        self.connect()
+            .await
+            .batch_execute(&format!(
+                "CREATE FUNCTION fail_{table}() RETURNS trigger LANGUAGE plpgsql AS
+                     $$ BEGIN RAISE EXCEPTION '{message}'; END $$;
+                 CREATE TRIGGER fail_{table} BEFORE INSERT ON {table}
+                     FOR EACH ROW EXECUTE FUNCTION fail_{table}();"
+            ))
+            .await
+            .expect("failing trigger");
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.connect().await.query_one(sql, &[]).await.expect(sql).get(0)
     }
