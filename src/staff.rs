@@ -190,12 +190,7 @@ pub async fn reveal(
         "unknown" => return Err(StaffError::Unknown(format!("masked {field}"))),
         _ => {}
     }
-    let nonce: Vec<u8> = row.get(2);
-    let sealed = SealedValue {
-        key_version: row.get(1),
-        nonce: nonce.try_into().map_err(|_| VaultError::Unauthentic)?,
-        ciphertext: row.get(3),
-    };
+    let sealed = SealedValue::from_stored(row.get(1), row.get(2), row.get(3))?;
     let key = keys.get(db, kms, sealed.key_version).await?;
     let value = key.open(field, index, &sealed)?;
     Ok(Revealed { field, blind_index: index.clone(), value })
@@ -307,12 +302,7 @@ pub async fn reencrypt(
             let field_name: String = row.get(0);
             let field = PiiField::from_db(&field_name).ok_or(VaultError::Unauthentic)?;
             let index = BlindIndex::parse(row.get(1)).ok_or(VaultError::Unauthentic)?;
-            let nonce: Vec<u8> = row.get(3);
-            let sealed = SealedValue {
-                key_version: row.get(2),
-                nonce: nonce.try_into().map_err(|_| VaultError::Unauthentic)?,
-                ciphertext: row.get(4),
-            };
+            let sealed = SealedValue::from_stored(row.get(2), row.get(3), row.get(4))?;
             let value = keys.get(&tx, kms, sealed.key_version).await?.open(field, &index, &sealed)?;
             let resealed = keys.get(&tx, kms, newest).await?.seal(field, &index, &value)?;
             fields.push(field_name);

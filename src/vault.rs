@@ -25,6 +25,18 @@ pub struct SealedValue {
     pub ciphertext: Vec<u8>,
 }
 
+impl SealedValue {
+    /// A vault row's parts as stored; a nonce of the wrong length is not authentic.
+    pub fn from_stored(
+        key_version: i32,
+        nonce: &[u8],
+        ciphertext: Vec<u8>,
+    ) -> Result<SealedValue, VaultError> {
+        let nonce = nonce.try_into().map_err(|_| VaultError::Unauthentic)?;
+        Ok(SealedValue { key_version, nonce, ciphertext })
+    }
+}
+
 impl fmt::Debug for SealedValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SealedValue")

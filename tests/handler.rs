@@ -245,12 +245,7 @@ async fn the_vault_returns_every_sample_value_and_refuses_moved_or_tampered_rows
         .map(|r| {
             let field = PiiField::from_db(r.get(0)).expect("field");
             let index = BlindIndex::parse(r.get(1)).expect("index");
-            let nonce: Vec<u8> = r.get(3);
-            let sealed = SealedValue {
-                key_version: r.get(2),
-                nonce: nonce.try_into().expect("12-byte nonce"),
-                ciphertext: r.get(4),
-            };
+            let sealed = SealedValue::from_stored(r.get(2), r.get(3), r.get(4)).expect("12-byte nonce");
             ((field, index), sealed)
         })
         .collect();
