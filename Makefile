@@ -4,11 +4,11 @@ SHELL := bash
 STACK := scripts/stack.sh
 WITH_ENV := source .stack/env &&
 
-.PHONY: test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package deploy lint-template test-lint-template venv
+.PHONY: deps check-layers test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package deploy lint-template test-lint-template venv
 
 ## Everything CI checks: formatting, clippy, unit and integration tests on the local stack.
-test: check-fmt lint up check-compose test-lint-template
-	$(WITH_ENV) cargo test --all-targets --no-fail-fast
+test: check-fmt lint check-layers up check-compose test-lint-template
+	$(WITH_ENV) cargo test --workspace --all-targets --no-fail-fast
 
 ## The whole job on the local stack: queue -> esm-local -> handler -> Postgres, DLQ.
 run:
@@ -53,6 +53,10 @@ test-lint-template: venv
 venv:
 	@$(STACK) venv
 
+## Install the system packages the local stack needs (PostgreSQL, Python venv) if missing.
+deps:
+	@$(STACK) deps
+
 # The deployable bootstrap for provided.al2023. ARCH=arm64|x86_64 (default: this machine's;
 # cross-building needs the Rust target and zig). Without zig, cargo-lambda builds with cargo.
 ARCH ?= $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
@@ -74,14 +78,18 @@ deploy: lint-template
 	sam build --beta-features
 	if [ -f samconfig.toml ]; then sam deploy; else sam deploy --guided --parameter-overrides Architecture=$(ARCH); fi
 
-check-fmt:
+## The module graph of src/ has no cycle; event/ and crypto/ import no I/O crate.
+check-layers:
+	python3 scripts/check-layers.py
+
+check-fmt: deps
 	cargo fmt --all -- --check
 
 fmt:
 	cargo fmt --all
 
-lint:
-	cargo clippy --all-targets -- -D warnings
+lint: deps
+	cargo clippy --workspace --all-targets -- -D warnings
 
 unit:
 	cargo test --lib

@@ -3,8 +3,10 @@
 # DATABASE_URL when it answers, else a throwaway cluster of our own) and the moto server
 # for SQS and KMS on loopback.
 #
+#   scripts/stack.sh deps    install the system packages the stack needs, if missing
+#                            (PostgreSQL server, psql, Python venv; as root or with sudo)
 #   scripts/stack.sh venv    create/refresh .venv from requirements-dev.txt
-#   scripts/stack.sh up      start what is missing; write .stack/env (source it)
+#   scripts/stack.sh up      deps + venv, start what is missing; write .stack/env (source it)
 #   scripts/stack.sh down    stop and remove what `up` started
 #   scripts/stack.sh env     print .stack/env
 #
@@ -25,13 +27,44 @@ pg_home="${TMPDIR:-/tmp}/login-etl-pg-$(printf '%s' "$root" | cksum | cut -d' ' 
 
 log() { printf 'stack: %s\n' "$*" >&2; }
 
-pg_bin() {
+find_pg_bin() {
   local name=$1 dir
   if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
   for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
     [ -x "$dir/$name" ] && { echo "$dir/$name"; return; }
   done
-  log "PostgreSQL server tools ($name) not found: install the postgresql package"; exit 1
+  return 1
+}
+
+pg_bin() {
+  find_pg_bin "$1" || { log "PostgreSQL server tools ($1) not found: run scripts/stack.sh deps"; exit 1; }
+}
+
+# Debian/Ubuntu packages for what is missing. Needs root or sudo; without either it says
+# what to install and stops.
+cmd_deps() {
+  local packages=()
+  find_pg_bin initdb >/dev/null || packages+=(postgresql)
+  command -v psql >/dev/null 2>&1 || find_pg_bin psql >/dev/null || packages+=(postgresql-client)
+  command -v python3 >/dev/null 2>&1 || packages+=(python3)
+  python3 -c "import ensurepip, venv" >/dev/null 2>&1 || packages+=(python3-venv)
+  if [ ${#packages[@]} -gt 0 ]; then
+    local sudo=()
+    if [ "$(id -u)" != 0 ]; then
+      command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && sudo=(sudo -n) || {
+        log "missing: ${packages[*]}; install them (apt-get install ${packages[*]}) or run as root"; exit 1; }
+    fi
+    command -v apt-get >/dev/null 2>&1 || { log "missing: ${packages[*]}; no apt-get here: install them by hand"; exit 1; }
+    log "installing ${packages[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+    # Debian's package starts its own cluster on 5432; ours is separate, leave that alone.
+  fi
+  # The checks of `make test` (formatting, clippy) are rustup components.
+  if command -v rustup >/dev/null 2>&1; then
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' && rustup component list --installed 2>/dev/null | grep -q '^rustfmt' ||
+      rustup component add rustfmt clippy >/dev/null 2>&1 || log "could not add rustfmt/clippy through rustup"
+  fi
 }
 
 as_pg() {
@@ -92,6 +125,7 @@ start_moto() {
 
 cmd_up() {
   mkdir -p "$state"
+  cmd_deps
   cmd_venv
   local db_url; db_url=$(start_postgres)
   start_moto
@@ -125,9 +159,10 @@ cmd_down() {
 }
 
 case "${1:-}" in
-  venv) cmd_venv ;;
+  deps) cmd_deps ;;
+  venv) cmd_deps; cmd_venv ;;
   up) cmd_up ;;
   down) cmd_down ;;
   env) cat "$state/env" ;;
-  *) echo "usage: $0 venv|up|down|env" >&2; exit 2 ;;
+  *) echo "usage: $0 deps|venv|up|down|env" >&2; exit 2 ;;
 esac

@@ -1,19 +1,20 @@
 //! The function's resources, built once per cold start: the connection pool and the
 //! unwrapped keys. Every batch of that instance reuses them.
 
+use aws_config::SdkConfig;
 use deadpool_postgres::Pool;
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::keys::{self, KeyError, Keyring, Kms};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("configuration: {0}")]
+    #[error("configuration")]
     Config(#[from] ConfigError),
-    #[error("database unreachable at init: {0}")]
+    #[error("database unreachable at init")]
     Database(#[from] StoreError),
-    #[error("keys: {0}")]
+    #[error("keys")]
     Keys(#[from] KeyError),
 }
 
@@ -29,16 +30,16 @@ impl App {
     pub async fn init(config: &Config, kms: &Kms) -> Result<App, InitError> {
         let pool = store::pool(config.database.clone(), config.pool_size)?;
         let client = pool.get().await.map_err(StoreError::from)?;
-        let keyring = keys::load_or_create_keyring(&client, kms).await?;
+        let keyring = keys::load_or_create_keyring(&**client, kms).await?;
         drop(client);
         Ok(App { pool, keyring })
     }
 
-    /// `init` with everything read from the environment (see `config`).
-    pub async fn from_env() -> Result<App, InitError> {
-        let sdk = config::aws_sdk_config().await?;
-        let config = Config::from_env(&sdk).await?;
-        let kms = Kms::new(aws_sdk_kms::Client::new(&sdk), config.kms_key_id.clone());
+    /// `init` with the settings read from the environment (see `config`) and the AWS SDK
+    /// configuration the binary loaded once.
+    pub async fn from_env(sdk: &SdkConfig) -> Result<App, InitError> {
+        let config = Config::from_env(sdk).await?;
+        let kms = Kms::new(aws_sdk_kms::Client::new(sdk), config.kms_key_id.clone());
         App::init(&config, &kms).await
     }
 }

@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use crate::App;
+use crate::error::report;
 use crate::handler;
 
 #[derive(Debug, Clone)]
@@ -233,7 +234,8 @@ async fn process_batch(
         Ok(event) => event,
         Err(error) => {
             summary.failed_invocations += 1;
-            tracing::error!(error = %error, "could not build the SQS event; batch left on the queue");
+            // serde's messages can quote values: log only the kind of failure.
+            tracing::error!(error_kind = ?error.classify(), "could not build the SQS event; batch left on the queue");
             return Ok(());
         }
     };
@@ -242,7 +244,7 @@ async fn process_batch(
         Err(error) => {
             // Like Lambda: an invocation error deletes nothing; SQS redelivers the batch.
             summary.failed_invocations += 1;
-            tracing::error!(error = %error, messages = batch.len(), "handler failed; batch left on the queue");
+            tracing::error!(error = %report(&error), messages = batch.len(), "handler failed; batch left on the queue");
             return Ok(());
         }
     };

@@ -9,18 +9,18 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 
 use crate::app::App;
+use crate::crypto::{PiiField, SealError};
+use crate::error::report;
+use crate::event::{LoginEvent, RejectReason};
 use crate::keys::Keyring;
-use crate::login::{LoginEvent, RejectReason};
-use crate::masking::PiiField;
 use crate::store::{self, LoginRow, StoreError, VaultRow};
-use crate::vault::VaultError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    #[error("batch not written, will be retried: {0}")]
+    #[error("batch not written, will be retried")]
     Store(#[from] StoreError),
-    #[error("batch not written, will be retried: {0}")]
-    Vault(#[from] VaultError),
+    #[error("batch not written, will be retried")]
+    Seal(#[from] SealError),
 }
 
 /// What the Lambda runtime reports for a failed invocation (SQS then retries the batch).
@@ -28,9 +28,9 @@ impl From<BatchError> for lambda_runtime::Diagnostic {
     fn from(error: BatchError) -> Self {
         let error_type = match error {
             BatchError::Store(_) => "BatchNotWritten.Database",
-            BatchError::Vault(_) => "BatchNotWritten.Vault",
+            BatchError::Seal(_) => "BatchNotWritten.Seal",
         };
-        lambda_runtime::Diagnostic { error_type: error_type.to_owned(), error_message: error.to_string() }
+        lambda_runtime::Diagnostic { error_type: error_type.to_owned(), error_message: report(&error) }
     }
 }
 
@@ -98,7 +98,7 @@ pub async fn handle_with_stats(
 
     let (logins, vault) = mask_and_seal(&app.keyring, &accepted)?;
     let outcome = store::write_batch(&app.pool, &logins, &vault).await.inspect_err(|error| {
-        tracing::error!(error = %error, records = stats.received, "batch write failed");
+        tracing::error!(error = %report(error), records = stats.received, "batch write failed");
     })?;
     stats.written = outcome.logins_inserted;
     stats.already_present = logins.len() as u64 - outcome.logins_inserted;
@@ -136,7 +136,7 @@ fn sent_timestamp(record: &SqsMessage) -> Option<DateTime<Utc>> {
 fn mask_and_seal(
     keyring: &Keyring,
     accepted: &[Accepted],
-) -> Result<(Vec<LoginRow>, Vec<VaultRow>), VaultError> {
+) -> Result<(Vec<LoginRow>, Vec<VaultRow>), SealError> {
     let mut logins = Vec::with_capacity(accepted.len());
     let mut vault = Vec::with_capacity(accepted.len() * 2);
     let mut sealed = HashSet::with_capacity(accepted.len() * 2);

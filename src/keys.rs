@@ -9,64 +9,10 @@ use std::fmt;
 use aws_sdk_kms::error::DisplayErrorContext;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
-use zeroize::Zeroizing;
+use tokio_postgres::GenericClient;
 
-use crate::masking::BlindIndexer;
-use crate::store::{self, StoreError};
-use crate::vault::DataKey;
-
-pub const KEY_LEN: usize = 32;
-
-/// 256 bits of key, wiped from memory on drop.
-pub struct KeyMaterial(Zeroizing<[u8; KEY_LEN]>);
-
-impl KeyMaterial {
-    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> KeyMaterial {
-        KeyMaterial(Zeroizing::new(bytes))
-    }
-
-    fn from_slice(bytes: &[u8]) -> Option<KeyMaterial> {
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        (bytes.len() == KEY_LEN).then(|| {
-            key.copy_from_slice(bytes);
-            KeyMaterial(key)
-        })
-    }
-
-    pub fn expose(&self) -> &[u8; KEY_LEN] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for KeyMaterial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("KeyMaterial(<redacted>)")
-    }
-}
-
-/// What a key is for; `pii_keys.purpose` and the KMS encryption context carry the name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyPurpose {
-    IndexIp,
-    IndexDeviceId,
-    Data,
-}
-
-impl KeyPurpose {
-    pub const ALL: [KeyPurpose; 3] = [KeyPurpose::IndexIp, KeyPurpose::IndexDeviceId, KeyPurpose::Data];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyPurpose::IndexIp => "index:ip",
-            KeyPurpose::IndexDeviceId => "index:device_id",
-            KeyPurpose::Data => "data",
-        }
-    }
-
-    pub fn from_db(name: &str) -> Option<KeyPurpose> {
-        KeyPurpose::ALL.into_iter().find(|p| p.as_str() == name)
-    }
-}
+use crate::crypto::{BlindIndexer, DataKey, KEY_LEN, KeyMaterial, KeyPurpose, PiiField};
+use crate::error::DbError;
 
 /// The encryption context every wrapped key is bound to. Its keys are the ones the KMS
 /// key policy allows (`kms:EncryptionContextKeys`).
@@ -99,12 +45,14 @@ pub enum KeyError {
     Kms { operation: &'static str, purpose: &'static str, version: i32, message: String },
     #[error("KMS returned a {len}-byte key for {purpose}; expected {KEY_LEN}")]
     BadKeyLength { purpose: &'static str, len: usize },
-    #[error("key store: {0}")]
-    Store(#[from] StoreError),
+    #[error("key store (pii_keys)")]
+    Db(#[from] DbError),
     #[error("no {0} key exists although it was just created (concurrent deletion?)")]
     Vanished(&'static str),
     #[error("no {0} key in pii_keys: has the function never started against this database?")]
     Missing(String),
+    #[error("pii_keys holds an unknown purpose {0:?}")]
+    UnknownPurpose(String),
 }
 
 /// A KMS client and the key id (ARN, id or alias) new data keys are generated under.
@@ -199,21 +147,21 @@ pub struct Keyring {
 /// Concurrent first cold starts race on `INSERT .. ON CONFLICT DO NOTHING` for version 1;
 /// every loser discards its generated key and unwraps the winner's, so exactly one key
 /// of each purpose exists and all instances agree on it.
-pub async fn load_or_create_keyring(db: &tokio_postgres::Client, kms: &Kms) -> Result<Keyring, KeyError> {
+pub async fn load_or_create_keyring(db: &impl GenericClient, kms: &Kms) -> Result<Keyring, KeyError> {
     let mut keys: HashMap<KeyPurpose, (i32, KeyMaterial)> = HashMap::new();
-    let mut stored = store::latest_wrapped_keys(db).await?;
+    let mut stored = latest_wrapped_keys(db).await?;
     for purpose in KeyPurpose::ALL {
         if stored.iter().any(|k| k.purpose == purpose) {
             continue;
         }
         let (material, wrapped) = kms.generate(purpose, 1).await?;
-        if store::insert_wrapped_key(db, &wrapped).await? {
+        if insert_wrapped_key(db, &wrapped).await? {
             tracing::info!(purpose = purpose.as_str(), version = 1, "created key");
             keys.insert(purpose, (1, material));
         }
     }
     if keys.len() + stored.len() < KeyPurpose::ALL.len() {
-        stored = store::latest_wrapped_keys(db).await?;
+        stored = latest_wrapped_keys(db).await?;
     }
     for purpose in KeyPurpose::ALL {
         if keys.contains_key(&purpose) {
@@ -225,8 +173,8 @@ pub async fn load_or_create_keyring(db: &tokio_postgres::Client, kms: &Kms) -> R
     }
 
     let mut take = |purpose: KeyPurpose| keys.remove(&purpose).ok_or(KeyError::Vanished(purpose.as_str()));
-    let (index_key_version, ip_key) = take(KeyPurpose::IndexIp)?;
-    let (_, device_id_key) = take(KeyPurpose::IndexDeviceId)?;
+    let (index_key_version, ip_key) = take(KeyPurpose::Index(PiiField::Ip))?;
+    let (_, device_id_key) = take(KeyPurpose::Index(PiiField::DeviceId))?;
     let (data_version, data_key) = take(KeyPurpose::Data)?;
     Ok(Keyring {
         indexer: BlindIndexer::new(&ip_key, &device_id_key),
@@ -236,16 +184,16 @@ pub async fn load_or_create_keyring(db: &tokio_postgres::Client, kms: &Kms) -> R
 }
 
 /// The blind indexer from the stored index keys (for staff tools; never creates keys).
-pub async fn load_indexer(db: &tokio_postgres::Client, kms: &Kms) -> Result<BlindIndexer, KeyError> {
-    let stored = store::latest_wrapped_keys(db).await?;
+pub async fn load_indexer(db: &impl GenericClient, kms: &Kms) -> Result<BlindIndexer, KeyError> {
+    let stored = latest_wrapped_keys(db).await?;
     let find = |purpose: KeyPurpose| {
         stored
             .iter()
             .find(|k| k.purpose == purpose)
             .ok_or_else(|| KeyError::Missing(purpose.as_str().to_owned()))
     };
-    let ip_key = kms.unwrap(find(KeyPurpose::IndexIp)?).await?;
-    let device_id_key = kms.unwrap(find(KeyPurpose::IndexDeviceId)?).await?;
+    let ip_key = kms.unwrap(find(KeyPurpose::Index(PiiField::Ip))?).await?;
+    let device_id_key = kms.unwrap(find(KeyPurpose::Index(PiiField::DeviceId))?).await?;
     Ok(BlindIndexer::new(&ip_key, &device_id_key))
 }
 
@@ -261,12 +209,12 @@ impl DataKeyCache {
 
     pub async fn get(
         &mut self,
-        db: &impl tokio_postgres::GenericClient,
+        db: &impl GenericClient,
         kms: &Kms,
         version: i32,
     ) -> Result<&DataKey, KeyError> {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.keys.entry(version) {
-            let wrapped = store::wrapped_key(db, KeyPurpose::Data, version)
+            let wrapped = wrapped_key(db, KeyPurpose::Data, version)
                 .await?
                 .ok_or_else(|| KeyError::Missing(format!("data (version {version})")))?;
             let material = kms.unwrap(&wrapped).await?;
@@ -280,4 +228,71 @@ impl Default for DataKeyCache {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The newest wrapped key of every purpose present.
+pub async fn latest_wrapped_keys(db: &impl GenericClient) -> Result<Vec<WrappedKey>, KeyError> {
+    let rows = db
+        .query(
+            "SELECT DISTINCT ON (purpose) purpose, version, kms_key_id, wrapped_key
+               FROM pii_keys ORDER BY purpose, version DESC",
+            &[],
+        )
+        .await
+        .map_err(DbError::from)?;
+    rows.iter()
+        .map(|row| {
+            let purpose: String = row.try_get(0).map_err(DbError::from)?;
+            Ok(WrappedKey {
+                purpose: KeyPurpose::from_db(&purpose).ok_or(KeyError::UnknownPurpose(purpose))?,
+                version: row.try_get(1).map_err(DbError::from)?,
+                kms_key_id: row.try_get(2).map_err(DbError::from)?,
+                blob: row.try_get(3).map_err(DbError::from)?,
+            })
+        })
+        .collect()
+}
+
+/// One stored key, if present.
+pub async fn wrapped_key(
+    db: &impl GenericClient,
+    purpose: KeyPurpose,
+    version: i32,
+) -> Result<Option<WrappedKey>, KeyError> {
+    let row = db
+        .query_opt(
+            "SELECT kms_key_id, wrapped_key FROM pii_keys WHERE purpose = $1 AND version = $2",
+            &[&purpose.as_str(), &version],
+        )
+        .await
+        .map_err(DbError::from)?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(WrappedKey {
+        purpose,
+        version,
+        kms_key_id: row.try_get(0).map_err(DbError::from)?,
+        blob: row.try_get(1).map_err(DbError::from)?,
+    }))
+}
+
+/// Stores a wrapped key unless that (purpose, version) exists; true if this one won.
+pub async fn insert_wrapped_key(db: &impl GenericClient, key: &WrappedKey) -> Result<bool, KeyError> {
+    let inserted = db
+        .execute(
+            "INSERT INTO pii_keys (purpose, version, kms_key_id, wrapped_key)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (purpose, version) DO NOTHING",
+            &[&key.purpose.as_str(), &key.version, &key.kms_key_id, &key.blob],
+        )
+        .await
+        .map_err(DbError::from)?;
+    Ok(inserted == 1)
+}
+
+/// The newest data-key version, if any.
+pub async fn newest_data_key_version(db: &impl GenericClient) -> Result<Option<i32>, KeyError> {
+    let row = db
+        .query_one("SELECT max(version) FROM pii_keys WHERE purpose = 'data'", &[])
+        .await
+        .map_err(DbError::from)?;
+    Ok(row.try_get(0).map_err(DbError::from)?)
 }

@@ -1,28 +1,30 @@
 //! login-etl: SQS login events → blind-indexed masks in `user_logins`, original PII in
 //! an encrypted, audited vault.
 //!
-//! - [`login`], [`app_version`]: parsing and validation of a message body
-//! - [`masking`]: blind indexes (HMAC-SHA256) for `masked_ip` / `masked_device_id`
-//! - [`vault`]: AES-256-GCM-SIV sealing of the original values
-//! - [`keys`]: KMS envelope keys, created once, unwrapped per cold start
-//! - [`store`]: Postgres pool, migrations, set-based batch writes
-//! - [`handler`]: one SQS batch → rows + batch item failures
-//! - [`staff`]: the `pii-vault` staff tool's operations (find, reveal, forget, audit, rotation)
+//! The modules, each depending only on those above it:
+//!
+//! - [`error`]: the one error convention and the chain printer
+//! - [`event`]: a message body → a valid [`event::LoginEvent`] or a reason code (pure)
+//! - [`crypto`]: blind indexes and the vault's cipher over given key material (pure)
+//! - [`config`]: settings, the Secrets Manager secret, the one connect helper
+//! - [`keys`]: KMS envelope keys and all `pii_keys` SQL → crypto
+//! - [`store`]: the function's pool, migrations and batch write → crypto
+//! - [`app`], [`handler`]: init-time resources; one SQS batch → rows + item failures
 //! - [`esm`]: a local SQS event source mapping around the same handler (`esm-local`)
-//! - [`app`], [`config`], [`secrets`], [`telemetry`]: init-time resources, settings, JSON logs
+//! - [`recovery`]: the staff side (find, reveal, forget, audit, rotation) of `pii-vault`
+//! - [`telemetry`]: JSON logs
+#![forbid(unsafe_code)]
 
 pub mod app;
-pub mod app_version;
 pub mod config;
+pub mod crypto;
+pub mod error;
 pub mod esm;
+pub mod event;
 pub mod handler;
 pub mod keys;
-pub mod login;
-pub mod masking;
-pub mod secrets;
-pub mod staff;
+pub mod recovery;
 pub mod store;
 pub mod telemetry;
-pub mod vault;
 
 pub use app::App;

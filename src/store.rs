@@ -1,17 +1,14 @@
-//! Postgres: the connection pool, the migrations in `sql/`, the keys table and the
+//! Postgres for the function: the connection pool, the migrations in `sql/` and the
 //! set-based batch write. One transaction per batch; one statement per table per batch
 //! (UNNEST of arrays), never a statement per row.
-
-use std::str::FromStr;
-use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-use crate::keys::{KeyPurpose, WrappedKey};
-use crate::masking::{BlindIndex, PiiField};
-use crate::vault::SealedValue;
+use crate::config::database::CONNECT_TIMEOUT;
+use crate::crypto::{BlindIndex, PiiField, SealedValue};
+use crate::error::DbError;
 
 mod embedded {
     refinery::embed_migrations!("sql");
@@ -19,50 +16,30 @@ mod embedded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database: {}", describe(.0))]
-    Db(#[from] tokio_postgres::Error),
-    #[error("database pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database pool setup: {0}")]
+    #[error("database")]
+    Db(#[from] DbError),
+    #[error("database pool")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    #[error("database pool setup")]
     Build(#[from] deadpool_postgres::BuildError),
-    #[error("migration: {0}")]
+    #[error("migration")]
     Migration(#[from] refinery::Error),
-    #[error("pii_keys holds an unknown purpose {0:?}")]
-    UnknownPurpose(String),
 }
 
-/// tokio-postgres' Display of a server error omits its detail; keep the message and code.
-/// Server messages here never carry plaintext PII: the tables hold only masks and
-/// ciphertext.
-fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => error.to_string(),
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StoreError::Db(DbError::from(error))
     }
 }
 
-/// How long the function waits for a connection before failing the invocation (so SQS
-/// retries) instead of running into the Lambda timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Parses a libpq-style URL or key=value string, naming no secret in the error.
-pub fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, String> {
-    let config = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
-    if config.get_hosts().is_empty() {
-        return Err("no host".into());
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        // The pool's own message repeats its backend error; keep that one as the leaf.
+        match error {
+            deadpool_postgres::PoolError::Backend(db) => StoreError::Db(DbError::from(db)),
+            other => StoreError::Pool(other),
+        }
     }
-    Ok(with_defaults(config))
-}
-
-/// A connect timeout and an application name, unless the settings give their own.
-pub fn with_defaults(mut config: tokio_postgres::Config) -> tokio_postgres::Config {
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("login-etl");
-    }
-    config
 }
 
 pub fn pool(config: tokio_postgres::Config, max_size: usize) -> Result<Pool, StoreError> {
@@ -82,60 +59,6 @@ pub fn pool(config: tokio_postgres::Config, max_size: usize) -> Result<Pool, Sto
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<String>, StoreError> {
     let report = embedded::migrations::runner().run_async(client).await?;
     Ok(report.applied_migrations().iter().map(|m| format!("V{}__{}", m.version(), m.name())).collect())
-}
-
-/// The newest wrapped key of every purpose present.
-pub async fn latest_wrapped_keys(db: &tokio_postgres::Client) -> Result<Vec<WrappedKey>, StoreError> {
-    let rows = db
-        .query(
-            "SELECT DISTINCT ON (purpose) purpose, version, kms_key_id, wrapped_key
-               FROM pii_keys ORDER BY purpose, version DESC",
-            &[],
-        )
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let purpose: String = row.try_get(0)?;
-            Ok(WrappedKey {
-                purpose: KeyPurpose::from_db(&purpose).ok_or(StoreError::UnknownPurpose(purpose))?,
-                version: row.try_get(1)?,
-                kms_key_id: row.try_get(2)?,
-                blob: row.try_get(3)?,
-            })
-        })
-        .collect()
-}
-
-/// One stored key, if present.
-pub async fn wrapped_key(
-    db: &impl tokio_postgres::GenericClient,
-    purpose: KeyPurpose,
-    version: i32,
-) -> Result<Option<WrappedKey>, StoreError> {
-    let row = db
-        .query_opt(
-            "SELECT kms_key_id, wrapped_key FROM pii_keys WHERE purpose = $1 AND version = $2",
-            &[&purpose.as_str(), &version],
-        )
-        .await?;
-    Ok(match row {
-        Some(row) => {
-            Some(WrappedKey { purpose, version, kms_key_id: row.try_get(0)?, blob: row.try_get(1)? })
-        }
-        None => None,
-    })
-}
-
-/// Stores a wrapped key unless that (purpose, version) exists; true if this one won.
-pub async fn insert_wrapped_key(db: &tokio_postgres::Client, key: &WrappedKey) -> Result<bool, StoreError> {
-    let inserted = db
-        .execute(
-            "INSERT INTO pii_keys (purpose, version, kms_key_id, wrapped_key)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (purpose, version) DO NOTHING",
-            &[&key.purpose.as_str(), &key.version, &key.kms_key_id, &key.blob],
-        )
-        .await?;
-    Ok(inserted == 1)
 }
 
 /// One `user_logins` row, PII already masked.

@@ -1,5 +1,9 @@
 //! Structured JSON logs through `tracing`. Only message ids, reason codes, counts and
 //! durations are ever recorded: no field of a message body is passed to a log macro.
+//!
+//! Every line carries the spans it was logged in (`spans`): inside an invocation that is
+//! the Lambda runtime's `Lambda runtime invoke` span with `requestId` (and `xrayTraceId`
+//! when X-Ray is on), so each line can be tied to its request.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -19,7 +23,7 @@ where
         .json()
         .with_env_filter(filter)
         .with_current_span(false)
-        .with_span_list(false)
+        .with_span_list(true)
         .with_target(false)
         .with_writer(writer)
         .finish()

@@ -3,13 +3,16 @@
 //! failures to the queue's redrive policy. Configured like the function (DATABASE_URL,
 //! KMS_KEY_ID, AWS_*), plus the flags below.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
+use login_etl::error::report;
 use login_etl::esm::{self, EsmOptions};
 use login_etl::{App, config, telemetry};
 
@@ -40,15 +43,26 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     telemetry::init();
     let args = Args::parse();
-    anyhow::ensure!(
-        args.batching_window.is_finite() && (0.0..=300.0).contains(&args.batching_window),
-        "--batching-window must be between 0 and 300 seconds"
-    );
-    let app = App::from_env().await.context("init")?;
-    let sqs = aws_sdk_sqs::Client::new(&config::aws_sdk_config().await?);
+    if !(args.batching_window.is_finite() && (0.0..=300.0).contains(&args.batching_window)) {
+        eprintln!("esm-local: --batching-window must be between 0 and 300 seconds");
+        return ExitCode::from(2);
+    }
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("esm-local: {}", report(&*error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let sdk = config::aws_sdk_config().await?;
+    let app = App::from_env(&sdk).await?;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
     let options = EsmOptions {
         queue_url: args.queue_url.clone(),
         batch_size: usize::from(args.batch_size),

@@ -1,8 +1,12 @@
 //! `migrate`: applies the migrations of `sql/` to `DATABASE_URL` (or `--database-url`).
 //! Idempotent: applied migrations are recorded in `refinery_schema_history`.
+#![forbid(unsafe_code)]
 
-use anyhow::Context;
+use std::process::ExitCode;
+
 use clap::Parser;
+use login_etl::config::database;
+use login_etl::error::report;
 use login_etl::store;
 
 #[derive(Parser)]
@@ -13,21 +17,31 @@ struct Args {
     database_url: String,
 }
 
+#[derive(Debug, thiserror::Error)]
+enum MigrateError {
+    #[error("DATABASE_URL is malformed")]
+    Url(#[from] database::DatabaseUrlError),
+    #[error("cannot connect to DATABASE_URL")]
+    Connect(#[from] login_etl::error::DbError),
+    #[error("migrations not applied")]
+    Store(#[from] store::StoreError),
+}
+
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let config = store::parse_database_url(&args.database_url)
-        .map_err(|reason| anyhow::anyhow!("DATABASE_URL is malformed: {reason}"))?;
-    let (mut client, connection) =
-        config.connect(tokio_postgres::NoTls).await.context("cannot connect to DATABASE_URL")?;
-    tokio::spawn(connection);
-    let applied = store::migrate(&mut client).await?;
-    if applied.is_empty() {
-        println!("migrate: schema is up to date");
-    } else {
-        for name in applied {
-            println!("migrate: applied {name}");
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(applied) if applied.is_empty() => println!("migrate: schema is up to date"),
+        Ok(applied) => applied.iter().for_each(|name| println!("migrate: applied {name}")),
+        Err(error) => {
+            eprintln!("migrate: {}", report(&error));
+            return ExitCode::FAILURE;
         }
     }
-    Ok(())
+    ExitCode::SUCCESS
+}
+
+async fn run(args: Args) -> Result<Vec<String>, MigrateError> {
+    let config = database::parse_database_url(&args.database_url)?;
+    let mut client = database::connect(&config).await?;
+    Ok(store::migrate(&mut client).await?)
 }

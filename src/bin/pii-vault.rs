@@ -1,16 +1,17 @@
 //! `pii-vault`: the staff tool for finding and recovering PII. See `pii-vault --help`.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use login_etl::config;
+use login_etl::config::{self, database};
+use login_etl::crypto::{BlindIndex, PiiField};
+use login_etl::error::report;
+use login_etl::event::{ClientIp, DeviceId};
 use login_etl::keys::{self, DataKeyCache, Kms};
-use login_etl::login::{ClientIp, DeviceId};
-use login_etl::masking::{BlindIndex, PiiField};
-use login_etl::staff::{self, StaffError};
-use login_etl::store;
+use login_etl::recovery::{self, RecoveryError};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -148,8 +149,8 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let code = error.downcast_ref::<StaffError>().map_or(1, StaffError::exit_code);
-            eprintln!("pii-vault: {error:#}");
+            let code = error.downcast_ref::<RecoveryError>().map_or(1, RecoveryError::exit_code);
+            eprintln!("pii-vault: {}", report(error.as_ref()));
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
@@ -158,7 +159,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // Refuse before connecting: nothing happens without a reason.
     if let Command::Reveal(RevealArgs { why, .. }) | Command::Forget(ForgetArgs { why, .. }) = &cli.command {
-        staff::require_reason(why.reason.as_deref())?;
+        recovery::require_reason(why.reason.as_deref())?;
     }
     let url = cli
         .database_url
@@ -166,23 +167,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .or_else(|| std::env::var("VAULT_DATABASE_URL").ok())
         .or_else(|| std::env::var("DATABASE_URL").ok())
         .context("set VAULT_DATABASE_URL (or DATABASE_URL, or pass --database-url)")?;
-    let db_config =
-        store::parse_database_url(&url).map_err(|r| anyhow::anyhow!("database URL is malformed: {r}"))?;
-    let (mut db, connection) = db_config
-        .connect(tokio_postgres::NoTls)
+    let db_config = database::parse_database_url(&url).context("the database URL is malformed")?;
+    let mut db = database::connect(&db_config)
         .await
-        .map_err(|e| StaffError::Store(e.into()))
+        .map_err(RecoveryError::Db)
         .context("cannot connect to the database")?;
-    tokio::spawn(connection);
-    let kms_key_id = std::env::var("KMS_KEY_ID").unwrap_or_default();
+    // Unwrapping uses the KMS key id stored with each wrapped key; only a new key needs
+    // KMS_KEY_ID, and then it is required by name.
+    let kms_key_id = match cli.command {
+        Command::RotateKey => config::required_env("KMS_KEY_ID").map_err(RecoveryError::from)?,
+        _ => String::new(),
+    };
     let kms = Kms::new(aws_sdk_kms::Client::new(&config::aws_sdk_config().await?), kms_key_id);
     let mut data_keys = DataKeyCache::new();
 
     match cli.command {
         Command::Find(target) => {
-            let indexer = keys::load_indexer(&db, &kms).await.map_err(StaffError::from)?;
+            let indexer = keys::load_indexer(&db, &kms).await.map_err(RecoveryError::from)?;
             let (field, normalized) = normalize_plain(target.ip, target.device_id)?;
-            let (index, rows) = staff::find(&db, &indexer, field, &normalized).await?;
+            let (index, rows) = recovery::find(&db, &indexer, field, &normalized).await?;
             if cli.json {
                 println!(
                     "{}",
@@ -207,22 +210,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             if rows.is_empty() {
-                return Err(StaffError::Unknown(field.to_string()).into());
+                return Err(RecoveryError::Unknown(field.to_string()).into());
             }
         }
         Command::Reveal(args) => {
-            let reason = staff::require_reason(args.why.reason.as_deref())?.to_owned();
+            let reason = recovery::require_reason(args.why.reason.as_deref())?.to_owned();
             let actor = args.why.actor();
             let targets = match (args.target.masked_ip, args.target.masked_device_id, args.target.user_id) {
                 (Some(mask), _, _) => vec![(PiiField::Ip, parse_mask(&mask)?)],
                 (_, Some(mask), _) => vec![(PiiField::DeviceId, parse_mask(&mask)?)],
-                (_, _, Some(user)) => staff::masks_of_user(&db, &user).await?,
+                (_, _, Some(user)) => recovery::masks_of_user(&db, &user).await?,
                 _ => unreachable!("clap requires one target"),
             };
             let mut revealed = Vec::new();
             for (field, index) in &targets {
                 revealed
-                    .push(staff::reveal(&db, &kms, &mut data_keys, *field, index, &reason, &actor).await?);
+                    .push(recovery::reveal(&db, &kms, &mut data_keys, *field, index, &reason, &actor).await?);
             }
             if cli.json {
                 let items: Vec<_> = revealed
@@ -241,18 +244,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Forget(args) => {
-            let reason = staff::require_reason(args.why.reason.as_deref())?.to_owned();
+            let reason = recovery::require_reason(args.why.reason.as_deref())?.to_owned();
             let t = args.target;
             let (field, index) = match (t.ip, t.masked_ip, t.device_id, t.masked_device_id) {
                 (_, Some(mask), _, _) => (PiiField::Ip, parse_mask(&mask)?),
                 (_, _, _, Some(mask)) => (PiiField::DeviceId, parse_mask(&mask)?),
                 (ip, _, device_id, _) => {
-                    let indexer = keys::load_indexer(&db, &kms).await.map_err(StaffError::from)?;
+                    let indexer = keys::load_indexer(&db, &kms).await.map_err(RecoveryError::from)?;
                     let (field, normalized) = normalize_plain(ip, device_id)?;
                     (field, indexer.index(field, &normalized))
                 }
             };
-            let outcome = staff::forget(&db, field, &index, &reason, &args.why.actor()).await?;
+            let outcome = recovery::forget(&db, field, &index, &reason, &args.why.actor()).await?;
             if cli.json {
                 println!(
                     "{}",
@@ -263,7 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Audit { since } => {
-            let entries = staff::audit(&db, since).await?;
+            let entries = recovery::audit(&db, since).await?;
             if cli.json {
                 println!("{}", serde_json::to_string(&entries)?);
             } else {
@@ -289,14 +292,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::RotateKey => {
-            let version = staff::rotate_data_key(&db, &kms).await?;
+            let version = recovery::rotate_data_key(&db, &kms).await?;
             println!(
                 "data key version {version} created; run `pii-vault reencrypt` once the function's instances have restarted"
             );
         }
         Command::Reencrypt { batch_size } => {
             anyhow::ensure!(batch_size >= 1, "--batch-size must be at least 1");
-            let total = staff::reencrypt(&mut db, &kms, &mut data_keys, batch_size, |done, remaining| {
+            let total = recovery::reencrypt(&mut db, &kms, &mut data_keys, batch_size, |done, remaining| {
                 eprintln!("reencrypt: {done} re-encrypted, {remaining} left");
             })
             .await?;

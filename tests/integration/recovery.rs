@@ -1,14 +1,13 @@
 //! Least-privilege roles and the `pii-vault` operations, on real Postgres logins in the
 //! migrations' roles and the moto KMS.
 
-mod common;
-
-use common::*;
 use login_etl::App;
+use login_etl::crypto::{BlindIndex, PiiField};
+use login_etl::error::report;
 use login_etl::handler;
 use login_etl::keys::{self, DataKeyCache};
-use login_etl::masking::{BlindIndex, PiiField};
-use login_etl::staff::{self, StaffError};
+use login_etl::recovery::{self, RecoveryError};
+use testkit::*;
 use tokio_postgres::error::SqlState;
 
 async fn denied(client: &tokio_postgres::Client, sql: &str) {
@@ -100,16 +99,16 @@ async fn every_sample_login_is_found_by_plaintext_and_revealed_to_the_original()
         let user_id = login["user_id"].as_str().expect("user_id");
         for (field, name) in [(PiiField::Ip, "ip"), (PiiField::DeviceId, "device_id")] {
             let value = login[name].as_str().expect("value");
-            let (index, rows) = staff::find(&reader, &indexer, field, value).await.expect("find");
+            let (index, rows) = recovery::find(&reader, &indexer, field, value).await.expect("find");
             assert_eq!(rows.len(), 1);
             assert_eq!(rows[0].user_id.as_deref(), Some(user_id));
-            let revealed = staff::reveal(&reader, &kms, &mut data_keys, field, &index, "test", "tester")
+            let revealed = recovery::reveal(&reader, &kms, &mut data_keys, field, &index, "test", "tester")
                 .await
                 .expect("reveal");
             assert_eq!(revealed.value.as_str(), value);
         }
         // By user id: both values of the row.
-        let targets = staff::masks_of_user(&reader, user_id).await.expect("targets");
+        let targets = recovery::masks_of_user(&reader, user_id).await.expect("targets");
         assert_eq!(targets.len(), 2);
     }
     assert_eq!(db.count("SELECT count(*) FROM pii_audit WHERE action = 'reveal'").await, 2 * 99);
@@ -124,15 +123,16 @@ async fn forget_erases_the_value_for_good_and_leaves_the_row() {
     let device_id = "593-47-5928";
     let index = app.keyring.indexer.index(PiiField::DeviceId, device_id);
 
-    let outcome = staff::forget(&reader, PiiField::DeviceId, &index, "erasure request #1", "tester").await;
+    let outcome = recovery::forget(&reader, PiiField::DeviceId, &index, "erasure request #1", "tester").await;
     assert_eq!(outcome.expect("forget"), "forgotten");
 
     let mut data_keys = DataKeyCache::new();
-    let error = staff::reveal(&reader, &kms, &mut data_keys, PiiField::DeviceId, &index, "check", "tester")
-        .await
-        .err()
-        .expect("erased");
-    assert!(matches!(error, StaffError::Erased(PiiField::DeviceId)), "{error}");
+    let error =
+        recovery::reveal(&reader, &kms, &mut data_keys, PiiField::DeviceId, &index, "check", "tester")
+            .await
+            .err()
+            .expect("erased");
+    assert!(matches!(error, RecoveryError::Erased(PiiField::DeviceId)), "{error}");
     assert_eq!(error.exit_code(), 4);
     assert_eq!(
         db.count(&format!("SELECT count(*) FROM user_logins WHERE masked_device_id = '{index}'")).await,
@@ -155,7 +155,8 @@ async fn forget_erases_the_value_for_good_and_leaves_the_row() {
     assert_eq!(audit, vec!["forget:forgotten".to_string(), "reveal:erased".to_string()]);
 
     let unknown = BlindIndex::parse(&"ab".repeat(32)).expect("mask");
-    let error = staff::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &unknown, "check", "tester").await;
+    let error =
+        recovery::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &unknown, "check", "tester").await;
     assert_eq!(error.err().map(|e| e.exit_code()), Some(3));
 }
 
@@ -166,7 +167,7 @@ async fn rotate_and_reencrypt_keep_every_value_and_mask() {
     let first = loaded_by_writer(&db, &kms).await;
     let owner = db.connect().await;
 
-    let version = staff::rotate_data_key(&owner, &kms).await.expect("rotate");
+    let version = recovery::rotate_data_key(&owner, &kms).await.expect("rotate");
     assert_eq!(version, 2);
     // A new cold start seals with version 2; old rows stay readable.
     let second = cold_start(&db, &kms).await;
@@ -181,13 +182,14 @@ async fn rotate_and_reencrypt_keep_every_value_and_mask() {
     let mut owner = db.connect().await;
     let mut data_keys = DataKeyCache::new();
     let mut reports = 0;
-    let done =
-        staff::reencrypt(&mut owner, &kms, &mut data_keys, 50, |_, _| reports += 1).await.expect("reencrypt");
+    let done = recovery::reencrypt(&mut owner, &kms, &mut data_keys, 50, |_, _| reports += 1)
+        .await
+        .expect("reencrypt");
     assert_eq!(done, 198);
     assert!(reports >= 4, "progress is reported per batch");
     assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE key_version < 2").await, 0);
     // Resumable: a second run finds nothing left.
-    assert_eq!(staff::reencrypt(&mut owner, &kms, &mut data_keys, 50, |_, _| {}).await.expect("again"), 0);
+    assert_eq!(recovery::reencrypt(&mut owner, &kms, &mut data_keys, 50, |_, _| {}).await.expect("again"), 0);
 
     let reader = connect(&db.login_in("login_etl_vault_reader").await).await;
     let mut reader_keys = DataKeyCache::new();
@@ -196,7 +198,8 @@ async fn rotate_and_reencrypt_keep_every_value_and_mask() {
         let index = first.keyring.indexer.index(PiiField::Ip, ip);
         assert_eq!(index, second.keyring.indexer.index(PiiField::Ip, ip), "masks unchanged");
         let revealed =
-            staff::reveal(&reader, &kms, &mut reader_keys, PiiField::Ip, &index, "rotation check", "t").await;
+            recovery::reveal(&reader, &kms, &mut reader_keys, PiiField::Ip, &index, "rotation check", "t")
+                .await;
         assert_eq!(revealed.expect("reveal").value.as_str(), ip);
     }
     assert_eq!(
@@ -211,24 +214,9 @@ async fn the_tool_refuses_a_reveal_without_reason_and_shows_nothing() {
     let kms = new_kms().await;
     let app = loaded_by_writer(&db, &kms).await;
     let mask = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
-    let reader_url = {
-        let config = db.login_in("login_etl_vault_reader").await;
-        format!(
-            "postgres://{}@127.0.0.1:{}/{}",
-            config.get_user().expect("user"),
-            config.get_ports()[0],
-            db.name
-        )
-    };
+    let reader_url = url_of(&db.login_in("login_etl_vault_reader").await);
 
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
-            .args(args)
-            .env("VAULT_DATABASE_URL", &reader_url)
-            .env("KMS_KEY_ID", "unused")
-            .output()
-            .expect("run pii-vault")
-    };
+    let run = |args: &[&str]| pii_vault(&reader_url, args, &[]);
     let output = run(&["reveal", "--masked-ip", mask.as_str()]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("a reason is required"));
@@ -256,17 +244,17 @@ async fn no_audit_no_reveal_and_the_wrong_role_gets_a_clear_denial() {
 
     // The analyst may not call the reveal function at all.
     let analyst = connect(&db.login_in("login_etl_analyst").await).await;
-    let error = staff::reveal(&analyst, &kms, &mut data_keys, PiiField::Ip, &index, "why", "a").await;
+    let error = recovery::reveal(&analyst, &kms, &mut data_keys, PiiField::Ip, &index, "why", "a").await;
     let error = error.err().expect("denied");
-    assert!(matches!(error, StaffError::PermissionDenied(_)), "{error}");
+    assert!(matches!(error, RecoveryError::PermissionDenied(_)), "{error}");
     assert_eq!(error.exit_code(), 5);
 
     // If the audit row cannot be written, nothing is shown (fail closed).
     db.fail_inserts_into("pii_audit", "audit storage unavailable (simulated)").await;
     let reader = connect(&db.login_in("login_etl_vault_reader").await).await;
-    let result = staff::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &index, "why", "a").await;
+    let result = recovery::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &index, "why", "a").await;
     let error = result.err().expect("no audit, no reveal");
-    assert!(error.to_string().contains("audit storage unavailable"), "{error}");
+    assert_eq!(report(&error), "database: audit storage unavailable (simulated) (P0001)");
     assert_eq!(db.count("SELECT count(*) FROM pii_audit").await, 0);
 }
 
@@ -278,18 +266,69 @@ async fn the_audit_lists_what_happened_since_a_time() {
     let reader = connect(&db.login_in("login_etl_vault_reader").await).await;
     let mut data_keys = DataKeyCache::new();
     let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
-    staff::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &index, "first", "alice")
+    recovery::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &index, "first", "alice")
         .await
         .expect("reveal");
     let between: chrono::DateTime<chrono::Utc> =
         reader.query_one("SELECT clock_timestamp()", &[]).await.expect("now").get(0);
-    staff::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &index, "second", "bob")
+    recovery::reveal(&reader, &kms, &mut data_keys, PiiField::Ip, &index, "second", "bob")
         .await
         .expect("reveal");
 
-    let all = staff::audit(&reader, None).await.expect("audit");
+    let all = recovery::audit(&reader, None).await.expect("audit");
     assert_eq!(all.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(), vec!["first", "second"]);
-    let recent = staff::audit(&reader, Some(between)).await.expect("audit");
+    let recent = recovery::audit(&reader, Some(between)).await.expect("audit");
     assert_eq!(recent.len(), 1);
     assert_eq!((recent[0].actor.as_str(), recent[0].action.as_str()), ("bob", "reveal"));
+}
+
+/// Runs the `pii-vault` binary against the stack as it runs for staff.
+fn pii_vault(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
+        .args(args)
+        .env("VAULT_DATABASE_URL", database_url)
+        .env_remove("KMS_KEY_ID")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run pii-vault")
+}
+
+#[tokio::test]
+async fn a_tampered_vault_row_is_refused_with_its_error_said_once() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let mask = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
+    db.connect()
+        .await
+        .execute(
+            "UPDATE pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
+              WHERE field = 'ip' AND blind_index = $1",
+            &[&mask.as_str()],
+        )
+        .await
+        .expect("tamper");
+
+    let reader = url_of(&db.login_in("login_etl_vault_reader").await);
+    let output =
+        pii_vault(&reader, &["reveal", "--masked-ip", mask.as_str(), "--reason", "tamper check"], &[]);
+
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "pii-vault: vault row: vault ciphertext failed authentication (tampered, moved to another row, or wrong key)"
+    );
+}
+
+#[tokio::test]
+async fn rotate_key_without_kms_key_id_names_the_setting() {
+    let db = TestDb::new().await;
+    let owner = url_of(&db.config);
+    let output = pii_vault(&owner, &["rotate-key"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end(), "pii-vault: configuration: KMS_KEY_ID is not set");
+    assert_eq!(db.count("SELECT count(*) FROM pii_keys").await, 0);
 }

@@ -8,35 +8,7 @@ use std::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::keys::KeyMaterial;
-
-/// A vaulted PII field. The names are what `pii_vault.field` and the AAD carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PiiField {
-    Ip,
-    DeviceId,
-}
-
-impl PiiField {
-    pub const ALL: [PiiField; 2] = [PiiField::Ip, PiiField::DeviceId];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PiiField::Ip => "ip",
-            PiiField::DeviceId => "device_id",
-        }
-    }
-
-    pub fn from_db(name: &str) -> Option<PiiField> {
-        PiiField::ALL.into_iter().find(|f| f.as_str() == name)
-    }
-}
-
-impl fmt::Display for PiiField {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::{KeyMaterial, PiiField};
 
 /// 64 lowercase hex characters: the value of `masked_ip` / `masked_device_id` and the
 /// vault's lookup key. Not PII (it is what analysts see).
@@ -74,7 +46,7 @@ impl BlindIndexer {
         BlindIndexer { ip: keyed(ip_key), device_id: keyed(device_id_key) }
     }
 
-    /// `normalized` must already be the field's canonical form (see `login`).
+    /// `normalized` must already be the field's canonical form (see `crate::event`).
     pub fn index(&self, field: PiiField, normalized: &str) -> BlindIndex {
         let mut mac = match field {
             PiiField::Ip => self.ip.clone(),

@@ -7,8 +7,8 @@ use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::config::ConfigError;
-use crate::store;
+use super::ConfigError;
+use super::database;
 
 #[derive(Deserialize)]
 struct RdsSecret {
@@ -29,7 +29,8 @@ pub fn parse_database_secret(text: &str) -> Result<tokio_postgres::Config, Confi
     let secret: RdsSecret =
         serde_json::from_str(text).map_err(|_| malformed("is not a JSON object of strings"))?;
     if let Some(url) = secret.url {
-        return store::parse_database_url(&Zeroizing::new(url)).map_err(|_| malformed("has an unusable url"));
+        return database::parse_database_url(&Zeroizing::new(url))
+            .map_err(|_| malformed("has an unusable url"));
     }
     let host = secret.host.ok_or_else(|| malformed("has no host"))?;
     let user = secret.username.ok_or_else(|| malformed("has no username"))?;
@@ -46,7 +47,7 @@ pub fn parse_database_secret(text: &str) -> Result<tokio_postgres::Config, Confi
     if let Some(password) = secret.password.map(Zeroizing::new) {
         config.password(password.as_bytes());
     }
-    Ok(store::with_defaults(config))
+    Ok(database::with_defaults(config))
 }
 
 /// Fetches and parses the secret.

@@ -1,7 +1,8 @@
-//! Shared test support: a database of its own per test (created from `DATABASE_URL`,
-//! migrated, dropped afterwards), a KMS key of its own per test on the moto server at
-//! `AWS_ENDPOINT_URL`, SQS events, and log capture. `make test` provides the stack.
-#![allow(dead_code)]
+//! Test support for login-etl's integration tests: a database of its own per test
+//! (created from `DATABASE_URL`, migrated, dropped afterwards), a KMS key and SQS queues of
+//! its own per test on the moto server at `AWS_ENDPOINT_URL`, SQS events, and log capture.
+//! `make test` provides the stack. A crate of its own so that both test binaries share it.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::Path;
@@ -12,8 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aws_config::BehaviorVersion;
 use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_kms::config::Credentials;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use login_etl::App;
-use login_etl::config::Config;
+use login_etl::config::{Config, database};
 use login_etl::keys::Kms;
 use login_etl::store;
 use serde_json::{Value, json};
@@ -43,11 +45,8 @@ impl TestDb {
 
     /// Created but not migrated.
     pub async fn empty() -> TestDb {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let admin = store::parse_database_url(&env("DATABASE_URL")).expect("DATABASE_URL parses");
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").subsec_nanos();
-        let name =
-            format!("etl_test_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), nanos);
+        let admin = database::parse_database_url(&env("DATABASE_URL")).expect("DATABASE_URL parses");
+        let name = format!("etl_test_{}", unique_suffix());
         let admin_client = connect(&admin).await;
         admin_client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
         let mut config = admin.clone();
@@ -128,10 +127,34 @@ impl Drop for TestDb {
     }
 }
 
+/// `process_counter_nanos`: unique across the parallel tests and test processes of one run.
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").subsec_nanos();
+    format!("{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
 pub async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect to test Postgres");
-    tokio::spawn(connection);
-    client
+    database::connect(config).await.expect("connect to test Postgres")
+}
+
+/// A `postgres://` URL for a TCP config of the test server (for binaries run as processes).
+pub fn url_of(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        other => panic!("the test server must be reached over TCP, not {other:?}"),
+    };
+    format!(
+        "postgres://{}@{host}:{}/{}",
+        config.get_user().expect("user"),
+        config.get_ports().first().copied().unwrap_or(5432),
+        config.get_dbname().expect("dbname")
+    )
+}
+
+/// The moto server the stack runs.
+pub fn aws_endpoint() -> String {
+    env("AWS_ENDPOINT_URL")
 }
 
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
@@ -145,7 +168,7 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 
 /// A KMS key of this test's own on the moto server.
 pub async fn new_kms() -> Kms {
-    let client = aws_sdk_kms::Client::new(&sdk_config(&env("AWS_ENDPOINT_URL")).await);
+    let client = aws_sdk_kms::Client::new(&sdk_config(&aws_endpoint()).await);
     let key = client.create_key().description("login-etl test key").send().await.expect("moto CreateKey");
     let key_id = key.key_metadata().expect("key metadata").key_id().to_owned();
     Kms::new(client, key_id)
@@ -156,15 +179,20 @@ pub async fn cold_start(db: &TestDb, kms: &Kms) -> App {
     App::init(&db.app_config(), kms).await.expect("init")
 }
 
+/// The repository's root, where `events/` and `tests/fixtures/` are.
+fn repo_path(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
 pub fn load_event(path: &str) -> SqsEvent {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let full = repo_path(path);
     let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
     serde_json::from_str(&text).expect("event parses")
 }
 
 /// The exercise's 100 message bodies, in queue order.
 pub fn sample_messages() -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/login-queue-messages.json");
+    let path = repo_path("tests/fixtures/login-queue-messages.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture parses")
 }
 
@@ -225,5 +253,76 @@ impl Write for LogCapture {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// A queue and its dead-letter queue of one test's own on the moto server.
+pub struct TestQueues {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+impl TestQueues {
+    /// The DLQ receives what was received `max_receive_count` times.
+    pub async fn new(max_receive_count: u32, visibility_timeout: u32) -> TestQueues {
+        let sqs = aws_sdk_sqs::Client::new(&sdk_config(&aws_endpoint()).await);
+        let name = format!("esm-test-{}", unique_suffix());
+        let dlq_url = sqs
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .send()
+            .await
+            .expect("dlq")
+            .queue_url
+            .expect("url");
+        let dlq_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("dlq arn")
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("arn");
+        let redrive =
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count.to_string()});
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(&name)
+            .attributes(QueueAttributeName::VisibilityTimeout, visibility_timeout.to_string())
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .send()
+            .await
+            .expect("queue")
+            .queue_url
+            .expect("url");
+        TestQueues { sqs, queue_url, dlq_url }
+    }
+
+    /// Sends the bodies, ten per `SendMessageBatch`.
+    pub async fn send(&self, bodies: &[String]) {
+        for chunk in bodies.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                        .expect("entry")
+                })
+                .collect();
+            let output = self
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            assert!(output.expect("send").failed().is_empty());
+        }
     }
 }

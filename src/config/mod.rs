@@ -1,12 +1,19 @@
 //! Configuration from the environment: `DATABASE_URL` (or `DATABASE_SECRET_ARN`),
-//! `KMS_KEY_ID`, optional `DB_POOL_SIZE`, and the AWS SDK's own variables (`AWS_REGION`, `AWS_ENDPOINT_URL`,
-//! the default credential chain). A missing or malformed setting is an error naming it.
+//! `KMS_KEY_ID`, optional `DB_POOL_SIZE`, and the AWS SDK's own variables (`AWS_REGION`,
+//! `AWS_ENDPOINT_URL`, the default credential chain). A missing or malformed setting is an
+//! error naming it.
+//!
+//! - [`database`]: connection settings and the one connect helper of every binary
+//! - [`secrets`]: the database settings from a Secrets Manager secret
+
+pub mod database;
+pub mod secrets;
 
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
-use crate::store;
+use database::DatabaseUrlError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -14,6 +21,8 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{var} is malformed: {reason}")]
     Malformed { var: &'static str, reason: String },
+    #[error("DATABASE_URL is malformed")]
+    DatabaseUrl(#[source] DatabaseUrlError),
     #[error("DATABASE_SECRET_ARN could not be read from Secrets Manager: {0}")]
     Secret(String),
 }
@@ -38,7 +47,7 @@ impl Config {
         if lookup("DATABASE_URL").is_none()
             && let Some(secret) = lookup("DATABASE_SECRET_ARN")
         {
-            let database = crate::secrets::database_config(sdk, secret.trim()).await?;
+            let database = secrets::database_config(sdk, secret.trim()).await?;
             return Self::with_database(database, lookup);
         }
         Self::from_lookup(lookup)
@@ -48,8 +57,7 @@ impl Config {
         let url = lookup("DATABASE_URL")
             .filter(|value| !value.trim().is_empty())
             .ok_or(ConfigError::Missing("DATABASE_URL (or DATABASE_SECRET_ARN)"))?;
-        let database = store::parse_database_url(&url)
-            .map_err(|reason| ConfigError::Malformed { var: "DATABASE_URL", reason })?;
+        let database = database::parse_database_url(&url).map_err(ConfigError::DatabaseUrl)?;
         Self::with_database(database, lookup)
     }
 
@@ -72,6 +80,15 @@ impl Config {
         };
         Ok(Config { database, kms_key_id, pool_size })
     }
+}
+
+/// A setting that must be present and not blank, trimmed.
+pub fn required_env(var: &'static str) -> Result<String, ConfigError> {
+    std::env::var(var)
+        .ok()
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+        .ok_or(ConfigError::Missing(var))
 }
 
 /// The AWS SDK configuration from its usual sources, with timeouts short enough that an
@@ -130,8 +147,8 @@ mod tests {
     #[test]
     fn malformed_settings_are_named_without_their_secrets() {
         let error = config(&[("DATABASE_URL", "postgres://etl:secret@host:notaport/db"), KEY]).unwrap_err();
-        assert!(matches!(error, ConfigError::Malformed { var: "DATABASE_URL", .. }), "{error}");
-        assert!(!error.to_string().contains("secret"), "{error}");
+        assert!(matches!(error, ConfigError::DatabaseUrl(_)), "{error}");
+        assert!(!crate::error::report(&error).contains("secret"), "{error:?}");
 
         let error = config(&[URL, KEY, ("DB_POOL_SIZE", "0")]).unwrap_err();
         assert!(error.to_string().starts_with("DB_POOL_SIZE is malformed"), "{error}");

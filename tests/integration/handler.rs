@@ -1,15 +1,13 @@
 //! The handler end to end: real Postgres (a database per test), real KMS API (moto).
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
-use common::*;
+use login_etl::crypto::SealedValue;
+use login_etl::crypto::{BlindIndex, PiiField};
 use login_etl::handler;
-use login_etl::masking::{BlindIndex, PiiField};
-use login_etl::vault::SealedValue;
 use serde_json::Value;
+use testkit::*;
 
 #[tokio::test]
 async fn the_exercise_queue_gives_99_rows_and_fails_exactly_the_malformed_message() {
@@ -210,7 +208,7 @@ async fn redelivery_adds_nothing_and_a_new_cold_start_keeps_the_masks() {
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
     let ip = "198.51.100.23";
     assert_eq!(app.keyring.indexer.index(PiiField::Ip, ip), second.keyring.indexer.index(PiiField::Ip, ip));
-    let fresh = common::event(&[("after-restart".into(), login_body("u9", ip, "d-9"))]);
+    let fresh = testkit::event(&[("after-restart".into(), login_body("u9", ip, "d-9"))]);
     handler::handle(&second, fresh).await.expect("new message");
     let mut masks_after = masks(&db).await;
     masks_after.remove("u9");

@@ -1,6 +1,7 @@
-//! What the `pii-vault` staff tool does: find rows by plaintext (blind index only),
+//! PII recovery, the staff side of the vault: find rows by plaintext (blind index only),
 //! reveal and forget through the audited SECURITY DEFINER functions, list the audit,
-//! rotate the data key and re-encrypt the vault under the newest version.
+//! rotate the data key and re-encrypt the vault under the newest version. The `pii-vault`
+//! binary is its command line.
 
 use std::collections::BTreeSet;
 
@@ -8,13 +9,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use tokio_postgres::error::SqlState;
 use zeroize::Zeroizing;
 
-use crate::keys::{DataKeyCache, KeyError, KeyPurpose, Kms};
-use crate::masking::{BlindIndex, BlindIndexer, PiiField};
-use crate::store::{self, StoreError};
-use crate::vault::{SealedValue, VaultError};
+use crate::config::ConfigError;
+use crate::crypto::{BlindIndex, BlindIndexer, KeyPurpose, PiiField, SealError, SealedValue};
+use crate::error::DbError;
+use crate::keys::{self, DataKeyCache, KeyError, Kms};
 
 #[derive(Debug, thiserror::Error)]
-pub enum StaffError {
+pub enum RecoveryError {
     #[error("a reason is required: every reveal and erasure is audited with who, when, what and why")]
     NoReason,
     #[error("no vault entry and no row for that {0}")]
@@ -23,67 +24,62 @@ pub enum StaffError {
     Erased(PiiField),
     #[error("permission denied for this database role: {0}")]
     PermissionDenied(String),
-    #[error("{0}")]
-    Keys(KeyError),
-    #[error("{0}")]
-    Store(StoreError),
-    #[error("vault: {0}")]
-    Vault(#[from] VaultError),
+    #[error("configuration")]
+    Config(#[from] ConfigError),
+    #[error("keys")]
+    Keys(#[source] KeyError),
+    #[error("database")]
+    Db(#[source] DbError),
+    #[error("vault row")]
+    Seal(#[from] SealError),
     #[error("rotation raced with another rotation to version {0}; run it again")]
     RotationRace(i32),
 }
 
-impl StaffError {
+impl RecoveryError {
     /// The process exit code `pii-vault --help` documents.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StaffError::NoReason => 2,
-            StaffError::Unknown(_) => 3,
-            StaffError::Erased(_) => 4,
-            StaffError::PermissionDenied(_) => 5,
-            StaffError::Keys(KeyError::Store(_)) | StaffError::Store(_) => 7,
-            StaffError::Keys(_) => 6,
-            StaffError::Vault(_) | StaffError::RotationRace(_) => 1,
+            RecoveryError::NoReason | RecoveryError::Config(_) => 2,
+            RecoveryError::Unknown(_) => 3,
+            RecoveryError::Erased(_) => 4,
+            RecoveryError::PermissionDenied(_) => 5,
+            RecoveryError::Keys(_) => 6,
+            RecoveryError::Db(_) => 7,
+            RecoveryError::Seal(_) | RecoveryError::RotationRace(_) => 1,
         }
     }
 }
 
-fn is_permission_denied(error: &StoreError) -> Option<String> {
-    match error {
-        StoreError::Db(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
-            Some(e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default())
-        }
-        _ => None,
-    }
-}
-
-impl From<StoreError> for StaffError {
-    fn from(error: StoreError) -> Self {
-        match is_permission_denied(&error) {
-            Some(message) => StaffError::PermissionDenied(message),
-            None => StaffError::Store(error),
+impl From<DbError> for RecoveryError {
+    fn from(error: DbError) -> Self {
+        match error.inner().as_db_error() {
+            Some(db) if db.code() == &SqlState::INSUFFICIENT_PRIVILEGE => {
+                RecoveryError::PermissionDenied(db.message().to_owned())
+            }
+            _ => RecoveryError::Db(error),
         }
     }
 }
 
-impl From<tokio_postgres::Error> for StaffError {
+impl From<tokio_postgres::Error> for RecoveryError {
     fn from(error: tokio_postgres::Error) -> Self {
-        StaffError::from(StoreError::from(error))
+        RecoveryError::from(DbError::from(error))
     }
 }
 
-impl From<KeyError> for StaffError {
+impl From<KeyError> for RecoveryError {
     fn from(error: KeyError) -> Self {
         match error {
-            KeyError::Store(store) => StaffError::from(store),
-            other => StaffError::Keys(other),
+            KeyError::Db(db) => RecoveryError::from(db),
+            other => RecoveryError::Keys(other),
         }
     }
 }
 
 /// A reason that is present and not blank.
-pub fn require_reason(reason: Option<&str>) -> Result<&str, StaffError> {
-    reason.map(str::trim).filter(|r| !r.is_empty()).ok_or(StaffError::NoReason)
+pub fn require_reason(reason: Option<&str>) -> Result<&str, RecoveryError> {
+    reason.map(str::trim).filter(|r| !r.is_empty()).ok_or(RecoveryError::NoReason)
 }
 
 /// A `user_logins` row as `find` shows it (no PII: masks only).
@@ -105,12 +101,9 @@ pub async fn find(
     indexer: &BlindIndexer,
     field: PiiField,
     normalized: &str,
-) -> Result<(BlindIndex, Vec<LoginMatch>), StaffError> {
+) -> Result<(BlindIndex, Vec<LoginMatch>), RecoveryError> {
     let index = indexer.index(field, normalized);
-    let column = match field {
-        PiiField::Ip => "masked_ip",
-        PiiField::DeviceId => "masked_device_id",
-    };
+    let column = field.mask_column();
     let rows = db
         .query(
             &format!(
@@ -141,13 +134,17 @@ pub async fn find(
 pub async fn masks_of_user(
     db: &tokio_postgres::Client,
     user_id: &str,
-) -> Result<Vec<(PiiField, BlindIndex)>, StaffError> {
+) -> Result<Vec<(PiiField, BlindIndex)>, RecoveryError> {
+    let [ip_column, device_id_column] = PiiField::ALL.map(PiiField::mask_column);
     let rows = db
-        .query("SELECT masked_ip, masked_device_id FROM user_logins WHERE user_id = $1", &[&user_id])
+        .query(
+            &format!("SELECT {ip_column}, {device_id_column} FROM user_logins WHERE user_id = $1"),
+            &[&user_id],
+        )
         .await?;
     let mut targets = BTreeSet::new();
     for row in rows {
-        for (field, column) in [(PiiField::Ip, 0), (PiiField::DeviceId, 1)] {
+        for (column, field) in PiiField::ALL.into_iter().enumerate() {
             let mask: Option<String> = row.get(column);
             if let Some(index) = mask.as_deref().and_then(BlindIndex::parse) {
                 targets.insert((field, index));
@@ -155,7 +152,7 @@ pub async fn masks_of_user(
         }
     }
     if targets.is_empty() {
-        return Err(StaffError::Unknown("user id".into()));
+        return Err(RecoveryError::Unknown("user id".into()));
     }
     Ok(targets.into_iter().collect())
 }
@@ -177,7 +174,7 @@ pub async fn reveal(
     index: &BlindIndex,
     reason: &str,
     actor: &str,
-) -> Result<Revealed, StaffError> {
+) -> Result<Revealed, RecoveryError> {
     let row = db
         .query_one(
             "SELECT outcome, key_version, nonce, ciphertext FROM pii_reveal($1, $2, $3, $4)",
@@ -186,8 +183,8 @@ pub async fn reveal(
         .await?;
     let outcome: String = row.get(0);
     match outcome.as_str() {
-        "erased" => return Err(StaffError::Erased(field)),
-        "unknown" => return Err(StaffError::Unknown(format!("masked {field}"))),
+        "erased" => return Err(RecoveryError::Erased(field)),
+        "unknown" => return Err(RecoveryError::Unknown(format!("masked {field}"))),
         _ => {}
     }
     let sealed = SealedValue::from_stored(row.get(1), row.get(2), row.get(3))?;
@@ -203,13 +200,13 @@ pub async fn forget(
     index: &BlindIndex,
     reason: &str,
     actor: &str,
-) -> Result<String, StaffError> {
+) -> Result<String, RecoveryError> {
     let row = db
         .query_one("SELECT pii_forget($1, $2, $3, $4)", &[&field.as_str(), &index.as_str(), &reason, &actor])
         .await?;
     let outcome: String = row.get(0);
     if outcome == "unknown" {
-        return Err(StaffError::Unknown(format!("masked {field}")));
+        return Err(RecoveryError::Unknown(format!("masked {field}")));
     }
     Ok(outcome)
 }
@@ -230,7 +227,7 @@ pub struct AuditEntry {
 pub async fn audit(
     db: &tokio_postgres::Client,
     since: Option<DateTime<Utc>>,
-) -> Result<Vec<AuditEntry>, StaffError> {
+) -> Result<Vec<AuditEntry>, RecoveryError> {
     let rows = db
         .query(
             "SELECT id, at, db_user, actor, action, field, blind_index, reason, outcome
@@ -255,13 +252,12 @@ pub async fn audit(
 }
 
 /// Creates data key version newest+1; new cold starts of the function seal with it.
-pub async fn rotate_data_key(db: &tokio_postgres::Client, kms: &Kms) -> Result<i32, StaffError> {
-    let newest: Option<i32> =
-        db.query_one("SELECT max(version) FROM pii_keys WHERE purpose = 'data'", &[]).await?.get(0);
+pub async fn rotate_data_key(db: &tokio_postgres::Client, kms: &Kms) -> Result<i32, RecoveryError> {
+    let newest = keys::newest_data_key_version(db).await?;
     let version = newest.unwrap_or(0) + 1;
     let (_material, wrapped) = kms.generate(KeyPurpose::Data, version).await?;
-    if !store::insert_wrapped_key(db, &wrapped).await? {
-        return Err(StaffError::RotationRace(version));
+    if !keys::insert_wrapped_key(db, &wrapped).await? {
+        return Err(RecoveryError::RotationRace(version));
     }
     Ok(version)
 }
@@ -275,12 +271,9 @@ pub async fn reencrypt(
     keys: &mut DataKeyCache,
     batch_size: i64,
     mut progress: impl FnMut(u64, i64),
-) -> Result<u64, StaffError> {
-    let newest: i32 = db
-        .query_one("SELECT max(version) FROM pii_keys WHERE purpose = 'data'", &[])
-        .await?
-        .get::<_, Option<i32>>(0)
-        .ok_or_else(|| KeyError::Missing("data".into()))?;
+) -> Result<u64, RecoveryError> {
+    let newest =
+        keys::newest_data_key_version(&*db).await?.ok_or_else(|| KeyError::Missing("data".into()))?;
     let mut done = 0u64;
     loop {
         let remaining: i64 =
@@ -300,8 +293,8 @@ pub async fn reencrypt(
         let (mut fields, mut indexes, mut nonces, mut ciphertexts) = (vec![], vec![], vec![], vec![]);
         for row in &rows {
             let field_name: String = row.get(0);
-            let field = PiiField::from_db(&field_name).ok_or(VaultError::Unauthentic)?;
-            let index = BlindIndex::parse(row.get(1)).ok_or(VaultError::Unauthentic)?;
+            let field = PiiField::from_db(&field_name).ok_or(SealError::Unauthentic)?;
+            let index = BlindIndex::parse(row.get(1)).ok_or(SealError::Unauthentic)?;
             let sealed = SealedValue::from_stored(row.get(2), row.get(3), row.get(4))?;
             let value = keys.get(&tx, kms, sealed.key_version).await?.open(field, &index, &sealed)?;
             let resealed = keys.get(&tx, kms, newest).await?.seal(field, &index, &value)?;

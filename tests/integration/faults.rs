@@ -1,15 +1,15 @@
 //! Keys and faults: concurrent first cold starts, encryption contexts, unreachable
 //! database or KMS, a failing transaction, and init errors that name the problem.
 
-mod common;
-
-use common::*;
 use login_etl::App;
 use login_etl::app::InitError;
+use login_etl::crypto::KeyPurpose;
+use login_etl::crypto::PiiField;
+use login_etl::error::report;
 use login_etl::handler::{self, BatchError};
-use login_etl::keys::{KeyError, KeyPurpose, Kms, WrappedKey};
-use login_etl::masking::PiiField;
+use login_etl::keys::{self, KeyError, Kms, WrappedKey};
 use login_etl::store;
+use testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_first_cold_starts_end_with_one_key_per_purpose() {
@@ -48,7 +48,7 @@ async fn keys_are_stored_only_wrapped_and_bound_to_their_encryption_context() {
     let kms = new_kms().await;
     let app = cold_start(&db, &kms).await;
     let client = db.connect().await;
-    let stored = store::latest_wrapped_keys(&client).await.expect("keys");
+    let stored = keys::latest_wrapped_keys(&client).await.expect("keys");
     assert_eq!(stored.len(), 3);
     let data = stored.iter().find(|k| k.purpose == KeyPurpose::Data).expect("data key");
 
@@ -56,14 +56,14 @@ async fn keys_are_stored_only_wrapped_and_bound_to_their_encryption_context() {
     let material = kms.unwrap(data).await.expect("unwrap");
     let index = app.keyring.indexer.index(PiiField::Ip, "10.9.8.7");
     let sealed = app.keyring.data_key.seal(PiiField::Ip, &index, "10.9.8.7").expect("seal");
-    let reopened = login_etl::vault::DataKey::new(data.version, &material);
+    let reopened = login_etl::crypto::DataKey::new(data.version, &material);
     assert_eq!(reopened.open(PiiField::Ip, &index, &sealed).expect("open").as_str(), "10.9.8.7");
     // The stored blob is not the key itself.
     assert!(!data.blob.windows(material.expose().len()).any(|w| w == material.expose()));
 
     // Presented as another purpose or version, KMS refuses it.
     for wrong in [
-        WrappedKey { purpose: KeyPurpose::IndexIp, ..data.clone() },
+        WrappedKey { purpose: KeyPurpose::Index(PiiField::Ip), ..data.clone() },
         WrappedKey { version: data.version + 1, ..data.clone() },
     ] {
         let error = kms.unwrap(&wrong).await.expect_err("wrong context must fail");
@@ -73,7 +73,7 @@ async fn keys_are_stored_only_wrapped_and_bound_to_their_encryption_context() {
 
 /// A server address nothing listens on.
 fn unreachable() -> tokio_postgres::Config {
-    store::parse_database_url("postgres://postgres@127.0.0.1:1/nowhere").expect("url")
+    login_etl::config::database::parse_database_url("postgres://postgres@127.0.0.1:1/nowhere").expect("url")
 }
 
 #[tokio::test]
@@ -97,7 +97,8 @@ async fn a_fault_inside_the_transaction_commits_nothing() {
 
     let error = handler::handle(&app, load_event("events/duplicates.json")).await.expect_err("fault");
 
-    assert!(error.to_string().contains("disk full (simulated)"), "{error}");
+    // Said once, outermost context first, with the server's SQLSTATE.
+    assert_eq!(report(&error), "batch not written, will be retried: database: disk full (simulated) (P0001)");
     // The vault rows of the batch were rolled back with it.
     assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 0);
     let diagnostic: lambda_runtime::Diagnostic = error.into();
@@ -111,7 +112,7 @@ async fn init_fails_clearly_when_the_database_is_unreachable() {
     config.database = unreachable();
     let error = App::init(&config, &new_kms().await).await.expect_err("no database");
     assert!(matches!(error, InitError::Database(_)), "{error}");
-    assert!(error.to_string().starts_with("database unreachable at init"), "{error}");
+    assert!(report(&error).starts_with("database unreachable at init: database: "), "{error}");
 }
 
 #[tokio::test]
@@ -120,7 +121,7 @@ async fn init_fails_clearly_when_kms_is_unreachable() {
     let client = aws_sdk_kms::Client::new(&sdk_config("http://127.0.0.1:1").await);
     let kms = Kms::new(client, "alias/pii-vault");
     let error = App::init(&db.app_config(), &kms).await.expect_err("no KMS");
-    let message = error.to_string();
+    let message = report(&error);
     assert!(message.starts_with("keys: KMS GenerateDataKey failed"), "{message}");
     assert_eq!(db.count("SELECT count(*) FROM pii_keys").await, 0);
 }
@@ -172,12 +173,12 @@ async fn the_database_settings_can_come_from_a_secrets_manager_secret() {
         .expect("arn");
 
     let mut config = db.app_config();
-    config.database = login_etl::secrets::database_config(&sdk, &arn).await.expect("read secret");
+    config.database = login_etl::config::secrets::database_config(&sdk, &arn).await.expect("read secret");
     let app = App::init(&config, &new_kms().await).await.expect("init from the secret");
     handler::handle(&app, load_event("events/duplicates.json")).await.expect("batch");
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 6);
 
-    let error = login_etl::secrets::database_config(
+    let error = login_etl::config::secrets::database_config(
         &sdk,
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:none",
     )

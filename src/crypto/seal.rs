@@ -9,8 +9,7 @@ use aes_gcm_siv::aead::{Aead, Generate, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use zeroize::Zeroizing;
 
-use crate::keys::KeyMaterial;
-use crate::masking::{BlindIndex, PiiField};
+use super::{BlindIndex, KeyMaterial, PiiField};
 
 pub const NONCE_LEN: usize = 12;
 
@@ -31,8 +30,8 @@ impl SealedValue {
         key_version: i32,
         nonce: &[u8],
         ciphertext: Vec<u8>,
-    ) -> Result<SealedValue, VaultError> {
-        let nonce = nonce.try_into().map_err(|_| VaultError::Unauthentic)?;
+    ) -> Result<SealedValue, SealError> {
+        let nonce = nonce.try_into().map_err(|_| SealError::Unauthentic)?;
         Ok(SealedValue { key_version, nonce, ciphertext })
     }
 }
@@ -47,7 +46,7 @@ impl fmt::Debug for SealedValue {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VaultError {
+pub enum SealError {
     #[error("vault row is sealed under data key version {found}, but this key is version {expected}")]
     WrongKeyVersion { expected: i32, found: i32 },
     #[error("vault ciphertext failed authentication (tampered, moved to another row, or wrong key)")]
@@ -76,13 +75,13 @@ impl DataKey {
         field: PiiField,
         index: &BlindIndex,
         plaintext: &str,
-    ) -> Result<SealedValue, VaultError> {
+    ) -> Result<SealedValue, SealError> {
         let nonce = Nonce::generate();
         let aad = aad(field, index, self.version);
         let ciphertext = self
             .cipher
             .encrypt(&nonce, Payload { msg: plaintext.as_bytes(), aad: &aad })
-            .map_err(|_| VaultError::Encrypt)?;
+            .map_err(|_| SealError::Encrypt)?;
         Ok(SealedValue { key_version: self.version, nonce: nonce.into(), ciphertext })
     }
 
@@ -91,18 +90,18 @@ impl DataKey {
         field: PiiField,
         index: &BlindIndex,
         sealed: &SealedValue,
-    ) -> Result<Zeroizing<String>, VaultError> {
+    ) -> Result<Zeroizing<String>, SealError> {
         if sealed.key_version != self.version {
-            return Err(VaultError::WrongKeyVersion { expected: self.version, found: sealed.key_version });
+            return Err(SealError::WrongKeyVersion { expected: self.version, found: sealed.key_version });
         }
         let aad = aad(field, index, sealed.key_version);
         let plaintext = Zeroizing::new(
             self.cipher
                 .decrypt(&Nonce::from(sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &aad })
-                .map_err(|_| VaultError::Unauthentic)?,
+                .map_err(|_| SealError::Unauthentic)?,
         );
         // The vault only ever seals UTF-8 text; anything else is not authentic.
-        String::from_utf8(plaintext.to_vec()).map(Zeroizing::new).map_err(|_| VaultError::Unauthentic)
+        String::from_utf8(plaintext.to_vec()).map(Zeroizing::new).map_err(|_| SealError::Unauthentic)
     }
 }
 
@@ -126,7 +125,7 @@ fn aad(field: PiiField, index: &BlindIndex, key_version: i32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::masking::BlindIndexer;
+    use crate::crypto::BlindIndexer;
 
     fn index_of(value: &str) -> BlindIndex {
         let key = KeyMaterial::from_bytes([7; 32]);
@@ -161,23 +160,23 @@ mod tests {
         let sealed = key.seal(PiiField::Ip, &index, "10.0.0.1").expect("seal");
 
         let other_row = index_of("10.0.0.2");
-        assert_eq!(key.open(PiiField::Ip, &other_row, &sealed), Err(VaultError::Unauthentic));
-        assert_eq!(key.open(PiiField::DeviceId, &index, &sealed), Err(VaultError::Unauthentic));
+        assert_eq!(key.open(PiiField::Ip, &other_row, &sealed), Err(SealError::Unauthentic));
+        assert_eq!(key.open(PiiField::DeviceId, &index, &sealed), Err(SealError::Unauthentic));
 
         let mut tampered_nonce = sealed.clone();
         tampered_nonce.nonce[0] ^= 1;
-        assert_eq!(key.open(PiiField::Ip, &index, &tampered_nonce), Err(VaultError::Unauthentic));
+        assert_eq!(key.open(PiiField::Ip, &index, &tampered_nonce), Err(SealError::Unauthentic));
 
         let mut tampered_ciphertext = sealed.clone();
         tampered_ciphertext.ciphertext[0] ^= 1;
-        assert_eq!(key.open(PiiField::Ip, &index, &tampered_ciphertext), Err(VaultError::Unauthentic));
+        assert_eq!(key.open(PiiField::Ip, &index, &tampered_ciphertext), Err(SealError::Unauthentic));
 
         // Same key bytes relabelled as version 2: the AAD still says version 1.
         let relabelled_key = DataKey::new(2, &KeyMaterial::from_bytes([9; 32]));
         let relabelled = SealedValue { key_version: 2, ..sealed.clone() };
-        assert_eq!(relabelled_key.open(PiiField::Ip, &index, &relabelled), Err(VaultError::Unauthentic));
+        assert_eq!(relabelled_key.open(PiiField::Ip, &index, &relabelled), Err(SealError::Unauthentic));
 
         let wrong_key = DataKey::new(1, &KeyMaterial::from_bytes([8; 32]));
-        assert_eq!(wrong_key.open(PiiField::Ip, &index, &sealed), Err(VaultError::Unauthentic));
+        assert_eq!(wrong_key.open(PiiField::Ip, &index, &sealed), Err(SealError::Unauthentic));
     }
 }

@@ -1,0 +1,91 @@
+//! The crate's one convention for errors. A leaf error's message says everything about
+//! itself; a wrapper adds only its context ("keys", "database unreachable at init") and
+//! exposes the inner error as its `source()`, never in its own message. [`report`] prints
+//! such a chain once, context first: what the CLI, the init log and the Lambda
+//! `Diagnostic` show.
+
+use std::error::Error;
+use std::fmt;
+
+/// `outer: inner: innermost`, each message once.
+pub fn report(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let message = inner.to_string();
+        // Foreign errors sometimes repeat their source in their own message: say it once.
+        if !message.is_empty() && !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+/// A PostgreSQL error as one leaf: the server's message and SQLSTATE (tokio-postgres'
+/// own `Display` says only "db error"), or the client-side failure with its causes.
+/// Server messages here never carry plaintext PII: the tables hold only masks and
+/// ciphertext, and row details (`DETAIL`) are not shown.
+#[derive(Debug)]
+pub struct DbError(tokio_postgres::Error);
+
+impl DbError {
+    /// The SQLSTATE, when the server answered with an error.
+    pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
+        self.0.code()
+    }
+
+    pub fn inner(&self) -> &tokio_postgres::Error {
+        &self.0
+    }
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        DbError(error)
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{} ({})", db.message(), db.code().code()),
+            None => f.write_str(&report(&self.0)),
+        }
+    }
+}
+
+impl Error for DbError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("leaf problem")]
+    struct Leaf;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("context")]
+    struct Wrapper(#[source] Leaf);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Wrapper);
+
+    #[test]
+    fn a_chain_is_printed_once_outermost_first() {
+        assert_eq!(report(&Outer(Wrapper(Leaf))), "outer: context: leaf problem");
+        assert_eq!(report(&Leaf), "leaf problem");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("repeats: leaf problem")]
+    struct Repeating(#[source] Leaf);
+
+    #[test]
+    fn a_source_already_in_the_message_is_not_repeated() {
+        assert_eq!(report(&Repeating(Leaf)), "repeats: leaf problem");
+    }
+}

@@ -1,0 +1,12 @@
+//! The event layer: one SQS message body in, a [`LoginEvent`] that can only hold valid
+//! values out, or a [`RejectReason`] with a stable code. Pure: no I/O, no keys.
+//!
+//! No error or `Debug` output of this layer ever contains a field's value: bodies carry PII.
+
+mod app_version;
+mod login;
+mod reject;
+
+pub use app_version::{AppVersion, AppVersionError, MAX_MAJOR, MAX_MINOR_OR_PATCH};
+pub use login::{ClientIp, ColumnText, DeviceId, LoginEvent};
+pub use reject::{Field, RejectReason};

@@ -1,0 +1,8 @@
+//! Integration tests on the local stack: a real PostgreSQL (a database per test), the real
+//! SQS, KMS and Secrets Manager APIs of the moto server, the binaries run as processes.
+//! Shared set-up lives in the `testkit` crate.
+
+mod esm;
+mod faults;
+mod handler;
+mod recovery;
