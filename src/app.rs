@@ -6,7 +6,7 @@ use deadpool_postgres::Pool;
 
 use crate::config::{Config, ConfigError};
 use crate::keys::{self, KeyError, Keyring, Kms};
-use crate::store::{self, StoreError};
+use crate::store::{self, RetryPolicy, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -22,6 +22,7 @@ pub enum InitError {
 pub struct App {
     pub pool: Pool,
     pub keyring: Keyring,
+    pub retry: RetryPolicy,
 }
 
 impl App {
@@ -32,7 +33,7 @@ impl App {
         let client = pool.get().await.map_err(StoreError::from)?;
         let keyring = keys::load_or_create_keyring(&**client, kms).await?;
         drop(client);
-        Ok(App { pool, keyring })
+        Ok(App { pool, keyring, retry: RetryPolicy::with_budget(config.retry_budget) })
     }
 
     /// `init` with the settings read from the environment (see `config`) and the AWS SDK

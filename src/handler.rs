@@ -1,6 +1,9 @@
 //! One SQS batch: parse every record, mask and seal the PII of the valid ones, write them
 //! all in one transaction, and report exactly the rejected messages as item failures.
 //! A database fault fails the whole invocation instead, so SQS retries the batch.
+//!
+//! [`prepare`] is the pure part (no I/O: parsing, masking, sealing); [`handle_with_stats`]
+//! adds the write.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -34,11 +37,11 @@ impl From<BatchError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// A record that passed validation.
-struct Accepted {
-    message_id: String,
-    sent_at: DateTime<Utc>,
-    login: LoginEvent,
+/// A rejected message: reported in `batchItemFailures`, left for the DLQ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub message_id: String,
+    pub reason: RejectReason,
 }
 
 /// What a batch did, for the summary log line and for callers such as `esm-local`.
@@ -50,8 +53,22 @@ pub struct BatchStats {
     pub already_present: u64,
     pub vault_values_added: u64,
     pub rejected_by_reason: BTreeMap<&'static str, usize>,
+    /// Each rejected message with its reason, in batch order.
+    pub rejections: Vec<Rejection>,
     pub unknown_fields: usize,
+    /// Records without a `messageId`: they cannot be reported, only logged.
     pub unidentifiable: usize,
+    /// Transient database errors retried inside this invocation.
+    pub retries: u32,
+}
+
+/// A batch parsed, masked and sealed, ready to be written.
+#[derive(Debug)]
+pub struct PreparedBatch {
+    pub logins: Vec<LoginRow>,
+    pub vault: Vec<VaultRow>,
+    pub response: SqsBatchResponse,
+    pub stats: BatchStats,
 }
 
 /// The Lambda entry point's logic (see `main.rs`).
@@ -64,45 +81,15 @@ pub async fn handle_with_stats(
     event: SqsEvent,
 ) -> Result<(SqsBatchResponse, BatchStats), BatchError> {
     let started = Instant::now();
-    let mut response = SqsBatchResponse::default();
-    let mut stats = BatchStats { received: event.records.len(), ..BatchStats::default() };
-    let mut accepted = Vec::with_capacity(event.records.len());
+    let PreparedBatch { logins, vault, response, mut stats } = prepare(&app.keyring, event)?;
 
-    for record in event.records {
-        // An empty id in batchItemFailures fails the whole batch, so a record without one
-        // can only be logged. SQS always sets it; hand-made events might not.
-        let Some(message_id) = record.message_id.clone().filter(|id| !id.is_empty()) else {
-            stats.unidentifiable += 1;
-            tracing::error!(reason = "missing_message_id", "record without messageId skipped");
-            continue;
-        };
-        match accept(message_id.clone(), record) {
-            Ok(login) => {
-                stats.unknown_fields += login.login.unknown_fields();
-                accepted.push(login);
-            }
-            Err(reason) => {
-                tracing::warn!(
-                    message_id = %message_id,
-                    reason = reason.code(),
-                    field = reason.field().map(|f| f.name()),
-                    detail = %reason,
-                    "message rejected"
-                );
-                *stats.rejected_by_reason.entry(reason.code()).or_default() += 1;
-                response.add_failure(message_id);
-            }
-        }
-    }
-    stats.accepted = accepted.len();
-
-    let (logins, vault) = mask_and_seal(&app.keyring, &accepted)?;
-    let outcome = store::write_batch(&app.pool, &logins, &vault).await.inspect_err(|error| {
+    let outcome = store::write_batch(&app.pool, &logins, &vault, &app.retry).await.inspect_err(|error| {
         tracing::error!(error = %report(error), records = stats.received, "batch write failed");
     })?;
     stats.written = outcome.logins_inserted;
     stats.already_present = logins.len() as u64 - outcome.logins_inserted;
     stats.vault_values_added = outcome.vault_inserted;
+    stats.retries = outcome.retries;
 
     tracing::info!(
         received = stats.received,
@@ -113,49 +100,61 @@ pub async fn handle_with_stats(
         vault_values_added = stats.vault_values_added,
         unknown_fields = stats.unknown_fields,
         unidentifiable = stats.unidentifiable,
+        retries = stats.retries,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         "batch processed"
     );
     Ok((response, stats))
 }
 
-fn accept(message_id: String, record: SqsMessage) -> Result<Accepted, RejectReason> {
-    let sent_at = sent_timestamp(&record).ok_or(RejectReason::InvalidSentTimestamp)?;
-    let body = record.body.as_deref().ok_or(RejectReason::MissingBody)?;
-    let login = LoginEvent::parse(body)?;
-    Ok(Accepted { message_id, sent_at, login })
-}
+/// Everything but the write: validates each record, masks the PII of the valid ones and
+/// seals each distinct value once. Rejected records become item failures.
+pub fn prepare(keyring: &Keyring, event: SqsEvent) -> Result<PreparedBatch, SealError> {
+    let mut response = SqsBatchResponse::default();
+    let mut stats = BatchStats { received: event.records.len(), ..BatchStats::default() };
+    let mut logins = Vec::with_capacity(event.records.len());
+    let mut vault = Vec::with_capacity(event.records.len() * 2);
+    let mut sealed = HashSet::with_capacity(event.records.len() * 2);
 
-/// `SentTimestamp`: epoch milliseconds, as SQS sets it when the message is sent.
-fn sent_timestamp(record: &SqsMessage) -> Option<DateTime<Utc>> {
-    let millis: i64 = record.attributes.get("SentTimestamp")?.trim().parse().ok()?;
-    DateTime::from_timestamp_millis(millis)
-}
+    for record in event.records {
+        // An empty id in batchItemFailures fails the whole batch, so a record without one
+        // can only be logged. SQS always sets it; hand-made events might not.
+        let Some(message_id) = record.message_id.as_deref().filter(|id| !id.is_empty()) else {
+            stats.unidentifiable += 1;
+            tracing::error!(reason = "missing_message_id", "record without messageId skipped");
+            continue;
+        };
+        let message_id = message_id.to_owned();
+        let (sent_at, login) = match accept(&record) {
+            Ok(accepted) => accepted,
+            Err(reason) => {
+                tracing::warn!(
+                    message_id = %message_id,
+                    reason = reason.code(),
+                    field = reason.field().map(|f| f.name()),
+                    detail = %reason,
+                    "message rejected"
+                );
+                *stats.rejected_by_reason.entry(reason.code()).or_default() += 1;
+                response.add_failure(message_id.clone());
+                stats.rejections.push(Rejection { message_id, reason });
+                continue;
+            }
+        };
+        stats.accepted += 1;
+        stats.unknown_fields += login.unknown_fields();
 
-/// Masks every login and seals each distinct PII value of the batch once.
-fn mask_and_seal(
-    keyring: &Keyring,
-    accepted: &[Accepted],
-) -> Result<(Vec<LoginRow>, Vec<VaultRow>), SealError> {
-    let mut logins = Vec::with_capacity(accepted.len());
-    let mut vault = Vec::with_capacity(accepted.len() * 2);
-    let mut sealed = HashSet::with_capacity(accepted.len() * 2);
-
-    for Accepted { message_id, sent_at, login } in accepted {
         let ip = login.ip().canonical();
         let values = [(PiiField::Ip, ip.as_str()), (PiiField::DeviceId, login.device_id().canonical())];
         let [masked_ip, masked_device_id] = values.map(|(field, value)| keyring.indexer.index(field, value));
         for ((field, value), index) in values.into_iter().zip([&masked_ip, &masked_device_id]) {
             if sealed.insert((field, index.clone())) {
-                vault.push(VaultRow {
-                    field,
-                    blind_index: index.clone(),
-                    sealed: keyring.data_key.seal(field, index, value)?,
-                });
+                let sealed = keyring.data_key.seal(field, index, value)?;
+                vault.push(VaultRow { field, blind_index: index.clone(), sealed });
             }
         }
         logins.push(LoginRow {
-            sqs_message_id: message_id.clone(),
+            sqs_message_id: message_id,
             user_id: login.user_id().to_owned(),
             device_type: login.device_type().to_owned(),
             masked_ip,
@@ -164,9 +163,27 @@ fn mask_and_seal(
             app_version: login.app_version().encoded(),
             app_version_raw: login.app_version().raw().to_owned(),
             create_date: sent_at.date_naive(),
-            sent_at: *sent_at,
+            sent_at,
             index_key_version: keyring.index_key_version,
         });
     }
-    Ok((logins, vault))
+    Ok(PreparedBatch { logins, vault, response, stats })
+}
+
+fn accept(record: &SqsMessage) -> Result<(DateTime<Utc>, LoginEvent), RejectReason> {
+    let sent_at = sent_timestamp(record).ok_or(RejectReason::InvalidSentTimestamp)?;
+    let body = record.body.as_deref().ok_or(RejectReason::MissingBody)?;
+    if body.trim().is_empty() {
+        return Err(RejectReason::EmptyBody);
+    }
+    Ok((sent_at, LoginEvent::parse(body)?))
+}
+
+/// `SentTimestamp`: epoch milliseconds (digits only), as SQS sets it when the message is sent.
+fn sent_timestamp(record: &SqsMessage) -> Option<DateTime<Utc>> {
+    let text = record.attributes.get("SentTimestamp")?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    DateTime::from_timestamp_millis(text.parse().ok()?)
 }

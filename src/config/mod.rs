@@ -33,11 +33,19 @@ pub struct Config {
     pub database: tokio_postgres::Config,
     pub kms_key_id: String,
     pub pool_size: usize,
+    /// How long transient database errors may be retried inside an invocation
+    /// (`DB_RETRY_BUDGET_MS`; zero: no retry).
+    pub retry_budget: Duration,
 }
 
 /// One Lambda instance handles one batch at a time: two connections cover the batch and
 /// a recycle; more only add load on the database (see docs/ on RDS Proxy).
 pub const DEFAULT_POOL_SIZE: usize = 2;
+
+/// Half the shortest function timeout the template allows (10 s): a batch that cannot be
+/// written must still fail as an invocation error before Lambda kills it.
+pub const MAX_RETRY_BUDGET_MS: u64 = 5_000;
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(3);
 
 impl Config {
     /// From the environment; the database from `DATABASE_URL`, else from the Secrets
@@ -78,7 +86,20 @@ impl Config {
                 }
             })?,
         };
-        Ok(Config { database, kms_key_id, pool_size })
+        let retry_budget = match lookup("DB_RETRY_BUDGET_MS") {
+            None => DEFAULT_RETRY_BUDGET,
+            Some(text) => text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&ms: &u64| ms <= MAX_RETRY_BUDGET_MS)
+                .map(Duration::from_millis)
+                .ok_or_else(|| ConfigError::Malformed {
+                    var: "DB_RETRY_BUDGET_MS",
+                    reason: format!("expected milliseconds from 0 (no retry) to {MAX_RETRY_BUDGET_MS}"),
+                })?,
+        };
+        Ok(Config { database, kms_key_id, pool_size, retry_budget })
     }
 }
 
@@ -152,5 +173,10 @@ mod tests {
 
         let error = config(&[URL, KEY, ("DB_POOL_SIZE", "0")]).unwrap_err();
         assert!(error.to_string().starts_with("DB_POOL_SIZE is malformed"), "{error}");
+
+        let error = config(&[URL, KEY, ("DB_RETRY_BUDGET_MS", "60000")]).unwrap_err();
+        assert!(error.to_string().starts_with("DB_RETRY_BUDGET_MS is malformed"), "{error}");
+        let no_retry = config(&[URL, KEY, ("DB_RETRY_BUDGET_MS", "0")]).expect("valid");
+        assert_eq!(no_retry.retry_budget, Duration::ZERO);
     }
 }

@@ -6,9 +6,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use serde_json::{Map, Value};
-
 use super::app_version::AppVersion;
+use super::body::RawBody;
 use super::reject::{Field, RejectReason};
 
 /// Non-empty text without control characters, at most the field's column width.
@@ -87,29 +86,20 @@ pub struct LoginEvent {
 }
 
 impl LoginEvent {
-    /// Parses a message body. Unknown extra fields are ignored and counted.
+    /// Parses a message body. Unknown extra fields are ignored and counted; a known field
+    /// given twice is refused (`duplicate_field`), whichever value would have won.
     pub fn parse(body: &str) -> Result<LoginEvent, RejectReason> {
-        let value: Value = serde_json::from_str(body).map_err(|_| RejectReason::NotJson)?;
-        let Value::Object(object) = value else {
-            return Err(RejectReason::NotAnObject);
-        };
-        Self::from_object(&object)
-    }
-
-    fn from_object(object: &Map<String, Value>) -> Result<LoginEvent, RejectReason> {
-        let unknown_fields =
-            object.keys().filter(|key| !Field::ALL.iter().any(|f| f.name() == key.as_str())).count();
-
+        let mut raw = RawBody::parse(body)?;
         // Checked in field order so the reason is deterministic for a given body.
-        let user_id = column_text(required_str(object, Field::UserId)?, Field::UserId)?;
-        let app_version_raw = required_str(object, Field::AppVersion)?;
-        let app_version_text = column_text(app_version_raw, Field::AppVersion)?;
+        let user_id = column_text(&raw.text(Field::UserId)?, Field::UserId)?;
+        let app_version_text = column_text(&raw.text(Field::AppVersion)?, Field::AppVersion)?;
         let app_version = AppVersion::parse(app_version_text.as_str())?;
-        let device_type = column_text(required_str(object, Field::DeviceType)?, Field::DeviceType)?;
-        let ip = ClientIp::parse(required_str(object, Field::Ip)?)?;
+        let device_type = column_text(&raw.text(Field::DeviceType)?, Field::DeviceType)?;
+        let ip = ClientIp::parse(&raw.text(Field::Ip)?)?;
         let locale =
-            optional_str(object, Field::Locale)?.map(|text| column_text(text, Field::Locale)).transpose()?;
-        let device_id = DeviceId::parse(required_str(object, Field::DeviceId)?)?;
+            raw.nullable_text(Field::Locale)?.map(|text| column_text(&text, Field::Locale)).transpose()?;
+        let device_id = DeviceId::parse(&raw.text(Field::DeviceId)?)?;
+        let unknown_fields = raw.unknown_fields;
 
         Ok(LoginEvent { user_id, device_type, locale, app_version, ip, device_id, unknown_fields })
     }
@@ -137,21 +127,6 @@ impl LoginEvent {
     }
 }
 
-fn required_str(object: &Map<String, Value>, field: Field) -> Result<&str, RejectReason> {
-    optional_str(object, field)?.ok_or(RejectReason::NullField(field))
-}
-
-/// `Ok(None)` for an explicit null; a missing key is an error even for nullable fields,
-/// because every producer of this queue sends all six keys.
-fn optional_str(object: &Map<String, Value>, field: Field) -> Result<Option<&str>, RejectReason> {
-    match object.get(field.name()) {
-        None => Err(RejectReason::MissingField(field)),
-        Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text)),
-        Some(_) => Err(RejectReason::WrongType(field)),
-    }
-}
-
 fn column_text(text: &str, field: Field) -> Result<ColumnText, RejectReason> {
     if text.trim().is_empty() {
         return Err(RejectReason::EmptyField(field));
@@ -167,6 +142,8 @@ fn column_text(text: &str, field: Field) -> Result<ColumnText, RejectReason> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Map, Value};
+
     use super::*;
 
     fn body(overrides: &[(&str, Value)]) -> String {

@@ -4,6 +4,7 @@
 //! No error or `Debug` output of this layer ever contains a field's value: bodies carry PII.
 
 mod app_version;
+mod body;
 mod login;
 mod reject;
 

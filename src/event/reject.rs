@@ -5,7 +5,8 @@ use std::fmt;
 
 use super::app_version::AppVersionError;
 
-/// The fields of a login message, as named in the JSON body.
+/// The fields of a login message, as named in the JSON body. The discriminants are the
+/// positions in [`Field::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Field {
     UserId,
@@ -54,6 +55,8 @@ impl fmt::Display for Field {
 pub enum RejectReason {
     #[error("message has no body")]
     MissingBody,
+    #[error("message body is empty or only white space")]
+    EmptyBody,
     #[error("body is not valid JSON")]
     NotJson,
     #[error("body is JSON but not an object")]
@@ -64,6 +67,8 @@ pub enum RejectReason {
     NullField(Field),
     #[error("field `{0}` is not a string")]
     WrongType(Field),
+    #[error("field `{0}` is given more than once")]
+    DuplicateField(Field),
     #[error("field `{0}` is empty")]
     EmptyField(Field),
     #[error("field `{0}` is longer than {max} characters", max = .0.max_chars())]
@@ -85,11 +90,13 @@ impl RejectReason {
     pub fn code(&self) -> &'static str {
         match self {
             RejectReason::MissingBody => "missing_body",
+            RejectReason::EmptyBody => "empty_body",
             RejectReason::NotJson => "not_json",
             RejectReason::NotAnObject => "not_an_object",
             RejectReason::MissingField(_) => "missing_field",
             RejectReason::NullField(_) => "null_field",
             RejectReason::WrongType(_) => "wrong_type",
+            RejectReason::DuplicateField(_) => "duplicate_field",
             RejectReason::EmptyField(_) => "empty_field",
             RejectReason::TooLong(_) => "too_long",
             RejectReason::ControlCharacter(_) => "control_character",
@@ -106,6 +113,7 @@ impl RejectReason {
             RejectReason::MissingField(f)
             | RejectReason::NullField(f)
             | RejectReason::WrongType(f)
+            | RejectReason::DuplicateField(f)
             | RejectReason::EmptyField(f)
             | RejectReason::TooLong(f)
             | RejectReason::ControlCharacter(f) => Some(*f),
@@ -121,6 +129,18 @@ impl From<AppVersionError> for RejectReason {
         match e {
             AppVersionError::Malformed => RejectReason::InvalidAppVersion,
             AppVersionError::OutOfRange => RejectReason::AppVersionOutOfRange,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discriminants_are_positions_in_all() {
+        for (position, field) in Field::ALL.into_iter().enumerate() {
+            assert_eq!(field as usize, position);
         }
     }
 }

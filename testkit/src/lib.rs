@@ -82,18 +82,33 @@ impl TestDb {
         connect(&self.admin).await
     }
 
-    /// Makes every INSERT into `table` raise `message`: a real fault inside the database.
-    pub async fn fail_inserts_into(&self, table: &str, message: &str) {
+    /// A real fault inside the database: a statement-level BEFORE INSERT trigger on `table`
+    /// runs `action` (PL/pgSQL; `call` is this statement's number, from 1) on each INSERT.
+    /// The calls are counted in a sequence, which a rollback does not undo.
+    pub async fn fault_on_insert(&self, table: &str, action: &str) {
         self.connect()
             .await
             .batch_execute(&format!(
-                "CREATE FUNCTION fail_{table}() RETURNS trigger LANGUAGE plpgsql AS
-                     $$ BEGIN RAISE EXCEPTION '{message}'; END $$;
-                 CREATE TRIGGER fail_{table} BEFORE INSERT ON {table}
-                     FOR EACH ROW EXECUTE FUNCTION fail_{table}();"
+                "CREATE SEQUENCE {table}_fault_calls;
+                 CREATE FUNCTION {table}_fault() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS
+                     $$ DECLARE call bigint := nextval('{table}_fault_calls');
+                        BEGIN {action} RETURN NULL; END $$;
+                 CREATE TRIGGER {table}_fault BEFORE INSERT ON {table}
+                     FOR EACH STATEMENT EXECUTE FUNCTION {table}_fault();"
             ))
             .await
-            .expect("failing trigger");
+            .expect("fault trigger");
+    }
+
+    /// Makes every INSERT into `table` raise `message`.
+    pub async fn fail_inserts_into(&self, table: &str, message: &str) {
+        self.fault_on_insert(table, &format!("RAISE EXCEPTION '{message}';")).await;
+    }
+
+    /// How many INSERT statements into `table` the fault trigger saw.
+    pub async fn fault_calls(&self, table: &str) -> i64 {
+        self.count(&format!("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {table}_fault_calls"))
+            .await
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
@@ -102,7 +117,12 @@ impl TestDb {
 
     /// The function's configuration against this database.
     pub fn app_config(&self) -> Config {
-        Config { database: self.config.clone(), kms_key_id: String::new(), pool_size: 2 }
+        Config {
+            database: self.config.clone(),
+            kms_key_id: String::new(),
+            pool_size: 2,
+            retry_budget: login_etl::config::DEFAULT_RETRY_BUDGET,
+        }
     }
 }
 

@@ -105,3 +105,50 @@ async fn a_database_outage_mid_drain_deletes_nothing_and_loses_nothing() {
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.queue_url).await.expect("depth").total(), 0);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.dlq_url).await.expect("dlq").total(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_backend_terminated_again_and_again_while_draining_loses_and_doubles_nothing() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let queues = TestQueues::new(5, 1).await;
+    let mut bodies = sample_bodies();
+    bodies.push("{\"ip\": \"10.0.0.1\"}".into());
+    queues.send(&bodies).await;
+
+    // Like a database restart seen from the client: every session of the test database
+    // is cut, every 150 ms, while the queue drains.
+    let terminator = {
+        let admin = db.admin_connect().await;
+        let name = db.name.clone();
+        tokio::spawn(async move {
+            let mut terminated = 0;
+            for _ in 0..20 {
+                let rows = admin
+                    .query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                          WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        &[&name],
+                    )
+                    .await
+                    .expect("terminate");
+                terminated += rows.len();
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            terminated
+        })
+    };
+    let summary = esm::run(&app, &queues.sqs, &options(&queues.queue_url), Arc::new(AtomicBool::new(false)))
+        .await
+        .expect("drain");
+    let terminated = terminator.await.expect("terminator");
+
+    assert!(terminated > 0, "sessions were cut while draining");
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(DISTINCT user_id) FROM user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 198);
+    assert_eq!(esm::queue_depth(&queues.sqs, &queues.queue_url).await.expect("depth").total(), 0);
+    // Only the two malformed messages reached the DLQ.
+    assert_eq!(esm::queue_depth(&queues.sqs, &queues.dlq_url).await.expect("dlq").total(), 2);
+    assert_eq!(summary.written + summary.already_present, summary.deleted as u64);
+}

@@ -80,7 +80,7 @@ fn unreachable() -> tokio_postgres::Config {
 async fn database_unreachable_fails_the_invocation_and_writes_nothing() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
-    let cut_off = App { pool: store::pool(unreachable(), 2).expect("pool"), keyring: app.keyring };
+    let cut_off = App { pool: store::pool(unreachable(), 2).expect("pool"), ..app };
 
     let result = handler::handle(&cut_off, load_event("events/mixed-batch.json")).await;
 
@@ -99,8 +99,10 @@ async fn a_fault_inside_the_transaction_commits_nothing() {
 
     // Said once, outermost context first, with the server's SQLSTATE.
     assert_eq!(report(&error), "batch not written, will be retried: database: disk full (simulated) (P0001)");
-    // The vault rows of the batch were rolled back with it.
+    // The vault rows of the batch were rolled back with it, and a non-transient error is
+    // not retried.
     assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 0);
+    assert_eq!(db.fault_calls("user_logins").await, 1);
     let diagnostic: lambda_runtime::Diagnostic = error.into();
     assert_eq!(diagnostic.error_type, "BatchNotWritten.Database");
 }
@@ -185,4 +187,46 @@ async fn the_database_settings_can_come_from_a_secrets_manager_secret() {
     .await
     .expect_err("no such secret");
     assert!(error.to_string().starts_with("DATABASE_SECRET_ARN could not be read"), "{error}");
+}
+
+/// The batch's own backend is terminated (57P01) inside its transaction, after the vault
+/// rows and before the login rows are inserted.
+const KILL_OWN_BACKEND: &str = "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5);";
+
+#[tokio::test]
+async fn a_connection_killed_inside_the_batch_is_retried_and_the_batch_written_once() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    db.fault_on_insert("user_logins", &format!("IF call = 1 THEN {KILL_OWN_BACKEND} END IF;")).await;
+
+    let (response, stats) =
+        handler::handle_with_stats(&app, load_event("events/duplicates.json")).await.expect("retried");
+
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((stats.retries, stats.written, stats.already_present), (1, 6, 0));
+    assert_eq!(db.fault_calls("user_logins").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 6);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 6);
+    // The killed attempt's vault rows were rolled back: the retry added them, once.
+    assert_eq!(stats.vault_values_added as i64, db.count("SELECT count(*) FROM pii_vault").await);
+}
+
+#[tokio::test]
+async fn a_connection_killed_on_every_attempt_fails_the_invocation_with_nothing_committed() {
+    let db = TestDb::new().await;
+    let mut app = cold_start(&db, &new_kms().await).await;
+    app.retry = store::RetryPolicy { max_attempts: 3, ..store::RetryPolicy::default() };
+    db.fault_on_insert("user_logins", KILL_OWN_BACKEND).await;
+
+    let error = handler::handle(&app, load_event("events/duplicates.json")).await.expect_err("gives up");
+
+    assert!(report(&error).contains("(57P01)"), "{}", report(&error));
+    assert_eq!(db.fault_calls("user_logins").await, 3, "bounded: max_attempts");
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 0, "never half-written");
+    // The pool recovers: the next batch on the same instance is written.
+    db.connect().await.batch_execute("DROP TRIGGER user_logins_fault ON user_logins").await.expect("drop");
+    let (_, stats) =
+        handler::handle_with_stats(&app, load_event("events/duplicates.json")).await.expect("ok");
+    assert_eq!(stats.written, 6);
 }
