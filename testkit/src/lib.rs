@@ -90,7 +90,8 @@ impl TestDb {
             .await
             .batch_execute(&format!(
                 "CREATE SEQUENCE {table}_fault_calls;
-                 CREATE FUNCTION {table}_fault() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS
+                 CREATE FUNCTION {table}_fault() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+                     SET search_path = public, pg_catalog AS
                      $$ DECLARE call bigint := nextval('{table}_fault_calls');
                         BEGIN {action} RETURN NULL; END $$;
                  CREATE TRIGGER {table}_fault BEFORE INSERT ON {table}
