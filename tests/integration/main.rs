@@ -6,4 +6,5 @@ mod concurrency;
 mod esm;
 mod faults;
 mod handler;
+mod hostile;
 mod recovery;
