@@ -187,3 +187,95 @@ fn sent_timestamp(record: &SqsMessage) -> Option<DateTime<Utc>> {
     }
     DateTime::from_timestamp_millis(text.parse().ok()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::crypto::{BlindIndexer, DataKey, KeyMaterial};
+
+    fn keyring() -> Keyring {
+        let key = |seed| KeyMaterial::from_bytes([seed; 32]);
+        Keyring {
+            indexer: BlindIndexer::new(&key(1), &key(2)),
+            index_key_version: 1,
+            data_key: DataKey::new(1, &key(3)),
+        }
+    }
+
+    /// The masked ip of each body, through the whole pure path of a batch.
+    fn masked_ips(ips: &[String]) -> Vec<String> {
+        let records: Vec<_> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                let body = json!({"user_id": "u", "app_version": "1", "device_type": "ios",
+                                  "ip": ip, "locale": null, "device_id": "d"});
+                json!({"messageId": format!("m{i}"), "body": body.to_string(),
+                       "attributes": {"SentTimestamp": "1763625600000"}})
+            })
+            .collect();
+        let event: SqsEvent = serde_json::from_value(json!({ "Records": records })).expect("event");
+        let batch = prepare(&keyring(), event).expect("prepare");
+        assert!(batch.response.batch_item_failures.is_empty(), "{:?}", batch.stats.rejections);
+        batch.logins.into_iter().map(|row| row.masked_ip.as_str().to_owned()).collect()
+    }
+
+    /// Equivalent spellings of one address, as clients send them.
+    fn spellings(addr: IpAddr) -> Vec<String> {
+        match addr {
+            IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                vec![
+                    v4.to_string(),
+                    format!(" {v4}\t"),
+                    format!("::ffff:{v4}"),
+                    format!("::FFFF:{:x}{:02x}:{:x}{:02x}", a, b, c, d),
+                    format!("0:0:0:0:0:ffff:{v4}"),
+                ]
+            }
+            IpAddr::V6(v6) => {
+                let groups = v6.segments();
+                let full: Vec<String> = groups.iter().map(|g| format!("{g:04x}")).collect();
+                let short: Vec<String> = groups.iter().map(|g| format!("{g:x}")).collect();
+                vec![v6.to_string(), full.join(":"), full.join(":").to_uppercase(), short.join(":")]
+            }
+        }
+    }
+
+    fn address() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|n| IpAddr::V4(Ipv4Addr::from(n))),
+            // IPv4-mapped addresses are IPv4 for masking; the rest stay IPv6.
+            any::<u128>()
+                .prop_filter("not IPv4-mapped", |n| Ipv6Addr::from(*n).to_ipv4_mapped().is_none())
+                .prop_map(|n| IpAddr::V6(Ipv6Addr::from(n))),
+            // Runs of zero groups, where the compressed forms differ most.
+            (any::<u16>(), 0..8usize).prop_map(|(g, at)| {
+                let mut groups = [0u16; 8];
+                groups[at] = g.max(1);
+                IpAddr::V6(Ipv6Addr::from(groups))
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn every_spelling_of_an_address_masks_the_same_and_other_addresses_differ(
+            a in address(),
+            b in address(),
+        ) {
+            let a_spellings = spellings(a);
+            let masks = masked_ips(&a_spellings);
+            prop_assert!(masks.windows(2).all(|w| w[0] == w[1]), "{:?}", a_spellings);
+            let other = masked_ips(&[b.to_string()]);
+            prop_assert_eq!(a == b || a.to_canonical() == b.to_canonical(), masks[0] == other[0]);
+        }
+    }
+}

@@ -113,4 +113,24 @@ mod tests {
         assert_eq!(BlindIndex::parse(&index.as_str()[..63]), None);
         assert_eq!(BlindIndex::parse(&"g".repeat(64)), None);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn masking_is_deterministic_and_different_values_get_different_masks(
+                a in "\\PC{1,40}",
+                b in "\\PC{1,40}",
+            ) {
+                let (first, again) = (indexer(1, 2), indexer(1, 2));
+                for field in PiiField::ALL {
+                    prop_assert_eq!(first.index(field, &a), again.index(field, &a));
+                    prop_assert_eq!(a == b, first.index(field, &a) == first.index(field, &b));
+                }
+            }
+        }
+    }
 }

@@ -179,4 +179,64 @@ mod tests {
         let wrong_key = DataKey::new(1, &KeyMaterial::from_bytes([8; 32]));
         assert_eq!(wrong_key.open(PiiField::Ip, &index, &sealed), Err(SealError::Unauthentic));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn setup() -> (DataKey, BlindIndex) {
+            (DataKey::new(3, &KeyMaterial::from_bytes([9; 32])), index_of("10.0.0.1"))
+        }
+
+        proptest! {
+            #[test]
+            fn seal_then_open_gives_the_value_back(value in "\\PC{0,300}", device in any::<bool>()) {
+                let (key, index) = setup();
+                let field = if device { PiiField::DeviceId } else { PiiField::Ip };
+                let sealed = key.seal(field, &index, &value).expect("seal");
+                let opened = key.open(field, &index, &sealed).expect("open");
+                prop_assert_eq!(opened.as_str(), value.as_str());
+            }
+
+            #[test]
+            fn any_changed_byte_of_nonce_or_ciphertext_is_refused(
+                value in "\\PC{1,64}",
+                position in any::<prop::sample::Index>(),
+                flip in 1..=255u8,
+            ) {
+                let (key, index) = setup();
+                let sealed = key.seal(PiiField::Ip, &index, &value).expect("seal");
+                let mut bytes: Vec<u8> = sealed.nonce.iter().chain(&sealed.ciphertext).copied().collect();
+                let at = position.index(bytes.len());
+                bytes[at] ^= flip;
+                let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+                let tampered = SealedValue::from_stored(sealed.key_version, nonce, ciphertext.to_vec()).expect("12 bytes");
+                prop_assert_eq!(key.open(PiiField::Ip, &index, &tampered), Err(SealError::Unauthentic));
+            }
+
+            #[test]
+            fn any_changed_associated_data_is_refused(
+                value in "\\PC{1,64}",
+                position in 0..64usize,
+                other_digit in 0..16u32,
+            ) {
+                let (key, index) = setup();
+                let sealed = key.seal(PiiField::Ip, &index, &value).expect("seal");
+                // Another row: one hex digit of the blind index changed.
+                let mut other = index.as_str().as_bytes().to_vec();
+                let digit = char::from_digit(other_digit, 16).expect("hex digit") as u8;
+                prop_assume!(other[position] != digit);
+                other[position] = digit;
+                let other = BlindIndex::parse(std::str::from_utf8(&other).expect("ascii")).expect("hex");
+                prop_assert_eq!(key.open(PiiField::Ip, &other, &sealed), Err(SealError::Unauthentic));
+                // Another field.
+                prop_assert_eq!(key.open(PiiField::DeviceId, &index, &sealed), Err(SealError::Unauthentic));
+                // Another key version, same key bytes.
+                let relabelled = DataKey::new(4, &KeyMaterial::from_bytes([9; 32]));
+                let moved = SealedValue { key_version: 4, ..sealed.clone() };
+                prop_assert_eq!(relabelled.open(PiiField::Ip, &index, &moved), Err(SealError::Unauthentic));
+            }
+        }
+    }
 }

@@ -99,4 +99,57 @@ mod tests {
         let version = AppVersion::parse("0.96").expect("valid");
         assert_eq!(version.raw(), "0.96");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn part(max: u32) -> impl Strategy<Value = u32> {
+            prop_oneof![0..=9u32, 0..=max, Just(max)]
+        }
+
+        /// Any accepted version, in one of its spellings (`N`, `N.N`, `N.N.N`, zero-padded).
+        fn version() -> impl Strategy<Value = ((u32, u32, u32), String)> {
+            (part(MAX_MAJOR), part(MAX_MINOR_OR_PATCH), part(MAX_MINOR_OR_PATCH), 0..3usize, 0..3usize)
+                .prop_map(|(major, minor, patch, shape, pad)| {
+                    let (minor, patch) = match shape {
+                        0 => (0, 0),
+                        1 => (minor, 0),
+                        _ => (minor, patch),
+                    };
+                    let padded = |n: u32| format!("{n:0pad$}", pad = pad + 1);
+                    let text = match shape {
+                        0 => padded(major),
+                        1 => format!("{}.{}", padded(major), padded(minor)),
+                        _ => format!("{}.{}.{}", padded(major), padded(minor), padded(patch)),
+                    };
+                    ((major, minor, patch), text)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn the_encoding_preserves_order_and_is_injective(
+                (a, a_text) in version(),
+                (b, b_text) in version(),
+            ) {
+                let ea = AppVersion::parse(&a_text).expect("accepted").encoded();
+                let eb = AppVersion::parse(&b_text).expect("accepted").encoded();
+                prop_assert!(ea >= 0);
+                // Versions compare as (major, minor, patch); so do their encodings, and
+                // equal encodings mean equal versions.
+                prop_assert_eq!(a.cmp(&b), ea.cmp(&eb));
+            }
+
+            #[test]
+            fn anything_else_is_refused_never_silently_zero(text in "\\PC{0,12}") {
+                if let Ok(version) = AppVersion::parse(&text) {
+                    let parts: Vec<u32> = text.trim().split('.').map(|p| p.parse().expect("digits")).collect();
+                    let [major, minor, patch] = [0, 1, 2].map(|i| parts.get(i).copied().unwrap_or(0));
+                    prop_assert_eq!(version.encoded() as u32, major * 1_000_000 + minor * 1_000 + patch);
+                }
+            }
+        }
+    }
 }
