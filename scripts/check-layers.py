@@ -11,7 +11,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "src"
 # Top-level modules of the library; a file belongs to the first path component.
 PURE = {
-    "event": {"std", "core", "serde", "serde_json", "thiserror"},
+    "event": {"std", "core", "serde", "serde_json", "thiserror", "unicode_properties"},
     "crypto": {"std", "core", "hmac", "sha2", "aes_gcm_siv", "zeroize", "hex", "thiserror"},
     "error": {"std", "core", "tokio_postgres", "thiserror"},
 }
@@ -20,7 +20,7 @@ PURE = {
 # `crate::App` is `app::App`.
 REEXPORTS = {"App": "app"}
 # Lower-case path roots that are not crates (modules of a layer, std's prelude modules).
-LOCAL_PATHS = ("blind_index", "seal", "login", "reject", "app_version", "fmt", "mem")
+LOCAL_PATHS = ("blind_index", "seal", "login", "reject", "app_version", "text", "body", "fmt", "mem")
 
 
 def known_crates() -> set[str]:

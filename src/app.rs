@@ -26,12 +26,12 @@ pub struct App {
 }
 
 impl App {
-    /// Connects, then loads (or on the very first start creates) the keys: one KMS call
-    /// per key, none later.
+    /// Connects, then loads the keys (created beforehand by `pii-vault admin init-keys`):
+    /// one KMS call per key and one to resolve the configured key, none later.
     pub async fn init(config: &Config, kms: &Kms) -> Result<App, InitError> {
         let pool = store::pool(config.database.clone(), config.pool_size)?;
         let client = pool.get().await.map_err(StoreError::from)?;
-        let keyring = keys::load_or_create_keyring(&**client, kms).await?;
+        let keyring = keys::load_keyring(&**client, kms).await?;
         drop(client);
         Ok(App { pool, keyring, retry: RetryPolicy::with_budget(config.retry_budget) })
     }

@@ -28,30 +28,48 @@ pub fn report(error: &(dyn Error + 'static)) -> String {
 /// Server messages here never carry plaintext PII: the tables hold only masks and
 /// ciphertext, and row details (`DETAIL`) are not shown.
 #[derive(Debug)]
-pub struct DbError(tokio_postgres::Error);
+pub struct DbError(DbFailure);
+
+#[derive(Debug)]
+enum DbFailure {
+    Postgres(tokio_postgres::Error),
+    /// No connection could be had (pool timeout, closed pool).
+    Other(String),
+}
 
 impl DbError {
-    /// The SQLSTATE, when the server answered with an error.
-    pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
-        self.0.code()
+    /// A failure around the database that is not a PostgreSQL error (e.g. a pool timeout).
+    pub fn other(message: impl Into<String>) -> DbError {
+        DbError(DbFailure::Other(message.into()))
     }
 
-    pub fn inner(&self) -> &tokio_postgres::Error {
-        &self.0
+    /// The SQLSTATE, when the server answered with an error.
+    pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
+        self.postgres().and_then(tokio_postgres::Error::code)
+    }
+
+    pub fn postgres(&self) -> Option<&tokio_postgres::Error> {
+        match &self.0 {
+            DbFailure::Postgres(error) => Some(error),
+            DbFailure::Other(_) => None,
+        }
     }
 }
 
 impl From<tokio_postgres::Error> for DbError {
     fn from(error: tokio_postgres::Error) -> Self {
-        DbError(error)
+        DbError(DbFailure::Postgres(error))
     }
 }
 
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.as_db_error() {
-            Some(db) => write!(f, "{} ({})", db.message(), db.code().code()),
-            None => f.write_str(&report(&self.0)),
+        match &self.0 {
+            DbFailure::Postgres(error) => match error.as_db_error() {
+                Some(db) => write!(f, "{} ({})", db.message(), db.code().code()),
+                None => f.write_str(&report(error)),
+            },
+            DbFailure::Other(message) => f.write_str(message),
         }
     }
 }

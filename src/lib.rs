@@ -11,7 +11,8 @@
 //! - [`store`]: the function's pool, migrations and batch write → crypto
 //! - [`app`], [`handler`]: init-time resources; one SQS batch → rows + item failures
 //! - [`esm`]: a local SQS event source mapping around the same handler (`esm-local`)
-//! - [`recovery`]: the staff side (find, reveal, forget, audit, rotation) of `pii-vault`
+//! - [`vault_service`]: find, reveal, forget, audit and key administration, each audited
+//!   first (`pii-vault-service`; `pii-vault` is its client)
 //! - [`telemetry`]: JSON logs
 #![forbid(unsafe_code)]
 
@@ -23,8 +24,8 @@ pub mod esm;
 pub mod event;
 pub mod handler;
 pub mod keys;
-pub mod recovery;
 pub mod store;
 pub mod telemetry;
+pub mod vault_service;
 
 pub use app::App;

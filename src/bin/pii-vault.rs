@@ -1,43 +1,43 @@
-//! `pii-vault`: the staff tool for finding and recovering PII. See `pii-vault --help`.
+//! `pii-vault`: the staff tool for finding and recovering PII through the vault service.
+//! See `pii-vault --help`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use login_etl::config::{self, database};
-use login_etl::crypto::{BlindIndex, PiiField};
 use login_etl::error::report;
-use login_etl::event::{ClientIp, DeviceId};
-use login_etl::keys::{self, DataKeyCache, Kms};
-use login_etl::recovery::{self, RecoveryError};
+use login_etl::keys::Kms;
+use login_etl::store;
+use login_etl::vault_service::{
+    DEFAULT_REVEAL_BUDGET, ForgetTarget, PiiFieldName, Plaintext, Request, RequestContext, Response,
+    RevealTarget, ServiceError, VaultService,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  done
   1  other error (vault ciphertext not authentic, rotation race, …)
-  2  usage error, including a missing --reason
+  2  usage error, including a missing or unusable --reason
   3  unknown: no row or vault entry for that mask, value or user id
   4  the value was erased (crypto-shredded) by `forget`
-  5  permission denied for the database role
+  5  not allowed for this caller
   6  KMS refused or unreachable (key policy, encryption context, network)
-  7  database unreachable or failing
+  7  database unreachable or failing, or the audit could not be recorded
+  8  the caller's daily budget of reveals and finds is spent
 
-Environment: VAULT_DATABASE_URL (a login in role login_etl_vault_reader), else
-DATABASE_URL; KMS as for the function (AWS_REGION, AWS_ENDPOINT_URL, credentials).
-rotate-key and reencrypt need the schema owner (the role that ran the migrations).";
+Every operation is recorded in the audit before it runs; nothing is answered otherwise.
+Environment: VAULT_DATABASE_URL (a login in role login_etl_vault_service), KMS_KEY_ID,
+AWS_REGION / AWS_ENDPOINT_URL / credentials, REVEAL_BUDGET_PER_DAY (default 100).";
 
 #[derive(Parser)]
 #[command(
     name = "pii-vault",
-    about = "Find and recover the PII behind login-etl's masks; every reveal and erasure is audited",
+    about = "Find and recover the PII behind login-etl's masks; every act is audited first",
     after_help = EXIT_CODES
 )]
 struct Cli {
-    /// Database URL (default: VAULT_DATABASE_URL, else DATABASE_URL).
-    #[arg(long, global = true, hide_env_values = true)]
-    database_url: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -47,18 +47,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List user_logins rows whose ip or device id is this plaintext (no decryption, not audited).
-    Find(PlainTarget),
+    /// List user_logins rows whose ip or device id is this plaintext (audited: it tests a guess).
+    Find(FindArgs),
     /// Decrypt the original ip and device id behind masks (audited; needs --reason).
     Reveal(RevealArgs),
     /// Erase one value for good (crypto-shred); masks stay; audited; needs --reason.
     Forget(ForgetArgs),
-    /// Who revealed or erased what, when and why.
+    /// Who did what, when and why.
     Audit {
         /// Only entries at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
         #[arg(long)]
         since: Option<DateTime<Utc>>,
     },
+    /// Key administration (the key administrator only).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Same as `admin rotate-key`.
+    #[command(hide = true)]
+    RotateKey,
+    /// Same as `admin reencrypt`.
+    #[command(hide = true)]
+    Reencrypt {
+        #[arg(long, default_value_t = 500)]
+        batch_size: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create the index keys and the first data key where missing (idempotent).
+    InitKeys,
     /// Create a new data-key version; the function seals new values with it from its next cold start.
     RotateKey,
     /// Re-encrypt vault rows of older data-key versions under the newest (resumable).
@@ -67,6 +85,15 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch_size: i64,
     },
+}
+
+#[derive(Args)]
+struct FindArgs {
+    #[command(flatten)]
+    target: PlainTarget,
+    /// Why (recorded in the audit; optional for find).
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 #[derive(Args)]
@@ -83,14 +110,15 @@ struct PlainTarget {
 #[derive(Args)]
 struct RevealArgs {
     #[command(flatten)]
-    target: RevealTarget,
-    #[command(flatten)]
-    why: Why,
+    target: RevealTargetArgs,
+    /// Why (recorded in the audit; at least 8 visible characters).
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 #[derive(Args)]
 #[group(required = true, multiple = false)]
-struct RevealTarget {
+struct RevealTargetArgs {
     /// A masked_ip value from user_logins.
     #[arg(long)]
     masked_ip: Option<String>,
@@ -100,19 +128,23 @@ struct RevealTarget {
     /// Every ip and device id of this user's rows.
     #[arg(long)]
     user_id: Option<String>,
+    /// The ip and device id of this SQS message's row.
+    #[arg(long)]
+    message_id: Option<String>,
 }
 
 #[derive(Args)]
 struct ForgetArgs {
     #[command(flatten)]
-    target: ForgetTarget,
-    #[command(flatten)]
-    why: Why,
+    target: ForgetTargetArgs,
+    /// Why (recorded in the audit; at least 8 visible characters).
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 #[derive(Args)]
 #[group(required = true, multiple = false)]
-struct ForgetTarget {
+struct ForgetTargetArgs {
     /// An IP address (any spelling of it).
     #[arg(long)]
     ip: Option<String>,
@@ -127,204 +159,246 @@ struct ForgetTarget {
     masked_device_id: Option<String>,
 }
 
-#[derive(Args)]
-struct Why {
-    /// Why (recorded in the audit; required).
-    #[arg(long)]
-    reason: Option<String>,
-    /// Who asks (recorded in the audit; default: $USER, else the database user).
-    #[arg(long, env = "PII_VAULT_ACTOR")]
-    actor: Option<String>,
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("configuration")]
+    Config(#[from] config::ConfigError),
+    #[error("VAULT_DATABASE_URL is malformed")]
+    Url(#[from] database::DatabaseUrlError),
+    #[error("database pool")]
+    Store(#[from] store::StoreError),
 }
 
-impl Why {
-    fn actor(&self) -> String {
-        self.actor.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_default()
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Service(error) => error.exit_code(),
+            CliError::Config(_) | CliError::Url(_) => 2,
+            CliError::Store(_) => 7,
+        }
     }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let json = cli.json;
+    let (request, key_admin) = request_of(cli.command);
+    match Box::pin(run(request, key_admin)).await {
+        Ok(response) => {
+            print(&response, json);
+            exit_of(&response)
+        }
         Err(error) => {
-            let code = error.downcast_ref::<RecoveryError>().map_or(1, RecoveryError::exit_code);
-            eprintln!("pii-vault: {}", report(error.as_ref()));
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
+            eprintln!("pii-vault: {}", report(&error));
+            ExitCode::from(error.exit_code())
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    // Refuse before connecting: nothing happens without a reason.
-    if let Command::Reveal(RevealArgs { why, .. }) | Command::Forget(ForgetArgs { why, .. }) = &cli.command {
-        recovery::require_reason(why.reason.as_deref())?;
-    }
-    let url = cli
-        .database_url
-        .clone()
-        .or_else(|| std::env::var("VAULT_DATABASE_URL").ok())
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-        .context("set VAULT_DATABASE_URL (or DATABASE_URL, or pass --database-url)")?;
-    let db_config = database::parse_database_url(&url).context("the database URL is malformed")?;
-    let mut db = database::connect(&db_config)
-        .await
-        .map_err(RecoveryError::Db)
-        .context("cannot connect to the database")?;
-    // Unwrapping uses the KMS key id stored with each wrapped key; only a new key needs
-    // KMS_KEY_ID, and then it is required by name.
-    let kms_key_id = match cli.command {
-        Command::RotateKey => config::required_env("KMS_KEY_ID").map_err(RecoveryError::from)?,
-        _ => String::new(),
+fn request_of(command: Command) -> (Request, bool) {
+    let field_value = |ip: Option<String>, device_id: Option<String>| match (ip, device_id) {
+        (Some(ip), _) => (PiiFieldName::Ip, ip),
+        (_, Some(id)) => (PiiFieldName::DeviceId, id),
+        _ => unreachable!("clap requires one target"),
     };
-    let kms = Kms::new(aws_sdk_kms::Client::new(&config::aws_sdk_config().await?), kms_key_id);
-    let mut data_keys = DataKeyCache::new();
-
-    match cli.command {
-        Command::Find(target) => {
-            let indexer = keys::load_indexer(&db, &kms).await.map_err(RecoveryError::from)?;
-            let (field, normalized) = normalize_plain(target.ip, target.device_id)?;
-            let (index, rows) = recovery::find(&db, &indexer, field, &normalized).await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "field": field.as_str(), "mask": index.as_str(), "rows": rows })
-                );
-            } else {
-                println!("masked_{field} = {index}: {} row(s)", rows.len());
-                print_table(
-                    &["sqs_message_id", "user_id", "device_type", "locale", "app_version", "create_date"],
-                    rows.iter()
-                        .map(|r| {
-                            vec![
-                                r.sqs_message_id.clone().unwrap_or_default(),
-                                r.user_id.clone().unwrap_or_default(),
-                                r.device_type.clone().unwrap_or_default(),
-                                r.locale.clone().unwrap_or_default(),
-                                r.app_version_raw.clone().unwrap_or_default(),
-                                r.create_date.map(|d| d.to_string()).unwrap_or_default(),
-                            ]
-                        })
-                        .collect(),
-                );
-            }
-            if rows.is_empty() {
-                return Err(RecoveryError::Unknown(field.to_string()).into());
-            }
+    match command {
+        Command::Find(FindArgs { target, reason }) => {
+            let (field, value) = field_value(target.ip, target.device_id);
+            (Request::Find { field, value: Plaintext::new(value), reason }, false)
         }
-        Command::Reveal(args) => {
-            let reason = recovery::require_reason(args.why.reason.as_deref())?.to_owned();
-            let actor = args.why.actor();
-            let targets = match (args.target.masked_ip, args.target.masked_device_id, args.target.user_id) {
-                (Some(mask), _, _) => vec![(PiiField::Ip, parse_mask(&mask)?)],
-                (_, Some(mask), _) => vec![(PiiField::DeviceId, parse_mask(&mask)?)],
-                (_, _, Some(user)) => recovery::masks_of_user(&db, &user).await?,
+        Command::Reveal(RevealArgs { target: t, reason }) => {
+            let target = match (t.masked_ip, t.masked_device_id, t.user_id, t.message_id) {
+                (Some(mask), ..) => RevealTarget::Mask { field: PiiFieldName::Ip, mask },
+                (_, Some(mask), ..) => RevealTarget::Mask { field: PiiFieldName::DeviceId, mask },
+                (_, _, Some(user), _) => RevealTarget::UserId(user),
+                (.., Some(id)) => RevealTarget::MessageId(id),
                 _ => unreachable!("clap requires one target"),
             };
-            let mut revealed = Vec::new();
-            for (field, index) in &targets {
-                revealed
-                    .push(recovery::reveal(&db, &kms, &mut data_keys, *field, index, &reason, &actor).await?);
-            }
-            if cli.json {
-                let items: Vec<_> = revealed
-                    .iter()
-                    .map(|r| serde_json::json!({"field": r.field.as_str(), "mask": r.blind_index.as_str(), "value": r.value.as_str()}))
-                    .collect();
-                println!("{}", serde_json::Value::from(items));
-            } else {
-                print_table(
-                    &["field", "mask", "value"],
-                    revealed
-                        .iter()
-                        .map(|r| vec![r.field.to_string(), r.blind_index.to_string(), r.value.to_string()])
-                        .collect(),
-                );
-            }
+            (Request::Reveal { target, reason }, false)
         }
-        Command::Forget(args) => {
-            let reason = recovery::require_reason(args.why.reason.as_deref())?.to_owned();
-            let t = args.target;
-            let (field, index) = match (t.ip, t.masked_ip, t.device_id, t.masked_device_id) {
-                (_, Some(mask), _, _) => (PiiField::Ip, parse_mask(&mask)?),
-                (_, _, _, Some(mask)) => (PiiField::DeviceId, parse_mask(&mask)?),
-                (ip, _, device_id, _) => {
-                    let indexer = keys::load_indexer(&db, &kms).await.map_err(RecoveryError::from)?;
-                    let (field, normalized) = normalize_plain(ip, device_id)?;
-                    (field, indexer.index(field, &normalized))
-                }
+        Command::Forget(ForgetArgs { target: t, reason }) => {
+            let (field, target) = match (t.ip, t.masked_ip, t.device_id, t.masked_device_id) {
+                (_, Some(mask), ..) => (PiiFieldName::Ip, ForgetTarget::Mask(mask)),
+                (.., Some(mask)) => (PiiFieldName::DeviceId, ForgetTarget::Mask(mask)),
+                (Some(ip), ..) => (PiiFieldName::Ip, ForgetTarget::Plaintext(Plaintext::new(ip))),
+                (_, _, Some(id), _) => (PiiFieldName::DeviceId, ForgetTarget::Plaintext(Plaintext::new(id))),
+                _ => unreachable!("clap requires one target"),
             };
-            let outcome = recovery::forget(&db, field, &index, &reason, &args.why.actor()).await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"field": field.as_str(), "mask": index.as_str(), "outcome": outcome})
-                );
-            } else {
-                println!("{field} {index}: {outcome}");
-            }
+            (Request::Forget { field, target, reason }, false)
         }
-        Command::Audit { since } => {
-            let entries = recovery::audit(&db, since).await?;
-            if cli.json {
-                println!("{}", serde_json::to_string(&entries)?);
-            } else {
-                print_table(
-                    &["id", "at", "db_user", "actor", "action", "field", "mask", "outcome", "reason"],
-                    entries
-                        .iter()
-                        .map(|e| {
-                            vec![
-                                e.id.to_string(),
-                                e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                                e.db_user.clone(),
-                                e.actor.clone(),
-                                e.action.clone(),
-                                e.field.clone(),
-                                format!("{}…", &e.blind_index[..e.blind_index.len().min(16)]),
-                                e.outcome.clone(),
-                                e.reason.clone(),
-                            ]
-                        })
-                        .collect(),
-                );
-            }
+        Command::Audit { since } => (Request::Audit { since }, false),
+        Command::Admin(AdminCommand::InitKeys) => (Request::InitKeys, true),
+        Command::Admin(AdminCommand::RotateKey) | Command::RotateKey => (Request::RotateKey, true),
+        Command::Admin(AdminCommand::Reencrypt { batch_size }) | Command::Reencrypt { batch_size } => {
+            (Request::Reencrypt { batch_size }, true)
         }
-        Command::RotateKey => {
-            let version = recovery::rotate_data_key(&db, &kms).await?;
-            println!(
-                "data key version {version} created; run `pii-vault reencrypt` once the function's instances have restarted"
+    }
+}
+
+/// Until the function URL client lands, the tool runs the service's code in-process with
+/// the service's database login; the caller recorded is `local:$USER`.
+async fn run(request: Request, key_admin: bool) -> Result<Response, CliError> {
+    // Refuse an unusable reason before connecting anywhere.
+    if let Request::Reveal { reason, .. } | Request::Forget { reason, .. } = &request {
+        login_etl::event::text::audit_reason(reason.as_deref()).map_err(ServiceError::from)?;
+    }
+    let url = config::required_env("VAULT_DATABASE_URL")?;
+    let pool = store::pool(database::parse_database_url(&url)?, 2)?;
+    let kms_key_id = config::required_env("KMS_KEY_ID")?;
+    let sdk = config::aws_sdk_config().await?;
+    let budget = match std::env::var("REVEAL_BUDGET_PER_DAY") {
+        Ok(text) => text.trim().parse().map_err(|_| config::ConfigError::Malformed {
+            var: "REVEAL_BUDGET_PER_DAY",
+            reason: "expected a whole number".into(),
+        })?,
+        Err(_) => DEFAULT_REVEAL_BUDGET,
+    };
+    let service = VaultService::new(pool, Kms::new(aws_sdk_kms::Client::new(&sdk), kms_key_id), budget);
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let context = RequestContext { caller: format!("local:{user}"), request_id: "local".into(), key_admin };
+    Ok(Box::pin(service.handle(&context, request)).await?)
+}
+
+/// 3 when a value was unknown, 4 when one was erased, else 0.
+fn exit_of(response: &Response) -> ExitCode {
+    use login_etl::vault_service::audit::Outcome;
+    let outcomes: Vec<Outcome> = match response {
+        Response::Reveal { values } => values.iter().map(|v| v.outcome).collect(),
+        Response::Find { rows, .. } if rows.is_empty() => vec![Outcome::Unknown],
+        Response::Forget { outcome, .. } => vec![*outcome],
+        _ => vec![],
+    };
+    if outcomes.contains(&Outcome::Erased) && !matches!(response, Response::Forget { .. }) {
+        ExitCode::from(4)
+    } else if outcomes.contains(&Outcome::Unknown) {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print(response: &Response, json: bool) {
+    match response {
+        Response::Find { field, mask, rows } => {
+            if json {
+                println!("{}", serde_json::json!({ "field": field, "mask": mask, "rows": rows }));
+                return;
+            }
+            println!("masked_{} = {mask}: {} row(s)", field_name(*field), rows.len());
+            let text = |v: &Option<String>| v.clone().unwrap_or_default();
+            print_table(
+                &["sqs_message_id", "user_id", "device_type", "locale", "app_version", "create_date"],
+                rows.iter()
+                    .map(|r| {
+                        vec![
+                            text(&r.sqs_message_id),
+                            text(&r.user_id),
+                            text(&r.device_type),
+                            text(&r.locale),
+                            text(&r.app_version_raw),
+                            r.create_date.map(|d| d.to_string()).unwrap_or_default(),
+                        ]
+                    })
+                    .collect(),
             );
         }
-        Command::Reencrypt { batch_size } => {
-            anyhow::ensure!(batch_size >= 1, "--batch-size must be at least 1");
-            let total = recovery::reencrypt(&mut db, &kms, &mut data_keys, batch_size, |done, remaining| {
-                eprintln!("reencrypt: {done} re-encrypted, {remaining} left");
-            })
-            .await?;
-            println!("reencrypt: {total} vault rows re-encrypted under the newest data key");
+        Response::Reveal { values } => {
+            if json {
+                let items: Vec<_> = values
+                    .iter()
+                    .map(|v| {
+                        serde_json::json!({"field": v.field, "mask": v.mask, "outcome": v.outcome,
+                                           "value": v.value.as_ref().map(Plaintext::expose)})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::from(items));
+                return;
+            }
+            print_table(
+                &["field", "mask", "value"],
+                values
+                    .iter()
+                    .map(|v| {
+                        let value = match &v.value {
+                            Some(value) => value.expose().to_owned(),
+                            None => format!("({})", v.outcome.as_str()),
+                        };
+                        vec![field_name(v.field).to_owned(), v.mask.clone(), value]
+                    })
+                    .collect(),
+            );
+        }
+        Response::Forget { field, mask, outcome } => {
+            if json {
+                println!("{}", serde_json::json!({"field": field, "mask": mask, "outcome": outcome}));
+            } else {
+                println!("{} {mask}: {}", field_name(*field), outcome.as_str());
+            }
+        }
+        Response::Audit { entries } => {
+            if json {
+                println!("{}", serde_json::to_string(entries).unwrap_or_default());
+                return;
+            }
+            let text = |v: &Option<String>| v.clone().unwrap_or_default();
+            print_table(
+                &["id", "at", "caller", "action", "field", "mask", "target", "outcome", "reason"],
+                entries
+                    .iter()
+                    .map(|e| {
+                        let mask = e.blind_index.as_deref().unwrap_or_default();
+                        vec![
+                            e.id.to_string(),
+                            e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                            e.caller.clone(),
+                            e.action.clone(),
+                            text(&e.field),
+                            if mask.is_empty() {
+                                String::new()
+                            } else {
+                                format!("{}…", &mask[..mask.len().min(16)])
+                            },
+                            text(&e.target),
+                            text(&e.outcome),
+                            text(&e.reason),
+                        ]
+                    })
+                    .collect(),
+            );
+        }
+        Response::InitKeys { created } => {
+            if json {
+                println!("{}", serde_json::json!({ "created": created }));
+            } else if created.is_empty() {
+                println!("init-keys: every key exists already");
+            } else {
+                println!("init-keys: created {}", created.join(", "));
+            }
+        }
+        Response::RotateKey { version } => {
+            if json {
+                println!("{}", serde_json::json!({ "version": version }));
+            } else {
+                println!(
+                    "data key version {version} created; run `pii-vault admin reencrypt` once the function's instances have restarted"
+                );
+            }
+        }
+        Response::Reencrypt { reencrypted } => {
+            if json {
+                println!("{}", serde_json::json!({ "reencrypted": reencrypted }));
+            } else {
+                println!("reencrypt: {reencrypted} vault rows re-encrypted under the newest data key");
+            }
         }
     }
-    Ok(())
 }
 
-fn parse_mask(text: &str) -> Result<BlindIndex, anyhow::Error> {
-    BlindIndex::parse(text).context("a mask is 64 hex characters, as in user_logins")
-}
-
-/// Normalizes a plaintext as the function does, so any spelling finds the same mask.
-fn normalize_plain(ip: Option<String>, device_id: Option<String>) -> anyhow::Result<(PiiField, String)> {
-    match (ip, device_id) {
-        (Some(ip), _) => {
-            Ok((PiiField::Ip, ClientIp::parse(&ip).context("not an IPv4 or IPv6 address")?.canonical()))
-        }
-        (_, Some(id)) => Ok((
-            PiiField::DeviceId,
-            DeviceId::parse(&id).context("empty or invalid device id")?.canonical().to_owned(),
-        )),
-        _ => anyhow::bail!("give --ip or --device-id"),
-    }
+fn field_name(field: PiiFieldName) -> &'static str {
+    login_etl::crypto::PiiField::from(field).as_str()
 }
 
 fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {

@@ -7,6 +7,7 @@ mod app_version;
 mod body;
 mod login;
 mod reject;
+pub mod text;
 
 pub use app_version::{AppVersion, AppVersionError, MAX_MAJOR, MAX_MINOR_OR_PATCH};
 pub use login::{ClientIp, ColumnText, DeviceId, LoginEvent};

@@ -108,7 +108,6 @@ const INSERT_VAULT: &str = r#"
     INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext)
     SELECT v.* FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::bytea[], $5::bytea[])
         AS v(field, blind_index, key_version, nonce, ciphertext)
-    WHERE NOT EXISTS (SELECT 1 FROM pii_erasures e WHERE (e.field, e.blind_index) = (v.field, v.blind_index))
     ORDER BY v.field COLLATE "C", v.blind_index COLLATE "C"
     ON CONFLICT DO NOTHING"#;
 

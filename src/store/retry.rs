@@ -94,7 +94,9 @@ pub fn transient_cause(error: &StoreError) -> Option<String> {
             (TRANSIENT_STATES.contains(code) || code.code().starts_with("08")).then(|| code.code().to_owned())
         }
         // No answer from the server: the connection broke or could not be made.
-        None => (db.inner().is_closed() || io_cause(db.inner())).then(|| "connection_lost".to_owned()),
+        None => {
+            db.postgres().is_some_and(|e| e.is_closed() || io_cause(e)).then(|| "connection_lost".to_owned())
+        }
     }
 }
 

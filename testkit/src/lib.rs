@@ -18,6 +18,7 @@ use login_etl::App;
 use login_etl::config::{Config, database};
 use login_etl::keys::Kms;
 use login_etl::store;
+use login_etl::vault_service::{RequestContext, VaultService};
 use serde_json::{Value, json};
 
 pub const FIRST_SENT_MS: i64 = 1_763_625_600_000;
@@ -195,9 +196,39 @@ pub async fn new_kms() -> Kms {
     Kms::new(client, key_id)
 }
 
-/// A cold start against this database and key.
+/// What `pii-vault admin init-keys` does: the keys, created once (idempotent).
+pub async fn init_keys(db: &TestDb, kms: &Kms) {
+    login_etl::keys::create_missing_keys(&db.connect().await, kms).await.expect("init keys");
+}
+
+/// A cold start against this database and key (the keys created first if missing).
 pub async fn cold_start(db: &TestDb, kms: &Kms) -> App {
+    init_keys(db, kms).await;
     App::init(&db.app_config(), kms).await.expect("init")
+}
+
+/// The vault service, connected as a login in `login_etl_vault_service`.
+pub async fn vault_service(db: &TestDb, kms: &Kms, reveal_budget_per_day: u32) -> VaultService {
+    let pool = store::pool(db.login_in("login_etl_vault_service").await, 4).expect("pool");
+    VaultService::new(pool, kms.clone(), reveal_budget_per_day)
+}
+
+/// A staff member's request, as SigV4 on the function URL proves it.
+pub fn staff(name: &str) -> RequestContext {
+    RequestContext {
+        caller: format!("arn:aws:sts::123456789012:assumed-role/pii-vault-staff/{name}"),
+        request_id: format!("req-{}", unique_suffix()),
+        key_admin: false,
+    }
+}
+
+/// The key administrator's request.
+pub fn key_admin() -> RequestContext {
+    RequestContext {
+        caller: "arn:aws:sts::123456789012:assumed-role/pii-vault-key-admin/admin".into(),
+        request_id: format!("req-{}", unique_suffix()),
+        key_admin: true,
+    }
 }
 
 /// The repository's root, where `events/` and `tests/fixtures/` are.

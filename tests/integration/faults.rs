@@ -12,17 +12,31 @@ use login_etl::store;
 use testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_first_cold_starts_end_with_one_key_per_purpose() {
+async fn concurrent_init_keys_end_with_one_key_per_purpose_and_all_instances_agree() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
     let config = db.app_config();
-    let starts = (0..8).map(|_| {
-        let (config, kms) = (config.clone(), kms.clone());
-        tokio::spawn(async move { App::init(&config, &kms).await })
+    // Before init-keys, a cold start fails and names the command that creates them.
+    let error = App::init(&config, &kms).await.expect_err("no keys yet");
+    assert_eq!(
+        report(&error),
+        "keys: no index:ip key in pii_keys: create the keys first with `pii-vault admin init-keys`"
+    );
+    let inits = (0..8).map(|_| {
+        let (config, kms) = (db.config.clone(), kms.clone());
+        tokio::spawn(async move {
+            let client = testkit::connect(&config).await;
+            login_etl::keys::create_missing_keys(&client, &kms).await
+        })
     });
+    let mut created = 0;
+    for init in inits {
+        created += init.await.expect("task").expect("init-keys").len();
+    }
+    assert_eq!(created, 3, "each key created by exactly one of the racing calls");
     let mut apps = Vec::new();
-    for start in starts {
-        apps.push(start.await.expect("task").expect("init"));
+    for _ in 0..4 {
+        apps.push(App::init(&config, &kms).await.expect("init"));
     }
 
     let client = db.connect().await;
@@ -120,12 +134,41 @@ async fn init_fails_clearly_when_the_database_is_unreachable() {
 #[tokio::test]
 async fn init_fails_clearly_when_kms_is_unreachable() {
     let db = TestDb::new().await;
+    init_keys(&db, &new_kms().await).await;
     let client = aws_sdk_kms::Client::new(&sdk_config("http://127.0.0.1:1").await);
     let kms = Kms::new(client, "alias/pii-vault");
     let error = App::init(&db.app_config(), &kms).await.expect_err("no KMS");
     let message = report(&error);
-    assert!(message.starts_with("keys: KMS GenerateDataKey failed"), "{message}");
-    assert_eq!(db.count("SELECT count(*) FROM pii_keys").await, 0);
+    assert!(message.starts_with("keys: KMS DescribeKey failed"), "{message}");
+}
+
+#[tokio::test]
+async fn keys_wrapped_under_another_kms_key_or_a_second_index_version_are_refused() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    init_keys(&db, &kms).await;
+    let owner = db.connect().await;
+    // A second index-key version cannot even be stored: duplicates would stop matching.
+    let error = owner
+        .execute(
+            "INSERT INTO pii_keys (purpose, version, kms_key_id, wrapped_key)
+             SELECT purpose, 2, kms_key_id, wrapped_key FROM pii_keys WHERE purpose = 'index:ip'",
+            &[],
+        )
+        .await
+        .expect_err("one index key version");
+    assert_eq!(error.code(), Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION));
+    // A data key wrapped under another KMS key is refused by name at cold start.
+    let other = new_kms().await;
+    let (_, foreign) = other.generate(KeyPurpose::Data, 2).await.expect("generate");
+    keys::insert_wrapped_key(&owner, &foreign).await.expect("stored by the owner");
+    let error = App::init(&db.app_config(), &kms).await.expect_err("foreign key");
+    let message = report(&error);
+    assert!(
+        message.starts_with("keys: the data key version 2 in pii_keys is wrapped under KMS key"),
+        "{message}"
+    );
+    assert!(message.contains("not the configured"), "{message}");
 }
 
 #[tokio::test]
@@ -176,7 +219,9 @@ async fn the_database_settings_can_come_from_a_secrets_manager_secret() {
 
     let mut config = db.app_config();
     config.database = login_etl::config::secrets::database_config(&sdk, &arn).await.expect("read secret");
-    let app = App::init(&config, &new_kms().await).await.expect("init from the secret");
+    let kms = new_kms().await;
+    init_keys(&db, &kms).await;
+    let app = App::init(&config, &kms).await.expect("init from the secret");
     handler::handle(&app, load_event("events/duplicates.json")).await.expect("batch");
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 6);
 

@@ -7,4 +7,4 @@ mod esm;
 mod faults;
 mod handler;
 mod hostile;
-mod recovery;
+mod vault_service;

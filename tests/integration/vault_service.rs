@@ -1,0 +1,454 @@
+//! The vault as an audited service, on real Postgres logins in the migrations' roles and
+//! the moto KMS: what every role can reach, audit first, budgets, reasons, erasure in place
+//! and its races, key administration, and the `pii-vault` binary.
+
+use login_etl::App;
+use login_etl::crypto::{BlindIndex, PiiField};
+use login_etl::handler;
+use login_etl::vault_service::audit::Outcome;
+use login_etl::vault_service::{
+    ForgetTarget, PiiFieldName, Plaintext, RevealTarget, ServiceError, VaultService,
+};
+use testkit::*;
+use tokio_postgres::error::SqlState;
+
+async fn denied(client: &tokio_postgres::Client, sql: &str) {
+    let error = client.batch_execute(sql).await.expect_err(sql);
+    assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
+}
+
+async fn allowed(client: &tokio_postgres::Client, sql: &str) {
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The function, running as a login in the writer role, loads the exercise's queue.
+async fn loaded_by_writer(db: &TestDb, kms: &login_etl::keys::Kms) -> App {
+    init_keys(db, kms).await;
+    let mut config = db.app_config();
+    config.database = db.login_in("login_etl_writer").await;
+    let app = App::init(&config, kms).await.expect("the writer loads the keys");
+    let response = handler::handle(&app, load_event("events/login-queue-100.json")).await.expect("batch");
+    assert_eq!(response.batch_item_failures.len(), 1);
+    app
+}
+
+fn mask(field: PiiFieldName, mask: &BlindIndex) -> RevealTarget {
+    RevealTarget::Mask { field, mask: mask.as_str().to_owned() }
+}
+
+const REASON: &str = "ticket SEC-4711";
+
+#[tokio::test]
+async fn no_human_role_reaches_the_vault_or_the_keys_and_the_writer_only_appends() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+
+    for role in ["login_etl_analyst", "login_etl_vault_reader", "login_etl_auditor"] {
+        let person = connect(&db.login_in(role).await).await;
+        denied(&person, "SELECT * FROM pii_vault").await;
+        denied(&person, "SELECT * FROM pii_keys").await;
+        denied(&person, "INSERT INTO pii_audit (caller, action) VALUES ('x', 'find')").await;
+        denied(&person, "UPDATE pii_audit SET reason = 'x'").await;
+        // Nothing in the schema that a person may execute returns vault content: no
+        // function of the schema is executable by the role at all.
+        let executable: i64 = person
+            .query_one(
+                "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                  WHERE n.nspname = 'public' AND has_function_privilege(p.oid, 'EXECUTE')",
+                &[],
+            )
+            .await
+            .expect("functions")
+            .get(0);
+        assert_eq!(executable, 0, "{role} can execute functions of the schema");
+        // The old bypass: the reveal function no longer exists.
+        let error =
+            person.batch_execute("SELECT * FROM pii_reveal('ip', 'x', 'x', 'x')").await.expect_err("gone");
+        assert_eq!(error.code(), Some(&SqlState::UNDEFINED_FUNCTION), "{error}");
+    }
+    let analyst = connect(&db.login_in("login_etl_analyst").await).await;
+    allowed(&analyst, "SELECT masked_ip, masked_device_id FROM user_logins").await;
+    denied(&analyst, "SELECT * FROM pii_audit").await;
+    let auditor = connect(&db.login_in("login_etl_auditor").await).await;
+    allowed(&auditor, "SELECT * FROM pii_audit").await;
+    denied(&auditor, "SELECT * FROM user_logins").await;
+
+    let writer = connect(&db.login_in("login_etl_writer").await).await;
+    allowed(&writer, "SELECT count(*) FROM pii_keys").await;
+    denied(&writer, "SELECT * FROM pii_vault").await;
+    denied(&writer, "SELECT * FROM user_logins").await;
+    denied(
+        &writer,
+        "INSERT INTO pii_keys (purpose, version, kms_key_id, wrapped_key) VALUES ('data', 2, 'k', '\\x00')",
+    )
+    .await;
+    denied(&writer, "UPDATE pii_keys SET version = 2").await;
+    denied(&writer, "DELETE FROM pii_keys").await;
+    denied(&writer, "UPDATE pii_vault SET erased_at = now()").await;
+    denied(
+        &writer,
+        &format!(
+            "INSERT INTO pii_vault (field, blind_index, erased_at) VALUES ('ip', '{}', now())",
+            "a".repeat(64)
+        ),
+    )
+    .await;
+
+    // Not even the owner rewrites history.
+    let owner = db.connect().await;
+    owner
+        .batch_execute("INSERT INTO pii_audit (caller, action, outcome) VALUES ('x', 'audit', 'listed')")
+        .await
+        .expect("insert");
+    for sql in ["UPDATE pii_audit SET caller = 'y'", "DELETE FROM pii_audit", "TRUNCATE pii_audit"] {
+        let error = owner.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn every_sample_value_is_found_and_revealed_each_act_on_the_record_with_its_caller() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 1000).await;
+    let alice = staff("alice");
+
+    let logins: Vec<_> = sample_messages().into_iter().filter(|m| m.get("user_id").is_some()).collect();
+    for login in &logins {
+        let user_id = login["user_id"].as_str().expect("user_id");
+        for (field, name) in [(PiiField::Ip, "ip"), (PiiField::DeviceId, "device_id")] {
+            let value = login[name].as_str().expect("value");
+            let (index, rows) = service.find(&alice, field, value, None).await.expect("find");
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].user_id.as_deref(), Some(user_id));
+            let revealed =
+                service.reveal(&alice, &mask(field.into(), &index), Some(REASON)).await.expect("reveal");
+            assert_eq!(revealed[0].outcome, Outcome::Revealed);
+            assert_eq!(revealed[0].value.as_ref().map(Plaintext::expose), Some(value));
+        }
+    }
+    let by_user = service
+        .reveal(
+            &alice,
+            &RevealTarget::UserId(logins[0]["user_id"].as_str().expect("id").into()),
+            Some(REASON),
+        )
+        .await
+        .expect("by user");
+    assert_eq!(by_user.len(), 2);
+    let revealed_rows = format!(
+        "SELECT count(*) FROM pii_audit WHERE caller = '{}' AND action = 'reveal' AND outcome = 'revealed'
+            AND reason = '{REASON}' AND request_id IS NOT NULL",
+        alice.caller
+    );
+    assert_eq!(db.count(&revealed_rows).await, 2 * 99 + 2);
+    assert_eq!(db.count("SELECT count(*) FROM pii_audit WHERE action = 'find' AND outcome = 'found' AND blind_index IS NOT NULL").await, 2 * 99);
+}
+
+#[tokio::test]
+async fn the_audit_row_is_committed_before_the_vault_is_read_and_without_it_nothing_is_answered() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
+    let service = vault_service(&db, &kms, 10).await;
+
+    // The step after the audit fails (the vault cannot be read): the row is there.
+    db.connect()
+        .await
+        .batch_execute("REVOKE SELECT ON pii_vault FROM login_etl_vault_service")
+        .await
+        .expect("revoke");
+    let error = service
+        .reveal(&staff("bob"), &mask(PiiFieldName::Ip, &index), Some(REASON))
+        .await
+        .expect_err("fails");
+    assert!(matches!(error, ServiceError::Db(_)), "{error}");
+    assert_eq!(
+        db.count(&format!("SELECT count(*) FROM pii_audit WHERE action = 'reveal' AND blind_index = '{index}' AND outcome = 'failed'")).await,
+        1
+    );
+    db.connect()
+        .await
+        .batch_execute("GRANT SELECT ON pii_vault TO login_etl_vault_service")
+        .await
+        .expect("grant");
+
+    // The audit cannot be written: nothing is read, nothing answered.
+    db.fail_inserts_into("pii_audit", "audit storage unavailable (simulated)").await;
+    let error = service
+        .reveal(&staff("bob"), &mask(PiiFieldName::Ip, &index), Some(REASON))
+        .await
+        .expect_err("no audit");
+    assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
+    assert_eq!(error.exit_code(), 7);
+    let error =
+        service.find(&staff("bob"), PiiField::Ip, "199.172.111.135", None).await.expect_err("no audit");
+    assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
+}
+
+#[tokio::test]
+async fn over_budget_is_refused_and_audited_and_bad_reasons_are_refused() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 3).await;
+    let carol = staff("carol");
+    let ips = ["199.172.111.135", "64.38.218.171", "81.98.156.49"];
+    for ip in &ips[..2] {
+        let index = app.keyring.indexer.index(PiiField::Ip, ip);
+        service.reveal(&carol, &mask(PiiFieldName::Ip, &index), Some(REASON)).await.expect("within budget");
+    }
+    service.find(&carol, PiiField::Ip, ips[2], None).await.expect("third unit of the budget");
+    let index = app.keyring.indexer.index(PiiField::Ip, ips[2]);
+    let error =
+        service.reveal(&carol, &mask(PiiFieldName::Ip, &index), Some(REASON)).await.expect_err("budget");
+    assert!(matches!(error, ServiceError::Budget { budget: 3, used: 3 }), "{error}");
+    assert_eq!(error.exit_code(), 8);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pii_audit WHERE outcome = 'refused' AND detail LIKE 'daily budget%'")
+            .await,
+        1
+    );
+    // Another caller has a budget of their own.
+    service.reveal(&staff("dave"), &mask(PiiFieldName::Ip, &index), Some(REASON)).await.expect("dave");
+
+    for reason in [None, Some("."), Some("short"), Some("ticket\u{200B}4711"), Some("ticket\u{202E}4711")] {
+        let error = service
+            .reveal(&staff("erin"), &mask(PiiFieldName::Ip, &index), reason)
+            .await
+            .expect_err("reason");
+        assert!(matches!(error, ServiceError::Reason(_)), "{reason:?}: {error}");
+        assert_eq!(error.exit_code(), 2);
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM pii_audit WHERE caller LIKE '%/erin' AND outcome = 'refused'").await,
+        5,
+        "each refusal is on the record"
+    );
+    // An admin operation from staff, and a reveal from the key administrator, are refused.
+    let error = service.rotate_key(&staff("frank")).await.expect_err("not admin");
+    assert!(matches!(error, ServiceError::NotAllowed { .. }), "{error}");
+    let error =
+        service.reveal(&key_admin(), &mask(PiiFieldName::Ip, &index), Some(REASON)).await.expect_err("admin");
+    assert!(matches!(error, ServiceError::NotAllowed { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn forget_erases_in_place_and_nothing_brings_the_value_back() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let device_id = "593-47-5928";
+    let index = app.keyring.indexer.index(PiiField::DeviceId, device_id);
+
+    let (_, outcome) = service
+        .forget(
+            &staff("gina"),
+            PiiField::DeviceId,
+            &ForgetTarget::Plaintext(Plaintext::new(device_id)),
+            Some(REASON),
+        )
+        .await
+        .expect("forget");
+    assert_eq!(outcome, Outcome::Forgotten);
+    let revealed = service
+        .reveal(&staff("gina"), &mask(PiiFieldName::DeviceId, &index), Some(REASON))
+        .await
+        .expect("reveal");
+    assert_eq!((revealed[0].outcome, revealed[0].value.is_none()), (Outcome::Erased, true));
+    assert_eq!(
+        db.count(&format!("SELECT count(*) FROM user_logins WHERE masked_device_id = '{index}'")).await,
+        1
+    );
+
+    // The function meets the value again: ON CONFLICT DO NOTHING keeps it erased.
+    let again = event(&[("again".into(), login_body("u-again", "192.0.2.55", device_id))]);
+    handler::handle(&app, again).await.expect("batch");
+    let erased = format!(
+        "SELECT count(*) FROM pii_vault WHERE blind_index = '{index}' AND erased_at IS NOT NULL AND ciphertext IS NULL"
+    );
+    assert_eq!(db.count(&erased).await, 1);
+    // A plain INSERT by the writer cannot resurrect it either.
+    let writer = connect(&db.login_in("login_etl_writer").await).await;
+    let error = writer
+        .batch_execute(&format!(
+            "INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext)
+             VALUES ('device_id', '{index}', 1, '\\x000000000000000000000000', '\\x00')"
+        ))
+        .await
+        .expect_err("unique");
+    assert_eq!(error.code(), Some(&SqlState::UNIQUE_VIOLATION));
+    assert_eq!(db.count(&erased).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forget_racing_a_batch_with_the_same_value_leaves_it_erased() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let value = "race-device-1";
+    let index = app.keyring.indexer.index(PiiField::DeviceId, value);
+
+    // The writer's batch holds the row's lock, uncommitted, while the forget runs.
+    let mut writer = connect(&db.login_in("login_etl_writer").await).await;
+    let tx = writer.transaction().await.expect("tx");
+    let sealed = app.keyring.data_key.seal(PiiField::DeviceId, &index, value).expect("seal");
+    tx.execute(
+        "INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext) VALUES ('device_id', $1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+        &[&index.as_str(), &sealed.key_version, &sealed.nonce.as_slice(), &sealed.ciphertext],
+    )
+    .await
+    .expect("insert");
+    let forget = {
+        let target = ForgetTarget::Mask(index.as_str().to_owned());
+        let service: &'static VaultService = Box::leak(Box::new(service));
+        tokio::spawn(async move {
+            service.forget(&staff("hank"), PiiField::DeviceId, &target, Some(REASON)).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!forget.is_finished(), "the forget waits for the batch's row lock");
+    tx.commit().await.expect("commit");
+    let (_, outcome) = forget.await.expect("task").expect("forget");
+    assert_eq!(outcome, Outcome::Forgotten);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM pii_vault WHERE blind_index = '{index}' AND erased_at IS NOT NULL"
+        ))
+        .await,
+        1
+    );
+    // And the other order: a forget of a value never seen keeps it out for good.
+    let service = vault_service(&db, &kms, 100).await;
+    let (unseen, outcome) = service
+        .forget(
+            &staff("hank"),
+            PiiField::Ip,
+            &ForgetTarget::Plaintext(Plaintext::new("203.0.113.250")),
+            Some(REASON),
+        )
+        .await
+        .expect("pre-emptive");
+    assert_eq!(outcome, Outcome::Unknown);
+    handler::handle(&app, event(&[("later".into(), login_body("u-later", "203.0.113.250", "d-later"))]))
+        .await
+        .expect("batch");
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM pii_vault WHERE blind_index = '{unseen}' AND ciphertext IS NULL"
+        ))
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn key_administration_goes_through_the_service_and_keeps_every_value_and_mask() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let service = vault_service(&db, &kms, 1000).await;
+    let admin = key_admin();
+    assert_eq!(service.init_keys(&admin).await.expect("init").len(), 3);
+    assert!(service.init_keys(&admin).await.expect("idempotent").is_empty());
+    let first = loaded_by_writer(&db, &kms).await;
+
+    assert_eq!(service.rotate_key(&admin).await.expect("rotate"), 2);
+    let second = cold_start(&db, &kms).await;
+    assert_eq!(second.keyring.data_key.version(), 2);
+    handler::handle(&second, event(&[("new".into(), login_body("u-new", "203.0.113.9", "900-00-0009"))]))
+        .await
+        .expect("batch");
+    assert_eq!(service.reencrypt(&admin, 50).await.expect("reencrypt"), 198);
+    assert_eq!(service.reencrypt(&admin, 50).await.expect("resumable"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE key_version < 2").await, 0);
+    for login in sample_messages().iter().filter(|m| m.get("ip").is_some()) {
+        let ip = login["ip"].as_str().expect("ip");
+        let index = first.keyring.indexer.index(PiiField::Ip, ip);
+        assert_eq!(index, second.keyring.indexer.index(PiiField::Ip, ip), "masks unchanged");
+        let revealed = service
+            .reveal(&staff("ivy"), &mask(PiiFieldName::Ip, &index), Some(REASON))
+            .await
+            .expect("reveal");
+        assert_eq!(revealed[0].value.as_ref().map(Plaintext::expose), Some(ip));
+    }
+    // Version arithmetic cannot overflow: the table bounds versions.
+    let error = db
+        .connect()
+        .await
+        .batch_execute("UPDATE pii_keys SET version = 2147483647 WHERE purpose = 'data' AND version = 2")
+        .await
+        .expect_err("bounded");
+    assert_eq!(error.code(), Some(&SqlState::CHECK_VIOLATION));
+    assert_eq!(
+        db.count("SELECT count(*) FROM pii_audit WHERE action IN ('init-keys', 'rotate-key', 'reencrypt') AND outcome = 'done'").await,
+        5
+    );
+}
+
+/// Runs the `pii-vault` binary as staff would.
+fn pii_vault(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
+        .args(args)
+        .env("VAULT_DATABASE_URL", database_url)
+        .env_remove("KMS_KEY_ID")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run pii-vault")
+}
+
+#[tokio::test]
+async fn the_tool_refuses_without_reason_prints_errors_once_and_names_missing_settings() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
+    let service_url = url_of(&db.login_in("login_etl_vault_service").await);
+    let kms_env = [("KMS_KEY_ID", kms.key_id())];
+
+    let output = pii_vault(&service_url, &["reveal", "--masked-ip", index.as_str()], &kms_env);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("a reason is required"));
+    assert!(output.stdout.is_empty());
+    assert_eq!(db.count("SELECT count(*) FROM pii_audit").await, 0);
+
+    let output = pii_vault(
+        &service_url,
+        &["reveal", "--masked-ip", index.as_str(), "--reason", REASON, "--json"],
+        &kms_env,
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(json[0]["value"], "199.172.111.135");
+
+    let output = pii_vault(&service_url, &["reveal", "--masked-ip", index.as_str(), "--reason", REASON], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim_end(),
+        "pii-vault: configuration: KMS_KEY_ID is not set"
+    );
+
+    // A tampered row: refused, the error said once.
+    db.connect()
+        .await
+        .execute(
+            "UPDATE pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
+              WHERE field = 'ip' AND blind_index = $1",
+            &[&index.as_str()],
+        )
+        .await
+        .expect("tamper");
+    let output =
+        pii_vault(&service_url, &["reveal", "--masked-ip", index.as_str(), "--reason", REASON], &kms_env);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim_end(),
+        "pii-vault: vault row: vault ciphertext failed authentication (tampered, moved to another row, or wrong key)"
+    );
+}
