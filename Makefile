@@ -4,7 +4,7 @@ SHELL := bash
 STACK := scripts/stack.sh
 WITH_ENV := source .stack/env &&
 
-.PHONY: deps check-layers test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package deploy lint-template test-lint-template venv
+.PHONY: deps check-layers init-keys test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package deploy lint-template test-lint-template venv
 
 ## Everything CI checks: formatting, clippy, unit and integration tests on the local stack.
 test: check-fmt lint check-layers up check-compose test-lint-template
@@ -27,6 +27,10 @@ down:
 migrate:
 	@if [ -z "$${DATABASE_URL:-}" ] && [ -f .stack/env ]; then source .stack/env; fi; \
 	cargo run --quiet --bin migrate
+
+## Create the keys on the local stack (what `make run` does; needed once before `make watch`).
+init-keys: up migrate
+	$(WITH_ENV) VAULT_DATABASE_URL=$${VAULT_DATABASE_URL:-$$DATABASE_URL} cargo run --quiet --bin pii-vault -- admin init-keys
 
 ## cargo lambda watch with the local stack's environment (then `make invoke`).
 watch: up
