@@ -4,23 +4,29 @@ SHELL := bash
 STACK := scripts/stack.sh
 WITH_ENV := source .stack/env &&
 
-.PHONY: deps check-layers init-keys test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package deploy lint-template test-lint-template venv
+.PHONY: deps check-layers init-keys stack test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package deploy lint-template test-lint-template venv fuzz fuzz-build
 
 ## Everything CI checks: formatting, clippy, unit and integration tests on the local stack.
-test: check-fmt lint check-layers up check-compose test-lint-template
+test: check-fmt lint check-layers stack check-compose test-lint-template
 	$(WITH_ENV) cargo test --workspace --all-targets --no-fail-fast
 
 ## The whole job on the local stack: queue -> esm-local -> handler -> Postgres, DLQ.
 run:
 	@scripts/run.sh
 
-## Start the local stack (PostgreSQL, moto for SQS+KMS) and print its environment.
+## Start the local stack (PostgreSQL, moto for SQS+KMS, the vault service) and print its environment.
 up:
 	@$(STACK) up
+	@scripts/local-service.sh up
 	@echo "# to use it:  source .stack/env"; cat .stack/env
+
+## The stack without the vault service (what the tests need: they start their own).
+stack:
+	@$(STACK) up
 
 ## Stop and remove what `make up` started.
 down:
+	@scripts/local-service.sh down
 	@$(STACK) down
 
 ## Apply sql/ migrations to DATABASE_URL (the local stack's when it is up).
@@ -28,9 +34,9 @@ migrate:
 	@if [ -z "$${DATABASE_URL:-}" ] && [ -f .stack/env ]; then source .stack/env; fi; \
 	cargo run --quiet --bin migrate
 
-## Create the keys on the local stack (what `make run` does; needed once before `make watch`).
-init-keys: up migrate
-	$(WITH_ENV) VAULT_DATABASE_URL=$${VAULT_DATABASE_URL:-$$DATABASE_URL} cargo run --quiet --bin pii-vault -- admin init-keys
+## Create the keys through the local vault service (what `make run` does; needed once before `make watch`).
+init-keys: up
+	$(WITH_ENV) target/debug/pii-vault admin init-keys
 
 ## cargo lambda watch with the local stack's environment (then `make invoke`).
 watch: up
@@ -42,7 +48,7 @@ invoke:
 	PATH="$$PWD/.venv/bin:$$PATH" cargo lambda invoke login-etl --invoke-address 127.0.0.1 --data-file $(EVENT)
 
 ## docker-compose.yml parses and mounts only files that exist (no Docker needed).
-check-compose: up
+check-compose: stack
 	.venv/bin/python scripts/check-compose.py
 
 ## Offline validation of template.yaml: SAM translation, cfn-lint, project invariants.
@@ -97,3 +103,25 @@ lint: deps
 
 unit:
 	cargo test --lib
+
+# Fuzzing (cargo-fuzz, libFuzzer; nightly): fuzz/ is its own workspace. See docs/fuzzing.md.
+FUZZ_TARGETS := parse_body sqs_event
+FUZZ_SECONDS ?= 60
+# Extra libFuzzer flags, e.g. FUZZ_ARGS=-jobs=2.
+FUZZ_ARGS ?=
+FUZZ_TOOL := cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+
+## Build every fuzz target in fuzz/ (what CI runs, so the targets cannot rot).
+fuzz-build:
+	$(FUZZ_TOOL)
+	cargo +nightly fuzz build
+
+## Fuzz each target for FUZZ_SECONDS (default 60). New inputs go to fuzz/target/corpus/ (the
+## committed fuzz/corpus/ is only read); crashes to fuzz/artifacts/TARGET/.
+fuzz:
+	$(FUZZ_TOOL)
+	for target in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/target/corpus/$$target; \
+	  cargo +nightly fuzz run $$target fuzz/target/corpus/$$target fuzz/corpus/$$target -- \
+	    -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS); \
+	done

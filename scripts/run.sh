@@ -13,17 +13,13 @@ scripts/stack.sh up
 source .stack/env
 psql_q() { psql "$DATABASE_URL" -qAtX -v ON_ERROR_STOP=1 "$@"; }
 
-echo "== building"
-cargo build --quiet --bin migrate --bin esm-local --bin pii-vault
-target/debug/migrate
+echo "== building; migrating; starting the vault service (scripts/local-service.sh)"
+cargo build --quiet --bin migrate --bin esm-local
+scripts/local-service.sh up
+source .stack/env
 
-# Demo logins in the roles (no password: the throwaway cluster trusts loopback).
 # The drain runs as the writer when that login can connect, as the function would.
 as_login() { sed -E "s#^(postgres(ql)?://)[^@/]*@#\1$1@#" <<<"$DATABASE_URL"; }
-for login in writer analyst auditor vault_service; do
-  psql_q -c "DO \$\$ BEGIN CREATE ROLE login_etl_demo_$login LOGIN IN ROLE login_etl_$login;
-             EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" 2>/dev/null || true
-done
 writer_url=$(as_login login_etl_demo_writer)
 if [[ "$writer_url" != "$DATABASE_URL" ]] && psql "$writer_url" -qAtXc "SELECT 1" >/dev/null 2>&1; then
   function_url=$writer_url
@@ -33,10 +29,8 @@ else
 fi
 
 # The keys are created by the vault service's admin operation, never by the function.
-service_url=$(as_login login_etl_demo_vault_service)
-psql "$service_url" -qAtXc "SELECT 1" >/dev/null 2>&1 || service_url=$DATABASE_URL
-echo "== pii-vault admin init-keys"
-VAULT_DATABASE_URL=$service_url target/debug/pii-vault admin init-keys
+echo "== pii-vault admin init-keys (through the vault service at $PII_VAULT_URL)"
+target/debug/pii-vault admin init-keys
 
 already=$(psql_q -c "SELECT count(*) FROM user_logins")
 if [ "$already" -gt 0 ] && [ -z "${RELOAD:-}" ]; then
@@ -59,9 +53,9 @@ echo "== the dead-letter queue (login-queue-dlq) holds $(.venv/bin/python script
 echo
 echo "Use the stack from a shell:  source .stack/env"
 user=$(psql_q -c "SELECT user_id FROM user_logins ORDER BY sent_at, user_id LIMIT 1")
-echo "Reveal one row's PII (audited first; the service's code runs in the tool for now):"
-echo "  source .stack/env; VAULT_DATABASE_URL='$service_url' \\"
-echo "    target/debug/pii-vault reveal --user-id $user --reason 'demo: ticket 1'"
+echo "Reveal one row's PII through the vault service (audited before it is answered):"
+echo "  source .stack/env; target/debug/pii-vault reveal --user-id $user --reason 'demo: ticket 1'"
+echo "  target/debug/pii-vault audit"
 echo "The audit, as the auditor sees it:  psql '$(as_login login_etl_demo_auditor)' -c 'SELECT * FROM pii_audit'"
 echo "Try the roles with psql:  psql '$(as_login login_etl_demo_analyst)' -c 'SELECT * FROM pii_vault'"
 echo "Stop everything:  make down"

@@ -12,7 +12,8 @@
 //! - [`app`], [`handler`]: init-time resources; one SQS batch → rows + item failures
 //! - [`esm`]: a local SQS event source mapping around the same handler (`esm-local`)
 //! - [`vault_service`]: find, reveal, forget, audit and key administration, each audited
-//!   first (`pii-vault-service`; `pii-vault` is its client)
+//!   first (`pii-vault-service`, behind a function URL); [`vault_client`]: `pii-vault`'s
+//!   SigV4-signed client
 //! - [`telemetry`]: JSON logs
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod handler;
 pub mod keys;
 pub mod store;
 pub mod telemetry;
+pub mod vault_client;
 pub mod vault_service;
 
 pub use app::App;

@@ -6,13 +6,11 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use login_etl::config::{self, database};
+use login_etl::config;
 use login_etl::error::report;
-use login_etl::keys::Kms;
-use login_etl::store;
+use login_etl::vault_client::{ClientError, VaultClient};
 use login_etl::vault_service::{
-    DEFAULT_REVEAL_BUDGET, ForgetTarget, PiiFieldName, Plaintext, Request, RequestContext, Response,
-    RevealTarget, ServiceError, VaultService,
+    ForgetTarget, PiiFieldName, Plaintext, Request, Response, RevealTarget, ServiceError,
 };
 
 const EXIT_CODES: &str = "\
@@ -22,14 +20,15 @@ Exit codes:
   2  usage error, including a missing or unusable --reason
   3  unknown: no row or vault entry for that mask, value or user id
   4  the value was erased (crypto-shredded) by `forget`
-  5  not allowed for this caller
+  5  not allowed for this caller, or no credentials to sign with
   6  KMS refused or unreachable (key policy, encryption context, network)
-  7  database unreachable or failing, or the audit could not be recorded
+  7  the service, its database or its audit unreachable
   8  the caller's daily budget of reveals and finds is spent
 
-Every operation is recorded in the audit before it runs; nothing is answered otherwise.
-Environment: VAULT_DATABASE_URL (a login in role login_etl_vault_service), KMS_KEY_ID,
-AWS_REGION / AWS_ENDPOINT_URL / credentials, REVEAL_BUDGET_PER_DAY (default 100).";
+Every operation is recorded in the audit by the vault service before it runs; nothing is
+answered otherwise. Environment: PII_VAULT_URL (the service's function URL), AWS_REGION
+and the AWS credentials that sign the request (the SDK's default chain): the caller the
+audit records is the IAM principal those credentials prove.";
 
 #[derive(Parser)]
 #[command(
@@ -162,21 +161,19 @@ struct ForgetTargetArgs {
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error(transparent)]
-    Service(#[from] ServiceError),
+    Refused(#[from] ServiceError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("configuration")]
     Config(#[from] config::ConfigError),
-    #[error("VAULT_DATABASE_URL is malformed")]
-    Url(#[from] database::DatabaseUrlError),
-    #[error("database pool")]
-    Store(#[from] store::StoreError),
 }
 
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Service(error) => error.exit_code(),
-            CliError::Config(_) | CliError::Url(_) => 2,
-            CliError::Store(_) => 7,
+            CliError::Refused(error) => error.exit_code(),
+            CliError::Client(error) => error.exit_code(),
+            CliError::Config(_) => 2,
         }
     }
 }
@@ -185,8 +182,8 @@ impl CliError {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    let (request, key_admin) = request_of(cli.command);
-    match Box::pin(run(request, key_admin)).await {
+    let request = request_of(cli.command);
+    match Box::pin(run(request)).await {
         Ok(response) => {
             print(&response, json);
             exit_of(&response)
@@ -198,7 +195,7 @@ async fn main() -> ExitCode {
     }
 }
 
-fn request_of(command: Command) -> (Request, bool) {
+fn request_of(command: Command) -> Request {
     let field_value = |ip: Option<String>, device_id: Option<String>| match (ip, device_id) {
         (Some(ip), _) => (PiiFieldName::Ip, ip),
         (_, Some(id)) => (PiiFieldName::DeviceId, id),
@@ -207,7 +204,7 @@ fn request_of(command: Command) -> (Request, bool) {
     match command {
         Command::Find(FindArgs { target, reason }) => {
             let (field, value) = field_value(target.ip, target.device_id);
-            (Request::Find { field, value: Plaintext::new(value), reason }, false)
+            Request::Find { field, value: Plaintext::new(value), reason }
         }
         Command::Reveal(RevealArgs { target: t, reason }) => {
             let target = match (t.masked_ip, t.masked_device_id, t.user_id, t.message_id) {
@@ -217,7 +214,7 @@ fn request_of(command: Command) -> (Request, bool) {
                 (.., Some(id)) => RevealTarget::MessageId(id),
                 _ => unreachable!("clap requires one target"),
             };
-            (Request::Reveal { target, reason }, false)
+            Request::Reveal { target, reason }
         }
         Command::Forget(ForgetArgs { target: t, reason }) => {
             let (field, target) = match (t.ip, t.masked_ip, t.device_id, t.masked_device_id) {
@@ -227,39 +224,26 @@ fn request_of(command: Command) -> (Request, bool) {
                 (_, _, Some(id), _) => (PiiFieldName::DeviceId, ForgetTarget::Plaintext(Plaintext::new(id))),
                 _ => unreachable!("clap requires one target"),
             };
-            (Request::Forget { field, target, reason }, false)
+            Request::Forget { field, target, reason }
         }
-        Command::Audit { since } => (Request::Audit { since }, false),
-        Command::Admin(AdminCommand::InitKeys) => (Request::InitKeys, true),
-        Command::Admin(AdminCommand::RotateKey) | Command::RotateKey => (Request::RotateKey, true),
+        Command::Audit { since } => Request::Audit { since },
+        Command::Admin(AdminCommand::InitKeys) => Request::InitKeys,
+        Command::Admin(AdminCommand::RotateKey) | Command::RotateKey => Request::RotateKey,
         Command::Admin(AdminCommand::Reencrypt { batch_size }) | Command::Reencrypt { batch_size } => {
-            (Request::Reencrypt { batch_size }, true)
+            Request::Reencrypt { batch_size }
         }
     }
 }
 
-/// Until the function URL client lands, the tool runs the service's code in-process with
-/// the service's database login; the caller recorded is `local:$USER`.
-async fn run(request: Request, key_admin: bool) -> Result<Response, CliError> {
-    // Refuse an unusable reason before connecting anywhere.
+/// Sends the request to the vault service, signed with the caller's AWS credentials.
+async fn run(request: Request) -> Result<Response, CliError> {
+    // Refuse an unusable reason before contacting anything.
     if let Request::Reveal { reason, .. } | Request::Forget { reason, .. } = &request {
         login_etl::event::text::audit_reason(reason.as_deref()).map_err(ServiceError::from)?;
     }
-    let url = config::required_env("VAULT_DATABASE_URL")?;
-    let pool = store::pool(database::parse_database_url(&url)?, 2)?;
-    let kms_key_id = config::required_env("KMS_KEY_ID")?;
+    let url = config::required_env("PII_VAULT_URL")?;
     let sdk = config::aws_sdk_config().await?;
-    let budget = match std::env::var("REVEAL_BUDGET_PER_DAY") {
-        Ok(text) => text.trim().parse().map_err(|_| config::ConfigError::Malformed {
-            var: "REVEAL_BUDGET_PER_DAY",
-            reason: "expected a whole number".into(),
-        })?,
-        Err(_) => DEFAULT_REVEAL_BUDGET,
-    };
-    let service = VaultService::new(pool, Kms::new(aws_sdk_kms::Client::new(&sdk), kms_key_id), budget);
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let context = RequestContext { caller: format!("local:{user}"), request_id: "local".into(), key_admin };
-    Ok(Box::pin(service.handle(&context, request)).await?)
+    Ok(VaultClient::new(url, sdk).send(&request).await?)
 }
 
 /// 3 when a value was unknown, 4 when one was erased, else 0.

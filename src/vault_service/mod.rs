@@ -7,6 +7,7 @@
 //! URL), never a name the caller typed.
 
 pub mod audit;
+pub mod http;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Pool;
@@ -23,6 +24,17 @@ use audit::{Action, AuditId, AuditRow, Entry, Outcome};
 /// Reveals and finds per caller per 24 hours, unless `REVEAL_BUDGET_PER_DAY` says otherwise.
 pub const DEFAULT_REVEAL_BUDGET: u32 = 100;
 
+/// `REVEAL_BUDGET_PER_DAY`, or the default.
+pub fn reveal_budget_from_env() -> Result<u32, crate::config::ConfigError> {
+    match std::env::var("REVEAL_BUDGET_PER_DAY") {
+        Err(_) => Ok(DEFAULT_REVEAL_BUDGET),
+        Ok(text) => text.trim().parse().map_err(|_| crate::config::ConfigError::Malformed {
+            var: "REVEAL_BUDGET_PER_DAY",
+            reason: "expected a whole number".into(),
+        }),
+    }
+}
+
 /// Who asks, as the transport proved it, and what the caller may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestContext {
@@ -30,7 +42,9 @@ pub struct RequestContext {
     pub caller: String,
     /// The Lambda request id, recorded with each audit row.
     pub request_id: String,
-    /// Whether the caller is the key administrator (admin operations only).
+    /// Whether the caller may find, reveal, forget and list the audit.
+    pub staff: bool,
+    /// Whether the caller may create, rotate and re-encrypt keys.
     pub key_admin: bool,
 }
 
@@ -288,6 +302,11 @@ impl VaultService {
         })
     }
 
+    /// The service's database pool (its login is in `login_etl_vault_service`).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     async fn indexer(&self) -> Result<&BlindIndexer, ServiceError> {
         self.indexer
             .get_or_try_init(|| async {
@@ -299,7 +318,7 @@ impl VaultService {
 
     /// Refuses (and records the refusal of) an action the caller may not take.
     async fn authorize(&self, context: &RequestContext, action: Action) -> Result<(), ServiceError> {
-        if action.is_admin() == context.key_admin {
+        if if action.is_admin() { context.key_admin } else { context.staff } {
             return Ok(());
         }
         let error = ServiceError::NotAllowed { caller: context.caller.clone(), action: action.as_str() };

@@ -218,6 +218,7 @@ pub fn staff(name: &str) -> RequestContext {
     RequestContext {
         caller: format!("arn:aws:sts::123456789012:assumed-role/pii-vault-staff/{name}"),
         request_id: format!("req-{}", unique_suffix()),
+        staff: true,
         key_admin: false,
     }
 }
@@ -227,6 +228,7 @@ pub fn key_admin() -> RequestContext {
     RequestContext {
         caller: "arn:aws:sts::123456789012:assumed-role/pii-vault-key-admin/admin".into(),
         request_id: format!("req-{}", unique_suffix()),
+        staff: false,
         key_admin: true,
     }
 }
@@ -377,4 +379,96 @@ impl TestQueues {
             assert!(output.expect("send").failed().is_empty());
         }
     }
+}
+
+/// The vault service on the same path as the local stack's (`scripts/local-service.sh`):
+/// `cargo lambda watch --only-lambda-apis` serves the function URL and the runtime API, the
+/// real `pii-vault-service` binary answers through it, as a login in
+/// `login_etl_vault_service` of this test's database. Both processes stop on drop.
+pub struct LocalVaultService {
+    /// The function URL to give `pii-vault` as `PII_VAULT_URL`.
+    pub url: String,
+    children: Vec<std::process::Child>,
+}
+
+impl LocalVaultService {
+    /// `service_binary`: the test's `env!("CARGO_BIN_EXE_pii-vault-service")`.
+    pub async fn start(db: &TestDb, kms: &Kms, service_binary: &str, identity: &str) -> LocalVaultService {
+        let port = free_port();
+        let root = repo_path("");
+        let venv_bin = repo_path(".venv/bin");
+        let path = format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default());
+        let watch = std::process::Command::new("cargo")
+            .args(["lambda", "watch", "--only-lambda-apis", "--invoke-address", "127.0.0.1"])
+            .args(["--invoke-port", &port.to_string()])
+            .current_dir(&root)
+            .env("PATH", &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cargo lambda watch (make test installs cargo-lambda into .venv)");
+        let mut service = LocalVaultService {
+            url: format!("http://127.0.0.1:{port}/lambda-url/_/"),
+            children: vec![watch],
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "cargo lambda watch did not listen on {port}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let database_url = url_of(&db.login_in("login_etl_vault_service").await);
+        let child = std::process::Command::new(service_binary)
+            .env("DATABASE_URL", database_url)
+            .env("KMS_KEY_ID", kms.key_id())
+            .env("PII_VAULT_LOCAL_IDENTITY", identity)
+            .env("REVEAL_BUDGET_PER_DAY", "100000")
+            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
+            .env("AWS_LAMBDA_FUNCTION_NAME", "pii-vault-service")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("pii-vault-service");
+        service.children.push(child);
+        // Ready when the service itself answers: a GET is refused with 400 before it is
+        // audited (only POSTed requests are operations).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while http_status(port, "GET", "/lambda-url/_/").await != Some(400) {
+            assert!(std::time::Instant::now() < deadline, "pii-vault-service did not answer on {port}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        service
+    }
+}
+
+/// The status code of a bare HTTP/1.1 request to 127.0.0.1:`port`, if one came back.
+async fn http_status(port: u16, method: &str, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await.ok().flatten()
+}
+
+impl Drop for LocalVaultService {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A loopback port nothing listens on (just now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }

@@ -391,46 +391,95 @@ async fn key_administration_goes_through_the_service_and_keeps_every_value_and_m
     );
 }
 
-/// Runs the `pii-vault` binary as staff would.
-fn pii_vault(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+/// Runs the `pii-vault` binary as staff would, against the service at `url`.
+fn pii_vault(url: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
         .args(args)
-        .env("VAULT_DATABASE_URL", database_url)
-        .env_remove("KMS_KEY_ID")
-        .envs(env.iter().copied())
+        .env("PII_VAULT_URL", url)
+        .env_remove("VAULT_DATABASE_URL")
+        .env_remove("DATABASE_URL")
         .output()
         .expect("run pii-vault")
 }
 
-#[tokio::test]
-async fn the_tool_refuses_without_reason_prints_errors_once_and_names_missing_settings() {
+fn json_of(output: &std::process::Output) -> serde_json::Value {
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pii_vault_binary_does_everything_through_the_running_service() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let service =
+        LocalVaultService::start(&db, &kms, env!("CARGO_BIN_EXE_pii-vault-service"), "local:e2e-staff").await;
+    let url = service.url.as_str();
+
+    // Keys by the admin operation, through the service; then the function loads them.
+    let created = json_of(&pii_vault(url, &["admin", "init-keys", "--json"]));
+    assert_eq!(created["created"].as_array().map(Vec::len), Some(3));
+    let mut config = db.app_config();
+    config.database = db.login_in("login_etl_writer").await;
+    let app = App::init(&config, &kms).await.expect("keys exist");
+    handler::handle(&app, load_event("events/login-queue-100.json")).await.expect("batch");
+
+    // Every sample value revealed to its original.
+    let logins: Vec<_> = sample_messages().into_iter().filter(|m| m.get("user_id").is_some()).collect();
+    for login in &logins {
+        let user = login["user_id"].as_str().expect("user");
+        let revealed = json_of(&pii_vault(url, &["reveal", "--user-id", user, "--reason", REASON, "--json"]));
+        for item in revealed.as_array().expect("array") {
+            let field = item["field"].as_str().expect("field");
+            assert_eq!(item["value"], login[field], "{field} of {user}");
+        }
+    }
+    // find, forget, audit and the admin operations take the same path.
+    let ip = logins[0]["ip"].as_str().expect("ip");
+    let found = json_of(&pii_vault(url, &["find", "--ip", ip, "--json"]));
+    assert_eq!(found["rows"][0]["user_id"], logins[0]["user_id"]);
+    let forgotten = json_of(&pii_vault(url, &["forget", "--ip", ip, "--reason", REASON, "--json"]));
+    assert_eq!(forgotten["outcome"], "forgotten");
+    let mask = found["mask"].as_str().expect("mask");
+    let erased = pii_vault(url, &["reveal", "--masked-ip", mask, "--reason", REASON]);
+    assert_eq!(erased.status.code(), Some(4));
+    assert_eq!(json_of(&pii_vault(url, &["admin", "rotate-key", "--json"]))["version"], 2);
+    assert_eq!(json_of(&pii_vault(url, &["admin", "reencrypt", "--json"]))["reencrypted"], 197);
+    let audit = json_of(&pii_vault(url, &["audit", "--json"]));
+    let rows = audit.as_array().expect("rows");
+    assert!(rows.iter().all(
+        |r| r["caller"] == "local:e2e-staff" && r["request_id"].as_str().is_some_and(|id| !id.is_empty())
+    ));
+    assert_eq!(rows.iter().filter(|r| r["action"] == "reveal" && r["outcome"] == "revealed").count(), 2 * 99);
+    for action in ["find", "forget", "rotate-key", "reencrypt", "init-keys"] {
+        assert!(rows.iter().any(|r| r["action"] == action), "{action} audited");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tool_refuses_without_reason_says_errors_once_and_names_missing_settings() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
     let app = loaded_by_writer(&db, &kms).await;
     let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
-    let service_url = url_of(&db.login_in("login_etl_vault_service").await);
-    let kms_env = [("KMS_KEY_ID", kms.key_id())];
+    let service =
+        LocalVaultService::start(&db, &kms, env!("CARGO_BIN_EXE_pii-vault-service"), "local:e2e").await;
+    let url = &service.url.clone();
 
-    let output = pii_vault(&service_url, &["reveal", "--masked-ip", index.as_str()], &kms_env);
+    let output = pii_vault(url, &["reveal", "--masked-ip", index.as_str()]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("a reason is required"));
     assert!(output.stdout.is_empty());
-    assert_eq!(db.count("SELECT count(*) FROM pii_audit").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM pii_audit").await, 0, "refused before contacting anything");
 
-    let output = pii_vault(
-        &service_url,
-        &["reveal", "--masked-ip", index.as_str(), "--reason", REASON, "--json"],
-        &kms_env,
-    );
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    assert_eq!(json[0]["value"], "199.172.111.135");
-
-    let output = pii_vault(&service_url, &["reveal", "--masked-ip", index.as_str(), "--reason", REASON], &[]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
+        .args(["audit"])
+        .env_remove("PII_VAULT_URL")
+        .output()
+        .expect("run");
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&output.stderr).trim_end(),
-        "pii-vault: configuration: KMS_KEY_ID is not set"
+        "pii-vault: configuration: PII_VAULT_URL is not set"
     );
 
     // A tampered row: refused, the error said once.
@@ -443,12 +492,65 @@ async fn the_tool_refuses_without_reason_prints_errors_once_and_names_missing_se
         )
         .await
         .expect("tamper");
-    let output =
-        pii_vault(&service_url, &["reveal", "--masked-ip", index.as_str(), "--reason", REASON], &kms_env);
+    let output = pii_vault(url, &["reveal", "--masked-ip", index.as_str(), "--reason", REASON]);
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());
     assert_eq!(
         String::from_utf8_lossy(&output.stderr).trim_end(),
         "pii-vault: vault row: vault ciphertext failed authentication (tampered, moved to another row, or wrong key)"
+    );
+    // The service is unreachable: said so, by exit code 7.
+    drop(service);
+    let output = pii_vault(url, &["audit"]);
+    assert_eq!(output.status.code(), Some(7));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .starts_with("pii-vault: cannot reach the vault service at http://127.0.0.1:")
+    );
+}
+
+#[tokio::test]
+async fn a_request_without_an_iam_identity_is_refused_and_the_attempt_recorded() {
+    use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
+    use login_etl::vault_service::http::{self, Access};
+
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let event = |authorizer: serde_json::Value| -> LambdaFunctionUrlRequest {
+        serde_json::from_value(serde_json::json!({
+            "version": "2.0", "rawPath": "/", "rawQueryString": "", "headers": {},
+            "requestContext": {"requestId": "r-1", "timeEpoch": 0, "http": {"method": "POST", "path": "/"},
+                               "authorizer": authorizer},
+            "body": r#"{"op": "audit", "since": null}"#, "isBase64Encoded": false,
+        }))
+        .expect("event")
+    };
+    let access = Access {
+        staff_role: Some("arn:aws:iam::123456789012:role/pii-vault-staff".into()),
+        key_admin_role: Some("arn:aws:iam::123456789012:role/pii-vault-key-admin".into()),
+        local_identity: None,
+    };
+    let answer = http::handle(&service, &access, event(serde_json::Value::Null), "r-1").await;
+    assert_eq!(answer.status_code, 401);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pii_audit WHERE caller = '(no IAM identity)' AND outcome = 'refused'")
+            .await,
+        1
+    );
+
+    let staff = serde_json::json!({"iam": {"userArn": "arn:aws:sts::123456789012:assumed-role/pii-vault-staff/alice"}});
+    let answer = http::handle(&service, &access, event(staff), "r-2").await;
+    assert_eq!(answer.status_code, 200, "{:?}", answer.body);
+    // Someone else's role: a caller, but not allowed.
+    let other =
+        serde_json::json!({"iam": {"userArn": "arn:aws:sts::123456789012:assumed-role/other/mallory"}});
+    let answer = http::handle(&service, &access, event(other), "r-3").await;
+    assert_eq!(answer.status_code, 403);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pii_audit WHERE caller LIKE '%/mallory' AND outcome = 'refused'")
+            .await,
+        1
     );
 }

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The vault service on the local stack, on the same path as in AWS: `pii-vault` signs its
+# request and POSTs it to a function URL; `cargo lambda watch` serves that URL and the
+# Lambda runtime API, and the real `pii-vault-service` binary answers through the runtime
+# API. cargo-lambda's URLs carry no IAM identity, so the service runs with
+# PII_VAULT_LOCAL_IDENTITY (never set in template.yaml; the template lint rejects it).
+#
+#   scripts/local-service.sh up     migrate, demo logins, (re)start the service; adds
+#                                   PII_VAULT_URL to .stack/env
+#   scripts/local-service.sh down   stop it
+#
+# Settings: VAULT_PORT (default 9100), and those of scripts/stack.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+state=.stack
+port=${VAULT_PORT:-9100}
+
+log() { printf 'vault-service: %s\n' "$*" >&2; }
+
+stop() {
+  local name
+  for name in vault-service watch; do
+    if [ -f "$state/$name.pid" ]; then
+      kill "$(cat "$state/$name.pid")" 2>/dev/null || true
+      rm -f "$state/$name.pid"
+    fi
+  done
+}
+
+up() {
+  [ -f "$state/env" ] || { log "the stack is not up: run scripts/stack.sh up first"; exit 1; }
+  source "$state/env"
+  cargo build --quiet --bin migrate --bin pii-vault-service --bin pii-vault
+  target/debug/migrate >/dev/null
+  # Demo logins in the roles (no password: the throwaway cluster trusts loopback).
+  for login in writer analyst auditor vault_service; do
+    psql "$DATABASE_URL" -qAtX -c "DO \$\$ BEGIN CREATE ROLE login_etl_demo_$login LOGIN IN ROLE login_etl_$login;
+               EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" >/dev/null 2>&1 || true
+  done
+  local service_url; service_url=$(sed -E "s#^(postgres(ql)?://)[^@/]*@#\1login_etl_demo_vault_service@#" <<<"$DATABASE_URL")
+  psql "$service_url" -qAtXc "SELECT 1" >/dev/null 2>&1 || service_url=$DATABASE_URL
+
+  stop
+  log "cargo lambda watch (runtime API and function URLs) on 127.0.0.1:$port"
+  PATH="$PWD/.venv/bin:$PATH" nohup cargo lambda watch --only-lambda-apis \
+    --invoke-address 127.0.0.1 --invoke-port "$port" >"$state/watch.log" 2>&1 &
+  echo $! >"$state/watch.pid"
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.2
+  done
+  log "pii-vault-service (logs: $state/vault-service.log)"
+  DATABASE_URL=$service_url PII_VAULT_LOCAL_IDENTITY="local:${USER:-developer}" \
+    AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt" AWS_LAMBDA_FUNCTION_NAME=pii-vault-service \
+    AWS_LAMBDA_FUNCTION_VERSION='$LATEST' AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256 \
+    nohup target/debug/pii-vault-service >"$state/vault-service.log" 2>&1 &
+  echo $! >"$state/vault-service.pid"
+  sleep 0.5
+  if ! kill -0 "$(cat "$state/vault-service.pid")" 2>/dev/null; then
+    log "pii-vault-service did not start:"; tail -5 "$state/vault-service.log" >&2; exit 1
+  fi
+  # With --only-lambda-apis, cargo-lambda serves the one function as `_`.
+  sed -i '/^export PII_VAULT_URL=/d' "$state/env"
+  echo "export PII_VAULT_URL='http://127.0.0.1:$port/lambda-url/_/'" >>"$state/env"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) stop; [ -f "$state/env" ] && sed -i '/^export PII_VAULT_URL=/d' "$state/env"; true ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

@@ -1,0 +1,40 @@
+//! `pii-vault-service`: the vault service as a Lambda function behind a function URL with
+//! IAM auth (see `login_etl::vault_service`). Resources once at init, then one call per
+//! request; every operation is audited before it runs.
+#![forbid(unsafe_code)]
+
+use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use login_etl::config::{self, Config};
+use login_etl::error::report;
+use login_etl::keys::Kms;
+use login_etl::vault_service::http::{self, Access};
+use login_etl::vault_service::{self, VaultService};
+use login_etl::{store, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let (service, access) = init().await.inspect_err(|error| {
+        tracing::error!(error = %report(&**error), "init failed");
+    })?;
+    if access.local_identity.is_some() {
+        tracing::warn!(
+            "PII_VAULT_LOCAL_IDENTITY is set: requests without an IAM identity are taken as that caller (local stack only)"
+        );
+    }
+    let (service, access) = (&service, &access);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<LambdaFunctionUrlRequest>| async move {
+        Ok::<_, Error>(http::handle(service, access, event.payload, &event.context.request_id).await)
+    }))
+    .await
+}
+
+async fn init() -> Result<(VaultService, Access), Error> {
+    let sdk = config::aws_sdk_config().await?;
+    let config = Config::from_env(&sdk).await?;
+    let pool = store::pool(config.database, config.pool_size)?;
+    let kms = Kms::new(aws_sdk_kms::Client::new(&sdk), config.kms_key_id);
+    let budget = vault_service::reveal_budget_from_env()?;
+    Ok((VaultService::new(pool, kms, budget), Access::from_env()))
+}

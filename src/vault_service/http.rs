@@ -1,0 +1,211 @@
+//! The service's front: a Lambda function URL with `AuthType: AWS_IAM`. The caller is the
+//! IAM principal in the request context, which SigV4 makes unforgeable; a request without
+//! one is refused, unless the explicit local-identity setting (for the local stack, where
+//! `cargo lambda watch` serves the URL without IAM) names the caller. `template.yaml`
+//! never sets it, and `make lint-template` rejects a template that does.
+//!
+//! One route: `POST /` with a JSON [`Request`]; the answer is a JSON [`Response`], or
+//! `{"error": {"code", "message", "exit_code"}}` with the matching HTTP status.
+
+use aws_lambda_events::lambda_function_urls::{LambdaFunctionUrlRequest, LambdaFunctionUrlResponse};
+use base64::Engine;
+
+use super::audit::{self, Action, Entry, Outcome};
+use super::{Request, RequestContext, ServiceError, VaultService};
+use crate::error::report;
+
+/// Who may call, from the service's environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// IAM role ARN of the staff (`STAFF_ROLE_ARN`): find, reveal, forget, audit.
+    pub staff_role: Option<String>,
+    /// IAM role ARN of the key administrator (`KEY_ADMIN_ROLE_ARN`): the admin operations.
+    pub key_admin_role: Option<String>,
+    /// `PII_VAULT_LOCAL_IDENTITY`: the caller to assume when a request carries no IAM
+    /// identity (local stack only; both roles).
+    pub local_identity: Option<String>,
+}
+
+impl Access {
+    pub fn from_env() -> Access {
+        let var = |name| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        Access {
+            staff_role: var("STAFF_ROLE_ARN"),
+            key_admin_role: var("KEY_ADMIN_ROLE_ARN"),
+            local_identity: var("PII_VAULT_LOCAL_IDENTITY"),
+        }
+    }
+
+    /// The proven caller and what it may do, or why not.
+    pub fn context(
+        &self,
+        request: &LambdaFunctionUrlRequest,
+        request_id: &str,
+    ) -> Result<RequestContext, ServiceError> {
+        let proven = request
+            .request_context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.iam.as_ref())
+            .and_then(|iam| iam.user_arn.clone())
+            .filter(|arn| !arn.is_empty());
+        let (caller, local) = match (proven, &self.local_identity) {
+            (Some(arn), _) => (arn, false),
+            (None, Some(local)) => (local.clone(), true),
+            (None, None) => return Err(ServiceError::NoIdentity),
+        };
+        let in_role = |role: &Option<String>| role.as_deref().is_some_and(|role| assumes(&caller, role));
+        let (staff, key_admin) =
+            if local { (true, true) } else { (in_role(&self.staff_role), in_role(&self.key_admin_role)) };
+        Ok(RequestContext { caller, request_id: request_id.to_owned(), staff, key_admin })
+    }
+}
+
+/// Whether `caller` (an `assumed-role` session or the role itself) is `role_arn`.
+fn assumes(caller: &str, role_arn: &str) -> bool {
+    if caller == role_arn {
+        return true;
+    }
+    // arn:aws:iam::123:role/path/Name  <->  arn:aws:sts::123:assumed-role/Name/session
+    let Some((prefix, role_path)) = role_arn.split_once(":role/") else { return false };
+    let Some(partition_account) = prefix.strip_prefix("arn:").and_then(|p| p.split_once(":iam:")) else {
+        return false;
+    };
+    let name = role_path.rsplit('/').next().unwrap_or(role_path);
+    let (partition, account) = partition_account;
+    caller
+        .strip_prefix(&format!("arn:{partition}:sts:{account}:assumed-role/{name}/"))
+        .is_some_and(|session| !session.is_empty() && !session.contains('/'))
+}
+
+/// One function-URL invocation.
+pub async fn handle(
+    service: &VaultService,
+    access: &Access,
+    request: LambdaFunctionUrlRequest,
+    request_id: &str,
+) -> LambdaFunctionUrlResponse {
+    match answer(service, access, request, request_id).await {
+        Ok(response) => json_response(200, &serde_json::to_value(response).unwrap_or_default()),
+        Err(error) => {
+            tracing::warn!(code = error.code(), error = %report(&error), "request refused or failed");
+            let body = serde_json::json!({"error": {
+                "code": error.code(), "message": report(&error), "exit_code": error.exit_code(),
+            }});
+            json_response(error.http_status(), &body)
+        }
+    }
+}
+
+async fn answer(
+    service: &VaultService,
+    access: &Access,
+    request: LambdaFunctionUrlRequest,
+    request_id: &str,
+) -> Result<super::Response, ServiceError> {
+    let context = match access.context(&request, request_id) {
+        Ok(context) => context,
+        Err(error) => {
+            // Knocking without an identity is on the record too.
+            let anonymous = RequestContext {
+                caller: "(no IAM identity)".into(),
+                request_id: request_id.to_owned(),
+                staff: false,
+                key_admin: false,
+            };
+            let entry = Entry {
+                outcome: Some(Outcome::Refused),
+                detail: Some(error.to_string()),
+                ..Entry::new(Action::Audit)
+            };
+            audit::record(service.pool(), &anonymous, &[entry], None).await?;
+            return Err(error);
+        }
+    };
+    let method = request.request_context.http.method.as_deref().unwrap_or_default();
+    let path = request.raw_path.as_deref().unwrap_or("/");
+    if !method.eq_ignore_ascii_case("POST") || !matches!(path, "/" | "") {
+        return Err(ServiceError::BadRequest(format!("POST a JSON request to / (got {method} {path})")));
+    }
+    let body = match (request.body, request.is_base64_encoded) {
+        (Some(body), true) => base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|_| ServiceError::BadRequest("body is not valid base64".into()))?,
+        (Some(body), false) => body.into_bytes(),
+        (None, _) => Vec::new(),
+    };
+    // serde's messages can quote input (PII in a find): say only where it failed.
+    let request: Request = serde_json::from_slice(&body).map_err(|e| {
+        ServiceError::BadRequest(format!(
+            "the body is not a valid request (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    Box::pin(service.handle(&context, request)).await
+}
+
+fn json_response(status: u16, body: &serde_json::Value) -> LambdaFunctionUrlResponse {
+    let mut response = LambdaFunctionUrlResponse::default();
+    response.status_code = i64::from(status);
+    response.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.body = Some(body.to_string());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_assumed_role_session_is_its_role_and_nothing_else_is() {
+        let role = "arn:aws:iam::123456789012:role/team/pii-vault-staff";
+        assert!(assumes("arn:aws:sts::123456789012:assumed-role/pii-vault-staff/alice", role));
+        assert!(assumes(role, role));
+        assert!(!assumes("arn:aws:sts::999999999999:assumed-role/pii-vault-staff/alice", role));
+        assert!(!assumes("arn:aws:sts::123456789012:assumed-role/pii-vault-staff-x/alice", role));
+        assert!(!assumes("arn:aws:sts::123456789012:assumed-role/pii-vault-staff/", role));
+        assert!(!assumes("arn:aws:iam::123456789012:user/pii-vault-staff", role));
+    }
+
+    fn request_from(user_arn: Option<&str>) -> LambdaFunctionUrlRequest {
+        let mut event = serde_json::json!({
+            "version": "2.0", "rawPath": "/", "rawQueryString": "", "headers": {},
+            "requestContext": {"requestId": "r", "timeEpoch": 0,
+                               "http": {"method": "POST", "path": "/"}},
+            "body": "{}", "isBase64Encoded": false,
+        });
+        if let Some(arn) = user_arn {
+            event["requestContext"]["authorizer"] = serde_json::json!({"iam": {"userArn": arn}});
+        }
+        serde_json::from_value(event).expect("function URL event")
+    }
+
+    #[test]
+    fn no_identity_is_refused_unless_the_local_identity_is_set() {
+        let access = Access {
+            staff_role: Some("arn:aws:iam::123456789012:role/staff".into()),
+            key_admin_role: Some("arn:aws:iam::123456789012:role/keys".into()),
+            local_identity: None,
+        };
+        assert!(matches!(access.context(&request_from(None), "r"), Err(ServiceError::NoIdentity)));
+        let staff =
+            access.context(&request_from(Some("arn:aws:sts::123456789012:assumed-role/staff/a")), "r");
+        let staff = staff.expect("staff");
+        assert!(staff.staff && !staff.key_admin);
+        let admin = access.context(&request_from(Some("arn:aws:sts::123456789012:assumed-role/keys/b")), "r");
+        assert!(admin.expect("admin").key_admin);
+        let stranger =
+            access.context(&request_from(Some("arn:aws:sts::123456789012:assumed-role/other/c")), "r");
+        let stranger = stranger.expect("a caller, with no rights");
+        assert!(!stranger.staff && !stranger.key_admin);
+
+        let local = Access { local_identity: Some("local:dev".into()), ..access };
+        let context = local.context(&request_from(None), "r").expect("local");
+        assert_eq!(context.caller, "local:dev");
+        // A real identity always wins over the local setting.
+        let proven =
+            local.context(&request_from(Some("arn:aws:sts::123456789012:assumed-role/other/c")), "r");
+        assert_eq!(proven.expect("proven").caller, "arn:aws:sts::123456789012:assumed-role/other/c");
+    }
+}
