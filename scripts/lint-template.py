@@ -118,6 +118,68 @@ def check_invariants(sam: dict, cfn: dict) -> list:
                     f"{name}: statement {statement.get('Sid')} allows {sorted(uses)} without requiring "
                     f"exactly the encryption context keys {sorted(CONTEXT_KEYS)}"
                 )
+        problems += check_key_administration(name, key)
+
+    # The vault service: IAM-authenticated URL, invoked by named roles, no local identity.
+    urls = by_type("AWS::Lambda::Url")
+    if not urls:
+        problems.append("no function URL for the vault service")
+    for name, url in urls.items():
+        if url.get("Properties", {}).get("AuthType") != "AWS_IAM":
+            problems.append(f"{name}: a function URL must use AuthType AWS_IAM (the caller is what SigV4 proves)")
+    for name, permission in by_type("AWS::Lambda::Permission").items():
+        props = permission.get("Properties", {})
+        if props.get("Action") == "lambda:InvokeFunctionUrl":
+            if props.get("Principal") in ("*", None) or props.get("FunctionUrlAuthType") != "AWS_IAM":
+                problems.append(f"{name}: the vault service URL may be invoked only by named roles with AWS_IAM auth")
+    for name, function in functions.items():
+        variables = function.get("Properties", {}).get("Environment", {}).get("Variables", {})
+        if "PII_VAULT_LOCAL_IDENTITY" in variables:
+            problems.append(f"{name}: PII_VAULT_LOCAL_IDENTITY is for the local stack only; deployed, the caller is the IAM principal")
+    return problems
+
+
+# Rights that let a principal grant itself (or anyone) use of the key, or rewrite its policy.
+GRANTING = {"kms:*", "kms:create*", "kms:creategrant", "kms:put*", "kms:putkeypolicy"}
+
+
+def principals_of(statement: dict) -> list:
+    principal = statement.get("Principal")
+    return as_list(principal.get("AWS")) if isinstance(principal, dict) else as_list(principal)
+
+
+def is_account_root(principal) -> bool:
+    text = json.dumps(principal)
+    return ":root" in text
+
+
+def is_staff(principal) -> bool:
+    return principal == {"Ref": "StaffRoleArn"}
+
+
+def check_key_administration(name: str, key: dict) -> list:
+    problems = []
+    statements = as_list(key["Properties"].get("KeyPolicy", {}).get("Statement", []))
+    for statement in statements:
+        if statement.get("Effect") != "Allow":
+            continue
+        sid = statement.get("Sid")
+        actions = {a.lower() for a in as_list(statement.get("Action", []))}
+        principals = principals_of(statement)
+        if any(is_staff(p) for p in principals) and actions:
+            problems.append(f"{name}: statement {sid} gives the staff role KMS actions {sorted(actions)}; "
+                            "staff reach the vault only through the vault service")
+        if any(is_account_root(p) for p in principals) and actions & GRANTING:
+            problems.append(f"{name}: statement {sid} gives the account root {sorted(actions & GRANTING)}: "
+                            "any IAM principal could grant itself use of the key")
+    denies_grants = any(
+        s.get("Effect") == "Deny"
+        and "kms:creategrant" in {a.lower() for a in as_list(s.get("Action", []))}
+        and str(s.get("Condition", {}).get("Bool", {}).get("kms:GrantIsForAWSResource")).lower() == "false"
+        for s in statements
+    )
+    if not denies_grants:
+        problems.append(f"{name}: the key policy must deny kms:CreateGrant unless kms:GrantIsForAWSResource")
     return problems
 
 

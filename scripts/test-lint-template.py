@@ -33,12 +33,36 @@ BREAKS = [
      "          - Sid: FunctionUnwrapsProjectKeysOnly\n            Effect: Allow",
      "          - Sid: FunctionUnwrapsProjectKeysOnly\n            Effect: Alow"),
     ("key policy: function without encryption-context condition",
-     '              "Null":\n                "kms:EncryptionContextKeys": "false"\n          - Sid: StaffUnwrapProjectKeysOnly',
-     "          - Sid: StaffUnwrapProjectKeysOnly"),
+     '              "Null":\n                "kms:EncryptionContextKeys": "false"\n          - Sid: VaultServiceWrapsAndUnwrapsProjectKeysOnly',
+     "          - Sid: VaultServiceWrapsAndUnwrapsProjectKeysOnly"),
     ("key policy: account root may decrypt",
-     "              - kms:Create*\n", "              - kms:Create*\n              - kms:Decrypt\n"),
+     "Action: [kms:DescribeKey, kms:GetKeyPolicy, kms:GetKeyRotationStatus,",
+     "Action: [kms:Decrypt, kms:DescribeKey, kms:GetKeyPolicy, kms:GetKeyRotationStatus,"),
+    ("key policy: account root may create grants",
+     "Action: [kms:DescribeKey, kms:GetKeyPolicy, kms:GetKeyRotationStatus,",
+     "Action: [kms:CreateGrant, kms:DescribeKey, kms:GetKeyPolicy, kms:GetKeyRotationStatus,"),
+    ("key policy: account root may rewrite the policy",
+     "Action: [kms:DescribeKey, kms:GetKeyPolicy, kms:GetKeyRotationStatus,",
+     "Action: [kms:Put*, kms:DescribeKey, kms:GetKeyPolicy, kms:GetKeyRotationStatus,"),
+    ("key policy: grants for anything but AWS resources not denied",
+     '"kms:GrantIsForAWSResource": "false"', '"kms:GrantIsForAWSResource": "true"'),
+    ("key policy: staff may decrypt",
+     "          - Sid: FunctionUnwrapsProjectKeysOnly\n",
+     "          - Sid: StaffDecrypts\n            Effect: Allow\n            Principal: { AWS: !Ref StaffRoleArn }\n"
+     "            Action: kms:Decrypt\n            Resource: \"*\"\n            Condition:\n"
+     "              \"ForAllValues:StringEquals\":\n                \"kms:EncryptionContextKeys\": [app, purpose, key_version]\n"
+     "              \"Null\":\n                \"kms:EncryptionContextKeys\": \"false\"\n"
+     "          - Sid: FunctionUnwrapsProjectKeysOnly\n"),
+    ("vault service: URL without IAM auth",
+     "      FunctionUrlConfig:\n        AuthType: AWS_IAM", "      FunctionUrlConfig:\n        AuthType: NONE"),
+    ("vault service: URL invocable by anyone",
+     "      Principal: !Ref StaffRoleArn\n      FunctionUrlAuthType: AWS_IAM",
+     "      Principal: \"*\"\n      FunctionUrlAuthType: AWS_IAM"),
+    ("vault service: local identity set",
+     "          REVEAL_BUDGET_PER_DAY: !Ref RevealBudgetPerDay",
+     "          REVEAL_BUDGET_PER_DAY: !Ref RevealBudgetPerDay\n          PII_VAULT_LOCAL_IDENTITY: local:dev"),
     ("key policy: any principal",
-     "            Principal: { AWS: !Ref StaffRoleArn }", '            Principal: "*"'),
+     "            Principal: { AWS: !Ref KeyAdminRoleArn }", '            Principal: "*"'),
 ]
 
 

@@ -85,7 +85,9 @@ pub async fn handle(
     request: LambdaFunctionUrlRequest,
     request_id: &str,
 ) -> LambdaFunctionUrlResponse {
-    match answer(service, access, request, request_id).await {
+    let result = answer(service, access, request, request_id).await;
+    println!("{}", metrics_line(&result, chrono::Utc::now().timestamp_millis()));
+    match result {
         Ok(response) => json_response(200, &serde_json::to_value(response).unwrap_or_default()),
         Err(error) => {
             tracing::warn!(code = error.code(), error = %report(&error), "request refused or failed");
@@ -145,6 +147,45 @@ async fn answer(
     Box::pin(service.handle(&context, request)).await
 }
 
+/// One CloudWatch Embedded Metric Format line per request (namespace `login-etl`,
+/// dimension `Function`): values revealed, refusals, refusals for the daily budget. The
+/// alarms of `template.yaml` watch the last two.
+pub fn metrics_line(result: &Result<super::Response, ServiceError>, timestamp_ms: i64) -> String {
+    let revealed = match result {
+        Ok(super::Response::Reveal { values }) => {
+            values.iter().filter(|v| v.outcome == Outcome::Revealed).count()
+        }
+        _ => 0,
+    };
+    let refused = matches!(
+        result,
+        Err(ServiceError::Reason(_)
+            | ServiceError::NotAllowed { .. }
+            | ServiceError::NoIdentity
+            | ServiceError::Budget { .. })
+    );
+    let budget = matches!(result, Err(ServiceError::Budget { .. }));
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "login-etl",
+                "Dimensions": [["Function"]],
+                "Metrics": [
+                    {"Name": "RevealedValues", "Unit": "Count"},
+                    {"Name": "Refusals", "Unit": "Count"},
+                    {"Name": "BudgetRefusals", "Unit": "Count"},
+                ],
+            }],
+        },
+        "Function": "pii-vault-service",
+        "RevealedValues": revealed,
+        "Refusals": u8::from(refused),
+        "BudgetRefusals": u8::from(budget),
+    })
+    .to_string()
+}
+
 fn json_response(status: u16, body: &serde_json::Value) -> LambdaFunctionUrlResponse {
     let mut response = LambdaFunctionUrlResponse::default();
     response.status_code = i64::from(status);
@@ -156,6 +197,28 @@ fn json_response(status: u16, body: &serde_json::Value) -> LambdaFunctionUrlResp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_request_emits_its_metrics_in_embedded_metric_format() {
+        let budget: Result<super::super::Response, ServiceError> =
+            Err(ServiceError::Budget { budget: 3, used: 3 });
+        let line: serde_json::Value =
+            serde_json::from_str(&metrics_line(&budget, 1_700_000_000_000)).expect("json");
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "login-etl");
+        assert_eq!((line["BudgetRefusals"].as_u64(), line["Refusals"].as_u64()), (Some(1), Some(1)));
+        let revealed = Ok(super::super::Response::Reveal {
+            values: vec![super::super::Revealed {
+                field: super::super::PiiFieldName::Ip,
+                mask: "m".into(),
+                outcome: Outcome::Revealed,
+                value: Some(super::super::Plaintext::new("10.0.0.1")),
+            }],
+        });
+        let text = metrics_line(&revealed, 0);
+        assert!(!text.contains("10.0.0.1"), "no value in metrics");
+        let line: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!((line["RevealedValues"].as_u64(), line["BudgetRefusals"].as_u64()), (Some(1), Some(0)));
+    }
 
     #[test]
     fn an_assumed_role_session_is_its_role_and_nothing_else_is() {
