@@ -9,8 +9,9 @@ use std::net::IpAddr;
 use super::app_version::AppVersion;
 use super::body::RawBody;
 use super::reject::{Field, RejectReason};
+use super::text::is_invisible;
 
-/// Non-empty text without control characters, at most the field's column width.
+/// Non-empty text without control or invisible characters, at most the field's column width.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnText(String);
 
@@ -133,6 +134,11 @@ fn column_text(text: &str, field: Field) -> Result<ColumnText, RejectReason> {
     }
     if text.chars().any(char::is_control) {
         return Err(RejectReason::ControlCharacter(field));
+    }
+    // Zero-width, BOM, soft hyphen, bidi controls…: two spellings that look the same would
+    // get different masks (missed duplicates), and analysts would read what is not there.
+    if text.chars().any(is_invisible) {
+        return Err(RejectReason::InvisibleCharacter(field));
     }
     if text.chars().count() > field.max_chars() {
         return Err(RejectReason::TooLong(field));

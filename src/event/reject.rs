@@ -75,6 +75,8 @@ pub enum RejectReason {
     TooLong(Field),
     #[error("field `{0}` contains NUL or control characters")]
     ControlCharacter(Field),
+    #[error("field `{0}` contains invisible characters (zero-width, BOM, soft hyphen, bidi controls, …)")]
+    InvisibleCharacter(Field),
     #[error("ip is not a valid IPv4 or IPv6 address")]
     InvalidIp,
     #[error("app_version is not 1 to 3 dot-separated decimal numbers")]
@@ -100,6 +102,7 @@ impl RejectReason {
             RejectReason::EmptyField(_) => "empty_field",
             RejectReason::TooLong(_) => "too_long",
             RejectReason::ControlCharacter(_) => "control_character",
+            RejectReason::InvisibleCharacter(_) => "invisible_character",
             RejectReason::InvalidIp => "invalid_ip",
             RejectReason::InvalidAppVersion => "invalid_app_version",
             RejectReason::AppVersionOutOfRange => "app_version_out_of_range",
@@ -116,7 +119,8 @@ impl RejectReason {
             | RejectReason::DuplicateField(f)
             | RejectReason::EmptyField(f)
             | RejectReason::TooLong(f)
-            | RejectReason::ControlCharacter(f) => Some(*f),
+            | RejectReason::ControlCharacter(f)
+            | RejectReason::InvisibleCharacter(f) => Some(*f),
             RejectReason::InvalidIp => Some(Field::Ip),
             RejectReason::InvalidAppVersion | RejectReason::AppVersionOutOfRange => Some(Field::AppVersion),
             _ => None,

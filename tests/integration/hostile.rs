@@ -112,6 +112,22 @@ fn cases() -> Vec<(&'static str, String, Expect)> {
         ("del-in-locale", text("locale", "R\u{7f}U"), Rejected("control_character")),
         ("c1-in-device-id", text("device_id", "dev\u{85}1"), Rejected("control_character")),
         ("newline-in-user-id", text("user_id", "a\nb"), Rejected("control_character")),
+        // Invisible characters: the same-looking spelling would get its own mask.
+        ("zero-width-space-device-id", text("device_id", "dev-\u{200B}1"), Rejected("invisible_character")),
+        ("bom-device-id", text("device_id", "\u{FEFF}dev-1"), Rejected("invisible_character")),
+        ("soft-hyphen-device-id", text("device_id", "dev\u{AD}-1"), Rejected("invisible_character")),
+        ("bidi-override-user-id", text("user_id", "user\u{202E}cba"), Rejected("invisible_character")),
+        ("bidi-isolate-locale", text("locale", "\u{2066}RU\u{2069}"), Rejected("invisible_character")),
+        (
+            "zero-width-joiner-device-type",
+            text("device_type", "ios\u{200D}"),
+            Rejected("invisible_character"),
+        ),
+        ("only-invisible-user-id", text("user_id", "\u{200B}\u{200B}"), Rejected("invisible_character")),
+        ("word-joiner-ip", text("ip", "10.0.0.1\u{2060}"), Rejected("invisible_character")),
+        // Device ids are opaque and case-sensitive: these are two devices.
+        ("device-id-lower", text("device_id", "abc-device"), Written),
+        ("device-id-upper", text("device_id", "ABC-DEVICE"), Written),
         // Text that must be stored as it is.
         ("sql-looking", text("user_id", "'); DROP TABLE user_logins; --"), Written),
         ("non-ascii", text("user_id", "用户-ünïcödé-Ω"), Written),
@@ -192,7 +208,7 @@ async fn every_hostile_record_has_its_exact_outcome_and_costs_no_good_message_it
     assert!(failed.iter().all(|id| rejected.contains_key(id)));
     let client = db.connect().await;
     let written: HashMap<String, tokio_postgres::Row> = client
-        .query("SELECT sqs_message_id, user_id, app_version, masked_ip, locale FROM user_logins", &[])
+        .query("SELECT sqs_message_id, user_id, app_version, masked_ip, locale, masked_device_id FROM user_logins", &[])
         .await
         .expect("rows")
         .into_iter()
@@ -239,6 +255,8 @@ async fn every_hostile_record_has_its_exact_outcome_and_costs_no_good_message_it
     assert_eq!(mask("ipv6-compressed"), mask("ipv6-leading-zeros"));
     assert_eq!(mask("ipv4-mapped"), mask("ipv4-plain"));
     assert_ne!(mask("ipv4-plain"), mask("ipv6-compressed"));
+    let device_mask = |id: &str| written[id].get::<_, String>(5);
+    assert_ne!(device_mask("device-id-lower"), device_mask("device-id-upper"), "case-sensitive");
     // The version encoding: major * 1e6 + minor * 1e3 + patch.
     let version = |id: &str| written[id].get::<_, i32>(2);
     assert_eq!(version("version-major"), 2_000_000);
