@@ -81,6 +81,7 @@ pub async fn handle_with_stats(
     event: SqsEvent,
 ) -> Result<(SqsBatchResponse, BatchStats), BatchError> {
     let started = Instant::now();
+    tracing::debug!(records = event.records.len(), "batch received");
     let PreparedBatch { logins, vault, response, mut stats } = prepare(&app.keyring, event)?;
 
     let outcome = store::write_batch(&app.pool, &logins, &vault, &app.retry).await.inspect_err(|error| {

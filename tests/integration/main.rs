@@ -7,4 +7,5 @@ mod esm;
 mod faults;
 mod handler;
 mod hostile;
+mod trace_logs;
 mod vault_service;
