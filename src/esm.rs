@@ -60,6 +60,9 @@ pub struct DrainSummary {
     pub rejected_by_reason: BTreeMap<String, usize>,
     pub deleted: usize,
     pub failed_invocations: usize,
+    pub vault_values_added: u64,
+    pub retries: u64,
+    pub unidentifiable: usize,
     pub elapsed: Duration,
 }
 
@@ -250,6 +253,9 @@ async fn process_batch(
     };
     summary.written += stats.written;
     summary.already_present += stats.already_present;
+    summary.vault_values_added += stats.vault_values_added;
+    summary.retries += u64::from(stats.retries);
+    summary.unidentifiable += stats.unidentifiable;
     for (reason, count) in stats.rejected_by_reason {
         *summary.rejected_by_reason.entry(reason.to_owned()).or_default() += count;
     }

@@ -16,6 +16,7 @@ use crate::crypto::{PiiField, SealError};
 use crate::error::report;
 use crate::event::{LoginEvent, RejectReason};
 use crate::keys::Keyring;
+use crate::metrics;
 use crate::store::{self, LoginRow, StoreError, VaultRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +72,44 @@ pub struct PreparedBatch {
     pub stats: BatchStats,
 }
 
-/// The Lambda entry point's logic (see `main.rs`).
+/// The Lambda entry point's logic (see `main.rs`): the batch, then its metrics line.
 pub async fn handle(app: &App, event: SqsEvent) -> Result<SqsBatchResponse, BatchError> {
-    handle_with_stats(app, event).await.map(|(response, _)| response)
+    let started = Instant::now();
+    let (response, stats) = handle_with_stats(app, event).await?;
+    for line in metric_lines(&stats, started.elapsed().as_secs_f64() * 1000.0, Utc::now().timestamp_millis())
+    {
+        println!("{line}");
+    }
+    Ok(response)
+}
+
+/// The batch's CloudWatch metrics (EMF): one line of counts and duration, one per
+/// rejection reason (dimension `Reason`).
+pub fn metric_lines(stats: &BatchStats, duration_ms: f64, timestamp_ms: i64) -> Vec<String> {
+    let function = [("Function", "login-etl")];
+    let rejected: usize = stats.rejected_by_reason.values().sum();
+    let mut lines = vec![metrics::line(
+        &function,
+        &[
+            ("Received", stats.received as f64, "Count"),
+            ("Written", stats.written as f64, "Count"),
+            ("AlreadyPresent", stats.already_present as f64, "Count"),
+            ("Rejected", rejected as f64, "Count"),
+            ("VaultValuesAdded", stats.vault_values_added as f64, "Count"),
+            ("Retries", f64::from(stats.retries), "Count"),
+            ("Unidentifiable", stats.unidentifiable as f64, "Count"),
+            ("BatchDuration", duration_ms, "Milliseconds"),
+        ],
+        timestamp_ms,
+    )];
+    for (reason, count) in &stats.rejected_by_reason {
+        lines.push(metrics::line(
+            &[("Function", "login-etl"), ("Reason", reason)],
+            &[("RejectedByReason", *count as f64, "Count")],
+            timestamp_ms,
+        ));
+    }
+    lines
 }
 
 pub async fn handle_with_stats(

@@ -14,7 +14,7 @@
 //! - [`vault_service`]: find, reveal, forget, audit and key administration, each audited
 //!   first (`pii-vault-service`, behind a function URL); [`vault_client`]: `pii-vault`'s
 //!   SigV4-signed client
-//! - [`telemetry`]: JSON logs
+//! - [`telemetry`]: JSON logs; [`metrics`]: CloudWatch Embedded Metric Format lines
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -25,6 +25,7 @@ pub mod esm;
 pub mod event;
 pub mod handler;
 pub mod keys;
+pub mod metrics;
 pub mod store;
 pub mod telemetry;
 pub mod vault_client;

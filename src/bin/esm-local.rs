@@ -102,6 +102,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             "rejected_by_reason": summary.rejected_by_reason,
             "deleted": summary.deleted,
             "failed_invocations": summary.failed_invocations,
+            "vault_values_added": summary.vault_values_added,
+            "retries": summary.retries,
+            "unidentifiable": summary.unidentifiable,
             "left_in_queue": queue_left,
             "in_dlq": dlq_depth,
             "seconds": seconds,
@@ -117,6 +120,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         for (reason, count) in &summary.rejected_by_reason {
             println!("    {reason:<28}{count:>8}");
         }
+        println!("  vault values added            {:>8}", summary.vault_values_added);
+        println!("  retries (transient db errors) {:>8}", summary.retries);
+        println!("  without messageId (skipped)   {:>8}", summary.unidentifiable);
         println!("  failed invocations            {:>8}", summary.failed_invocations);
         println!("  left in the queue             {:>8}", queue_left);
         match dlq_depth {

@@ -165,25 +165,15 @@ pub fn metrics_line(result: &Result<super::Response, ServiceError>, timestamp_ms
             | ServiceError::Budget { .. })
     );
     let budget = matches!(result, Err(ServiceError::Budget { .. }));
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": "login-etl",
-                "Dimensions": [["Function"]],
-                "Metrics": [
-                    {"Name": "RevealedValues", "Unit": "Count"},
-                    {"Name": "Refusals", "Unit": "Count"},
-                    {"Name": "BudgetRefusals", "Unit": "Count"},
-                ],
-            }],
-        },
-        "Function": "pii-vault-service",
-        "RevealedValues": revealed,
-        "Refusals": u8::from(refused),
-        "BudgetRefusals": u8::from(budget),
-    })
-    .to_string()
+    crate::metrics::line(
+        &[("Function", "pii-vault-service")],
+        &[
+            ("RevealedValues", revealed as f64, "Count"),
+            ("Refusals", f64::from(u8::from(refused)), "Count"),
+            ("BudgetRefusals", f64::from(u8::from(budget)), "Count"),
+        ],
+        timestamp_ms,
+    )
 }
 
 fn json_response(status: u16, body: &serde_json::Value) -> LambdaFunctionUrlResponse {
@@ -205,7 +195,7 @@ mod tests {
         let line: serde_json::Value =
             serde_json::from_str(&metrics_line(&budget, 1_700_000_000_000)).expect("json");
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "login-etl");
-        assert_eq!((line["BudgetRefusals"].as_u64(), line["Refusals"].as_u64()), (Some(1), Some(1)));
+        assert_eq!((line["BudgetRefusals"].as_f64(), line["Refusals"].as_f64()), (Some(1.0), Some(1.0)));
         let revealed = Ok(super::super::Response::Reveal {
             values: vec![super::super::Revealed {
                 field: super::super::PiiFieldName::Ip,
@@ -217,7 +207,10 @@ mod tests {
         let text = metrics_line(&revealed, 0);
         assert!(!text.contains("10.0.0.1"), "no value in metrics");
         let line: serde_json::Value = serde_json::from_str(&text).expect("json");
-        assert_eq!((line["RevealedValues"].as_u64(), line["BudgetRefusals"].as_u64()), (Some(1), Some(0)));
+        assert_eq!(
+            (line["RevealedValues"].as_f64(), line["BudgetRefusals"].as_f64()),
+            (Some(1.0), Some(0.0))
+        );
     }
 
     #[test]

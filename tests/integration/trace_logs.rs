@@ -37,6 +37,30 @@ async fn at_trace_the_function_logs_no_ip_or_device_id() {
     assert!(logs.contains("\"requestId\""), "{logs}");
     assert!(logs.contains("batch processed"), "{logs}");
     assert!(!logs.contains("raw JSON event"), "the runtime's payload log is capped");
+
+    // One CloudWatch EMF line of counts per batch, and one per rejection reason.
+    let emf: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line.get("_aws").is_some())
+        .collect();
+    let batches: Vec<&Value> = emf.iter().filter(|line| line.get("Received").is_some()).collect();
+    let counts =
+        |line: &Value| ["Received", "Written", "AlreadyPresent", "Rejected"].map(|name| line[name].as_f64());
+    assert_eq!(batches.len(), 3);
+    assert_eq!(counts(batches[0]), [Some(100.0), Some(99.0), Some(0.0), Some(1.0)]);
+    assert_eq!(counts(batches[1]), [Some(20.0), Some(10.0), Some(0.0), Some(10.0)]);
+    assert_eq!(counts(batches[2]), [Some(6.0), Some(6.0), Some(0.0), Some(0.0)]);
+    assert!(batches.iter().all(|line| line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "login-etl"));
+    assert!(batches.iter().all(|line| line["BatchDuration"].as_f64().is_some_and(|ms| ms > 0.0)));
+    let by_reason: Vec<(&str, f64)> = emf
+        .iter()
+        .filter_map(|line| Some((line.get("Reason")?.as_str()?, line["RejectedByReason"].as_f64()?)))
+        .collect();
+    assert_eq!(by_reason.iter().map(|(_, n)| n).sum::<f64>(), 11.0);
+    assert!(
+        by_reason.contains(&("missing_field", 1.0)) || by_reason.iter().any(|(r, _)| *r == "missing_field")
+    );
     let mut secrets = HashSet::new();
     for path in events {
         for record in load_event(path).records {
