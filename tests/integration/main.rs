@@ -9,3 +9,4 @@ mod handler;
 mod hostile;
 mod trace_logs;
 mod vault_service;
+mod zeroize;
