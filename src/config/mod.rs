@@ -8,6 +8,7 @@
 
 pub mod database;
 pub mod secrets;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -29,8 +30,8 @@ pub enum ConfigError {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Parsed `DATABASE_URL` (its `Debug` redacts the password).
-    pub database: tokio_postgres::Config,
+    /// Parsed `DATABASE_URL`, TLS included (its `Debug` redacts the password).
+    pub database: database::Database,
     pub kms_key_id: String,
     pub pool_size: usize,
     /// How long transient database errors may be retried inside an invocation
@@ -70,7 +71,7 @@ impl Config {
     }
 
     fn with_database(
-        database: tokio_postgres::Config,
+        database: database::Database,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let required = |var: &'static str| {
@@ -151,7 +152,7 @@ mod tests {
         let config = config(&[URL, KEY]).expect("valid");
         assert_eq!(config.kms_key_id, "alias/pii-vault");
         assert_eq!(config.pool_size, DEFAULT_POOL_SIZE);
-        assert_eq!(config.database.get_dbname(), Some("logins"));
+        assert_eq!(config.database.config.get_dbname(), Some("logins"));
         assert!(!format!("{config:?}").contains("secret"), "password must not be printed");
     }
 

@@ -9,10 +9,13 @@ use zeroize::Zeroizing;
 
 use super::ConfigError;
 use super::database;
+use super::tls::SslMode;
 
 #[derive(Deserialize)]
 struct RdsSecret {
     url: Option<String>,
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
     host: Option<String>,
     port: Option<serde_json::Value>,
     username: Option<String>,
@@ -25,7 +28,9 @@ fn malformed(reason: &str) -> ConfigError {
 }
 
 /// The connection settings a secret value describes.
-pub fn parse_database_secret(text: &str) -> Result<tokio_postgres::Config, ConfigError> {
+/// `sslmode` and `sslrootcert` may be given as keys of their own; without them an RDS host
+/// gets `verify-full` against the bundled Amazon RDS CAs.
+pub fn parse_database_secret(text: &str) -> Result<database::Database, ConfigError> {
     let secret: RdsSecret =
         serde_json::from_str(text).map_err(|_| malformed("is not a JSON object of strings"))?;
     if let Some(url) = secret.url {
@@ -47,14 +52,15 @@ pub fn parse_database_secret(text: &str) -> Result<tokio_postgres::Config, Confi
     if let Some(password) = secret.password.map(Zeroizing::new) {
         config.password(password.as_bytes());
     }
-    Ok(database::with_defaults(config))
+    let sslmode = match secret.sslmode.as_deref() {
+        Some(text) => Some(SslMode::parse(text).ok_or_else(|| malformed("has an unknown sslmode"))?),
+        None => None,
+    };
+    Ok(database::Database::new(config, sslmode, secret.sslrootcert.as_deref()))
 }
 
 /// Fetches and parses the secret.
-pub async fn database_config(
-    sdk: &SdkConfig,
-    secret_id: &str,
-) -> Result<tokio_postgres::Config, ConfigError> {
+pub async fn database_config(sdk: &SdkConfig, secret_id: &str) -> Result<database::Database, ConfigError> {
     let output = aws_sdk_secretsmanager::Client::new(sdk)
         .get_secret_value()
         .secret_id(secret_id)
@@ -75,13 +81,21 @@ mod tests {
             r#"{"engine":"postgres","host":"db.internal","port":5433,"username":"etl","password":"s3cret","dbname":"logins"}"#,
         )
         .expect("valid");
-        assert_eq!(config.get_ports(), &[5433]);
-        assert_eq!(config.get_user(), Some("etl"));
-        assert_eq!(config.get_dbname(), Some("logins"));
-        assert_eq!(config.get_password(), Some(&b"s3cret"[..]));
-        assert!(config.get_connect_timeout().is_some());
+        assert_eq!(config.config.get_ports(), &[5433]);
+        assert_eq!(config.config.get_user(), Some("etl"));
+        assert_eq!(config.config.get_dbname(), Some("logins"));
+        assert_eq!(config.config.get_password(), Some(&b"s3cret"[..]));
+        assert!(config.config.get_connect_timeout().is_some());
         let by_url = parse_database_secret(r#"{"url":"postgres://etl:pw@db.internal/logins"}"#).expect("url");
-        assert_eq!(by_url.get_dbname(), Some("logins"));
+        assert_eq!(by_url.config.get_dbname(), Some("logins"));
+        let rds = parse_database_secret(r#"{"host":"db.abc.eu-west-1.rds.amazonaws.com","username":"etl"}"#)
+            .expect("rds");
+        assert_eq!(rds.tls.mode, SslMode::VerifyFull, "RDS hosts are verified by default");
+        let own = parse_database_secret(
+            r#"{"host":"h","username":"u","sslmode":"verify-ca","sslrootcert":"/ca.pem"}"#,
+        )
+        .expect("own");
+        assert_eq!(own.tls.mode, SslMode::VerifyCa);
     }
 
     #[test]

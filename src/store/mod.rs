@@ -2,13 +2,12 @@
 //! set-based batch write. One transaction per batch; one statement per table per batch
 //! (UNNEST of arrays), never a statement per row.
 
-use chrono::{DateTime, NaiveDate, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
-
-use crate::config::database::CONNECT_TIMEOUT;
+use crate::config::database::{CONNECT_TIMEOUT, Database};
+use crate::config::tls::TlsError;
 use crate::crypto::{BlindIndex, PiiField, SealedValue};
 use crate::error::DbError;
+use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 pub mod retry;
 
@@ -28,6 +27,8 @@ pub enum StoreError {
     Build(#[from] deadpool_postgres::BuildError),
     #[error("migration")]
     Migration(#[from] refinery::Error),
+    #[error("database TLS")]
+    Tls(#[from] TlsError),
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -46,9 +47,14 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
-pub fn pool(config: tokio_postgres::Config, max_size: usize) -> Result<Pool, StoreError> {
-    let manager =
-        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+/// The pool, its connections secured as `database.tls` says.
+pub fn pool(database: Database, max_size: usize) -> Result<Pool, StoreError> {
+    let connector = database.tls.connector()?;
+    let manager = Manager::from_config(
+        database.config,
+        connector,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
     Ok(Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)

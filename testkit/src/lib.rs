@@ -46,7 +46,7 @@ impl TestDb {
 
     /// Created but not migrated.
     pub async fn empty() -> TestDb {
-        let admin = database::parse_database_url(&env("DATABASE_URL")).expect("DATABASE_URL parses");
+        let admin = database::parse_database_url(&env("DATABASE_URL")).expect("DATABASE_URL parses").config;
         let name = format!("etl_test_{}", unique_suffix());
         let admin_client = connect(&admin).await;
         admin_client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
@@ -120,7 +120,7 @@ impl TestDb {
     /// The function's configuration against this database.
     pub fn app_config(&self) -> Config {
         Config {
-            database: self.config.clone(),
+            database: self.config.clone().into(),
             kms_key_id: String::new(),
             pool_size: 2,
             retry_budget: login_etl::config::DEFAULT_RETRY_BUDGET,
@@ -157,7 +157,7 @@ pub fn unique_suffix() -> String {
 }
 
 pub async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
-    database::connect(config).await.expect("connect to test Postgres")
+    database::connect(&config.clone().into()).await.expect("connect to test Postgres")
 }
 
 /// A `postgres://` URL for a TCP config of the test server (for binaries run as processes).
@@ -209,7 +209,7 @@ pub async fn cold_start(db: &TestDb, kms: &Kms) -> App {
 
 /// The vault service, connected as a login in `login_etl_vault_service`.
 pub async fn vault_service(db: &TestDb, kms: &Kms, reveal_budget_per_day: u32) -> VaultService {
-    let pool = store::pool(db.login_in("login_etl_vault_service").await, 4).expect("pool");
+    let pool = store::pool(db.login_in("login_etl_vault_service").await.into(), 4).expect("pool");
     VaultService::new(pool, kms.clone(), reveal_budget_per_day)
 }
 

@@ -86,7 +86,7 @@ async fn keys_are_stored_only_wrapped_and_bound_to_their_encryption_context() {
 }
 
 /// A server address nothing listens on.
-fn unreachable() -> tokio_postgres::Config {
+fn unreachable() -> login_etl::config::database::Database {
     login_etl::config::database::parse_database_url("postgres://postgres@127.0.0.1:1/nowhere").expect("url")
 }
 

@@ -25,7 +25,7 @@ async fn allowed(client: &tokio_postgres::Client, sql: &str) {
 async fn loaded_by_writer(db: &TestDb, kms: &login_etl::keys::Kms) -> App {
     init_keys(db, kms).await;
     let mut config = db.app_config();
-    config.database = db.login_in("login_etl_writer").await;
+    config.database = db.login_in("login_etl_writer").await.into();
     let app = App::init(&config, kms).await.expect("the writer loads the keys");
     let response = handler::handle(&app, load_event("events/login-queue-100.json")).await.expect("batch");
     assert_eq!(response.batch_item_failures.len(), 1);
@@ -419,7 +419,7 @@ async fn the_pii_vault_binary_does_everything_through_the_running_service() {
     let created = json_of(&pii_vault(url, &["admin", "init-keys", "--json"]));
     assert_eq!(created["created"].as_array().map(Vec::len), Some(3));
     let mut config = db.app_config();
-    config.database = db.login_in("login_etl_writer").await;
+    config.database = db.login_in("login_etl_writer").await.into();
     let app = App::init(&config, &kms).await.expect("keys exist");
     handler::handle(&app, load_event("events/login-queue-100.json")).await.expect("batch");
 
