@@ -4,7 +4,7 @@
 # for SQS and KMS on loopback.
 #
 #   scripts/stack.sh deps    install the system packages the stack needs, if missing
-#                            (PostgreSQL server, psql, Python venv; as root or with sudo)
+#                            (PostgreSQL server, psql, Python venv, openssl; as root or with sudo)
 #   scripts/stack.sh venv    create/refresh .venv from requirements-dev.txt
 #   scripts/stack.sh up      deps + venv, start what is missing; write .stack/env (source it)
 #   scripts/stack.sh down    stop and remove what `up` started
@@ -48,6 +48,8 @@ cmd_deps() {
   command -v psql >/dev/null 2>&1 || find_pg_bin psql >/dev/null || packages+=(postgresql-client)
   command -v python3 >/dev/null 2>&1 || packages+=(python3)
   python3 -c "import ensurepip, venv" >/dev/null 2>&1 || packages+=(python3-venv)
+  # The TLS tests make a CA and a server certificate.
+  command -v openssl >/dev/null 2>&1 || packages+=(openssl)
   if [ ${#packages[@]} -gt 0 ]; then
     local sudo=()
     if [ "$(id -u)" != 0 ]; then

@@ -7,6 +7,7 @@ mod esm;
 mod faults;
 mod handler;
 mod hostile;
+mod tls;
 mod trace_logs;
 mod vault_service;
 mod zeroize;
