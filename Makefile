@@ -4,7 +4,7 @@ SHELL := bash
 STACK := scripts/stack.sh
 WITH_ENV := source .stack/env &&
 
-.PHONY: deps check-layers init-keys stack test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package deploy lint-template test-lint-template venv fuzz fuzz-build
+.PHONY: deps check-layers init-keys stack bench bench-smoke test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package deploy lint-template test-lint-template venv fuzz fuzz-build
 
 ## Everything CI checks: formatting, clippy, unit and integration tests on the local stack.
 test: check-fmt lint check-layers stack check-compose test-lint-template
@@ -50,6 +50,15 @@ invoke:
 ## docker-compose.yml parses and mounts only files that exist (no Docker needed).
 check-compose: stack
 	.venv/bin/python scripts/check-compose.py
+
+## The benchmark (release build, local stack): handler vs binary COPY, crypto, concurrency,
+## cold start, KMS calls, peak RSS. Prints the tables BENCHMARKS.md is made of.
+bench: stack
+	$(WITH_ENV) cargo bench --bench pipeline
+
+## The benchmark once on tiny inputs (what CI runs so it cannot rot; timings mean nothing).
+bench-smoke: stack
+	$(WITH_ENV) BENCH_SMOKE=1 cargo bench --bench pipeline
 
 ## Offline validation of template.yaml: SAM translation, cfn-lint, project invariants.
 TEMPLATE ?= template.yaml
@@ -107,7 +116,7 @@ unit:
 # Fuzzing (cargo-fuzz, libFuzzer; nightly): fuzz/ is its own workspace. See docs/fuzzing.md.
 FUZZ_TARGETS := parse_body sqs_event
 FUZZ_SECONDS ?= 60
-# Extra libFuzzer flags, e.g. FUZZ_ARGS=-jobs=2.
+# Extra libFuzzer flags, e.g. FUZZ_ARGS=-seed=1 (see docs/fuzzing.md).
 FUZZ_ARGS ?=
 FUZZ_TOOL := cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 
@@ -116,12 +125,13 @@ fuzz-build:
 	$(FUZZ_TOOL)
 	cargo +nightly fuzz build
 
-## Fuzz each target for FUZZ_SECONDS (default 60). New inputs go to fuzz/target/corpus/ (the
-## committed fuzz/corpus/ is only read); crashes to fuzz/artifacts/TARGET/.
+## Fuzz each target for FUZZ_SECONDS (default 60), replaying fuzz/regressions/ first. New
+## inputs go to fuzz/target/corpus/ (fuzz/corpus/ is only read); crashes to fuzz/artifacts/.
 fuzz:
 	$(FUZZ_TOOL)
 	for target in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/target/corpus/$$target; \
-	  cargo +nightly fuzz run $$target fuzz/target/corpus/$$target fuzz/corpus/$$target -- \
+	  cargo +nightly fuzz run $$target fuzz/target/corpus/$$target fuzz/corpus/$$target \
+	    $$(if [ -d fuzz/regressions/$$target ]; then echo fuzz/regressions/$$target; fi) -- \
 	    -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS); \
 	done

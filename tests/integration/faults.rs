@@ -241,7 +241,9 @@ const KILL_OWN_BACKEND: &str = "PERFORM pg_terminate_backend(pg_backend_pid()); 
 #[tokio::test]
 async fn a_connection_killed_inside_the_batch_is_retried_and_the_batch_written_once() {
     let db = TestDb::new().await;
-    let app = cold_start(&db, &new_kms().await).await;
+    let mut app = cold_start(&db, &new_kms().await).await;
+    app.retry =
+        store::RetryPolicy { budget: std::time::Duration::from_secs(60), ..store::RetryPolicy::default() };
     db.fault_on_insert("user_logins", &format!("IF call = 1 THEN {KILL_OWN_BACKEND} END IF;")).await;
 
     let (response, stats) =
@@ -260,7 +262,12 @@ async fn a_connection_killed_inside_the_batch_is_retried_and_the_batch_written_o
 async fn a_connection_killed_on_every_attempt_fails_the_invocation_with_nothing_committed() {
     let db = TestDb::new().await;
     let mut app = cold_start(&db, &new_kms().await).await;
-    app.retry = store::RetryPolicy { max_attempts: 3, ..store::RetryPolicy::default() };
+    // A budget far beyond the attempts, so only max_attempts bounds them however slow the machine.
+    app.retry = store::RetryPolicy {
+        max_attempts: 3,
+        budget: std::time::Duration::from_secs(60),
+        ..store::RetryPolicy::default()
+    };
     db.fault_on_insert("user_logins", KILL_OWN_BACKEND).await;
 
     let error = handler::handle(&app, load_event("events/duplicates.json")).await.expect_err("gives up");

@@ -1,0 +1,465 @@
+//! `make bench`: the handler against the database's bulk-load limit, on the local stack
+//! (PostgreSQL, moto KMS), release build, everything measured in one run so that ratios
+//! hold on a shared, noisy machine. See BENCHMARKS.md for what each figure means.
+//!
+//! `BENCH_SMOKE=1` runs every section once on tiny inputs (what CI does, so the harness
+//! cannot rot); timings from a smoke run mean nothing.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::SqsEvent;
+use aws_sdk_kms::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_kms::config::{ConfigBag, Intercept};
+use aws_sdk_kms::error::BoxError;
+use login_etl::config::{Config, DEFAULT_RETRY_BUDGET};
+use login_etl::keys::Kms;
+use login_etl::{App, handler};
+use serde_json::json;
+use testkit::{TestDb, init_keys, sdk_config};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+
+/// Counts every KMS operation the client sends.
+#[derive(Debug, Default)]
+struct KmsCalls(AtomicU64);
+
+#[derive(Debug)]
+struct CountKmsCalls(Arc<KmsCalls>);
+
+impl Intercept for CountKmsCalls {
+    fn name(&self) -> &'static str {
+        "CountKmsCalls"
+    }
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A KMS key of its own on moto, through a client that counts its calls.
+async fn counted_kms() -> (Kms, Arc<KmsCalls>) {
+    let sdk =
+        sdk_config(&std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL: run through make bench"))
+            .await;
+    let calls = Arc::new(KmsCalls::default());
+    let config = aws_sdk_kms::config::Builder::from(&sdk).interceptor(CountKmsCalls(calls.clone())).build();
+    let client = aws_sdk_kms::Client::from_conf(config);
+    let key = client.create_key().send().await.expect("CreateKey");
+    let key_id = key.key_metadata().expect("metadata").key_id().to_owned();
+    (Kms::new(client, key_id), calls)
+}
+
+fn smoke() -> bool {
+    std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1")
+}
+
+/// `n` realistic login messages as the runtime receives them (JSON bytes): about 30% of
+/// ips and device ids repeat, 29% null locales, 1% bad messages; `tag` keeps ids unique.
+fn event_bytes(n: usize, tag: &str, pool_offset: usize) -> Vec<u8> {
+    let distinct = (n * 7 / 10).max(1);
+    let records: Vec<_> = (0..n)
+        .map(|i| {
+            let v = (i * 7919 + pool_offset) % distinct;
+            const VERSIONS: [&str; 4] = ["2.3.0", "0.96", "3.7", "1.12.4"];
+            const DEVICES: [&str; 2] = ["android", "ios"];
+            const LOCALES: [&str; 4] = ["RU", "PT", "DE", "BR"];
+            let body = if i % 100 == 99 {
+                json!({"foo": "oops_wrong_msg_type", "bar": i}).to_string()
+            } else {
+                json!({
+                    "user_id": format!("user-{tag}-{i}"),
+                    "app_version": VERSIONS[i % 4],
+                    "device_type": DEVICES[i % 2],
+                    "ip": format!("{}.{}.{}.{}", 11 + v % 200, (v / 200) % 250, (v / 50_000) % 250, v % 251),
+                    "locale": if i % 100 < 29 { serde_json::Value::Null } else { json!(LOCALES[i % 4]) },
+                    "device_id": format!("{:03}-{:02}-{:04}", v % 1000, v % 97, v),
+                })
+                .to_string()
+            };
+            json!({
+                "messageId": format!("{tag}-{i:06}"),
+                "receiptHandle": "handle",
+                "body": body,
+                "attributes": {"SentTimestamp": (1_763_625_600_000i64 + i as i64).to_string(), "ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:login-queue",
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({ "Records": records })).expect("event")
+}
+
+fn decode(bytes: &[u8]) -> SqsEvent {
+    serde_json::from_slice(bytes).expect("the runtime decodes the event")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn config_for(db: &TestDb, kms: &Kms, pool_size: usize) -> Config {
+    Config {
+        database: db.config.clone().into(),
+        kms_key_id: kms.key_id().to_owned(),
+        pool_size,
+        retry_budget: DEFAULT_RETRY_BUDGET,
+    }
+}
+
+async fn cold_start(db: &TestDb, kms: &Kms) -> App {
+    init_keys(db, kms).await;
+    App::init(&config_for(db, kms, 2), kms).await.expect("cold start")
+}
+
+/// Handler batches of each size: messages/s, p50 and p99.
+async fn handler_table(out: &mut Vec<String>) {
+    out.push("## Handler, in-process (events decoded from JSON bytes, then written)".into());
+    out.push("| batch | repetitions | messages/s | p50 | p99 |".into());
+    out.push("| --- | --- | --- | --- | --- |".into());
+    let sizes: &[(usize, usize)] =
+        if smoke() { &[(10, 2), (100, 1)] } else { &[(10, 200), (100, 100), (1000, 30), (10_000, 8)] };
+    for &(size, reps) in sizes {
+        let db = TestDb::new().await;
+        let (kms, _) = counted_kms().await;
+        let app = cold_start(&db, &kms).await;
+        // One warm-up batch, not counted.
+        handler::handle_with_stats(&app, decode(&event_bytes(size, "warm", 0))).await.expect("warm-up");
+        let mut times = Vec::with_capacity(reps);
+        for rep in 0..reps {
+            let bytes = event_bytes(size, &format!("s{size}r{rep}"), rep * 13);
+            let started = Instant::now();
+            handler::handle_with_stats(&app, decode(&bytes)).await.expect("batch");
+            times.push(started.elapsed());
+        }
+        times.sort();
+        let total: Duration = times.iter().sum();
+        out.push(format!(
+            "| {size} | {reps} | {:.0} | {:.2} ms | {:.2} ms |",
+            (size * reps) as f64 / total.as_secs_f64(),
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99))
+        ));
+    }
+}
+
+/// The same 10,000-message batch by the handler, and its rows by binary COPY into the same
+/// fresh tables and indexes, alternated, several times.
+async fn copy_baseline(out: &mut Vec<String>) {
+    let size = if smoke() { 100 } else { 10_000 };
+    let reps = if smoke() { 1 } else { 5 };
+    let (mut handler_times, mut copy_times) = (Vec::new(), Vec::new());
+    let mut rows = (0, 0);
+    for rep in 0..reps {
+        let (kms, _) = counted_kms().await;
+        let source = TestDb::new().await;
+        let app = cold_start(&source, &kms).await;
+        let bytes = event_bytes(size, &format!("copy{rep}"), rep);
+        let started = Instant::now();
+        handler::handle_with_stats(&app, decode(&bytes)).await.expect("batch");
+        handler_times.push(started.elapsed());
+
+        // Exactly what the handler wrote, into a fresh database with the same schema.
+        let from = source.connect().await;
+        let logins = from.query("SELECT sqs_message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, app_version_raw, create_date, sent_at, index_key_version FROM user_logins", &[]).await.expect("logins");
+        let vault = from
+            .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM pii_vault", &[])
+            .await
+            .expect("vault");
+        rows = (logins.len(), vault.len());
+        let target = TestDb::new().await;
+        let mut to = target.connect().await;
+        let started = Instant::now();
+        let tx = to.transaction().await.expect("tx");
+        let sink = tx
+            .copy_in("COPY pii_vault (field, blind_index, key_version, nonce, ciphertext) FROM STDIN BINARY")
+            .await
+            .expect("copy");
+        let writer =
+            BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::VARCHAR, Type::INT4, Type::BYTEA, Type::BYTEA]);
+        tokio::pin!(writer);
+        for row in &vault {
+            let (f, b, k, n, c): (&str, &str, i32, &[u8], &[u8]) =
+                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            writer.as_mut().write(&[&f, &b, &k, &n, &c]).await.expect("row");
+        }
+        writer.finish().await.expect("finish");
+        let sink = tx
+            .copy_in("COPY user_logins (sqs_message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, app_version_raw, create_date, sent_at, index_key_version) FROM STDIN BINARY")
+            .await
+            .expect("copy");
+        let types = [
+            Type::VARCHAR,
+            Type::VARCHAR,
+            Type::VARCHAR,
+            Type::VARCHAR,
+            Type::VARCHAR,
+            Type::VARCHAR,
+            Type::INT4,
+            Type::VARCHAR,
+            Type::DATE,
+            Type::TIMESTAMPTZ,
+            Type::INT4,
+        ];
+        let writer = BinaryCopyInWriter::new(sink, &types);
+        tokio::pin!(writer);
+        for row in &logins {
+            let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = vec![
+                Box::new(row.get::<_, Option<String>>(0)),
+                Box::new(row.get::<_, Option<String>>(1)),
+                Box::new(row.get::<_, Option<String>>(2)),
+                Box::new(row.get::<_, Option<String>>(3)),
+                Box::new(row.get::<_, Option<String>>(4)),
+                Box::new(row.get::<_, Option<String>>(5)),
+                Box::new(row.get::<_, Option<i32>>(6)),
+                Box::new(row.get::<_, Option<String>>(7)),
+                Box::new(row.get::<_, Option<chrono::NaiveDate>>(8)),
+                Box::new(row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(9)),
+                Box::new(row.get::<_, Option<i32>>(10)),
+            ];
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                values.iter().map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+            writer.as_mut().write(&refs).await.expect("row");
+        }
+        writer.finish().await.expect("finish");
+        tx.commit().await.expect("commit");
+        copy_times.push(started.elapsed());
+    }
+    handler_times.sort();
+    copy_times.sort();
+    let (handler, copy) = (percentile(&handler_times, 0.5), percentile(&copy_times, 0.5));
+    out.push(format!(
+        "## {size} messages: handler against binary COPY of the same rows ({reps} alternated runs, medians)"
+    ));
+    out.push(format!("rows written: {} user_logins, {} pii_vault", rows.0, rows.1));
+    out.push("| | median | messages/s |".into());
+    out.push("| --- | --- | --- |".into());
+    out.push(format!(
+        "| handler (decode, parse, mask, seal, write) | {:.1} ms | {:.0} |",
+        ms(handler),
+        size as f64 / handler.as_secs_f64()
+    ));
+    out.push(format!(
+        "| binary COPY of its rows, one transaction | {:.1} ms | {:.0} |",
+        ms(copy),
+        size as f64 / copy.as_secs_f64()
+    ));
+    out.push(format!("handler ÷ COPY (throughput) = {:.2}", copy.as_secs_f64() / handler.as_secs_f64()));
+}
+
+/// Parsing, masking and sealing alone, no database.
+async fn crypto_alone(out: &mut Vec<String>) {
+    let size = if smoke() { 100 } else { 10_000 };
+    let db = TestDb::new().await;
+    let (kms, _) = counted_kms().await;
+    let app = cold_start(&db, &kms).await;
+    let bytes = event_bytes(size, "crypto", 0);
+    let reps = if smoke() { 1 } else { 10 };
+    let mut best = Duration::MAX;
+    let mut decode_best = Duration::MAX;
+    for _ in 0..reps {
+        let started = Instant::now();
+        let event = decode(&bytes);
+        decode_best = decode_best.min(started.elapsed());
+        let started = Instant::now();
+        let batch = handler::prepare(&app.keyring, event).expect("prepare");
+        best = best.min(started.elapsed());
+        assert!(!batch.logins.is_empty());
+    }
+    out.push(format!("## Where the time goes, {size} messages (best of {reps})"));
+    out.push(format!(
+        "- decode the SqsEvent JSON: {:.1} ms ({:.0} messages/s)",
+        ms(decode_best),
+        size as f64 / decode_best.as_secs_f64()
+    ));
+    out.push(format!(
+        "- parse + mask + seal (`handler::prepare`, no I/O): {:.1} ms ({:.0} messages/s)",
+        ms(best),
+        size as f64 / best.as_secs_f64()
+    ));
+}
+
+/// 1, 2, 4 and 8 instances at once on overlapping values.
+async fn concurrency(out: &mut Vec<String>) {
+    let (size, rounds) = if smoke() { (50, 1) } else { (1000, 5) };
+    out.push(format!("## Concurrent instances on overlapping values ({size}-message batches)"));
+    out.push("| instances | rounds | messages/s (all) | failed invocations |".into());
+    out.push("| --- | --- | --- | --- |".into());
+    for instances in [1usize, 2, 4, 8] {
+        let db = TestDb::new().await;
+        let (kms, _) = counted_kms().await;
+        init_keys(&db, &kms).await;
+        let mut apps = Vec::new();
+        for _ in 0..instances {
+            apps.push(Arc::new(App::init(&config_for(&db, &kms, 2), &kms).await.expect("init")));
+        }
+        let mut failed = 0;
+        let started = Instant::now();
+        for round in 0..rounds {
+            let runs: Vec<_> = apps
+                .iter()
+                .enumerate()
+                .map(|(i, app)| {
+                    // Same value pool for all, each in its own order.
+                    let bytes = event_bytes(size, &format!("c{instances}r{round}i{i}"), i * 101);
+                    let app = app.clone();
+                    tokio::spawn(
+                        async move { handler::handle_with_stats(&app, decode(&bytes)).await.is_ok() },
+                    )
+                })
+                .collect();
+            for run in runs {
+                if !run.await.expect("task") {
+                    failed += 1;
+                }
+            }
+        }
+        let elapsed = started.elapsed();
+        out.push(format!(
+            "| {instances} | {rounds} | {:.0} | {failed} |",
+            (instances * size * rounds) as f64 / elapsed.as_secs_f64()
+        ));
+    }
+}
+
+/// A cold start in a process of its own: time to ready, the KMS share, KMS calls; then one
+/// warm batch (KMS calls counted again), and for `rss` a 10,000 batch and the peak RSS.
+async fn child(kind: &str) {
+    let process_start = Instant::now();
+    let db_url = std::env::var("BENCH_DATABASE_URL").expect("db");
+    let key_id = std::env::var("BENCH_KMS_KEY_ID").expect("key");
+    let sdk = sdk_config(&std::env::var("AWS_ENDPOINT_URL").expect("endpoint")).await;
+    let calls = Arc::new(KmsCalls::default());
+    let client = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::from(&sdk).interceptor(CountKmsCalls(calls.clone())).build(),
+    );
+    let kms = Kms::new(client.clone(), key_id.clone());
+    let database = login_etl::config::database::parse_database_url(&db_url).expect("url");
+    let config =
+        Config { database, kms_key_id: key_id.clone(), pool_size: 2, retry_budget: DEFAULT_RETRY_BUDGET };
+    let init_started = Instant::now();
+    let app = App::init(&config, &kms).await.expect("cold start");
+    let init = init_started.elapsed();
+    let ready = process_start.elapsed();
+    let cold_calls = calls.0.load(Ordering::SeqCst);
+    // The KMS share: the same calls again, alone (DescribeKey and the three Decrypts).
+    let owner = login_etl::config::database::connect(
+        &login_etl::config::database::parse_database_url(&db_url).expect("url"),
+    )
+    .await
+    .expect("connect");
+    let wrapped = login_etl::keys::latest_wrapped_keys(&owner).await.expect("keys");
+    let kms_alone = Kms::new(client, key_id);
+    let kms_started = Instant::now();
+    kms_alone.key_arn().await.expect("describe");
+    for key in &wrapped {
+        kms_alone.unwrap(key).await.expect("decrypt");
+    }
+    let kms_time = kms_started.elapsed();
+    let before_batch = calls.0.load(Ordering::SeqCst);
+    let size = if kind == "rss" { if smoke() { 100 } else { 10_000 } } else { 100 };
+    handler::handle_with_stats(&app, decode(&event_bytes(size, &format!("{kind}-child"), 0)))
+        .await
+        .expect("batch");
+    let warm_calls = calls.0.load(Ordering::SeqCst) - before_batch;
+    let peak_kib: u64 = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0);
+    println!(
+        "{}",
+        json!({"ready_ms": ms(ready), "init_ms": ms(init), "kms_ms": ms(kms_time), "cold_kms_calls": cold_calls,
+               "warm_batch_kms_calls": warm_calls, "peak_rss_kib": peak_kib, "batch": size})
+    );
+}
+
+async fn children(out: &mut Vec<String>) {
+    let db = TestDb::new().await;
+    let (kms, _) = counted_kms().await;
+    init_keys(&db, &kms).await;
+    let url = testkit::url_of(&db.config);
+    let run = |kind: &str| {
+        let output = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env("BENCH_CHILD", kind)
+            .env("BENCH_DATABASE_URL", &url)
+            .env("BENCH_KMS_KEY_ID", kms.key_id())
+            .output()
+            .expect("child");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8_lossy(&output.stdout);
+        let line = text.lines().rev().find(|l| l.starts_with('{')).expect("child result").to_owned();
+        serde_json::from_str::<HashMap<String, serde_json::Value>>(&line).expect("json")
+    };
+    let starts: Vec<_> = (0..if smoke() { 1 } else { 5 }).map(|_| run("cold")).collect();
+    let median = |name: &str| {
+        let mut v: Vec<f64> = starts.iter().filter_map(|s| s[name].as_f64()).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    out.push(format!("## Cold start, a process of its own ({} runs, medians)", starts.len()));
+    out.push(format!(
+        "- process start to ready: {:.1} ms, of which App::init (pool, keys) {:.1} ms",
+        median("ready_ms"),
+        median("init_ms")
+    ));
+    out.push(format!(
+        "- the KMS share, measured alone (DescribeKey + 3 Decrypt against moto): {:.1} ms",
+        median("kms_ms")
+    ));
+    out.push(format!("- init without the KMS round trips: {:.1} ms", median("init_ms") - median("kms_ms")));
+    out.push(format!(
+        "- KMS calls per cold start: {}; per warm batch: {} (counted by an SDK interceptor)",
+        starts[0]["cold_kms_calls"], starts[0]["warm_batch_kms_calls"]
+    ));
+    let rss = run("rss");
+    out.push(format!(
+        "## Peak RSS of a function process (cold start + one {}-message batch): {:.1} MB",
+        rss["batch"],
+        rss["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0
+    ));
+}
+
+/// One part of the report, appending its lines.
+type Section = fn(&mut Vec<String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
+
+#[tokio::main]
+async fn main() {
+    if let Ok(kind) = std::env::var("BENCH_CHILD") {
+        child(&kind).await;
+        return;
+    }
+    // `cargo bench` passes --bench; nothing else is taken from the command line.
+    let mut out = Vec::new();
+    let sections: [(&str, Section); 5] = [
+        ("handler", |o| Box::pin(handler_table(o))),
+        ("copy", |o| Box::pin(copy_baseline(o))),
+        ("crypto", |o| Box::pin(crypto_alone(o))),
+        ("concurrency", |o| Box::pin(concurrency(o))),
+        ("cold start", |o| Box::pin(children(o))),
+    ];
+    for (name, section) in sections {
+        eprintln!("bench: {name}…");
+        section(&mut out).await;
+        out.push(String::new());
+    }
+    let text = out.join("\n");
+    println!("{text}");
+    let _ = std::io::stdout().flush();
+}
