@@ -427,7 +427,7 @@ impl LocalLambda {
                 command.stdout(file.try_clone().expect("file")).stderr(file);
             }
             None => {
-                command.stdout(std::process::Stdio::null());
+                command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
             }
         }
         lambda.children.push(command.spawn().expect("function binary"));

@@ -1,0 +1,177 @@
+//! `handler::prepare` on any SQS event serde can read from arbitrary bytes, with a fixed
+//! keyring. It must never panic or fail, must account for every record exactly once,
+//! report exactly the rejected ids, and vault each distinct value once such that it opens
+//! and re-masks to its row's blind index. Each record's outcome is also recomputed
+//! independently (SentTimestamp, body, `LoginEvent::parse`) and compared.
+#![no_main]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::LazyLock;
+
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use libfuzzer_sys::fuzz_target;
+use login_etl::crypto::{BlindIndex, BlindIndexer, DataKey, KeyMaterial, PiiField};
+use login_etl::event::{ClientIp, DeviceId, LoginEvent, RejectReason};
+use login_etl::handler::{self, Rejection};
+use login_etl::keys::Keyring;
+
+const INDEX_KEY_VERSION: i32 = 1;
+const DATA_KEY_VERSION: i32 = 1;
+
+static KEYRING: LazyLock<Keyring> = LazyLock::new(|| Keyring {
+    indexer: BlindIndexer::new(&KeyMaterial::from_bytes([1; 32]), &KeyMaterial::from_bytes([2; 32])),
+    index_key_version: INDEX_KEY_VERSION,
+    data_key: DataKey::new(DATA_KEY_VERSION, &KeyMaterial::from_bytes([3; 32])),
+});
+
+/// What the handler should do with one record, computed without the handler.
+enum Expected {
+    Unidentifiable,
+    Rejected(Rejection),
+    Accepted { message_id: String, millis: i64, login: LoginEvent },
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(event) = serde_json::from_slice::<SqsEvent>(data) else {
+        return;
+    };
+    let keyring = &*KEYRING;
+    let expected: Vec<Expected> = event.records.iter().map(expect).collect();
+    let received = event.records.len();
+
+    let batch = match handler::prepare(keyring, event) {
+        Ok(batch) => batch,
+        Err(error) => panic!("prepare failed on a parseable event: {error}"),
+    };
+    let stats = &batch.stats;
+
+    // Every record is accounted for exactly once.
+    assert_eq!(stats.received, received, "received");
+    assert_eq!(
+        stats.received,
+        batch.logins.len() + stats.rejections.len() + stats.unidentifiable,
+        "received != logins + rejections + unidentifiable"
+    );
+    assert_eq!(stats.accepted, batch.logins.len(), "accepted != logins");
+
+    // batchItemFailures: exactly the rejections, in order, never an empty id.
+    let failures: Vec<&str> =
+        batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    let rejected: Vec<&str> = stats.rejections.iter().map(|r| r.message_id.as_str()).collect();
+    assert!(failures.iter().all(|id| !id.is_empty()), "empty id in batchItemFailures");
+    assert_eq!(failures, rejected, "batchItemFailures != rejections");
+    let mut by_reason: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for rejection in &stats.rejections {
+        assert!(!rejection.reason.code().is_empty(), "empty reject code");
+        *by_reason.entry(rejection.reason.code()).or_default() += 1;
+    }
+    assert_eq!(stats.rejected_by_reason, by_reason, "rejected_by_reason");
+
+    // Each record's outcome, recomputed independently.
+    let unidentifiable = expected.iter().filter(|e| matches!(e, Expected::Unidentifiable)).count();
+    assert_eq!(stats.unidentifiable, unidentifiable, "unidentifiable");
+    let expected_rejections: Vec<&Rejection> =
+        expected.iter().filter_map(|e| if let Expected::Rejected(r) = e { Some(r) } else { None }).collect();
+    assert_eq!(stats.rejections.iter().collect::<Vec<_>>(), expected_rejections, "rejections");
+    let accepted: Vec<(&String, i64, &LoginEvent)> = expected
+        .iter()
+        .filter_map(|e| match e {
+            Expected::Accepted { message_id, millis, login } => Some((message_id, *millis, login)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted.len(), batch.logins.len(), "number of logins");
+    let unknown_fields: usize = accepted.iter().map(|(_, _, login)| login.unknown_fields()).sum();
+    assert_eq!(stats.unknown_fields, unknown_fields, "unknown_fields");
+
+    let mut masks: Vec<(PiiField, BlindIndex)> = Vec::new();
+    for (row, (message_id, millis, login)) in batch.logins.iter().zip(&accepted) {
+        assert!(!row.sqs_message_id.is_empty(), "login row without a message id");
+        assert_eq!(&row.sqs_message_id, *message_id, "login order");
+        assert_eq!(row.user_id, login.user_id(), "user_id");
+        assert_eq!(row.device_type, login.device_type(), "device_type");
+        assert_eq!(row.locale.as_deref(), login.locale(), "locale");
+        assert_eq!(row.app_version, login.app_version().encoded(), "app_version");
+        assert!(row.app_version >= 0, "negative app_version");
+        assert_eq!(row.app_version_raw, login.app_version().raw(), "app_version_raw");
+        assert_eq!(row.sent_at.timestamp_millis(), *millis, "sent_at");
+        assert_eq!(row.create_date, row.sent_at.date_naive(), "create_date");
+        assert_eq!(row.index_key_version, INDEX_KEY_VERSION, "index_key_version");
+        let ip_mask = keyring.indexer.index(PiiField::Ip, &login.ip().canonical());
+        let device_mask = keyring.indexer.index(PiiField::DeviceId, login.device_id().canonical());
+        assert_eq!(row.masked_ip, ip_mask, "masked_ip");
+        assert_eq!(row.masked_device_id, device_mask, "masked_device_id");
+        for mask in [&row.masked_ip, &row.masked_device_id] {
+            assert!(
+                mask.as_str().len() == 64
+                    && mask.as_str().bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "mask is not 64 lowercase hex digits"
+            );
+        }
+        masks.push((PiiField::Ip, ip_mask));
+        masks.push((PiiField::DeviceId, device_mask));
+    }
+
+    // The vault: one row per distinct (field, blind index) the logins use, each opening
+    // to a canonical value that re-masks to the row's index.
+    let mut seen = HashSet::new();
+    for row in &batch.vault {
+        assert!(
+            seen.insert((row.field, row.blind_index.clone())),
+            "two vault rows share (field, blind_index)"
+        );
+        assert_eq!(row.sealed.key_version, DATA_KEY_VERSION, "vault key_version");
+        let opened = keyring
+            .data_key
+            .open(row.field, &row.blind_index, &row.sealed)
+            .unwrap_or_else(|error| panic!("vault row does not open: {error}"));
+        assert_eq!(
+            keyring.indexer.index(row.field, &opened),
+            row.blind_index,
+            "vault value re-masks differently"
+        );
+        match row.field {
+            PiiField::Ip => assert_eq!(
+                ClientIp::parse(&opened).map(|ip| ip.canonical()).ok().as_deref(),
+                Some(opened.as_str()),
+                "vaulted ip is not canonical"
+            ),
+            PiiField::DeviceId => assert_eq!(
+                DeviceId::parse(&opened).ok().as_ref().map(DeviceId::canonical),
+                Some(opened.as_str()),
+                "vaulted device_id is not canonical"
+            ),
+        }
+    }
+    let used: HashSet<(PiiField, BlindIndex)> = masks.into_iter().collect();
+    assert_eq!(seen, used, "vault rows != distinct masks of the logins");
+});
+
+fn expect(record: &SqsMessage) -> Expected {
+    let Some(message_id) = record.message_id.clone().filter(|id| !id.is_empty()) else {
+        return Expected::Unidentifiable;
+    };
+    let reject = |reason| Expected::Rejected(Rejection { message_id: message_id.clone(), reason });
+    let Some(millis) = record.attributes.get("SentTimestamp").and_then(|text| sent_timestamp(text)) else {
+        return reject(RejectReason::InvalidSentTimestamp);
+    };
+    let Some(body) = record.body.as_deref() else {
+        return reject(RejectReason::MissingBody);
+    };
+    if body.trim().is_empty() {
+        return reject(RejectReason::EmptyBody);
+    }
+    match LoginEvent::parse(body) {
+        Ok(login) => Expected::Accepted { message_id, millis, login },
+        Err(reason) => reject(reason),
+    }
+}
+
+/// Epoch milliseconds, ASCII digits only, within chrono's range.
+fn sent_timestamp(text: &str) -> Option<i64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let millis: i64 = text.parse().ok()?;
+    chrono::DateTime::from_timestamp_millis(millis).map(|_| millis)
+}
