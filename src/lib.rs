@@ -3,7 +3,8 @@
 //!
 //! The modules, each depending only on those above it:
 //!
-//! - [`error`]: the one error convention and the chain printer
+//! - [`error`]: the one error convention and the chain printer; [`metrics`]: CloudWatch
+//!   Embedded Metric Format lines; [`telemetry`]: JSON logs
 //! - [`event`]: a message body → a valid [`event::LoginEvent`] or a reason code (pure)
 //! - [`crypto`]: blind indexes and the vault's cipher over given key material (pure)
 //! - [`config`]: settings, the Secrets Manager secret, the one connect helper
@@ -14,7 +15,6 @@
 //! - [`vault_service`]: find, reveal, forget, audit and key administration, each audited
 //!   first (`pii-vault-service`, behind a function URL); [`vault_client`]: `pii-vault`'s
 //!   SigV4-signed client
-//! - [`telemetry`]: JSON logs; [`metrics`]: CloudWatch Embedded Metric Format lines
 #![forbid(unsafe_code)]
 
 pub mod app;

@@ -4,7 +4,7 @@
 //! `cargo lambda watch` serves the URL without IAM) names the caller. `template.yaml`
 //! never sets it, and `make lint-template` rejects a template that does.
 //!
-//! One route: `POST /` with a JSON [`Request`]; the answer is a JSON [`Response`], or
+//! One route: `POST /` with a JSON [`Request`]; the answer is a JSON [`super::Response`], or
 //! `{"error": {"code", "message", "exit_code"}}` with the matching HTTP status.
 
 use aws_lambda_events::lambda_function_urls::{LambdaFunctionUrlRequest, LambdaFunctionUrlResponse};
