@@ -8,7 +8,7 @@ WITH_ENV := source .stack/env &&
 
 ## Everything CI checks: formatting, clippy, unit and integration tests on the local stack.
 test: check-fmt lint check-layers stack check-compose test-lint-template
-	$(WITH_ENV) cargo test --workspace --all-targets --no-fail-fast
+	$(WITH_ENV) cargo test --workspace --lib --bins --tests --no-fail-fast
 
 ## The whole job on the local stack: queue -> esm-local -> handler -> Postgres, DLQ.
 run:
