@@ -62,6 +62,17 @@ impl From<tokio_postgres::Error> for DbError {
     }
 }
 
+/// A connection from the pool: its backend error as such, else (timeout, closed pool) the
+/// pool's own message.
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(e) => DbError::from(e),
+            other => DbError::other(other.to_string()),
+        }
+    }
+}
+
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {

@@ -7,11 +7,10 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use login_etl::config;
+use login_etl::crypto::PiiField;
 use login_etl::error::report;
 use login_etl::vault_client::{ClientError, VaultClient};
-use login_etl::vault_service::{
-    ForgetTarget, PiiFieldName, Plaintext, Request, Response, RevealTarget, ServiceError,
-};
+use login_etl::vault_service::{ForgetTarget, Plaintext, Request, Response, RevealTarget, ServiceError};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -197,8 +196,8 @@ async fn main() -> ExitCode {
 
 fn request_of(command: Command) -> Request {
     let field_value = |ip: Option<String>, device_id: Option<String>| match (ip, device_id) {
-        (Some(ip), _) => (PiiFieldName::Ip, ip),
-        (_, Some(id)) => (PiiFieldName::DeviceId, id),
+        (Some(ip), _) => (PiiField::Ip, ip),
+        (_, Some(id)) => (PiiField::DeviceId, id),
         _ => unreachable!("clap requires one target"),
     };
     match command {
@@ -208,8 +207,8 @@ fn request_of(command: Command) -> Request {
         }
         Command::Reveal(RevealArgs { target: t, reason }) => {
             let target = match (t.masked_ip, t.masked_device_id, t.user_id, t.message_id) {
-                (Some(mask), ..) => RevealTarget::Mask { field: PiiFieldName::Ip, mask },
-                (_, Some(mask), ..) => RevealTarget::Mask { field: PiiFieldName::DeviceId, mask },
+                (Some(mask), ..) => RevealTarget::Mask { field: PiiField::Ip, mask },
+                (_, Some(mask), ..) => RevealTarget::Mask { field: PiiField::DeviceId, mask },
                 (_, _, Some(user), _) => RevealTarget::UserId(user),
                 (.., Some(id)) => RevealTarget::MessageId(id),
                 _ => unreachable!("clap requires one target"),
@@ -218,10 +217,10 @@ fn request_of(command: Command) -> Request {
         }
         Command::Forget(ForgetArgs { target: t, reason }) => {
             let (field, target) = match (t.ip, t.masked_ip, t.device_id, t.masked_device_id) {
-                (_, Some(mask), ..) => (PiiFieldName::Ip, ForgetTarget::Mask(mask)),
-                (.., Some(mask)) => (PiiFieldName::DeviceId, ForgetTarget::Mask(mask)),
-                (Some(ip), ..) => (PiiFieldName::Ip, ForgetTarget::Plaintext(Plaintext::new(ip))),
-                (_, _, Some(id), _) => (PiiFieldName::DeviceId, ForgetTarget::Plaintext(Plaintext::new(id))),
+                (_, Some(mask), ..) => (PiiField::Ip, ForgetTarget::Mask(mask)),
+                (.., Some(mask)) => (PiiField::DeviceId, ForgetTarget::Mask(mask)),
+                (Some(ip), ..) => (PiiField::Ip, ForgetTarget::Plaintext(Plaintext::new(ip))),
+                (_, _, Some(id), _) => (PiiField::DeviceId, ForgetTarget::Plaintext(Plaintext::new(id))),
                 _ => unreachable!("clap requires one target"),
             };
             Request::Forget { field, target, reason }
@@ -271,7 +270,7 @@ fn print(response: &Response, json: bool) {
                 println!("{}", serde_json::json!({ "field": field, "mask": mask, "rows": rows }));
                 return;
             }
-            println!("masked_{} = {mask}: {} row(s)", field_name(*field), rows.len());
+            println!("masked_{} = {mask}: {} row(s)", field.as_str(), rows.len());
             let text = |v: &Option<String>| v.clone().unwrap_or_default();
             print_table(
                 &["sqs_message_id", "user_id", "device_type", "locale", "app_version", "create_date"],
@@ -310,7 +309,7 @@ fn print(response: &Response, json: bool) {
                             Some(value) => value.expose().to_owned(),
                             None => format!("({})", v.outcome.as_str()),
                         };
-                        vec![field_name(v.field).to_owned(), v.mask.clone(), value]
+                        vec![v.field.to_string(), v.mask.clone(), value]
                     })
                     .collect(),
             );
@@ -319,7 +318,7 @@ fn print(response: &Response, json: bool) {
             if json {
                 println!("{}", serde_json::json!({"field": field, "mask": mask, "outcome": outcome}));
             } else {
-                println!("{} {mask}: {}", field_name(*field), outcome.as_str());
+                println!("{} {mask}: {}", field.as_str(), outcome.as_str());
             }
         }
         Response::Audit { entries } => {
@@ -379,10 +378,6 @@ fn print(response: &Response, json: bool) {
             }
         }
     }
-}
-
-fn field_name(field: PiiFieldName) -> &'static str {
-    login_etl::crypto::PiiField::from(field).as_str()
 }
 
 fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {

@@ -47,7 +47,8 @@ impl fmt::Debug for KeyMaterial {
 /// A PII field of a login: masked in `user_logins`, sealed in `pii_vault`. The one name
 /// for "ip or device id" everywhere: its vault name (also in the AAD), its mask column and
 /// the purpose of its index key all come from here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PiiField {
     Ip,
     DeviceId,

@@ -119,7 +119,7 @@ pub async fn record(
     budget: Option<u32>,
 ) -> Result<Vec<AuditId>, ServiceError> {
     let unavailable = |e: tokio_postgres::Error| ServiceError::AuditUnavailable(DbError::from(e));
-    let mut client = pool.get().await.map_err(|e| ServiceError::AuditUnavailable(pool_error(e)))?;
+    let mut client = pool.get().await.map_err(|e| ServiceError::AuditUnavailable(DbError::from(e)))?;
     let tx = client.transaction().await.map_err(unavailable)?;
     let mut refused = None;
     if let Some(budget) = budget {
@@ -185,7 +185,7 @@ pub async fn close(
     blind_index: Option<&BlindIndex>,
     detail: Option<&str>,
 ) -> Result<(), ServiceError> {
-    let client = pool.get().await.map_err(|e| ServiceError::AuditUnavailable(pool_error(e)))?;
+    let client = pool.get().await.map_err(|e| ServiceError::AuditUnavailable(DbError::from(e)))?;
     client
         .execute(
             "UPDATE pii_audit SET outcome = $2, outcome_at = clock_timestamp(),
@@ -196,13 +196,6 @@ pub async fn close(
         .await
         .map_err(|e| ServiceError::AuditUnavailable(DbError::from(e)))?;
     Ok(())
-}
-
-fn pool_error(error: deadpool_postgres::PoolError) -> DbError {
-    match error {
-        deadpool_postgres::PoolError::Backend(e) => DbError::from(e),
-        other => DbError::other(other.to_string()),
-    }
 }
 
 /// A row as the `audit` listing shows it.
@@ -222,7 +215,7 @@ pub struct AuditRow {
 }
 
 pub async fn list(pool: &Pool, since: Option<DateTime<Utc>>) -> Result<Vec<AuditRow>, ServiceError> {
-    let client = pool.get().await.map_err(|e| ServiceError::Db(pool_error(e)))?;
+    let client = pool.get().await.map_err(|e| ServiceError::Db(DbError::from(e)))?;
     let rows = client
         .query(
             "SELECT id, at, caller, action, field, blind_index, target, reason, request_id, outcome, detail

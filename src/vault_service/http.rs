@@ -198,7 +198,7 @@ mod tests {
         assert_eq!((line["BudgetRefusals"].as_f64(), line["Refusals"].as_f64()), (Some(1.0), Some(1.0)));
         let revealed = Ok(super::super::Response::Reveal {
             values: vec![super::super::Revealed {
-                field: super::super::PiiFieldName::Ip,
+                field: crate::crypto::PiiField::Ip,
                 mask: "m".into(),
                 outcome: Outcome::Revealed,
                 value: Some(super::super::Plaintext::new("10.0.0.1")),

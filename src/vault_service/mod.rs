@@ -143,10 +143,7 @@ impl From<tokio_postgres::Error> for ServiceError {
 
 impl From<deadpool_postgres::PoolError> for ServiceError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
-        match error {
-            deadpool_postgres::PoolError::Backend(e) => ServiceError::Db(DbError::from(e)),
-            other => ServiceError::Db(DbError::other(other.to_string())),
-        }
+        ServiceError::Db(DbError::from(error))
     }
 }
 
@@ -154,35 +151,9 @@ impl From<deadpool_postgres::PoolError> for ServiceError {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RevealTarget {
-    Mask { field: PiiFieldName, mask: String },
+    Mask { field: PiiField, mask: String },
     UserId(String),
     MessageId(String),
-}
-
-/// A PII field as the JSON API names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PiiFieldName {
-    Ip,
-    DeviceId,
-}
-
-impl From<PiiFieldName> for PiiField {
-    fn from(name: PiiFieldName) -> Self {
-        match name {
-            PiiFieldName::Ip => PiiField::Ip,
-            PiiFieldName::DeviceId => PiiField::DeviceId,
-        }
-    }
-}
-
-impl From<PiiField> for PiiFieldName {
-    fn from(field: PiiField) -> Self {
-        match field {
-            PiiField::Ip => PiiFieldName::Ip,
-            PiiField::DeviceId => PiiFieldName::DeviceId,
-        }
-    }
 }
 
 /// PII on its way to or from the service: never printed by `Debug`, wiped on drop.
@@ -209,7 +180,7 @@ impl std::fmt::Debug for Plaintext {
 /// One value's answer to a reveal.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Revealed {
-    pub field: PiiFieldName,
+    pub field: PiiField,
     pub mask: String,
     pub outcome: Outcome,
     /// The original value, for `revealed` only.
@@ -220,9 +191,9 @@ pub struct Revealed {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    Find { field: PiiFieldName, value: Plaintext, reason: Option<String> },
+    Find { field: PiiField, value: Plaintext, reason: Option<String> },
     Reveal { target: RevealTarget, reason: Option<String> },
-    Forget { field: PiiFieldName, target: ForgetTarget, reason: Option<String> },
+    Forget { field: PiiField, target: ForgetTarget, reason: Option<String> },
     Audit { since: Option<DateTime<Utc>> },
     InitKeys,
     RotateKey,
@@ -233,9 +204,9 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Response {
-    Find { field: PiiFieldName, mask: String, rows: Vec<LoginMatch> },
+    Find { field: PiiField, mask: String, rows: Vec<LoginMatch> },
     Reveal { values: Vec<Revealed> },
-    Forget { field: PiiFieldName, mask: String, outcome: Outcome },
+    Forget { field: PiiField, mask: String, outcome: Outcome },
     Audit { entries: Vec<AuditRow> },
     InitKeys { created: Vec<String> },
     RotateKey { version: i32 },
@@ -280,15 +251,14 @@ impl VaultService {
     pub async fn handle(&self, context: &RequestContext, request: Request) -> Result<Response, ServiceError> {
         Ok(match request {
             Request::Find { field, value, reason } => {
-                let (mask, rows) =
-                    self.find(context, field.into(), value.expose(), reason.as_deref()).await?;
+                let (mask, rows) = self.find(context, field, value.expose(), reason.as_deref()).await?;
                 Response::Find { field, mask: mask.as_str().to_owned(), rows }
             }
             Request::Reveal { target, reason } => {
                 Response::Reveal { values: self.reveal(context, &target, reason.as_deref()).await? }
             }
             Request::Forget { field, target, reason } => {
-                let (mask, outcome) = self.forget(context, field.into(), &target, reason.as_deref()).await?;
+                let (mask, outcome) = self.forget(context, field, &target, reason.as_deref()).await?;
                 Response::Forget { field, mask: mask.as_str().to_owned(), outcome }
             }
             Request::Audit { since } => Response::Audit { entries: self.audit(context, since).await? },
@@ -397,7 +367,7 @@ impl VaultService {
                 let index = BlindIndex::parse(mask).ok_or_else(|| {
                     ServiceError::BadRequest("a mask is 64 hex characters, as in user_logins".into())
                 })?;
-                vec![(PiiField::from(*field), index)]
+                vec![(*field, index)]
             }
             RevealTarget::UserId(user_id) => {
                 self.masks_of(context, &reason, "user_id", user_id, format!("user_id:{user_id}")).await?
@@ -423,7 +393,7 @@ impl VaultService {
                 Ok((outcome, value)) => {
                     audit::close(&self.pool, id, outcome, None, None).await?;
                     answers.push(Revealed {
-                        field: field.into(),
+                        field,
                         mask: index.as_str().to_owned(),
                         outcome,
                         value: value.map(|v| Plaintext::new(v.as_str())),

@@ -6,9 +6,7 @@ use login_etl::App;
 use login_etl::crypto::{BlindIndex, PiiField};
 use login_etl::handler;
 use login_etl::vault_service::audit::Outcome;
-use login_etl::vault_service::{
-    ForgetTarget, PiiFieldName, Plaintext, RevealTarget, ServiceError, VaultService,
-};
+use login_etl::vault_service::{ForgetTarget, Plaintext, RevealTarget, ServiceError, VaultService};
 use testkit::*;
 use tokio_postgres::error::SqlState;
 
@@ -32,7 +30,7 @@ async fn loaded_by_writer(db: &TestDb, kms: &login_etl::keys::Kms) -> App {
     app
 }
 
-fn mask(field: PiiFieldName, mask: &BlindIndex) -> RevealTarget {
+fn mask(field: PiiField, mask: &BlindIndex) -> RevealTarget {
     RevealTarget::Mask { field, mask: mask.as_str().to_owned() }
 }
 
@@ -123,8 +121,7 @@ async fn every_sample_value_is_found_and_revealed_each_act_on_the_record_with_it
             let (index, rows) = service.find(&alice, field, value, None).await.expect("find");
             assert_eq!(rows.len(), 1);
             assert_eq!(rows[0].user_id.as_deref(), Some(user_id));
-            let revealed =
-                service.reveal(&alice, &mask(field.into(), &index), Some(REASON)).await.expect("reveal");
+            let revealed = service.reveal(&alice, &mask(field, &index), Some(REASON)).await.expect("reveal");
             assert_eq!(revealed[0].outcome, Outcome::Revealed);
             assert_eq!(revealed[0].value.as_ref().map(Plaintext::expose), Some(value));
         }
@@ -161,10 +158,8 @@ async fn the_audit_row_is_committed_before_the_vault_is_read_and_without_it_noth
         .batch_execute("REVOKE SELECT ON pii_vault FROM login_etl_vault_service")
         .await
         .expect("revoke");
-    let error = service
-        .reveal(&staff("bob"), &mask(PiiFieldName::Ip, &index), Some(REASON))
-        .await
-        .expect_err("fails");
+    let error =
+        service.reveal(&staff("bob"), &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("fails");
     assert!(matches!(error, ServiceError::Db(_)), "{error}");
     assert_eq!(
         db.count(&format!("SELECT count(*) FROM pii_audit WHERE action = 'reveal' AND blind_index = '{index}' AND outcome = 'failed'")).await,
@@ -178,10 +173,8 @@ async fn the_audit_row_is_committed_before_the_vault_is_read_and_without_it_noth
 
     // The audit cannot be written: nothing is read, nothing answered.
     db.fail_inserts_into("pii_audit", "audit storage unavailable (simulated)").await;
-    let error = service
-        .reveal(&staff("bob"), &mask(PiiFieldName::Ip, &index), Some(REASON))
-        .await
-        .expect_err("no audit");
+    let error =
+        service.reveal(&staff("bob"), &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("no audit");
     assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
     assert_eq!(error.exit_code(), 7);
     let error =
@@ -199,12 +192,11 @@ async fn over_budget_is_refused_and_audited_and_bad_reasons_are_refused() {
     let ips = ["199.172.111.135", "64.38.218.171", "81.98.156.49"];
     for ip in &ips[..2] {
         let index = app.keyring.indexer.index(PiiField::Ip, ip);
-        service.reveal(&carol, &mask(PiiFieldName::Ip, &index), Some(REASON)).await.expect("within budget");
+        service.reveal(&carol, &mask(PiiField::Ip, &index), Some(REASON)).await.expect("within budget");
     }
     service.find(&carol, PiiField::Ip, ips[2], None).await.expect("third unit of the budget");
     let index = app.keyring.indexer.index(PiiField::Ip, ips[2]);
-    let error =
-        service.reveal(&carol, &mask(PiiFieldName::Ip, &index), Some(REASON)).await.expect_err("budget");
+    let error = service.reveal(&carol, &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("budget");
     assert!(matches!(error, ServiceError::Budget { budget: 3, used: 3 }), "{error}");
     assert_eq!(error.exit_code(), 8);
     assert_eq!(
@@ -213,13 +205,11 @@ async fn over_budget_is_refused_and_audited_and_bad_reasons_are_refused() {
         1
     );
     // Another caller has a budget of their own.
-    service.reveal(&staff("dave"), &mask(PiiFieldName::Ip, &index), Some(REASON)).await.expect("dave");
+    service.reveal(&staff("dave"), &mask(PiiField::Ip, &index), Some(REASON)).await.expect("dave");
 
     for reason in [None, Some("."), Some("short"), Some("ticket\u{200B}4711"), Some("ticket\u{202E}4711")] {
-        let error = service
-            .reveal(&staff("erin"), &mask(PiiFieldName::Ip, &index), reason)
-            .await
-            .expect_err("reason");
+        let error =
+            service.reveal(&staff("erin"), &mask(PiiField::Ip, &index), reason).await.expect_err("reason");
         assert!(matches!(error, ServiceError::Reason(_)), "{reason:?}: {error}");
         assert_eq!(error.exit_code(), 2);
     }
@@ -232,7 +222,7 @@ async fn over_budget_is_refused_and_audited_and_bad_reasons_are_refused() {
     let error = service.rotate_key(&staff("frank")).await.expect_err("not admin");
     assert!(matches!(error, ServiceError::NotAllowed { .. }), "{error}");
     let error =
-        service.reveal(&key_admin(), &mask(PiiFieldName::Ip, &index), Some(REASON)).await.expect_err("admin");
+        service.reveal(&key_admin(), &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("admin");
     assert!(matches!(error, ServiceError::NotAllowed { .. }), "{error}");
 }
 
@@ -256,7 +246,7 @@ async fn forget_erases_in_place_and_nothing_brings_the_value_back() {
         .expect("forget");
     assert_eq!(outcome, Outcome::Forgotten);
     let revealed = service
-        .reveal(&staff("gina"), &mask(PiiFieldName::DeviceId, &index), Some(REASON))
+        .reveal(&staff("gina"), &mask(PiiField::DeviceId, &index), Some(REASON))
         .await
         .expect("reveal");
     assert_eq!((revealed[0].outcome, revealed[0].value.is_none()), (Outcome::Erased, true));
@@ -371,10 +361,8 @@ async fn key_administration_goes_through_the_service_and_keeps_every_value_and_m
         let ip = login["ip"].as_str().expect("ip");
         let index = first.keyring.indexer.index(PiiField::Ip, ip);
         assert_eq!(index, second.keyring.indexer.index(PiiField::Ip, ip), "masks unchanged");
-        let revealed = service
-            .reveal(&staff("ivy"), &mask(PiiFieldName::Ip, &index), Some(REASON))
-            .await
-            .expect("reveal");
+        let revealed =
+            service.reveal(&staff("ivy"), &mask(PiiField::Ip, &index), Some(REASON)).await.expect("reveal");
         assert_eq!(revealed[0].value.as_ref().map(Plaintext::expose), Some(ip));
     }
     // Version arithmetic cannot overflow: the table bounds versions.
