@@ -452,9 +452,14 @@ async fn main() {
         ("copy", |o| Box::pin(copy_baseline(o))),
         ("crypto", |o| Box::pin(crypto_alone(o))),
         ("concurrency", |o| Box::pin(concurrency(o))),
-        ("cold start", |o| Box::pin(children(o))),
+        ("cold-start", |o| Box::pin(children(o))),
     ];
+    // BENCH_ONLY=<section> runs one section (for profiling); the report needs them all.
+    let only = std::env::var("BENCH_ONLY").ok();
     for (name, section) in sections {
+        if only.as_deref().is_some_and(|only| only != name) {
+            continue;
+        }
         eprintln!("bench: {name}…");
         section(&mut out).await;
         out.push(String::new());

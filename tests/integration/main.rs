@@ -7,6 +7,7 @@ mod esm;
 mod faults;
 mod handler;
 mod hostile;
+mod schema;
 mod tls;
 mod trace_logs;
 mod vault_service;
