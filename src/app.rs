@@ -1,6 +1,8 @@
 //! The function's resources, built once per cold start: the connection pool and the
 //! unwrapped keys. Every batch of that instance reuses them.
 
+use std::sync::Arc;
+
 use aws_config::SdkConfig;
 use deadpool_postgres::Pool;
 
@@ -21,7 +23,8 @@ pub enum InitError {
 #[derive(Debug)]
 pub struct App {
     pub pool: Pool,
-    pub keyring: Keyring,
+    /// Shared with the thread that prepares a large batch.
+    pub keyring: Arc<Keyring>,
     pub retry: RetryPolicy,
 }
 
@@ -31,7 +34,7 @@ impl App {
     pub async fn init(config: &Config, kms: &Kms) -> Result<App, InitError> {
         let pool = store::pool(config.database.clone(), config.pool_size)?;
         let client = pool.get().await.map_err(StoreError::from)?;
-        let keyring = keys::load_keyring(&**client, kms).await?;
+        let keyring = Arc::new(keys::load_keyring(&**client, kms).await?);
         drop(client);
         Ok(App { pool, keyring, retry: RetryPolicy::with_budget(config.retry_budget) })
     }

@@ -2,7 +2,8 @@
 //! keyring. It must never panic or fail, must account for every record exactly once,
 //! report exactly the rejected ids, and vault each distinct value once such that it opens
 //! and re-masks to its row's blind index. Each record's outcome is also recomputed
-//! independently (SentTimestamp, body, `LoginEvent::parse`) and compared.
+//! independently (SentTimestamp, body, `LoginEvent::parse`) and compared. Rows come in the
+//! store's lock order: logins by message id, vault rows by (field, blind index), bytewise.
 #![no_main]
 
 use std::collections::{BTreeMap, HashSet};
@@ -73,13 +74,15 @@ fuzz_target!(|data: &[u8]| {
     let expected_rejections: Vec<&Rejection> =
         expected.iter().filter_map(|e| if let Expected::Rejected(r) = e { Some(r) } else { None }).collect();
     assert_eq!(stats.rejections.iter().collect::<Vec<_>>(), expected_rejections, "rejections");
-    let accepted: Vec<(&String, i64, &LoginEvent)> = expected
+    let mut accepted: Vec<(&String, i64, &LoginEvent)> = expected
         .iter()
         .filter_map(|e| match e {
             Expected::Accepted { message_id, millis, login } => Some((message_id, *millis, login)),
             _ => None,
         })
         .collect();
+    // Lock order: by message id, bytewise; equal ids keep their batch order.
+    accepted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     assert_eq!(accepted.len(), batch.logins.len(), "number of logins");
     let unknown_fields: usize = accepted.iter().map(|(_, _, login)| login.unknown_fields()).sum();
     assert_eq!(stats.unknown_fields, unknown_fields, "unknown_fields");
@@ -115,6 +118,9 @@ fuzz_target!(|data: &[u8]| {
     // The vault: one row per distinct (field, blind index) the logins use, each opening
     // to a canonical value that re-masks to the row's index.
     let mut seen = HashSet::new();
+    let keys: Vec<(&[u8], &[u8])> =
+        batch.vault.iter().map(|row| (row.field.as_str().as_bytes(), row.blind_index.as_str().as_bytes())).collect();
+    assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "vault rows not in (field, blind index) order");
     for row in &batch.vault {
         assert!(
             seen.insert((row.field, row.blind_index.clone())),

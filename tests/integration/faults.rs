@@ -107,16 +107,17 @@ async fn database_unreachable_fails_the_invocation_and_writes_nothing() {
 async fn a_fault_inside_the_transaction_commits_nothing() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
-    db.fail_inserts_into("user_logins", "disk full (simulated)").await;
+    // The vault rows are the batch's last statement: its login rows are in by then.
+    db.fail_inserts_into("pii_vault", "disk full (simulated)").await;
 
     let error = handler::handle(&app, load_event("events/duplicates.json")).await.expect_err("fault");
 
     // Said once, outermost context first, with the server's SQLSTATE.
     assert_eq!(report(&error), "batch not written, will be retried: database: disk full (simulated) (P0001)");
-    // The vault rows of the batch were rolled back with it, and a non-transient error is
+    // The login rows of the batch were rolled back with it, and a non-transient error is
     // not retried.
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 0);
-    assert_eq!(db.fault_calls("user_logins").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
+    assert_eq!(db.fault_calls("pii_vault").await, 1);
     let diagnostic: lambda_runtime::Diagnostic = error.into();
     assert_eq!(diagnostic.error_type, "BatchNotWritten.Database");
 }
@@ -234,8 +235,8 @@ async fn the_database_settings_can_come_from_a_secrets_manager_secret() {
     assert!(error.to_string().starts_with("DATABASE_SECRET_ARN could not be read"), "{error}");
 }
 
-/// The batch's own backend is terminated (57P01) inside its transaction, after the vault
-/// rows and before the login rows are inserted.
+/// The batch's own backend is terminated (57P01) inside its transaction: on `pii_vault`,
+/// after the login rows and before the vault rows are inserted.
 const KILL_OWN_BACKEND: &str = "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5);";
 
 #[tokio::test]
@@ -244,17 +245,17 @@ async fn a_connection_killed_inside_the_batch_is_retried_and_the_batch_written_o
     let mut app = cold_start(&db, &new_kms().await).await;
     app.retry =
         store::RetryPolicy { budget: std::time::Duration::from_secs(60), ..store::RetryPolicy::default() };
-    db.fault_on_insert("user_logins", &format!("IF call = 1 THEN {KILL_OWN_BACKEND} END IF;")).await;
+    db.fault_on_insert("pii_vault", &format!("IF call = 1 THEN {KILL_OWN_BACKEND} END IF;")).await;
 
     let (response, stats) =
         handler::handle_with_stats(&app, load_event("events/duplicates.json")).await.expect("retried");
 
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((stats.retries, stats.written, stats.already_present), (1, 6, 0));
-    assert_eq!(db.fault_calls("user_logins").await, 2);
+    assert_eq!(db.fault_calls("pii_vault").await, 2);
+    // The killed attempt's login rows were rolled back: the retry wrote them, once.
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 6);
     assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 6);
-    // The killed attempt's vault rows were rolled back: the retry added them, once.
     assert_eq!(stats.vault_values_added as i64, db.count("SELECT count(*) FROM pii_vault").await);
 }
 
@@ -268,17 +269,69 @@ async fn a_connection_killed_on_every_attempt_fails_the_invocation_with_nothing_
         budget: std::time::Duration::from_secs(60),
         ..store::RetryPolicy::default()
     };
-    db.fault_on_insert("user_logins", KILL_OWN_BACKEND).await;
+    db.fault_on_insert("pii_vault", KILL_OWN_BACKEND).await;
 
     let error = handler::handle(&app, load_event("events/duplicates.json")).await.expect_err("gives up");
 
     assert!(report(&error).contains("(57P01)"), "{}", report(&error));
-    assert_eq!(db.fault_calls("user_logins").await, 3, "bounded: max_attempts");
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 0, "never half-written");
+    assert_eq!(db.fault_calls("pii_vault").await, 3, "bounded: max_attempts");
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0, "never half-written");
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 0);
     // The pool recovers: the next batch on the same instance is written.
-    db.connect().await.batch_execute("DROP TRIGGER user_logins_fault ON user_logins").await.expect("drop");
+    db.connect().await.batch_execute("DROP TRIGGER pii_vault_fault ON pii_vault").await.expect("drop");
     let (_, stats) =
         handler::handle_with_stats(&app, load_event("events/duplicates.json")).await.expect("ok");
     assert_eq!(stats.written, 6);
+}
+
+/// `n` valid logins with distinct ids, values repeating every 7, as one SQS event.
+fn large_event(n: usize, tag: &str) -> aws_lambda_events::sqs::SqsEvent {
+    let records: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let id = format!("{tag}-{i:05}");
+            (id.clone(), login_body(&id, &format!("198.51.100.{}", i % 7), &format!("dev-{}", i % 7)))
+        })
+        .collect();
+    event(&records)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_in_the_middle_of_a_streamed_batch_is_retried_with_the_parts_already_sent() {
+    let db = TestDb::new().await;
+    let mut app = cold_start(&db, &new_kms().await).await;
+    app.retry =
+        store::RetryPolicy { budget: std::time::Duration::from_secs(60), ..store::RetryPolicy::default() };
+    // 1,000 records are prepared beside the write and sent as three login parts (256, 512,
+    // 232 rows); the backend dies in the second, while later parts are still being made.
+    db.fault_on_insert("user_logins", &format!("IF call = 2 THEN {KILL_OWN_BACKEND} END IF;")).await;
+
+    let (response, stats) =
+        handler::handle_with_stats(&app, large_event(1000, "stream")).await.expect("retried");
+
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((stats.retries, stats.written, stats.already_present), (1, 1000, 0));
+    // Two statements in the killed attempt, all three in the retry.
+    assert_eq!(db.fault_calls("user_logins").await, 5);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 1000);
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 1000);
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 14);
+    assert_eq!(stats.vault_values_added, 14);
+}
+
+#[tokio::test]
+async fn a_batch_whose_producer_stops_before_it_is_complete_commits_nothing() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let batch = handler::prepare(&app.keyring, large_event(300, "cut")).expect("prepare");
+    let (sender, parts) = tokio::sync::mpsc::unbounded_channel();
+    sender.send(store::BatchPart::Logins(batch.logins)).expect("send");
+    sender.send(store::BatchPart::Vault(batch.vault)).expect("send");
+    // A seal error or a panic ends the producer here, before `Complete`.
+    drop(sender);
+
+    let error = store::write_batch(&app.pool, parts, &app.retry).await.expect_err("incomplete");
+
+    assert!(matches!(error, store::StoreError::Incomplete), "{}", report(&error));
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 0);
 }

@@ -1,0 +1,161 @@
+//! One SQS batch: parse every record, mask and seal the PII of the valid ones, write them
+//! all in one transaction, and report exactly the rejected messages as item failures.
+//! A database fault fails the whole invocation instead, so SQS retries the batch.
+//!
+//! [`prepare`] is the pure part (no I/O: parsing, masking, sealing); [`handle_with_stats`]
+//! runs it beside the write, part by part, so the crypto of one part overlaps the database
+//! work of the previous one.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::Utc;
+
+use crate::app::App;
+use crate::crypto::SealError;
+use crate::error::report;
+use crate::event::RejectReason;
+use crate::metrics;
+use crate::store::{self, StoreError};
+
+mod prepare;
+
+pub use prepare::{PreparedBatch, prepare, produce};
+
+/// Batches up to this many records are prepared on the calling task: for them a thread
+/// hand-off costs more than the overlap gains.
+const INLINE_RECORDS: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch not written, will be retried")]
+    Store(#[from] StoreError),
+    #[error("batch not written, will be retried")]
+    Seal(#[from] SealError),
+}
+
+/// What the Lambda runtime reports for a failed invocation (SQS then retries the batch).
+impl From<BatchError> for lambda_runtime::Diagnostic {
+    fn from(error: BatchError) -> Self {
+        let error_type = match error {
+            BatchError::Store(_) => "BatchNotWritten.Database",
+            BatchError::Seal(_) => "BatchNotWritten.Seal",
+        };
+        lambda_runtime::Diagnostic { error_type: error_type.to_owned(), error_message: report(&error) }
+    }
+}
+
+/// A rejected message: reported in `batchItemFailures`, left for the DLQ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub message_id: String,
+    pub reason: RejectReason,
+}
+
+/// What a batch did, for the summary log line and for callers such as `esm-local`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchStats {
+    pub received: usize,
+    pub accepted: usize,
+    pub written: u64,
+    pub already_present: u64,
+    pub vault_values_added: u64,
+    pub rejected_by_reason: BTreeMap<&'static str, usize>,
+    /// Each rejected message with its reason, in batch order.
+    pub rejections: Vec<Rejection>,
+    pub unknown_fields: usize,
+    /// Records without a `messageId`: they cannot be reported, only logged.
+    pub unidentifiable: usize,
+    /// Transient database errors retried inside this invocation.
+    pub retries: u32,
+}
+
+/// The Lambda entry point's logic (see `main.rs`): the batch, then its metrics line.
+pub async fn handle(app: &App, event: SqsEvent) -> Result<SqsBatchResponse, BatchError> {
+    let started = Instant::now();
+    let (response, stats) = handle_with_stats(app, event).await?;
+    for line in metric_lines(&stats, started.elapsed().as_secs_f64() * 1000.0, Utc::now().timestamp_millis())
+    {
+        println!("{line}");
+    }
+    Ok(response)
+}
+
+/// The batch's CloudWatch metrics (EMF): one line of counts and duration, one per
+/// rejection reason (dimension `Reason`).
+pub fn metric_lines(stats: &BatchStats, duration_ms: f64, timestamp_ms: i64) -> Vec<String> {
+    let function = [("Function", "login-etl")];
+    let rejected: usize = stats.rejected_by_reason.values().sum();
+    let mut lines = vec![metrics::line(
+        &function,
+        &[
+            ("Received", stats.received as f64, "Count"),
+            ("Written", stats.written as f64, "Count"),
+            ("AlreadyPresent", stats.already_present as f64, "Count"),
+            ("Rejected", rejected as f64, "Count"),
+            ("VaultValuesAdded", stats.vault_values_added as f64, "Count"),
+            ("Retries", f64::from(stats.retries), "Count"),
+            ("Unidentifiable", stats.unidentifiable as f64, "Count"),
+            ("BatchDuration", duration_ms, "Milliseconds"),
+        ],
+        timestamp_ms,
+    )];
+    for (reason, count) in &stats.rejected_by_reason {
+        lines.push(metrics::line(
+            &[("Function", "login-etl"), ("Reason", reason)],
+            &[("RejectedByReason", *count as f64, "Count")],
+            timestamp_ms,
+        ));
+    }
+    lines
+}
+
+pub async fn handle_with_stats(
+    app: &App,
+    event: SqsEvent,
+) -> Result<(SqsBatchResponse, BatchStats), BatchError> {
+    let started = Instant::now();
+    let records = event.records.len();
+    tracing::debug!(records, "batch received");
+    let (sender, parts) = tokio::sync::mpsc::unbounded_channel();
+    // A send fails only when the writer has given up; the batch then fails anyway.
+    let send = move |part| {
+        let _ = sender.send(part);
+    };
+    let writing = store::write_batch(&app.pool, parts, &app.retry);
+    let (produced, written) = if records <= INLINE_RECORDS {
+        let produced = produce(&app.keyring, event, send)?;
+        (Ok(produced), writing.await)
+    } else {
+        // Parsing and crypto on a thread of their own, beside the write.
+        let keyring = app.keyring.clone();
+        let producing = tokio::task::spawn_blocking(move || produce(&keyring, event, send));
+        let (produced, written) = tokio::join!(producing, writing);
+        (produced.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic())), written)
+    };
+    // A seal failure stopped the batch before `Complete`: the writer committed nothing.
+    let (response, mut stats) = produced?;
+    let outcome = written.inspect_err(|error| {
+        tracing::error!(error = %report(error), records = stats.received, "batch write failed");
+    })?;
+    stats.written = outcome.logins_inserted;
+    stats.already_present = stats.accepted as u64 - outcome.logins_inserted;
+    stats.vault_values_added = outcome.vault_inserted;
+    stats.retries = outcome.retries;
+
+    tracing::info!(
+        received = stats.received,
+        written = stats.written,
+        already_present = stats.already_present,
+        rejected = response.batch_item_failures.len(),
+        rejected_by_reason = ?stats.rejected_by_reason,
+        vault_values_added = stats.vault_values_added,
+        unknown_fields = stats.unknown_fields,
+        unidentifiable = stats.unidentifiable,
+        retries = stats.retries,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "batch processed"
+    );
+    Ok((response, stats))
+}

@@ -1,0 +1,271 @@
+//! The batch write: one transaction per batch, fed part by part while the rest of the batch
+//! is still being parsed and sealed, so the database and the crypto work at the same time.
+//! Each part is one set-based statement (UNNEST of column arrays), never a statement per row.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::{Pool, Transaction};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_postgres::Statement;
+
+use super::{RetryPolicy, StoreError};
+use crate::crypto::{BlindIndex, PiiField, SealedValue};
+
+/// One `user_logins` row, PII already masked.
+#[derive(Debug, Clone)]
+pub struct LoginRow {
+    pub sqs_message_id: String,
+    pub user_id: String,
+    pub device_type: String,
+    pub masked_ip: BlindIndex,
+    pub masked_device_id: BlindIndex,
+    pub locale: Option<String>,
+    pub app_version: i32,
+    pub app_version_raw: String,
+    pub create_date: NaiveDate,
+    pub sent_at: DateTime<Utc>,
+    pub index_key_version: i32,
+}
+
+/// One `pii_vault` row.
+#[derive(Debug, Clone)]
+pub struct VaultRow {
+    pub field: PiiField,
+    pub blind_index: BlindIndex,
+    pub sealed: SealedValue,
+}
+
+/// What the producer of a batch sends the writer, in lock order (below): every `Logins`
+/// part, then every `Vault` part, then `Complete`. Without `Complete` nothing is committed.
+#[derive(Debug)]
+pub enum BatchPart {
+    Logins(Vec<LoginRow>),
+    Vault(Vec<VaultRow>),
+    /// The batch is whole: commit.
+    Complete,
+}
+
+/// What a batch write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub logins_inserted: u64,
+    pub vault_inserted: u64,
+    /// Attempts that failed with a transient error and were made again.
+    pub retries: u32,
+}
+
+// Lock order. `INSERT … ON CONFLICT DO NOTHING` takes each row's unique-key lock in the
+// order the rows arrive; two batches holding the same values (one carrier-NAT ip, one
+// family's device, one message delivered twice) in different orders would wait on each
+// other until Postgres kills one (deadlock, 40P01). Every batch therefore inserts its login
+// rows sorted by message id, then its vault rows sorted by (field, blind index), in bytewise
+// order ("C" collation), across all its parts: all transactions take the locks they share in
+// one global order, so none waits on another in a cycle. Login rows come first because they
+// need only the masks, which are cheap; the vault rows are sealed meanwhile.
+const INSERT_VAULT: &str = r#"
+    INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext)
+    SELECT v.* FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::bytea[], $5::bytea[])
+        AS v(field, blind_index, key_version, nonce, ciphertext)
+    ORDER BY v.field COLLATE "C", v.blind_index COLLATE "C"
+    ON CONFLICT DO NOTHING"#;
+
+const INSERT_LOGINS: &str = r#"
+    INSERT INTO user_logins (sqs_message_id, user_id, device_type, masked_ip, masked_device_id,
+                             locale, app_version, app_version_raw, create_date, sent_at,
+                             index_key_version)
+    SELECT l.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                           $6::text[], $7::int4[], $8::text[], $9::date[], $10::timestamptz[],
+                           $11::int4[])
+        AS l(sqs_message_id, user_id, device_type, masked_ip, masked_device_id, locale,
+             app_version, app_version_raw, create_date, sent_at, index_key_version)
+    ORDER BY l.sqs_message_id COLLATE "C"
+    ON CONFLICT DO NOTHING"#;
+
+/// Writes a batch as its parts arrive, in one transaction, and commits once `Complete`
+/// arrives. Rows whose message id (or vault key) already exists are skipped: re-delivery
+/// adds nothing. Transient errors are retried as `retry` allows (see [`super::retry`]):
+/// the parts received so far are kept and sent again, the rest still streams in.
+pub async fn write_batch(
+    pool: &Pool,
+    mut parts: UnboundedReceiver<BatchPart>,
+    retry: &RetryPolicy,
+) -> Result<WriteOutcome, StoreError> {
+    let mut received = Vec::new();
+    match parts.recv().await {
+        Some(BatchPart::Complete) => {
+            return Ok(WriteOutcome { logins_inserted: 0, vault_inserted: 0, retries: 0 });
+        }
+        Some(part) => received.push(part),
+        None => return Err(StoreError::Incomplete),
+    }
+    let mut complete = false;
+    let mut attempts = retry.start();
+    loop {
+        match write_once(pool, &mut parts, &mut received, &mut complete).await {
+            Ok((logins_inserted, vault_inserted)) => {
+                return Ok(WriteOutcome { logins_inserted, vault_inserted, retries: attempts.retries() });
+            }
+            Err(error) => {
+                let Some((sqlstate, delay)) = attempts.backoff(&error) else { return Err(error) };
+                tracing::warn!(
+                    sqlstate,
+                    retry = attempts.retries(),
+                    delay_ms = delay.as_millis() as u64,
+                    error = %crate::error::report(&error),
+                    "transient database error; writing the batch again"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// One attempt on a connection of the pool. A connection an attempt failed on leaves the
+/// pool: it may be dead without knowing it yet, and would fail the retry too.
+async fn write_once(
+    pool: &Pool,
+    parts: &mut UnboundedReceiver<BatchPart>,
+    received: &mut Vec<BatchPart>,
+    complete: &mut bool,
+) -> Result<(u64, u64), StoreError> {
+    let mut client = pool.get().await?;
+    let written = write_on(&mut client, parts, received, complete).await;
+    if written.is_err() {
+        drop(deadpool_postgres::Object::take(client));
+    }
+    written
+}
+
+/// The parts already received, then the rest as it comes, then COMMIT.
+async fn write_on(
+    client: &mut deadpool_postgres::Client,
+    parts: &mut UnboundedReceiver<BatchPart>,
+    received: &mut Vec<BatchPart>,
+    complete: &mut bool,
+) -> Result<(u64, u64), StoreError> {
+    let tx = client.transaction().await?;
+    let statements = Statements {
+        logins: tx.prepare_cached(INSERT_LOGINS).await?,
+        vault: tx.prepare_cached(INSERT_VAULT).await?,
+    };
+    let mut counts = (0, 0);
+    for part in received.iter() {
+        statements.execute(&tx, part, &mut counts).await?;
+    }
+    while !*complete {
+        match parts.recv().await {
+            Some(BatchPart::Complete) => *complete = true,
+            Some(part) => {
+                let sent = statements.execute(&tx, &part, &mut counts).await;
+                // Kept whatever happened, so that a retry sends it again.
+                received.push(part);
+                sent?;
+            }
+            // The producer stopped without finishing the batch: roll back, commit nothing.
+            None => return Err(StoreError::Incomplete),
+        }
+    }
+    tx.commit().await?;
+    Ok(counts)
+}
+
+struct Statements {
+    logins: Statement,
+    vault: Statement,
+}
+
+impl Statements {
+    /// Sends one part; adds the rows it inserted to `counts` (logins, vault).
+    async fn execute(
+        &self,
+        tx: &Transaction<'_>,
+        part: &BatchPart,
+        counts: &mut (u64, u64),
+    ) -> Result<(), StoreError> {
+        match part {
+            BatchPart::Logins(rows) => {
+                let c = LoginColumns::new(rows);
+                counts.0 += tx
+                    .execute(
+                        &self.logins,
+                        &[
+                            &c.message_ids,
+                            &c.user_ids,
+                            &c.device_types,
+                            &c.masked_ips,
+                            &c.masked_device_ids,
+                            &c.locales,
+                            &c.app_versions,
+                            &c.app_versions_raw,
+                            &c.create_dates,
+                            &c.sent_ats,
+                            &c.index_versions,
+                        ],
+                    )
+                    .await?;
+            }
+            BatchPart::Vault(rows) => {
+                let c = VaultColumns::new(rows);
+                counts.1 += tx
+                    .execute(&self.vault, &[&c.fields, &c.indexes, &c.versions, &c.nonces, &c.ciphertexts])
+                    .await?;
+            }
+            BatchPart::Complete => {}
+        }
+        Ok(())
+    }
+}
+
+/// Login rows as the column arrays the statement binds.
+struct LoginColumns<'a> {
+    message_ids: Vec<&'a str>,
+    user_ids: Vec<&'a str>,
+    device_types: Vec<&'a str>,
+    masked_ips: Vec<&'a str>,
+    masked_device_ids: Vec<&'a str>,
+    locales: Vec<Option<&'a str>>,
+    app_versions: Vec<i32>,
+    app_versions_raw: Vec<&'a str>,
+    create_dates: Vec<NaiveDate>,
+    sent_ats: Vec<DateTime<Utc>>,
+    index_versions: Vec<i32>,
+}
+
+impl<'a> LoginColumns<'a> {
+    fn new(rows: &'a [LoginRow]) -> Self {
+        let text = |f: fn(&LoginRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+        LoginColumns {
+            message_ids: text(|r| &r.sqs_message_id),
+            user_ids: text(|r| &r.user_id),
+            device_types: text(|r| &r.device_type),
+            masked_ips: text(|r| r.masked_ip.as_str()),
+            masked_device_ids: text(|r| r.masked_device_id.as_str()),
+            locales: rows.iter().map(|r| r.locale.as_deref()).collect(),
+            app_versions: rows.iter().map(|r| r.app_version).collect(),
+            app_versions_raw: text(|r| &r.app_version_raw),
+            create_dates: rows.iter().map(|r| r.create_date).collect(),
+            sent_ats: rows.iter().map(|r| r.sent_at).collect(),
+            index_versions: rows.iter().map(|r| r.index_key_version).collect(),
+        }
+    }
+}
+
+/// Vault rows as the column arrays the statement binds.
+struct VaultColumns<'a> {
+    fields: Vec<&'a str>,
+    indexes: Vec<&'a str>,
+    versions: Vec<i32>,
+    nonces: Vec<&'a [u8]>,
+    ciphertexts: Vec<&'a [u8]>,
+}
+
+impl<'a> VaultColumns<'a> {
+    fn new(rows: &'a [VaultRow]) -> Self {
+        VaultColumns {
+            fields: rows.iter().map(|v| v.field.as_str()).collect(),
+            indexes: rows.iter().map(|v| v.blind_index.as_str()).collect(),
+            versions: rows.iter().map(|v| v.sealed.key_version).collect(),
+            nonces: rows.iter().map(|v| v.sealed.nonce.as_slice()).collect(),
+            ciphertexts: rows.iter().map(|v| v.sealed.ciphertext.as_slice()).collect(),
+        }
+    }
+}
