@@ -17,6 +17,7 @@ use aws_sdk_kms::config::{ConfigBag, Intercept};
 use aws_sdk_kms::error::BoxError;
 use login_etl::config::{Config, DEFAULT_RETRY_BUDGET};
 use login_etl::keys::Kms;
+use login_etl::store::BatchPart;
 use login_etl::{App, handler};
 use serde_json::json;
 use testkit::{TestDb, init_keys, sdk_config};
@@ -162,6 +163,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
     let size = if smoke() { 100 } else { 10_000 };
     let reps = if smoke() { 1 } else { 5 };
     let (mut handler_times, mut copy_times, mut write_times) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut vault_store_times, mut vault_copy_times) = (Vec::new(), Vec::new());
     let mut rows = (0, 0);
     for rep in 0..reps {
         let (kms, _) = counted_kms().await;
@@ -182,6 +184,17 @@ async fn copy_baseline(out: &mut Vec<String>) {
         let started = Instant::now();
         login_etl::store::write_batch(&writer.pool, parts, &writer.retry).await.expect("write");
         write_times.push(started.elapsed());
+
+        // Its vault statement alone (INSERT … ON CONFLICT DO NOTHING), into a fresh database.
+        let vault_rows = handler::prepare(&app.keyring, decode(&bytes)).expect("prepare").vault;
+        let fresh = TestDb::new().await;
+        let writer = cold_start(&fresh, &kms).await;
+        let (sender, parts) = tokio::sync::mpsc::unbounded_channel();
+        sender.send(BatchPart::Vault(vault_rows)).expect("send");
+        sender.send(BatchPart::Complete).expect("send");
+        let started = Instant::now();
+        login_etl::store::write_batch(&writer.pool, parts, &writer.retry).await.expect("write");
+        vault_store_times.push(started.elapsed());
 
         // Exactly what the handler wrote, into a fresh database with the same schema.
         let from = source.connect().await;
@@ -208,6 +221,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
             writer.as_mut().write(&[&f, &b, &k, &n, &c]).await.expect("row");
         }
         writer.finish().await.expect("finish");
+        vault_copy_times.push(started.elapsed());
         let sink = tx
             .copy_in("COPY user_logins (sqs_message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, app_version_raw, create_date, sent_at, index_key_version) FROM STDIN BINARY")
             .await
@@ -252,8 +266,11 @@ async fn copy_baseline(out: &mut Vec<String>) {
     handler_times.sort();
     copy_times.sort();
     write_times.sort();
+    vault_store_times.sort();
+    vault_copy_times.sort();
     let (handler, copy) = (percentile(&handler_times, 0.5), percentile(&copy_times, 0.5));
     let write = percentile(&write_times, 0.5);
+    let (vault_store, vault_copy) = (percentile(&vault_store_times, 0.5), percentile(&vault_copy_times, 0.5));
     out.push(format!(
         "## {size} messages: handler against binary COPY of the same rows ({reps} alternated runs, medians)"
     ));
@@ -274,6 +291,14 @@ async fn copy_baseline(out: &mut Vec<String>) {
         "| binary COPY of its rows, one transaction | {:.1} ms | {:.0} |",
         ms(copy),
         size as f64 / copy.as_secs_f64()
+    ));
+    out.push(format!(
+        "| its vault rows alone, INSERT … ON CONFLICT DO NOTHING (the store) | {:.1} ms | |",
+        ms(vault_store)
+    ));
+    out.push(format!(
+        "| its vault rows alone, binary COPY (part of the row above) | {:.1} ms | |",
+        ms(vault_copy)
     ));
     out.push(format!(
         "handler ÷ COPY (throughput) = {:.2}; its statements alone ÷ COPY = {:.2}",

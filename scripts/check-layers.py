@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "src"
 # Top-level modules of the library; a file belongs to the first path component.
 PURE = {
     "event": {"std", "core", "serde", "serde_json", "thiserror", "unicode_properties"},
-    "crypto": {"std", "core", "hmac", "sha2", "aes_gcm_siv", "zeroize", "hex", "serde", "thiserror"},
+    "crypto": {"std", "core", "hmac", "sha2", "aes_gcm_siv", "rand", "zeroize", "hex", "serde", "thiserror"},
     "error": {"std", "core", "tokio_postgres", "deadpool_postgres", "thiserror"},
 }
 

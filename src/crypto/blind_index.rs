@@ -53,7 +53,10 @@ impl BlindIndexer {
             PiiField::DeviceId => self.device_id.clone(),
         };
         mac.update(normalized.as_bytes());
-        BlindIndex(hex::encode(mac.finalize().into_bytes()))
+        let mut text = [0u8; 64];
+        // 32 bytes always fit 64 hex digits, which are ASCII.
+        hex::encode_to_slice(mac.finalize().into_bytes(), &mut text).expect("64 hex digits");
+        BlindIndex(String::from_utf8_lossy(&text).into_owned())
     }
 }
 

@@ -76,7 +76,9 @@ impl DataKey {
         index: &BlindIndex,
         plaintext: &str,
     ) -> Result<SealedValue, SealError> {
-        let nonce = Nonce::generate();
+        // A nonce per seal from the thread's CSPRNG (ChaCha12, reseeded from the OS every
+        // 64 KiB): no system call per value. GCM-SIV tolerates a repeated nonce anyway.
+        let nonce = Nonce::generate_from_rng(&mut rand::rng());
         let aad = aad(field, index, self.version);
         let ciphertext = self
             .cipher

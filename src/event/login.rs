@@ -132,15 +132,25 @@ fn column_text(text: &str, field: Field) -> Result<ColumnText, RejectReason> {
     if text.trim().is_empty() {
         return Err(RejectReason::EmptyField(field));
     }
-    if text.chars().any(char::is_control) {
-        return Err(RejectReason::ControlCharacter(field));
-    }
-    // Zero-width, BOM, soft hyphen, bidi controls…: two spellings that look the same would
-    // get different masks (missed duplicates), and analysts would read what is not there.
-    if text.chars().any(is_invisible) {
-        return Err(RejectReason::InvisibleCharacter(field));
-    }
-    if text.chars().count() > field.max_chars() {
+    // Nearly every value is ASCII: no ASCII character is invisible, and each is one char.
+    let chars = if text.is_ascii() {
+        if text.bytes().any(|b| b.is_ascii_control()) {
+            return Err(RejectReason::ControlCharacter(field));
+        }
+        text.len()
+    } else {
+        if text.chars().any(char::is_control) {
+            return Err(RejectReason::ControlCharacter(field));
+        }
+        // Zero-width, BOM, soft hyphen, bidi controls…: two spellings that look the same
+        // would get different masks (missed duplicates), and analysts would read what is
+        // not there.
+        if text.chars().any(is_invisible) {
+            return Err(RejectReason::InvisibleCharacter(field));
+        }
+        text.chars().count()
+    };
+    if chars > field.max_chars() {
         return Err(RejectReason::TooLong(field));
     }
     Ok(ColumnText(text.to_owned()))

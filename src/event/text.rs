@@ -74,6 +74,16 @@ mod tests {
         }
     }
 
+    /// What `column_text`'s ASCII fast path relies on.
+    #[test]
+    fn no_ascii_character_is_invisible_and_ascii_controls_are_the_control_characters() {
+        for byte in 0u8..128 {
+            let c = char::from(byte);
+            assert!(!is_invisible(c), "U+{byte:04X}");
+            assert_eq!(c.is_control(), byte.is_ascii_control(), "U+{byte:04X}");
+        }
+    }
+
     #[test]
     fn reasons_must_be_visible_and_long_enough() {
         assert_eq!(audit_reason(Some("  ticket 4711  ")), Ok("ticket 4711"));

@@ -1,7 +1,8 @@
 //! The pure part of a batch (no I/O): validate each record, mask the PII of the valid ones,
 //! seal each distinct value once, and hand the rows over in parts, in the order the store
-//! writes them (its lock order): login rows sorted by message id, then vault rows sorted by
-//! (field, blind index). Parts start small, so the database starts early, and grow.
+//! writes them (its lock order): login rows sorted by message id, in parts that start small
+//! (so the database starts early) and grow, then the vault rows sorted by (field, blind
+//! index), in one part.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
@@ -39,7 +40,7 @@ pub fn prepare(keyring: &Keyring, event: SqsEvent) -> Result<PreparedBatch, Seal
     Ok(PreparedBatch { logins, vault, response, stats })
 }
 
-/// Sends the batch's rows to `send` in parts (every login part, every vault part, then
+/// Sends the batch's rows to `send` in parts (every login part, the vault part, then
 /// `Complete`) and returns the item failures and counts. On an error `Complete` is never
 /// sent, so nothing of the batch can be committed.
 pub fn produce(
@@ -49,14 +50,17 @@ pub fn produce(
 ) -> Result<(SqsBatchResponse, BatchStats), SealError> {
     let mut stats = BatchStats { received: event.records.len(), ..BatchStats::default() };
     let mut part_rows = PartSizes::default();
-    // Message ids compare bytewise, as the store's "C" collation does.
-    let mut records: Vec<(usize, SqsMessage)> = event.records.into_iter().enumerate().collect();
-    records.sort_by(|(_, a), (_, b)| a.message_id.cmp(&b.message_id));
+    // Message ids compare bytewise, as the store's "C" collation does. Positions are sorted,
+    // not the (large) records.
+    let records = event.records;
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_by(|&a, &b| records[a].message_id.cmp(&records[b].message_id));
 
     let mut rejections = Vec::new();
     let mut values = Vec::with_capacity(records.len() * 2);
     let mut logins = Vec::with_capacity(part_rows.current().min(records.len()));
-    for (position, record) in records {
+    for position in order {
+        let record = &records[position];
         // An empty id in batchItemFailures fails the whole batch, so a record without one
         // can only be logged. SQS always sets it; hand-made events might not.
         let Some(message_id) = record.message_id.as_deref().filter(|id| !id.is_empty()) else {
@@ -65,7 +69,7 @@ pub fn produce(
             continue;
         };
         let message_id = message_id.to_owned();
-        let (sent_at, login) = match accept(&record) {
+        let (sent_at, login) = match accept(record) {
             Ok(accepted) => accepted,
             Err(reason) => {
                 tracing::warn!(
@@ -115,13 +119,12 @@ pub fn produce(
         send(BatchPart::Logins(logins));
     }
 
-    // Each distinct value once, in the vault's key order.
+    // Each distinct value once, in the vault's key order, in one part: it is ready long
+    // before the database is through the login rows.
     values.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
     values.dedup_by(|a, b| a.key() == b.key());
-    let mut values = values.as_slice();
-    while !values.is_empty() {
-        let (part, rest) = values.split_at(part_rows.current().min(values.len()));
-        let rows = part
+    if !values.is_empty() {
+        let rows = values
             .iter()
             .map(|value| {
                 let sealed = keyring.data_key.seal(value.field, &value.index, &value.plaintext)?;
@@ -129,8 +132,6 @@ pub fn produce(
             })
             .collect::<Result<Vec<_>, SealError>>()?;
         send(BatchPart::Vault(rows));
-        part_rows.next_size();
-        values = rest;
     }
     send(BatchPart::Complete);
 

@@ -274,6 +274,17 @@ pub fn event(records: &[(String, String)]) -> SqsEvent {
     serde_json::from_value(json!({ "Records": records })).expect("event shape")
 }
 
+/// `n` valid logins with ids `{tag}-00000`…, their ips and device ids repeating every 7.
+pub fn many_logins(n: usize, tag: &str) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let id = format!("{tag}-{i:05}");
+            let body = login_body(&id, &format!("198.51.100.{}", i % 7), &format!("dev-{}", i % 7));
+            (id, body)
+        })
+        .collect()
+}
+
 /// A valid login body with the given ip and device id.
 pub fn login_body(user: &str, ip: &str, device_id: &str) -> String {
     json!({

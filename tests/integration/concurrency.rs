@@ -10,7 +10,7 @@ use testkit::*;
 use tokio::sync::Barrier;
 
 const INSTANCES: usize = 8;
-/// Enough that each batch's login rows and vault rows go in several parts.
+/// Enough that each batch's login rows go in several parts, with many vault rows.
 const VALUES: usize = 600;
 const ROUNDS: usize = 5;
 
@@ -87,7 +87,8 @@ async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
 
 /// One batch delivered to several instances at once (at-least-once delivery: a visibility
 /// timeout ran out while the first was still writing), each receiving the records in its
-/// own order, large enough that its login rows and its vault rows each go in two parts.
+/// own order, large enough that its login rows go in two parts (one streamed COPY, which
+/// meets the ids the first copy wrote and falls back to INSERT … ON CONFLICT).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_batch_delivered_to_four_instances_at_once_is_written_once_without_deadlock() {
     const COPIES: usize = 4;
@@ -135,6 +136,5 @@ async fn one_batch_delivered_to_four_instances_at_once_is_written_once_without_d
         assert_eq!(retries, 0, "round {round}: a deadlock was retried");
     }
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, (ROUNDS * MESSAGES) as i64);
-    // Enough distinct values that the vault rows, too, go in two parts.
     assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 397 + 389);
 }

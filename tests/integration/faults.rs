@@ -284,34 +284,35 @@ async fn a_connection_killed_on_every_attempt_fails_the_invocation_with_nothing_
     assert_eq!(stats.written, 6);
 }
 
-/// `n` valid logins with distinct ids, values repeating every 7, as one SQS event.
-fn large_event(n: usize, tag: &str) -> aws_lambda_events::sqs::SqsEvent {
-    let records: Vec<(String, String)> = (0..n)
-        .map(|i| {
-            let id = format!("{tag}-{i:05}");
-            (id.clone(), login_body(&id, &format!("198.51.100.{}", i % 7), &format!("dev-{}", i % 7)))
-        })
-        .collect();
-    event(&records)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_killed_in_the_middle_of_a_streamed_batch_is_retried_with_the_parts_already_sent() {
     let db = TestDb::new().await;
     let mut app = cold_start(&db, &new_kms().await).await;
     app.retry =
         store::RetryPolicy { budget: std::time::Duration::from_secs(60), ..store::RetryPolicy::default() };
-    // 1,000 records are prepared beside the write and sent as three login parts (256, 512,
-    // 232 rows); the backend dies in the second, while later parts are still being made.
-    db.fault_on_insert("user_logins", &format!("IF call = 2 THEN {KILL_OWN_BACKEND} END IF;")).await;
+    // 1,000 records are prepared beside the write and streamed into one COPY in three
+    // parts (256, 512, 232 rows); the backend dies at the 600th row, in the second part,
+    // while the third may still be in the making. A row trigger counts the rows.
+    db.connect()
+        .await
+        .batch_execute(&format!(
+            "CREATE SEQUENCE login_rows;
+             CREATE FUNCTION kill_at_row_600() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+                 SET search_path = public, pg_catalog AS
+                 $$ BEGIN IF nextval('login_rows') = 600 THEN {KILL_OWN_BACKEND} END IF; RETURN NEW; END $$;
+             CREATE TRIGGER kill_at_row_600 BEFORE INSERT ON user_logins
+                 FOR EACH ROW EXECUTE FUNCTION kill_at_row_600();"
+        ))
+        .await
+        .expect("row trigger");
 
     let (response, stats) =
-        handler::handle_with_stats(&app, large_event(1000, "stream")).await.expect("retried");
+        handler::handle_with_stats(&app, event(&many_logins(1000, "stream"))).await.expect("retried");
 
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((stats.retries, stats.written, stats.already_present), (1, 1000, 0));
-    // Two statements in the killed attempt, all three in the retry.
-    assert_eq!(db.fault_calls("user_logins").await, 5);
+    // The killed attempt reached row 600 (all rolled back), the retry sent all 1,000.
+    assert_eq!(db.count("SELECT last_value FROM login_rows").await, 1600);
     assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 1000);
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 1000);
     assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 14);
@@ -322,7 +323,7 @@ async fn a_connection_killed_in_the_middle_of_a_streamed_batch_is_retried_with_t
 async fn a_batch_whose_producer_stops_before_it_is_complete_commits_nothing() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
-    let batch = handler::prepare(&app.keyring, large_event(300, "cut")).expect("prepare");
+    let batch = handler::prepare(&app.keyring, event(&many_logins(300, "cut"))).expect("prepare");
     let (sender, parts) = tokio::sync::mpsc::unbounded_channel();
     sender.send(store::BatchPart::Logins(batch.logins)).expect("send");
     sender.send(store::BatchPart::Vault(batch.vault)).expect("send");

@@ -271,3 +271,35 @@ async fn the_vault_returns_every_sample_value_and_refuses_moved_or_tampered_rows
     tampered.nonce[11] ^= 0x80;
     assert!(key.open(*field_a, index_a, &tampered).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_is_copied_and_its_redelivery_still_adds_nothing() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    // Counts the statements that insert into user_logins (COPY fires INSERT triggers too).
+    db.fault_on_insert("user_logins", "NULL;").await;
+    let records = many_logins(1000, "big");
+
+    let (_, first) = handler::handle_with_stats(&app, event(&records)).await.expect("first");
+    assert_eq!((first.written, first.already_present), (1000, 0));
+    // Three login parts (256, 512, 232 rows), streamed into one COPY.
+    assert_eq!(db.fault_calls("user_logins").await, 1);
+
+    let (response, again) = handler::handle_with_stats(&app, event(&records)).await.expect("again");
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((again.written, again.already_present), (0, 1000));
+    // The COPY met a message id already there; from the savepoint, the three parts went
+    // again as INSERT … ON CONFLICT DO NOTHING.
+    assert_eq!(db.fault_calls("user_logins").await, 1 + 1 + 3);
+
+    // Half re-delivered, half new, and one new id twice in the same batch.
+    let mut mixed: Vec<(String, String)> = records[..300].to_vec();
+    mixed.extend(many_logins(300, "new"));
+    mixed.push(("new-00000".to_owned(), login_body("other", "192.0.2.1", "other-device")));
+    let (_, stats) = handler::handle_with_stats(&app, event(&mixed)).await.expect("mixed");
+    assert_eq!((stats.accepted, stats.written, stats.already_present), (601, 300, 301));
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 1300);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 1300);
+    // The first of the two records with one id is the one kept.
+    assert_eq!(db.count("SELECT count(*) FROM user_logins WHERE user_id = 'other'").await, 0);
+}
