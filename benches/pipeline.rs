@@ -182,7 +182,9 @@ async fn copy_baseline(out: &mut Vec<String>) {
         handler::produce(&app.keyring, decode(&bytes), |part| sender.send(part).expect("send"))
             .expect("prepare");
         let started = Instant::now();
-        login_etl::store::write_batch(&writer.pool, parts, &writer.retry).await.expect("write");
+        login_etl::store::write_batch(&writer.pool, parts, &writer.retry, writer.login_load)
+            .await
+            .expect("write");
         write_times.push(started.elapsed());
 
         // Its vault statement alone (INSERT … ON CONFLICT DO NOTHING), into a fresh database.
@@ -193,7 +195,9 @@ async fn copy_baseline(out: &mut Vec<String>) {
         sender.send(BatchPart::Vault(vault_rows)).expect("send");
         sender.send(BatchPart::Complete).expect("send");
         let started = Instant::now();
-        login_etl::store::write_batch(&writer.pool, parts, &writer.retry).await.expect("write");
+        login_etl::store::write_batch(&writer.pool, parts, &writer.retry, writer.login_load)
+            .await
+            .expect("write");
         vault_store_times.push(started.elapsed());
 
         // Exactly what the handler wrote, into a fresh database with the same schema.
@@ -226,19 +230,9 @@ async fn copy_baseline(out: &mut Vec<String>) {
             .copy_in("COPY user_logins (sqs_message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, app_version_raw, create_date, sent_at, index_key_version) FROM STDIN BINARY")
             .await
             .expect("copy");
-        let types = [
-            Type::VARCHAR,
-            Type::VARCHAR,
-            Type::VARCHAR,
-            Type::VARCHAR,
-            Type::VARCHAR,
-            Type::VARCHAR,
-            Type::INT4,
-            Type::VARCHAR,
-            Type::DATE,
-            Type::TIMESTAMPTZ,
-            Type::INT4,
-        ];
+
+        let types: Vec<Type> =
+            login_etl::store::batch::LOGIN_COLUMNS.iter().map(|(_, t)| t.clone()).collect();
         let writer = BinaryCopyInWriter::new(sink, &types);
         tokio::pin!(writer);
         for row in &logins {

@@ -8,7 +8,7 @@ use deadpool_postgres::Pool;
 
 use crate::config::{Config, ConfigError};
 use crate::keys::{self, KeyError, Keyring, Kms};
-use crate::store::{self, RetryPolicy, StoreError};
+use crate::store::{self, LoginLoad, RetryPolicy, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -26,6 +26,8 @@ pub struct App {
     /// Shared with the thread that prepares a large batch.
     pub keyring: Arc<Keyring>,
     pub retry: RetryPolicy,
+    /// Whether large batches may load their login rows with `COPY` (checked once).
+    pub login_load: LoginLoad,
 }
 
 impl App {
@@ -35,8 +37,12 @@ impl App {
         let pool = store::pool(config.database.clone(), config.pool_size)?;
         let client = pool.get().await.map_err(StoreError::from)?;
         let keyring = Arc::new(keys::load_keyring(&**client, kms).await?);
+        let (login_load, why_not_copy) = store::login_load(&client).await?;
+        if let Some(reason) = why_not_copy {
+            tracing::warn!(reason, "login rows will be inserted, never copied");
+        }
         drop(client);
-        Ok(App { pool, keyring, retry: RetryPolicy::with_budget(config.retry_budget) })
+        Ok(App { pool, keyring, retry: RetryPolicy::with_budget(config.retry_budget), login_load })
     }
 
     /// `init` with the settings read from the environment (see `config`) and the AWS SDK

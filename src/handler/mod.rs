@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 
 use crate::app::App;
@@ -17,7 +17,7 @@ use crate::crypto::SealError;
 use crate::error::report;
 use crate::event::RejectReason;
 use crate::metrics;
-use crate::store::{self, StoreError};
+use crate::store::{self, LoginLoad, StoreError};
 
 mod prepare;
 
@@ -123,7 +123,9 @@ pub async fn handle_with_stats(
     let send = move |part| {
         let _ = sender.send(part);
     };
-    let writing = store::write_batch(&app.pool, parts, &app.retry);
+    // A batch SQS delivers again may hold rows already written: no COPY to undo.
+    let load = if event.records.iter().any(redelivered) { LoginLoad::Insert } else { app.login_load };
+    let writing = store::write_batch(&app.pool, parts, &app.retry, load);
     let (produced, written) = if records <= INLINE_RECORDS {
         let produced = produce(&app.keyring, event, send)?;
         (Ok(produced), writing.await)
@@ -158,4 +160,13 @@ pub async fn handle_with_stats(
         "batch processed"
     );
     Ok((response, stats))
+}
+
+/// Whether SQS says it delivered this message before (`ApproximateReceiveCount` over 1).
+fn redelivered(record: &SqsMessage) -> bool {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|count| count.parse::<u32>().ok())
+        .is_some_and(|n| n > 1)
 }

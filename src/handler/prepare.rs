@@ -52,7 +52,7 @@ pub fn produce(
     let mut part_rows = PartSizes::default();
     // Message ids compare bytewise, as the store's "C" collation does. Positions are sorted,
     // not the (large) records.
-    let records = event.records;
+    let mut records = event.records;
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_by(|&a, &b| records[a].message_id.cmp(&records[b].message_id));
 
@@ -60,7 +60,7 @@ pub fn produce(
     let mut values = Vec::with_capacity(records.len() * 2);
     let mut logins = Vec::with_capacity(part_rows.current().min(records.len()));
     for position in order {
-        let record = &records[position];
+        let record = &mut records[position];
         // An empty id in batchItemFailures fails the whole batch, so a record without one
         // can only be logged. SQS always sets it; hand-made events might not.
         let Some(message_id) = record.message_id.as_deref().filter(|id| !id.is_empty()) else {
@@ -69,7 +69,10 @@ pub fn produce(
             continue;
         };
         let message_id = message_id.to_owned();
-        let (sent_at, login) = match accept(record) {
+        let accepted = accept(record);
+        // The body (ip and device id in clear) is wiped as soon as it is parsed.
+        drop(record.body.take().map(Zeroizing::new));
+        let (sent_at, login) = match accepted {
             Ok(accepted) => accepted,
             Err(reason) => {
                 tracing::warn!(

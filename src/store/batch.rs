@@ -4,6 +4,8 @@
 //! INSERT (UNNEST of column arrays); never a statement per row.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use std::sync::LazyLock;
+
 use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_postgres::Statement;
@@ -93,23 +95,68 @@ const INSERT_LOGINS: &str = r#"
 /// statement, which is fewer round trips.
 pub const COPY_MIN_ROWS: usize = 256;
 
-const COPY_LOGINS: &str = "COPY user_logins (sqs_message_id, user_id, device_type, masked_ip, \
-     masked_device_id, locale, app_version, app_version_raw, create_date, sent_at, index_key_version) \
-     FROM STDIN (FORMAT binary)";
-
-const LOGIN_COLUMN_TYPES: [Type; 11] = [
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::INT4,
-    Type::VARCHAR,
-    Type::DATE,
-    Type::TIMESTAMPTZ,
-    Type::INT4,
+/// The login columns `COPY` sends, with the binary type of each. Binary `COPY` does not
+/// convert: the table's columns must have these types (varchar columns may be text).
+pub const LOGIN_COLUMNS: [(&str, Type); 11] = [
+    ("sqs_message_id", Type::VARCHAR),
+    ("user_id", Type::VARCHAR),
+    ("device_type", Type::VARCHAR),
+    ("masked_ip", Type::VARCHAR),
+    ("masked_device_id", Type::VARCHAR),
+    ("locale", Type::VARCHAR),
+    ("app_version", Type::INT4),
+    ("app_version_raw", Type::VARCHAR),
+    ("create_date", Type::DATE),
+    ("sent_at", Type::TIMESTAMPTZ),
+    ("index_key_version", Type::INT4),
 ];
+
+static COPY_LOGINS: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<&str> = LOGIN_COLUMNS.iter().map(|(name, _)| *name).collect();
+    format!("COPY user_logins ({}) FROM STDIN (FORMAT binary)", columns.join(", "))
+});
+
+/// How a batch's login rows are loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginLoad {
+    /// One binary `COPY` when the batch is large enough (see [`COPY_MIN_ROWS`]).
+    Copy,
+    /// `INSERT … ON CONFLICT DO NOTHING` only: the table cannot take the `COPY`, or the
+    /// batch holds re-deliveries (its ids may be there already; a `COPY` would be undone).
+    Insert,
+}
+
+/// Whether `user_logins` takes the `COPY`: a plain table (a partitioned one would take the
+/// rows partition by partition, not in the lock order) whose columns have the types the
+/// `COPY` sends (a table kept from the exercise's own setup may not). When not, says why.
+pub async fn login_load(client: &tokio_postgres::Client) -> Result<(LoginLoad, Option<String>), StoreError> {
+    let rows = client
+        .query(
+            "SELECT c.relkind::text, a.attname::text, t.typname::text
+               FROM pg_class c
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+               JOIN pg_type t ON t.oid = a.atttypid
+              WHERE c.oid = 'user_logins'::regclass",
+            &[],
+        )
+        .await?;
+    if let Some(row) = rows.first()
+        && row.get::<_, &str>(0) != "r"
+    {
+        return Ok((LoginLoad::Insert, Some("user_logins is not a plain table (partitioned?)".to_owned())));
+    }
+    for (name, sent) in &LOGIN_COLUMNS {
+        let found = rows.iter().find(|row| row.get::<_, &str>(1) == *name).map(|row| row.get::<_, &str>(2));
+        let fits = found == Some(sent.name()) || (*sent == Type::VARCHAR && found == Some("text"));
+        if !fits {
+            return Ok((
+                LoginLoad::Insert,
+                Some(format!("user_logins.{name} is {}, not {}", found.unwrap_or("missing"), sent.name())),
+            ));
+        }
+    }
+    Ok((LoginLoad::Copy, None))
+}
 
 /// Writes a batch as its parts arrive, in one transaction, and commits once `Complete`
 /// arrives. Rows whose message id (or vault key) already exists are skipped: re-delivery
@@ -119,8 +166,9 @@ pub async fn write_batch(
     pool: &Pool,
     parts: UnboundedReceiver<BatchPart>,
     retry: &RetryPolicy,
+    load: LoginLoad,
 ) -> Result<WriteOutcome, StoreError> {
-    let mut batch = Batch { parts, received: Vec::new(), complete: false, logins_present: false };
+    let mut batch = Batch { parts, received: Vec::new(), complete: false, load };
     match batch.parts.recv().await {
         Some(BatchPart::Complete) => {
             return Ok(WriteOutcome { logins_inserted: 0, vault_inserted: 0, retries: 0 });
@@ -155,8 +203,8 @@ struct Batch {
     parts: UnboundedReceiver<BatchPart>,
     received: Vec<BatchPart>,
     complete: bool,
-    /// Some of the batch's message ids were already written (a re-delivery): no `COPY`.
-    logins_present: bool,
+    /// `Insert` from the start, or once a `COPY` met a message id already written.
+    load: LoginLoad,
 }
 
 struct Statements {
@@ -184,11 +232,11 @@ impl Batch {
         let statements = Statements {
             logins: tx.prepare_cached(INSERT_LOGINS).await?,
             vault: tx.prepare_cached(INSERT_VAULT).await?,
-            copy_logins: tx.prepare_cached(COPY_LOGINS).await?,
+            copy_logins: tx.prepare_cached(&COPY_LOGINS).await?,
         };
         let (mut logins, mut vault) = (0, 0);
         let mut index = 0;
-        let copy = !self.logins_present
+        let copy = self.load == LoginLoad::Copy
             && self.has(index).await?
             && matches!(&self.received[index], BatchPart::Logins(rows) if rows.len() >= COPY_MIN_ROWS);
         if copy {
@@ -198,7 +246,7 @@ impl Batch {
                 Err(error) if is_unique_violation(&error) => {
                     // A re-delivery: undo the copied rows, send them all again below.
                     tx.batch_execute("ROLLBACK TO SAVEPOINT logins").await?;
-                    self.logins_present = true;
+                    self.load = LoginLoad::Insert;
                     index = 0;
                 }
                 Err(error) => return Err(error),
@@ -247,7 +295,8 @@ impl Batch {
         index: &mut usize,
     ) -> Result<u64, StoreError> {
         let sink = tx.copy_in(&statements.copy_logins).await?;
-        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &LOGIN_COLUMN_TYPES));
+        let types: Vec<Type> = LOGIN_COLUMNS.iter().map(|(_, sent)| sent.clone()).collect();
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
         while self.has(*index).await? {
             let BatchPart::Logins(rows) = &self.received[*index] else { break };
             for r in rows {

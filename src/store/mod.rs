@@ -9,7 +9,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 pub mod batch;
 pub mod retry;
 
-pub use batch::{BatchPart, LoginRow, VaultRow, WriteOutcome, write_batch};
+pub use batch::{BatchPart, LoginLoad, LoginRow, VaultRow, WriteOutcome, login_load, write_batch};
 pub use retry::RetryPolicy;
 
 mod embedded {

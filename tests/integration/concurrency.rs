@@ -99,6 +99,8 @@ async fn one_batch_delivered_to_four_instances_at_once_is_written_once_without_d
     for _ in 0..COPIES {
         instances.push(Arc::new(cold_start(&db, &kms).await));
     }
+    // Counts the statements that insert into user_logins.
+    db.fault_on_insert("user_logins", "NULL;").await;
     const ROUNDS: usize = 6;
     for round in 0..ROUNDS {
         let records: Vec<(String, String)> = (0..MESSAGES)
@@ -135,6 +137,9 @@ async fn one_batch_delivered_to_four_instances_at_once_is_written_once_without_d
         assert_eq!(already_present, ((COPIES - 1) * MESSAGES) as u64);
         assert_eq!(retries, 0, "round {round}: a deadlock was retried");
     }
+    // Each round one copy's COPY went through; the three others' met its ids (waiting for
+    // it to commit) and went again as two INSERT … ON CONFLICT parts (256 + 344 rows).
+    assert_eq!(db.fault_calls("user_logins").await, (ROUNDS * (1 + 3 * (1 + 2))) as i64);
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, (ROUNDS * MESSAGES) as i64);
     assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 397 + 389);
 }

@@ -325,12 +325,17 @@ async fn a_batch_whose_producer_stops_before_it_is_complete_commits_nothing() {
     let app = cold_start(&db, &new_kms().await).await;
     let batch = handler::prepare(&app.keyring, event(&many_logins(300, "cut"))).expect("prepare");
     let (sender, parts) = tokio::sync::mpsc::unbounded_channel();
+    let write = tokio::spawn({
+        let app = std::sync::Arc::new(app);
+        async move { store::write_batch(&app.pool, parts, &app.retry, app.login_load).await }
+    });
+    // The COPY of the login rows is open and waiting for more when the producer ends (a
+    // seal error or a panic), before the vault rows and before `Complete`.
     sender.send(store::BatchPart::Logins(batch.logins)).expect("send");
-    sender.send(store::BatchPart::Vault(batch.vault)).expect("send");
-    // A seal error or a panic ends the producer here, before `Complete`.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     drop(sender);
 
-    let error = store::write_batch(&app.pool, parts, &app.retry).await.expect_err("incomplete");
+    let error = write.await.expect("task").expect_err("incomplete");
 
     assert!(matches!(error, store::StoreError::Incomplete), "{}", report(&error));
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);

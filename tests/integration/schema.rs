@@ -50,4 +50,16 @@ async fn the_vault_accepts_exactly_64_lowercase_hex_characters_as_a_blind_index(
         assert_eq!(inserted.is_ok(), meant, "candidate {n}");
     }
     assert_eq!(accepted, 2);
+    // And the rule in place is V4's, without the regex's bounded repetition, validated (V5).
+    let row = client
+        .query_one(
+            "SELECT pg_get_constraintdef(oid), convalidated FROM pg_constraint
+              WHERE conname = 'pii_vault_blind_index_check'",
+            &[],
+        )
+        .await
+        .expect("constraint");
+    let (definition, validated): (String, bool) = (row.get(0), row.get(1));
+    assert!(definition.contains("octet_length") && !definition.contains("{64}"), "{definition}");
+    assert!(validated);
 }
