@@ -59,8 +59,8 @@ pub struct WriteOutcome {
     pub retries: u32,
 }
 
-// Lock order. `INSERT … ON CONFLICT DO NOTHING` takes each row's unique-key lock in the
-// order the rows arrive; two batches holding the same values (one carrier-NAT ip, one
+// Lock order. `INSERT … ON CONFLICT DO NOTHING` and `COPY` take each row's unique-key lock
+// in the order the rows arrive; two batches holding the same values (one carrier-NAT ip, one
 // family's device, one message delivered twice) in different orders would wait on each
 // other until Postgres kills one (deadlock, 40P01). Every batch therefore inserts its login
 // rows sorted by message id, then its vault rows sorted by (field, blind index), in bytewise
