@@ -108,6 +108,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    percentile(&times, 0.5)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -257,35 +262,21 @@ async fn copy_baseline(out: &mut Vec<String>) {
         tx.commit().await.expect("commit");
         copy_times.push(started.elapsed());
     }
-    handler_times.sort();
-    copy_times.sort();
-    write_times.sort();
-    vault_store_times.sort();
-    vault_copy_times.sort();
-    let (handler, copy) = (percentile(&handler_times, 0.5), percentile(&copy_times, 0.5));
-    let write = percentile(&write_times, 0.5);
-    let (vault_store, vault_copy) = (percentile(&vault_store_times, 0.5), percentile(&vault_copy_times, 0.5));
+    let (handler, copy, write) = (median(handler_times), median(copy_times), median(write_times));
+    let (vault_store, vault_copy) = (median(vault_store_times), median(vault_copy_times));
     out.push(format!(
         "## {size} messages: handler against binary COPY of the same rows ({reps} alternated runs, medians)"
     ));
     out.push(format!("rows written: {} user_logins, {} pii_vault", rows.0, rows.1));
     out.push("| | median | messages/s |".into());
     out.push("| --- | --- | --- |".into());
-    out.push(format!(
-        "| handler (decode, parse, mask, seal, write) | {:.1} ms | {:.0} |",
-        ms(handler),
-        size as f64 / handler.as_secs_f64()
-    ));
-    out.push(format!(
-        "| its statements alone (rows prepared beforehand, one transaction) | {:.1} ms | {:.0} |",
-        ms(write),
-        size as f64 / write.as_secs_f64()
-    ));
-    out.push(format!(
-        "| binary COPY of its rows, one transaction | {:.1} ms | {:.0} |",
-        ms(copy),
-        size as f64 / copy.as_secs_f64()
-    ));
+    for (what, time) in [
+        ("handler (decode, parse, mask, seal, write)", handler),
+        ("its statements alone (rows prepared beforehand, one transaction)", write),
+        ("binary COPY of its rows, one transaction", copy),
+    ] {
+        out.push(format!("| {what} | {:.1} ms | {:.0} |", ms(time), size as f64 / time.as_secs_f64()));
+    }
     out.push(format!(
         "| its vault rows alone, INSERT … ON CONFLICT DO NOTHING (the store) | {:.1} ms | |",
         ms(vault_store)

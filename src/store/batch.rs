@@ -169,12 +169,9 @@ pub async fn write_batch(
     load: LoginLoad,
 ) -> Result<WriteOutcome, StoreError> {
     let mut batch = Batch { parts, received: Vec::new(), complete: false, load };
-    match batch.parts.recv().await {
-        Some(BatchPart::Complete) => {
-            return Ok(WriteOutcome { logins_inserted: 0, vault_inserted: 0, retries: 0 });
-        }
-        Some(part) => batch.received.push(part),
-        None => return Err(StoreError::Incomplete),
+    // A batch of rejections only: no transaction at all.
+    if !batch.has(0).await? {
+        return Ok(WriteOutcome { logins_inserted: 0, vault_inserted: 0, retries: 0 });
     }
     let mut attempts = retry.start();
     loop {

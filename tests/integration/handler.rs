@@ -348,3 +348,33 @@ async fn a_table_whose_columns_binary_copy_would_misread_is_never_copied() {
     );
     assert_eq!(db.count(&sql).await, 1);
 }
+
+/// The COPY path as the function really runs it, a login in the writer role: COPY FROM
+/// and the savepoint need nothing beyond INSERT, and COPY TO reads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_role_copies_and_falls_back_but_cannot_copy_anything_out() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    init_keys(&db, &kms).await;
+    let writer_login = db.login_in("login_etl_writer").await;
+    let mut config = db.app_config();
+    config.database = writer_login.clone().into();
+    let app = login_etl::App::init(&config, &kms).await.expect("the writer starts");
+    assert_eq!(app.login_load, login_etl::store::LoginLoad::Copy, "the writer may read the catalog");
+    let records = many_logins(1000, "writer");
+
+    let (_, first) = handler::handle_with_stats(&app, event(&records)).await.expect("copied");
+    let (_, again) = handler::handle_with_stats(&app, event(&records)).await.expect("fallen back");
+
+    assert_eq!((first.written, again.written, again.already_present), (1000, 0, 1000));
+    let writer = connect(&writer_login).await;
+    // (It reads the wrapped keys, by design: decision 8.)
+    for table in ["user_logins", "pii_vault", "pii_audit"] {
+        let error = writer
+            .copy_out(&format!("COPY {table} TO STDOUT") as &str)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("the writer copied {table} out"));
+        assert_eq!(error.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{table}");
+    }
+}
