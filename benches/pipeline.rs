@@ -15,10 +15,10 @@ use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_kms::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_kms::config::{ConfigBag, Intercept};
 use aws_sdk_kms::error::BoxError;
-use login_etl::config::{Config, DEFAULT_RETRY_BUDGET};
-use login_etl::keys::Kms;
-use login_etl::store::BatchPart;
 use login_etl::{App, handler};
+use login_etl_core::config::{Config, DEFAULT_RETRY_BUDGET};
+use login_etl_core::keys::Kms;
+use login_etl_core::store::BatchPart;
 use serde_json::json;
 use testkit::{TestDb, init_keys, sdk_config};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -187,7 +187,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
         handler::produce(&app.keyring, decode(&bytes), |part| sender.send(part).expect("send"))
             .expect("prepare");
         let started = Instant::now();
-        login_etl::store::write_batch(&writer.pool, parts, &writer.retry, writer.login_load)
+        login_etl_core::store::write_batch(&writer.pool, parts, &writer.retry, writer.login_load)
             .await
             .expect("write");
         write_times.push(started.elapsed());
@@ -200,7 +200,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
         sender.send(BatchPart::Vault(vault_rows)).expect("send");
         sender.send(BatchPart::Complete).expect("send");
         let started = Instant::now();
-        login_etl::store::write_batch(&writer.pool, parts, &writer.retry, writer.login_load)
+        login_etl_core::store::write_batch(&writer.pool, parts, &writer.retry, writer.login_load)
             .await
             .expect("write");
         vault_store_times.push(started.elapsed());
@@ -237,7 +237,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
             .expect("copy");
 
         let types: Vec<Type> =
-            login_etl::store::batch::LOGIN_COLUMNS.iter().map(|(_, t)| t.clone()).collect();
+            login_etl_core::store::batch::LOGIN_COLUMNS.iter().map(|(_, t)| t.clone()).collect();
         let writer = BinaryCopyInWriter::new(sink, &types);
         tokio::pin!(writer);
         for row in &logins {
@@ -379,7 +379,7 @@ async fn child(kind: &str) {
         aws_sdk_kms::config::Builder::from(&sdk).interceptor(CountKmsCalls(calls.clone())).build(),
     );
     let kms = Kms::new(client.clone(), key_id.clone());
-    let database = login_etl::config::database::parse_database_url(&db_url).expect("url");
+    let database = login_etl_core::config::database::parse_database_url(&db_url).expect("url");
     let config =
         Config { database, kms_key_id: key_id.clone(), pool_size: 2, retry_budget: DEFAULT_RETRY_BUDGET };
     let init_started = Instant::now();
@@ -388,12 +388,12 @@ async fn child(kind: &str) {
     let ready = process_start.elapsed();
     let cold_calls = calls.0.load(Ordering::SeqCst);
     // The KMS share: the same calls again, alone (DescribeKey and the three Decrypts).
-    let owner = login_etl::config::database::connect(
-        &login_etl::config::database::parse_database_url(&db_url).expect("url"),
+    let owner = login_etl_core::config::database::connect(
+        &login_etl_core::config::database::parse_database_url(&db_url).expect("url"),
     )
     .await
     .expect("connect");
-    let wrapped = login_etl::keys::latest_wrapped_keys(&owner).await.expect("keys");
+    let wrapped = login_etl_core::keys::latest_wrapped_keys(&owner).await.expect("keys");
     let kms_alone = Kms::new(client, key_id);
     let kms_started = Instant::now();
     kms_alone.key_arn().await.expect("describe");

@@ -1,36 +1,60 @@
 #!/usr/bin/env python3
-"""The module graph of src/ (from `use crate::…` and `crate::…` paths outside test code)
-must have no cycle, and the pure layers must import no I/O crate.
+"""The architecture's rules, checked on the source, the crate graph and the built binary.
 
-  check-layers.py            check, print the graph, exit 1 on a violation
+1. Modules: in each crate, the module graph (from `use crate::…` and `crate::…` paths
+   outside test code) has no cycle, and the pure layers of the core (event, crypto,
+   error) import no I/O crate.
+2. Crates: the ingest function (`login-etl`) depends, through normal and build
+   dependencies, on no crate that reads the vault or serves staff: the vault service, its
+   protocol, the CLI, the local tools, the migrations.
+3. The artifact: the built `login-etl` binary holds no SQL that reads `pii_vault`, and no
+   mention of `pii_audit` at all (the function only inserts into the vault).
+
+  check-layers.py [--binary PATH]   check, print the module graphs, exit 1 on a violation
+  check-layers.py --self-test       show that each check fails on a broken input
 """
+import json
 import pathlib
 import re
+import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent / "src"
-# Top-level modules of the library; a file belongs to the first path component.
+REPO = pathlib.Path(__file__).resolve().parent.parent
+# Each crate's source root, by package name.
+CRATES = {
+    "login-etl-core": REPO / "crates/core/src",
+    "login-etl": REPO / "src",
+    "pii-vault-service": REPO / "crates/vault-service/src",
+    "pii-vault-protocol": REPO / "crates/vault-protocol/src",
+    "pii-vault": REPO / "crates/pii-vault/src",
+    "login-etl-local-tools": REPO / "crates/local-tools/src",
+}
+# Pure layers of the core and the crates each may use.
 PURE = {
     "event": {"std", "core", "serde", "serde_json", "thiserror", "unicode_properties"},
     "crypto": {"std", "core", "hmac", "sha2", "aes_gcm_siv", "rand", "zeroize", "hex", "serde", "thiserror"},
     "error": {"std", "core", "tokio_postgres", "deadpool_postgres", "thiserror"},
 }
-
-
+# What the ingest function must not depend on.
+FORBIDDEN_FOR_INGEST = {"pii-vault-service", "pii-vault-protocol", "pii-vault", "login-etl-local-tools",
+                        "login-etl-migrations", "clap", "reqwest", "anyhow"}
+# SQL that reads the vault, or any mention of the audit, in the ingest binary.
+FORBIDDEN_IN_BINARY = [
+    re.compile(rb"(?i)\b(from|join|update)\s+pii_vault\b"),
+    re.compile(rb"(?i)\bpii_audit\b"),
+]
 # `crate::App` is `app::App`.
 REEXPORTS = {"App": "app"}
 # Lower-case path roots that are not crates (modules of a layer, std's prelude modules).
 LOCAL_PATHS = ("blind_index", "seal", "login", "reject", "app_version", "text", "body", "fmt", "mem")
 
 
-def known_crates() -> set[str]:
-    """Every dependency name of Cargo.toml, as Rust spells it."""
-    manifest = (ROOT.parent / "Cargo.toml").read_text()
-    deps = re.findall(r"^([A-Za-z0-9_-]+)\s*=", manifest.split("[dependencies]", 1)[1].split("\n[", 1)[0], re.M)
-    return {d.replace("-", "_") for d in deps} | {"tokio_postgres"}
-
-
-KNOWN_CRATES = known_crates()
+def known_crates(src: pathlib.Path) -> set[str]:
+    """Every dependency name of the crate's Cargo.toml, as Rust spells it."""
+    manifest = (src.parent / "Cargo.toml").read_text()
+    section = manifest.split("[dependencies]", 1)[1].split("\n[", 1)[0]
+    deps = re.findall(r"^([A-Za-z0-9_-]+)\s*=", section, re.M)
+    return {d.replace("-", "_") for d in deps}
 
 
 def strip_tests(text: str) -> str:
@@ -50,45 +74,43 @@ def strip_tests(text: str) -> str:
     return "".join(out)
 
 
-def module_of(path: pathlib.Path) -> str | None:
-    rel = path.relative_to(ROOT)
-    if rel.parts[0] in ("main.rs", "lib.rs", "bin"):
-        return None
-    return rel.parts[0].removesuffix(".rs")
-
-
-def main() -> int:
+def module_edges(root: pathlib.Path, files: dict[pathlib.Path, str], pure: dict, crates: set[str]):
+    """The module graph of one crate's `files` (path -> text) and the pure-layer problems."""
     edges: dict[str, set[str]] = {}
     problems = []
-    for path in sorted(ROOT.rglob("*.rs")):
-        module = module_of(path)
-        if module is None:
+    for path, text in sorted(files.items()):
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("main.rs", "lib.rs", "bin"):
             continue
-        text = strip_tests(path.read_text())
+        module = rel.parts[0].removesuffix(".rs")
+        text = strip_tests(text)
         names = set(re.findall(r"\bcrate::(\w+)", text))
         for group in re.findall(r"use\s+crate::\{([^;]*)\}", text):  # use crate::{a, b::c}
             names |= set(re.findall(r"(?:^|[\s,{])(\w+)", group))
         names = {REEXPORTS.get(n, n) for n in names}
-        targets = {n for n in names if n != module and ((ROOT / f"{n}.rs").exists() or (ROOT / n).is_dir())}
+        modules = {p.relative_to(root).parts[0].removesuffix(".rs") for p in files}
+        targets = {n for n in names if n != module and n in modules}
         edges.setdefault(module, set()).update(targets)
-        if module in PURE:
+        if module in pure:
             roots = set(re.findall(r"\buse\s+(\w+)::", text)) | set(re.findall(r"(?<![\w:])([a-z_]\w*)::", text))
             roots -= {"crate", "super", "self"} | set(LOCAL_PATHS)
-            for crate in sorted(r for r in roots if r not in PURE[module] and r in KNOWN_CRATES):
-                problems.append(f"{path.relative_to(ROOT.parent)}: pure layer `{module}` uses the crate `{crate}`")
-            for target in sorted(targets - set(PURE)):
-                problems.append(f"{path.relative_to(ROOT.parent)}: pure layer `{module}` depends on `{target}`")
+            for crate in sorted(r for r in roots if r not in pure[module] and r in crates):
+                problems.append(f"{rel}: pure layer `{module}` uses the crate `{crate}`")
+            for target in sorted(targets - set(pure)):
+                problems.append(f"{rel}: pure layer `{module}` depends on `{target}`")
+    return edges, problems
 
-    # Cycles, by depth-first search.
-    state: dict[str, int] = {}
-    stack: list[str] = []
+
+def cycles(edges: dict[str, set[str]]) -> list[str]:
+    """Every cycle a depth-first search meets."""
+    found, state, stack = [], {}, []
 
     def visit(node: str) -> None:
         state[node] = 1
         stack.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                problems.append("cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+                found.append("cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -97,13 +119,106 @@ def main() -> int:
     for node in sorted(edges):
         if node not in state:
             visit(node)
+    return found
 
-    for module in sorted(edges):
-        print(f"{module:10} -> {', '.join(sorted(edges[module])) or '-'}")
+
+def ingest_dependencies(metadata: dict) -> set[str]:
+    """Every package `login-etl` links: its normal and build dependencies, transitively."""
+    nodes = {node["id"]: node for node in metadata["resolve"]["nodes"]}
+    names = {package["id"]: package["name"] for package in metadata["packages"]}
+    start = next(i for i, name in names.items() if name == "login-etl")
+    seen, todo = set(), [start]
+    while todo:
+        for dep in nodes[todo.pop()]["deps"]:
+            if any(kind["kind"] in (None, "build") for kind in dep["dep_kinds"]) and dep["pkg"] not in seen:
+                seen.add(dep["pkg"])
+                todo.append(dep["pkg"])
+    return {names[i] for i in seen}
+
+
+# What the binary must hold (the writer's own insert): proves the scan sees its SQL at all.
+REQUIRED_IN_BINARY = re.compile(rb"(?i)insert\s+into\s+pii_vault\b")
+
+
+def binary_problems(data: bytes) -> list[str]:
+    problems = []
+    if not REQUIRED_IN_BINARY.search(data):
+        problems.append("the login-etl binary holds no `INSERT INTO pii_vault`: is it the function?")
+    for pattern in FORBIDDEN_IN_BINARY:
+        for match in pattern.finditer(data):
+            problems.append(f"the login-etl binary holds `{match.group(0).decode(errors='replace')}`")
+    return problems
+
+
+def check(binary: pathlib.Path) -> int:
+    problems = []
+    for name, root in CRATES.items():
+        if not root.is_dir():
+            continue
+        files = {path: path.read_text() for path in root.rglob("*.rs")}
+        pure = PURE if name == "login-etl-core" else {}
+        edges, found = module_edges(root, files, pure, known_crates(root))
+        problems += [f"{name}: {p}" for p in found + cycles(edges)]
+        print(f"{name}:")
+        for module in sorted(edges):
+            print(f"  {module:14} -> {', '.join(sorted(edges[module])) or '-'}")
+
+    metadata = json.loads(subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--locked"], cwd=REPO, check=True,
+        capture_output=True).stdout)
+    linked = ingest_dependencies(metadata)
+    problems += [f"login-etl depends on `{bad}`" for bad in sorted(linked & FORBIDDEN_FOR_INGEST)]
+    print(f"login-etl links {len(linked)} crates, none of: {', '.join(sorted(FORBIDDEN_FOR_INGEST))}")
+
+    if not binary.exists():
+        problems.append(f"{binary} is not built (cargo build --bin login-etl)")
+    else:
+        problems += binary_problems(binary.read_bytes())
+        print(f"{binary.relative_to(REPO) if binary.is_relative_to(REPO) else binary}: "
+              "no SQL that reads pii_vault, no pii_audit")
     for problem in problems:
         print("check-layers:", problem, file=sys.stderr)
     return 1 if problems else 0
 
 
+def self_test() -> int:
+    """Each check, fed a broken input, must report it; fed a sound one, must not."""
+    root = pathlib.Path("/x/src")
+    cycle = {root / "a.rs": "use crate::b::B;", root / "b.rs": "use crate::a::A;"}
+    impure = {root / "event/mod.rs": "use tokio_postgres::Client;"}
+    sound = {root / "a.rs": "use crate::b::B;", root / "b.rs": "pub struct B;"}
+    metadata = lambda dep: {  # noqa: E731
+        "packages": [{"id": "i", "name": "login-etl"}, {"id": "c", "name": "login-etl-core"},
+                     {"id": "v", "name": dep}],
+        "resolve": {"nodes": [
+            {"id": "i", "deps": [{"pkg": "c", "dep_kinds": [{"kind": None}]}]},
+            {"id": "c", "deps": [{"pkg": "v", "dep_kinds": [{"kind": None}]}]},
+            {"id": "v", "deps": []}]}}
+    dev_only = metadata("pii-vault-service")
+    dev_only["resolve"]["nodes"][1]["deps"][0]["dep_kinds"] = [{"kind": "dev"}]
+    cases = [
+        ("a module cycle", bool(cycles(module_edges(root, cycle, {}, set())[0])), True),
+        ("an I/O crate in event/", bool(module_edges(root, impure, PURE, {"tokio_postgres"})[1]), True),
+        ("a sound graph", bool(cycles(module_edges(root, sound, {}, set())[0])), False),
+        ("the service linked through core",
+         "pii-vault-service" in ingest_dependencies(metadata("pii-vault-service")), True),
+        ("the service as a dev-dependency only", "pii-vault-service" in ingest_dependencies(dev_only), False),
+        ("a vault read in the binary",
+         bool(binary_problems(b"INSERT INTO pii_vault (f)\0SELECT nonce FROM pii_vault WHERE\0")), True),
+        ("the audit in the binary", bool(binary_problems(b"INSERT INTO pii_vault (f)\0INSERT INTO pii_audit\0")), True),
+        ("the writer's insert alone", bool(binary_problems(b"\0INSERT INTO pii_vault (field)\0")), False),
+        ("a binary without the writer's SQL", bool(binary_problems(b"\0hello\0")), True),
+    ]
+    failed = [name for name, got, want in cases if got != want]
+    for name, got, want in cases:
+        print(f"{'ok  ' if got == want else 'FAIL'} {name}: {'reported' if got else 'not reported'}")
+    return 1 if failed else 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:] == ["--self-test"]:
+        sys.exit(self_test())
+    binary = REPO / "target/debug/login-etl"
+    if sys.argv[1:2] == ["--binary"] and len(sys.argv) == 3:
+        binary = pathlib.Path(sys.argv[2]).resolve()
+    sys.exit(check(binary))

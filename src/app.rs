@@ -6,9 +6,9 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use deadpool_postgres::Pool;
 
-use crate::config::{Config, ConfigError};
-use crate::keys::{self, KeyError, Keyring, Kms};
-use crate::store::{self, LoginLoad, RetryPolicy, StoreError};
+use login_etl_core::config::{Config, ConfigError};
+use login_etl_core::keys::{self, KeyError, Keyring, Kms};
+use login_etl_core::store::{self, LoginLoad, RetryPolicy, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {

@@ -3,8 +3,9 @@
 
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use login_etl::error::report;
-use login_etl::{App, config, handler, telemetry};
+use login_etl::{App, handler};
+use login_etl_core::error::report;
+use login_etl_core::{config, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -14,7 +14,7 @@ async fn no_plaintext_pii_in_the_logs_of_a_full_run() {
     let app = cold_start(&db, &new_kms().await).await;
     let capture = LogCapture::default();
     let writer = capture.clone();
-    let subscriber = login_etl::telemetry::json_subscriber(move || writer.clone());
+    let subscriber = login_etl_core::telemetry::json_subscriber(move || writer.clone());
     // Process-wide, so no thread's first use of a log call site can miss it.
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test binary");
 

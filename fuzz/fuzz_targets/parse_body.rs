@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use login_etl::event::text::is_invisible;
-use login_etl::event::{AppVersion, ClientIp, DeviceId, Field, LoginEvent, RejectReason};
+use login_etl_core::event::text::is_invisible;
+use login_etl_core::event::{AppVersion, ClientIp, DeviceId, Field, LoginEvent, RejectReason};
 use serde_json::{Map, Value};
 
 fuzz_target!(|data: &[u8]| {

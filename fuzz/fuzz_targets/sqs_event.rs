@@ -11,10 +11,10 @@ use std::sync::LazyLock;
 
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use libfuzzer_sys::fuzz_target;
-use login_etl::crypto::{BlindIndex, BlindIndexer, DataKey, KeyMaterial, PiiField};
-use login_etl::event::{ClientIp, DeviceId, LoginEvent, RejectReason};
 use login_etl::handler::{self, Rejection};
-use login_etl::keys::Keyring;
+use login_etl_core::crypto::{BlindIndex, BlindIndexer, DataKey, KeyMaterial, PiiField};
+use login_etl_core::event::{ClientIp, DeviceId, LoginEvent, RejectReason};
+use login_etl_core::keys::Keyring;
 
 const INDEX_KEY_VERSION: i32 = 1;
 const DATA_KEY_VERSION: i32 = 1;
@@ -118,8 +118,11 @@ fuzz_target!(|data: &[u8]| {
     // The vault: one row per distinct (field, blind index) the logins use, each opening
     // to a canonical value that re-masks to the row's index.
     let mut seen = HashSet::new();
-    let keys: Vec<(&[u8], &[u8])> =
-        batch.vault.iter().map(|row| (row.field.as_str().as_bytes(), row.blind_index.as_str().as_bytes())).collect();
+    let keys: Vec<(&[u8], &[u8])> = batch
+        .vault
+        .iter()
+        .map(|row| (row.field.as_str().as_bytes(), row.blind_index.as_str().as_bytes()))
+        .collect();
     assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "vault rows not in (field, blind index) order");
     for row in &batch.vault {
         assert!(

@@ -13,11 +13,11 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 
 use crate::app::App;
-use crate::crypto::SealError;
-use crate::error::report;
-use crate::event::RejectReason;
-use crate::metrics;
-use crate::store::{self, LoginLoad, StoreError};
+use login_etl_core::crypto::SealError;
+use login_etl_core::error::report;
+use login_etl_core::event::RejectReason;
+use login_etl_core::metrics;
+use login_etl_core::store::{self, LoginLoad, StoreError};
 
 mod prepare;
 

@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
 use super::{BatchStats, Rejection};
-use crate::crypto::{BlindIndex, PiiField, SealError};
-use crate::event::{LoginEvent, RejectReason};
-use crate::keys::Keyring;
-use crate::store::{BatchPart, LoginRow, VaultRow};
+use login_etl_core::crypto::{BlindIndex, PiiField, SealError};
+use login_etl_core::event::{LoginEvent, RejectReason};
+use login_etl_core::keys::Keyring;
+use login_etl_core::store::{BatchPart, LoginRow, VaultRow};
 
 /// Rows in the first part; each next part doubles, up to [`MAX_PART_ROWS`].
 const FIRST_PART_ROWS: usize = 256;
@@ -208,7 +208,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::crypto::{BlindIndexer, DataKey, KeyMaterial};
+    use login_etl_core::crypto::{BlindIndexer, DataKey, KeyMaterial};
 
     fn keyring() -> Keyring {
         let key = |seed| KeyMaterial::from_bytes([seed; 32]);

@@ -14,11 +14,11 @@ use aws_config::BehaviorVersion;
 use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_kms::config::Credentials;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
-use login_etl::App;
-use login_etl::config::{Config, database};
-use login_etl::keys::Kms;
-use login_etl::store;
-use login_etl::vault_service::{RequestContext, VaultService};
+use login_etl::{App, handler};
+use login_etl_core::config::{Config, database};
+use login_etl_core::keys::Kms;
+use login_etl_core::store;
+use pii_vault_service::{RequestContext, VaultService};
 use serde_json::{Value, json};
 
 pub const FIRST_SENT_MS: i64 = 1_763_625_600_000;
@@ -40,7 +40,7 @@ impl TestDb {
     pub async fn new() -> TestDb {
         let db = TestDb::empty().await;
         let mut client = db.connect().await;
-        store::migrate(&mut client).await.expect("migrations apply");
+        login_etl_migrations::migrate(&mut client).await.expect("migrations apply");
         db
     }
 
@@ -123,7 +123,7 @@ impl TestDb {
             database: self.config.clone().into(),
             kms_key_id: String::new(),
             pool_size: 2,
-            retry_budget: login_etl::config::DEFAULT_RETRY_BUDGET,
+            retry_budget: login_etl_core::config::DEFAULT_RETRY_BUDGET,
         }
     }
 }
@@ -198,7 +198,7 @@ pub async fn new_kms() -> Kms {
 
 /// What `pii-vault admin init-keys` does: the keys, created once (idempotent).
 pub async fn init_keys(db: &TestDb, kms: &Kms) {
-    login_etl::keys::create_missing_keys(&db.connect().await, kms).await.expect("init keys");
+    login_etl_core::keys::create_missing_keys(&db.connect().await, kms).await.expect("init keys");
 }
 
 /// A cold start against this database and key (the keys created first if missing).
@@ -211,6 +211,20 @@ pub async fn cold_start(db: &TestDb, kms: &Kms) -> App {
 pub async fn vault_service(db: &TestDb, kms: &Kms, reveal_budget_per_day: u32) -> VaultService {
     let pool = store::pool(db.login_in("login_etl_vault_service").await.into(), 4).expect("pool");
     VaultService::new(pool, kms.clone(), reveal_budget_per_day)
+}
+
+/// A reason the vault service accepts.
+pub const REASON: &str = "ticket SEC-4711";
+
+/// The function, running as a login in the writer role, loads the exercise's queue.
+pub async fn loaded_by_writer(db: &TestDb, kms: &Kms) -> App {
+    init_keys(db, kms).await;
+    let mut config = db.app_config();
+    config.database = db.login_in("login_etl_writer").await.into();
+    let app = App::init(&config, kms).await.expect("the writer loads the keys");
+    let response = handler::handle(&app, load_event("events/login-queue-100.json")).await.expect("batch");
+    assert_eq!(response.batch_item_failures.len(), 1);
+    app
 }
 
 /// A staff member's request, as SigV4 on the function URL proves it.
@@ -483,7 +497,8 @@ pub struct LocalVaultService {
 }
 
 impl LocalVaultService {
-    /// `service_binary`: the test's `env!("CARGO_BIN_EXE_pii-vault-service")`.
+    /// `service_binary`: [`workspace_binary`]`("pii-vault-service")`, or the test's own
+    /// `env!("CARGO_BIN_EXE_pii-vault-service")`.
     pub async fn start(db: &TestDb, kms: &Kms, service_binary: &str, identity: &str) -> LocalVaultService {
         let env = [
             ("DATABASE_URL", url_of(&db.login_in("login_etl_vault_service").await)),
@@ -547,6 +562,21 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(data.get(..size)?);
         data = data.get(size + 2..)?;
     }
+}
+
+/// A binary of another package of the workspace, built beside the running test binary
+/// (`cargo test --workspace` builds every package's binaries before it runs a test).
+pub fn workspace_binary(name: &str) -> String {
+    let test_binary = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = test_binary.parent().and_then(Path::parent).expect("target/<profile>");
+    let binary = profile_dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} is not built: run the tests with `cargo test --workspace`",
+        binary.display()
+    );
+    binary.display().to_string()
 }
 
 /// A loopback port nothing listens on (just now).

@@ -3,12 +3,12 @@
 
 use login_etl::App;
 use login_etl::app::InitError;
-use login_etl::crypto::KeyPurpose;
-use login_etl::crypto::PiiField;
-use login_etl::error::report;
 use login_etl::handler::{self, BatchError};
-use login_etl::keys::{self, KeyError, Kms, WrappedKey};
-use login_etl::store;
+use login_etl_core::crypto::KeyPurpose;
+use login_etl_core::crypto::PiiField;
+use login_etl_core::error::report;
+use login_etl_core::keys::{self, KeyError, Kms, WrappedKey};
+use login_etl_core::store;
 use testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -26,7 +26,7 @@ async fn concurrent_init_keys_end_with_one_key_per_purpose_and_all_instances_agr
         let (config, kms) = (db.config.clone(), kms.clone());
         tokio::spawn(async move {
             let client = testkit::connect(&config).await;
-            login_etl::keys::create_missing_keys(&client, &kms).await
+            login_etl_core::keys::create_missing_keys(&client, &kms).await
         })
     });
     let mut created = 0;
@@ -70,7 +70,7 @@ async fn keys_are_stored_only_wrapped_and_bound_to_their_encryption_context() {
     let material = kms.unwrap(data).await.expect("unwrap");
     let index = app.keyring.indexer.index(PiiField::Ip, "10.9.8.7");
     let sealed = app.keyring.data_key.seal(PiiField::Ip, &index, "10.9.8.7").expect("seal");
-    let reopened = login_etl::crypto::DataKey::new(data.version, &material);
+    let reopened = login_etl_core::crypto::DataKey::new(data.version, &material);
     assert_eq!(reopened.open(PiiField::Ip, &index, &sealed).expect("open").as_str(), "10.9.8.7");
     // The stored blob is not the key itself.
     assert!(!data.blob.windows(material.expose().len()).any(|w| w == material.expose()));
@@ -86,8 +86,9 @@ async fn keys_are_stored_only_wrapped_and_bound_to_their_encryption_context() {
 }
 
 /// A server address nothing listens on.
-fn unreachable() -> login_etl::config::database::Database {
-    login_etl::config::database::parse_database_url("postgres://postgres@127.0.0.1:1/nowhere").expect("url")
+fn unreachable() -> login_etl_core::config::database::Database {
+    login_etl_core::config::database::parse_database_url("postgres://postgres@127.0.0.1:1/nowhere")
+        .expect("url")
 }
 
 #[tokio::test]
@@ -219,14 +220,15 @@ async fn the_database_settings_can_come_from_a_secrets_manager_secret() {
         .expect("arn");
 
     let mut config = db.app_config();
-    config.database = login_etl::config::secrets::database_config(&sdk, &arn).await.expect("read secret");
+    config.database =
+        login_etl_core::config::secrets::database_config(&sdk, &arn).await.expect("read secret");
     let kms = new_kms().await;
     init_keys(&db, &kms).await;
     let app = App::init(&config, &kms).await.expect("init from the secret");
     handler::handle(&app, load_event("events/duplicates.json")).await.expect("batch");
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 6);
 
-    let error = login_etl::config::secrets::database_config(
+    let error = login_etl_core::config::secrets::database_config(
         &sdk,
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:none",
     )

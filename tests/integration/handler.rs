@@ -3,9 +3,9 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
-use login_etl::crypto::SealedValue;
-use login_etl::crypto::{BlindIndex, PiiField};
 use login_etl::handler;
+use login_etl_core::crypto::SealedValue;
+use login_etl_core::crypto::{BlindIndex, PiiField};
 use serde_json::Value;
 use testkit::*;
 
@@ -333,7 +333,7 @@ async fn a_table_whose_columns_binary_copy_would_misread_is_never_copied() {
         .await
         .expect("alter");
     let app = cold_start(&db, &kms).await;
-    assert_eq!(app.login_load, login_etl::store::LoginLoad::Insert);
+    assert_eq!(app.login_load, login_etl_core::store::LoginLoad::Insert);
     db.fault_on_insert("user_logins", "NULL;").await;
 
     let (_, stats) =
@@ -360,7 +360,7 @@ async fn the_writer_role_copies_and_falls_back_but_cannot_copy_anything_out() {
     let mut config = db.app_config();
     config.database = writer_login.clone().into();
     let app = login_etl::App::init(&config, &kms).await.expect("the writer starts");
-    assert_eq!(app.login_load, login_etl::store::LoginLoad::Copy, "the writer may read the catalog");
+    assert_eq!(app.login_load, login_etl_core::store::LoginLoad::Copy, "the writer may read the catalog");
     let records = many_logins(1000, "writer");
 
     let (_, first) = handler::handle_with_stats(&app, event(&records)).await.expect("copied");

@@ -3,12 +3,10 @@
 //! Shared set-up lives in the `testkit` crate.
 
 mod concurrency;
-mod esm;
 mod faults;
 mod handler;
 mod hostile;
 mod schema;
 mod tls;
 mod trace_logs;
-mod vault_service;
 mod zeroize;

@@ -1,8 +1,8 @@
 //! TLS to PostgreSQL against a TLS-only cluster with a CA of its own: each `sslmode` means
 //! what it means to libpq, and every refusal says why.
 
-use login_etl::config::database::{self, parse_database_url};
-use login_etl::error::report;
+use login_etl_core::config::database::{self, parse_database_url};
+use login_etl_core::error::report;
 use testkit::*;
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
@@ -62,34 +62,21 @@ async fn each_sslmode_connects_or_refuses_as_libpq_does_and_says_why() {
 }
 
 #[tokio::test]
-async fn the_binaries_and_the_function_connect_with_verify_full() {
+async fn the_function_connects_with_verify_full() {
     let cluster = TlsCluster::start();
     let url = cluster.url(&format!("sslmode=verify-full&sslrootcert={}", cluster.ca.display()));
-
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
-        .env("DATABASE_URL", &url)
-        .output()
-        .expect("run migrate");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("applied V3__vault_service"));
-    // The same binary told to connect in clear is refused by the server, saying why.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
-        .env("DATABASE_URL", cluster.url("sslmode=disable"))
-        .output()
-        .expect("run migrate");
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no encryption"));
 
     // The function: keys created, cold start and one batch over verify-full.
     let kms = new_kms().await;
     let database = parse_database_url(&url).expect("url");
-    let owner = database::connect(&database).await.expect("connect");
-    login_etl::keys::create_missing_keys(&owner, &kms).await.expect("keys");
-    let config = login_etl::config::Config {
+    let mut owner = database::connect(&database).await.expect("connect");
+    login_etl_migrations::migrate(&mut owner).await.expect("migrations over verify-full");
+    login_etl_core::keys::create_missing_keys(&owner, &kms).await.expect("keys");
+    let config = login_etl_core::config::Config {
         database,
         kms_key_id: kms.key_id().to_owned(),
         pool_size: 2,
-        retry_budget: login_etl::config::DEFAULT_RETRY_BUDGET,
+        retry_budget: login_etl_core::config::DEFAULT_RETRY_BUDGET,
     };
     let app = login_etl::App::init(&config, &kms).await.expect("cold start over TLS");
     let (_, stats) = login_etl::handler::handle_with_stats(&app, load_event("events/duplicates.json"))

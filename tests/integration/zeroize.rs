@@ -1,7 +1,7 @@
 //! Key material is wiped when its holder is dropped: each key-holding type is built in a
 //! buffer of its own, dropped in place, and the buffer searched for key bytes.
 
-use login_etl::crypto::{BlindIndexer, DataKey, KeyMaterial, PiiField};
+use login_etl_core::crypto::{BlindIndexer, DataKey, KeyMaterial, PiiField};
 
 const KEY: [u8; 32] = [
     0x3c, 0x91, 0x5e, 0xa7, 0x12, 0xd4, 0x6b, 0xf0, 0x88, 0x2a, 0xc5, 0x7e, 0x19, 0xb3, 0x4d, 0xe6, 0x71,

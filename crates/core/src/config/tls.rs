@@ -26,7 +26,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The public CAs of Amazon RDS and RDS Proxy (see `certs/README.md`).
-pub const RDS_CA_BUNDLE: &str = include_str!("../../certs/amazon-rds-ca-bundle.pem");
+pub const RDS_CA_BUNDLE: &str = include_str!("../../../../certs/amazon-rds-ca-bundle.pem");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {

@@ -6,11 +6,13 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use login_etl::config;
-use login_etl::crypto::PiiField;
-use login_etl::error::report;
-use login_etl::vault_client::{ClientError, VaultClient};
-use login_etl::vault_service::{ForgetTarget, Plaintext, Request, Response, RevealTarget, ServiceError};
+mod client;
+
+use client::{ClientError, VaultClient};
+use login_etl_core::config;
+use login_etl_core::crypto::PiiField;
+use login_etl_core::error::report;
+use pii_vault_service::{ForgetTarget, Plaintext, Request, Response, RevealTarget, ServiceError};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -238,7 +240,7 @@ fn request_of(command: Command) -> Request {
 async fn run(request: Request) -> Result<Response, CliError> {
     // Refuse an unusable reason before contacting anything.
     if let Request::Reveal { reason, .. } | Request::Forget { reason, .. } = &request {
-        login_etl::event::text::audit_reason(reason.as_deref()).map_err(ServiceError::from)?;
+        login_etl_core::event::text::audit_reason(reason.as_deref()).map_err(ServiceError::from)?;
     }
     let url = config::required_env("PII_VAULT_URL")?;
     let sdk = config::aws_sdk_config().await?;
@@ -247,7 +249,7 @@ async fn run(request: Request) -> Result<Response, CliError> {
 
 /// 3 when a value was unknown, 4 when one was erased, else 0.
 fn exit_of(response: &Response) -> ExitCode {
-    use login_etl::vault_service::audit::Outcome;
+    use pii_vault_service::audit::Outcome;
     let outcomes: Vec<Outcome> = match response {
         Response::Reveal { values } => values.iter().map(|v| v.outcome).collect(),
         Response::Find { rows, .. } if rows.is_empty() => vec![Outcome::Unknown],

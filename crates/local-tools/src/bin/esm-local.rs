@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use login_etl::error::report;
-use login_etl::esm::{self, EsmOptions};
-use login_etl::{App, config, telemetry};
+use login_etl::App;
+use login_etl_core::error::report;
+use login_etl_core::{config, telemetry};
+use login_etl_local_tools::esm::{self, EsmOptions};
 
 #[derive(Parser)]
 #[command(about = "Drain an SQS queue through the login-etl handler, as Lambda's SQS trigger would")]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use login_etl::esm::{self, EsmOptions};
+use login_etl_local_tools::esm::{self, EsmOptions};
 use testkit::*;
 
 fn options(queue_url: &str) -> EsmOptions {

@@ -12,7 +12,7 @@ use base64::Engine;
 
 use super::audit::{self, Action, Entry, Outcome};
 use super::{Request, RequestContext, ServiceError, VaultService};
-use crate::error::report;
+use login_etl_core::error::report;
 
 /// Who may call, from the service's environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -165,7 +165,7 @@ pub fn metrics_line(result: &Result<super::Response, ServiceError>, timestamp_ms
             | ServiceError::Budget { .. })
     );
     let budget = matches!(result, Err(ServiceError::Budget { .. }));
-    crate::metrics::line(
+    login_etl_core::metrics::line(
         &[("Function", "pii-vault-service")],
         &[
             ("RevealedValues", revealed as f64, "Count"),
@@ -198,7 +198,7 @@ mod tests {
         assert_eq!((line["BudgetRefusals"].as_f64(), line["Refusals"].as_f64()), (Some(1.0), Some(1.0)));
         let revealed = Ok(super::super::Response::Reveal {
             values: vec![super::super::Revealed {
-                field: crate::crypto::PiiField::Ip,
+                field: login_etl_core::crypto::PiiField::Ip,
                 mask: "m".into(),
                 outcome: Outcome::Revealed,
                 value: Some(super::super::Plaintext::new("10.0.0.1")),

@@ -5,9 +5,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use login_etl::config::database;
-use login_etl::error::report;
-use login_etl::store;
+use login_etl_core::config::database;
+use login_etl_core::error::report;
 
 #[derive(Parser)]
 #[command(about = "Apply login-etl's SQL migrations (idempotent)")]
@@ -22,9 +21,9 @@ enum MigrateError {
     #[error("DATABASE_URL is malformed")]
     Url(#[from] database::DatabaseUrlError),
     #[error("cannot connect to DATABASE_URL")]
-    Connect(#[from] login_etl::error::DbError),
+    Connect(#[from] login_etl_core::error::DbError),
     #[error("migrations not applied")]
-    Store(#[from] store::StoreError),
+    Migration(#[from] refinery::Error),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -43,5 +42,5 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<Vec<String>, MigrateError> {
     let config = database::parse_database_url(&args.database_url)?;
     let mut client = database::connect(&config).await?;
-    Ok(store::migrate(&mut client).await?)
+    Ok(login_etl_migrations::migrate(&mut client).await?)
 }

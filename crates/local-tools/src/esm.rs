@@ -19,9 +19,8 @@ use aws_sdk_sqs::types::{
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use crate::App;
-use crate::error::report;
-use crate::handler;
+use login_etl::{App, handler};
+use login_etl_core::error::report;
 
 #[derive(Debug, Clone)]
 pub struct EsmOptions {

@@ -1,12 +1,11 @@
 //! The vault as an audited service, on real Postgres logins in the migrations' roles and
 //! the moto KMS: what every role can reach, audit first, budgets, reasons, erasure in place
-//! and its races, key administration, and the `pii-vault` binary.
+//! and its races, and key administration.
 
-use login_etl::App;
-use login_etl::crypto::{BlindIndex, PiiField};
 use login_etl::handler;
-use login_etl::vault_service::audit::Outcome;
-use login_etl::vault_service::{ForgetTarget, Plaintext, RevealTarget, ServiceError, VaultService};
+use login_etl_core::crypto::{BlindIndex, PiiField};
+use pii_vault_service::audit::Outcome;
+use pii_vault_service::{ForgetTarget, Plaintext, RevealTarget, ServiceError, VaultService};
 use testkit::*;
 use tokio_postgres::error::SqlState;
 
@@ -19,22 +18,9 @@ async fn allowed(client: &tokio_postgres::Client, sql: &str) {
     client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
-/// The function, running as a login in the writer role, loads the exercise's queue.
-async fn loaded_by_writer(db: &TestDb, kms: &login_etl::keys::Kms) -> App {
-    init_keys(db, kms).await;
-    let mut config = db.app_config();
-    config.database = db.login_in("login_etl_writer").await.into();
-    let app = App::init(&config, kms).await.expect("the writer loads the keys");
-    let response = handler::handle(&app, load_event("events/login-queue-100.json")).await.expect("batch");
-    assert_eq!(response.batch_item_failures.len(), 1);
-    app
-}
-
 fn mask(field: PiiField, mask: &BlindIndex) -> RevealTarget {
     RevealTarget::Mask { field, mask: mask.as_str().to_owned() }
 }
-
-const REASON: &str = "ticket SEC-4711";
 
 #[tokio::test]
 async fn no_human_role_reaches_the_vault_or_the_keys_and_the_writer_only_appends() {
@@ -379,128 +365,10 @@ async fn key_administration_goes_through_the_service_and_keeps_every_value_and_m
     );
 }
 
-/// Runs the `pii-vault` binary as staff would, against the service at `url`.
-fn pii_vault(url: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
-        .args(args)
-        .env("PII_VAULT_URL", url)
-        .env_remove("VAULT_DATABASE_URL")
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("run pii-vault")
-}
-
-fn json_of(output: &std::process::Output) -> serde_json::Value {
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).expect("json")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pii_vault_binary_does_everything_through_the_running_service() {
-    let db = TestDb::new().await;
-    let kms = new_kms().await;
-    let service =
-        LocalVaultService::start(&db, &kms, env!("CARGO_BIN_EXE_pii-vault-service"), "local:e2e-staff").await;
-    let url = service.url.as_str();
-
-    // Keys by the admin operation, through the service; then the function loads them.
-    let created = json_of(&pii_vault(url, &["admin", "init-keys", "--json"]));
-    assert_eq!(created["created"].as_array().map(Vec::len), Some(3));
-    let mut config = db.app_config();
-    config.database = db.login_in("login_etl_writer").await.into();
-    let app = App::init(&config, &kms).await.expect("keys exist");
-    handler::handle(&app, load_event("events/login-queue-100.json")).await.expect("batch");
-
-    // Every sample value revealed to its original.
-    let logins: Vec<_> = sample_messages().into_iter().filter(|m| m.get("user_id").is_some()).collect();
-    for login in &logins {
-        let user = login["user_id"].as_str().expect("user");
-        let revealed = json_of(&pii_vault(url, &["reveal", "--user-id", user, "--reason", REASON, "--json"]));
-        for item in revealed.as_array().expect("array") {
-            let field = item["field"].as_str().expect("field");
-            assert_eq!(item["value"], login[field], "{field} of {user}");
-        }
-    }
-    // find, forget, audit and the admin operations take the same path.
-    let ip = logins[0]["ip"].as_str().expect("ip");
-    let found = json_of(&pii_vault(url, &["find", "--ip", ip, "--json"]));
-    assert_eq!(found["rows"][0]["user_id"], logins[0]["user_id"]);
-    let forgotten = json_of(&pii_vault(url, &["forget", "--ip", ip, "--reason", REASON, "--json"]));
-    assert_eq!(forgotten["outcome"], "forgotten");
-    let mask = found["mask"].as_str().expect("mask");
-    let erased = pii_vault(url, &["reveal", "--masked-ip", mask, "--reason", REASON]);
-    assert_eq!(erased.status.code(), Some(4));
-    assert_eq!(json_of(&pii_vault(url, &["admin", "rotate-key", "--json"]))["version"], 2);
-    assert_eq!(json_of(&pii_vault(url, &["admin", "reencrypt", "--json"]))["reencrypted"], 197);
-    let audit = json_of(&pii_vault(url, &["audit", "--json"]));
-    let rows = audit.as_array().expect("rows");
-    assert!(rows.iter().all(
-        |r| r["caller"] == "local:e2e-staff" && r["request_id"].as_str().is_some_and(|id| !id.is_empty())
-    ));
-    assert_eq!(rows.iter().filter(|r| r["action"] == "reveal" && r["outcome"] == "revealed").count(), 2 * 99);
-    for action in ["find", "forget", "rotate-key", "reencrypt", "init-keys"] {
-        assert!(rows.iter().any(|r| r["action"] == action), "{action} audited");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_tool_refuses_without_reason_says_errors_once_and_names_missing_settings() {
-    let db = TestDb::new().await;
-    let kms = new_kms().await;
-    let app = loaded_by_writer(&db, &kms).await;
-    let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
-    let service =
-        LocalVaultService::start(&db, &kms, env!("CARGO_BIN_EXE_pii-vault-service"), "local:e2e").await;
-    let url = &service.url.clone();
-
-    let output = pii_vault(url, &["reveal", "--masked-ip", index.as_str()]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("a reason is required"));
-    assert!(output.stdout.is_empty());
-    assert_eq!(db.count("SELECT count(*) FROM pii_audit").await, 0, "refused before contacting anything");
-
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
-        .args(["audit"])
-        .env_remove("PII_VAULT_URL")
-        .output()
-        .expect("run");
-    assert_eq!(output.status.code(), Some(2));
-    assert_eq!(
-        String::from_utf8_lossy(&output.stderr).trim_end(),
-        "pii-vault: configuration: PII_VAULT_URL is not set"
-    );
-
-    // A tampered row: refused, the error said once.
-    db.connect()
-        .await
-        .execute(
-            "UPDATE pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
-              WHERE field = 'ip' AND blind_index = $1",
-            &[&index.as_str()],
-        )
-        .await
-        .expect("tamper");
-    let output = pii_vault(url, &["reveal", "--masked-ip", index.as_str(), "--reason", REASON]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(output.stdout.is_empty());
-    assert_eq!(
-        String::from_utf8_lossy(&output.stderr).trim_end(),
-        "pii-vault: vault row: vault ciphertext failed authentication (tampered, moved to another row, or wrong key)"
-    );
-    // The service is unreachable: said so, by exit code 7.
-    drop(service);
-    let output = pii_vault(url, &["audit"]);
-    assert_eq!(output.status.code(), Some(7));
-    assert!(
-        String::from_utf8_lossy(&output.stderr)
-            .starts_with("pii-vault: cannot reach the vault service at http://127.0.0.1:")
-    );
-}
-
 #[tokio::test]
 async fn a_request_without_an_iam_identity_is_refused_and_the_attempt_recorded() {
     use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
-    use login_etl::vault_service::http::{self, Access};
+    use pii_vault_service::http::{self, Access};
 
     let db = TestDb::new().await;
     let kms = new_kms().await;

@@ -1,16 +1,16 @@
 //! `pii-vault-service`: the vault service as a Lambda function behind a function URL with
-//! IAM auth (see `login_etl::vault_service`). Resources once at init, then one call per
+//! IAM auth (see `pii_vault_service`). Resources once at init, then one call per
 //! request; every operation is audited before it runs.
 #![forbid(unsafe_code)]
 
 use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use login_etl::config::{self, Config};
-use login_etl::error::report;
-use login_etl::keys::Kms;
-use login_etl::vault_service::http::{self, Access};
-use login_etl::vault_service::{self, VaultService};
-use login_etl::{store, telemetry};
+use login_etl_core::config::{self, Config};
+use login_etl_core::error::report;
+use login_etl_core::keys::Kms;
+use login_etl_core::{store, telemetry};
+use pii_vault_service::http::{self, Access};
+use pii_vault_service::{self as vault_service, VaultService};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
 use super::{RequestContext, ServiceError};
-use crate::crypto::{BlindIndex, PiiField};
-use crate::error::DbError;
+use login_etl_core::crypto::{BlindIndex, PiiField};
+use login_etl_core::error::DbError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

@@ -1,5 +1,4 @@
-//! Postgres for the function: the connection pool, the migrations in `sql/` and the
-//! batch write ([`batch`]).
+//! Postgres for the function: the connection pool and the batch write ([`batch`]).
 
 use crate::config::database::{CONNECT_TIMEOUT, Database};
 use crate::config::tls::TlsError;
@@ -12,10 +11,6 @@ pub mod retry;
 pub use batch::{BatchPart, LoginLoad, LoginRow, VaultRow, WriteOutcome, login_load, write_batch};
 pub use retry::RetryPolicy;
 
-mod embedded {
-    refinery::embed_migrations!("sql");
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database")]
@@ -24,8 +19,6 @@ pub enum StoreError {
     Pool(#[source] deadpool_postgres::PoolError),
     #[error("database pool setup")]
     Build(#[from] deadpool_postgres::BuildError),
-    #[error("migration")]
-    Migration(#[from] refinery::Error),
     #[error("database TLS")]
     Tls(#[from] TlsError),
     #[error("the batch ended before it was complete; nothing was committed")]
@@ -63,11 +56,4 @@ pub fn pool(database: Database, max_size: usize) -> Result<Pool, StoreError> {
         .create_timeout(Some(CONNECT_TIMEOUT))
         .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()?)
-}
-
-/// Applies the pending migrations of `sql/` (refinery keeps its version table,
-/// `refinery_schema_history`); running it again is a no-op.
-pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<String>, StoreError> {
-    let report = embedded::migrations::runner().run_async(client).await?;
-    Ok(report.applied_migrations().iter().map(|m| format!("V{}__{}", m.version(), m.name())).collect())
 }

@@ -9,7 +9,7 @@ use aws_credential_types::provider::ProvideCredentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 
-use crate::vault_service::{Request, Response};
+use pii_vault_service::{Request, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -14,21 +14,21 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, OnceCell};
 use zeroize::Zeroizing;
 
-use crate::crypto::{BlindIndex, BlindIndexer, KeyPurpose, PiiField, SealError, SealedValue};
-use crate::error::DbError;
-use crate::event::text::{ReasonError, audit_reason};
-use crate::event::{ClientIp, DeviceId};
-use crate::keys::{self, DataKeyCache, KeyError, Kms};
 use audit::{Action, AuditId, AuditRow, Entry, Outcome};
+use login_etl_core::crypto::{BlindIndex, BlindIndexer, KeyPurpose, PiiField, SealError, SealedValue};
+use login_etl_core::error::DbError;
+use login_etl_core::event::text::{ReasonError, audit_reason};
+use login_etl_core::event::{ClientIp, DeviceId};
+use login_etl_core::keys::{self, DataKeyCache, KeyError, Kms};
 
 /// Reveals and finds per caller per 24 hours, unless `REVEAL_BUDGET_PER_DAY` says otherwise.
 pub const DEFAULT_REVEAL_BUDGET: u32 = 100;
 
 /// `REVEAL_BUDGET_PER_DAY`, or the default.
-pub fn reveal_budget_from_env() -> Result<u32, crate::config::ConfigError> {
+pub fn reveal_budget_from_env() -> Result<u32, login_etl_core::config::ConfigError> {
     match std::env::var("REVEAL_BUDGET_PER_DAY") {
         Err(_) => Ok(DEFAULT_REVEAL_BUDGET),
-        Ok(text) => text.trim().parse().map_err(|_| crate::config::ConfigError::Malformed {
+        Ok(text) => text.trim().parse().map_err(|_| login_etl_core::config::ConfigError::Malformed {
             var: "REVEAL_BUDGET_PER_DAY",
             reason: "expected a whole number".into(),
         }),

@@ -1,0 +1,124 @@
+//! The `pii-vault` binary as staff run it, against the real `pii-vault-service` binary
+//! served as a function URL on the local stack (the same path as `make run`).
+
+use login_etl::{App, handler};
+use login_etl_core::crypto::PiiField;
+use testkit::*;
+
+/// Runs the `pii-vault` binary as staff would, against the service at `url`.
+fn pii_vault(url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
+        .args(args)
+        .env("PII_VAULT_URL", url)
+        .env_remove("VAULT_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run pii-vault")
+}
+
+fn json_of(output: &std::process::Output) -> serde_json::Value {
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pii_vault_binary_does_everything_through_the_running_service() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let service =
+        LocalVaultService::start(&db, &kms, &workspace_binary("pii-vault-service"), "local:e2e-staff").await;
+    let url = service.url.as_str();
+
+    // Keys by the admin operation, through the service; then the function loads them.
+    let created = json_of(&pii_vault(url, &["admin", "init-keys", "--json"]));
+    assert_eq!(created["created"].as_array().map(Vec::len), Some(3));
+    let mut config = db.app_config();
+    config.database = db.login_in("login_etl_writer").await.into();
+    let app = App::init(&config, &kms).await.expect("keys exist");
+    handler::handle(&app, load_event("events/login-queue-100.json")).await.expect("batch");
+
+    // Every sample value revealed to its original.
+    let logins: Vec<_> = sample_messages().into_iter().filter(|m| m.get("user_id").is_some()).collect();
+    for login in &logins {
+        let user = login["user_id"].as_str().expect("user");
+        let revealed = json_of(&pii_vault(url, &["reveal", "--user-id", user, "--reason", REASON, "--json"]));
+        for item in revealed.as_array().expect("array") {
+            let field = item["field"].as_str().expect("field");
+            assert_eq!(item["value"], login[field], "{field} of {user}");
+        }
+    }
+    // find, forget, audit and the admin operations take the same path.
+    let ip = logins[0]["ip"].as_str().expect("ip");
+    let found = json_of(&pii_vault(url, &["find", "--ip", ip, "--json"]));
+    assert_eq!(found["rows"][0]["user_id"], logins[0]["user_id"]);
+    let forgotten = json_of(&pii_vault(url, &["forget", "--ip", ip, "--reason", REASON, "--json"]));
+    assert_eq!(forgotten["outcome"], "forgotten");
+    let mask = found["mask"].as_str().expect("mask");
+    let erased = pii_vault(url, &["reveal", "--masked-ip", mask, "--reason", REASON]);
+    assert_eq!(erased.status.code(), Some(4));
+    assert_eq!(json_of(&pii_vault(url, &["admin", "rotate-key", "--json"]))["version"], 2);
+    assert_eq!(json_of(&pii_vault(url, &["admin", "reencrypt", "--json"]))["reencrypted"], 197);
+    let audit = json_of(&pii_vault(url, &["audit", "--json"]));
+    let rows = audit.as_array().expect("rows");
+    assert!(rows.iter().all(
+        |r| r["caller"] == "local:e2e-staff" && r["request_id"].as_str().is_some_and(|id| !id.is_empty())
+    ));
+    assert_eq!(rows.iter().filter(|r| r["action"] == "reveal" && r["outcome"] == "revealed").count(), 2 * 99);
+    for action in ["find", "forget", "rotate-key", "reencrypt", "init-keys"] {
+        assert!(rows.iter().any(|r| r["action"] == action), "{action} audited");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tool_refuses_without_reason_says_errors_once_and_names_missing_settings() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
+    let service =
+        LocalVaultService::start(&db, &kms, &workspace_binary("pii-vault-service"), "local:e2e").await;
+    let url = &service.url.clone();
+
+    let output = pii_vault(url, &["reveal", "--masked-ip", index.as_str()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("a reason is required"));
+    assert!(output.stdout.is_empty());
+    assert_eq!(db.count("SELECT count(*) FROM pii_audit").await, 0, "refused before contacting anything");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
+        .args(["audit"])
+        .env_remove("PII_VAULT_URL")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim_end(),
+        "pii-vault: configuration: PII_VAULT_URL is not set"
+    );
+
+    // A tampered row: refused, the error said once.
+    db.connect()
+        .await
+        .execute(
+            "UPDATE pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
+              WHERE field = 'ip' AND blind_index = $1",
+            &[&index.as_str()],
+        )
+        .await
+        .expect("tamper");
+    let output = pii_vault(url, &["reveal", "--masked-ip", index.as_str(), "--reason", REASON]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim_end(),
+        "pii-vault: vault row: vault ciphertext failed authentication (tampered, moved to another row, or wrong key)"
+    );
+    // The service is unreachable: said so, by exit code 7.
+    drop(service);
+    let output = pii_vault(url, &["audit"]);
+    assert_eq!(output.status.code(), Some(7));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .starts_with("pii-vault: cannot reach the vault service at http://127.0.0.1:")
+    );
+}
