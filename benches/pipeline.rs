@@ -18,7 +18,8 @@ use aws_sdk_kms::error::BoxError;
 use login_etl::{App, handler};
 use login_etl_core::config::{Config, DEFAULT_RETRY_BUDGET};
 use login_etl_core::keys::Kms;
-use login_etl_core::store::BatchPart;
+use login_etl_core::store::table::{SqlType, USER_LOGINS};
+use login_etl_core::store::{LoginLoad, PreparedBatch, write_batch};
 use serde_json::json;
 use testkit::{TestDb, init_keys, sdk_config};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -57,6 +58,11 @@ async fn counted_kms() -> (Kms, Arc<KmsCalls>) {
     let key_id = key.key_metadata().expect("metadata").key_id().to_owned();
     (Kms::new(client, key_id), calls)
 }
+
+/// The largest batch a real invocation can carry: Lambda takes at most 6 MB of payload,
+/// and an SQS record with a login body is about 700 bytes, so about 8,000 records fit
+/// (the event source's maximum of 10,000 never arrives whole).
+const LARGEST_BATCH: usize = 8_000;
 
 fn smoke() -> bool {
     std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1")
@@ -137,7 +143,7 @@ async fn handler_table(out: &mut Vec<String>) {
     out.push("| batch | repetitions | messages/s | p50 | p99 |".into());
     out.push("| --- | --- | --- | --- | --- |".into());
     let sizes: &[(usize, usize)] =
-        if smoke() { &[(10, 2), (100, 1)] } else { &[(10, 200), (100, 100), (1000, 30), (10_000, 8)] };
+        if smoke() { &[(10, 2), (100, 1)] } else { &[(10, 200), (100, 100), (1000, 30), (LARGEST_BATCH, 8)] };
     for &(size, reps) in sizes {
         let db = TestDb::new().await;
         let (kms, _) = counted_kms().await;
@@ -162,10 +168,10 @@ async fn handler_table(out: &mut Vec<String>) {
     }
 }
 
-/// The same 10,000-message batch by the handler, and its rows by binary COPY into the same
+/// The same largest batch by the handler, and its rows by binary COPY into the same
 /// fresh tables and indexes, alternated, several times.
 async fn copy_baseline(out: &mut Vec<String>) {
-    let size = if smoke() { 100 } else { 10_000 };
+    let size = if smoke() { 100 } else { LARGEST_BATCH };
     let reps = if smoke() { 1 } else { 5 };
     let (mut handler_times, mut copy_times, mut write_times) = (Vec::new(), Vec::new(), Vec::new());
     let (mut vault_store_times, mut vault_copy_times) = (Vec::new(), Vec::new());
@@ -183,31 +189,24 @@ async fn copy_baseline(out: &mut Vec<String>) {
         // into a fresh database.
         let fresh = TestDb::new().await;
         let writer = cold_start(&fresh, &kms).await;
-        let (sender, parts) = tokio::sync::mpsc::unbounded_channel();
-        handler::produce(&app.keyring, decode(&bytes), |part| sender.send(part).expect("send"))
-            .expect("prepare");
+        let prepared = handler::prepare(&app.keyring, decode(&bytes)).expect("prepare");
         let started = Instant::now();
-        login_etl_core::store::write_batch(&writer.pool, parts, &writer.retry, writer.login_load)
-            .await
-            .expect("write");
+        write_batch(&writer.pool, &prepared.rows, &writer.retry, writer.login_load).await.expect("write");
         write_times.push(started.elapsed());
 
         // Its vault statement alone (INSERT … ON CONFLICT DO NOTHING), into a fresh database.
-        let vault_rows = handler::prepare(&app.keyring, decode(&bytes)).expect("prepare").vault;
+        let vault_rows = prepared.rows.vault().to_vec();
+        let vault_only = PreparedBatch::new(Vec::new(), vault_rows);
         let fresh = TestDb::new().await;
         let writer = cold_start(&fresh, &kms).await;
-        let (sender, parts) = tokio::sync::mpsc::unbounded_channel();
-        sender.send(BatchPart::Vault(vault_rows)).expect("send");
-        sender.send(BatchPart::Complete).expect("send");
         let started = Instant::now();
-        login_etl_core::store::write_batch(&writer.pool, parts, &writer.retry, writer.login_load)
-            .await
-            .expect("write");
+        write_batch(&writer.pool, &vault_only, &writer.retry, writer.login_load).await.expect("write");
         vault_store_times.push(started.elapsed());
 
         // Exactly what the handler wrote, into a fresh database with the same schema.
         let from = source.connect().await;
-        let logins = from.query("SELECT sqs_message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, app_version_raw, create_date, sent_at, index_key_version FROM user_logins", &[]).await.expect("logins");
+        let columns = USER_LOGINS.column_names().collect::<Vec<_>>().join(", ");
+        let logins = from.query(&format!("SELECT {columns} FROM user_logins"), &[]).await.expect("logins");
         let vault = from
             .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM pii_vault", &[])
             .await
@@ -231,29 +230,25 @@ async fn copy_baseline(out: &mut Vec<String>) {
         }
         writer.finish().await.expect("finish");
         vault_copy_times.push(started.elapsed());
-        let sink = tx
-            .copy_in("COPY user_logins (sqs_message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, app_version_raw, create_date, sent_at, index_key_version) FROM STDIN BINARY")
-            .await
-            .expect("copy");
-
-        let types: Vec<Type> =
-            login_etl_core::store::batch::LOGIN_COLUMNS.iter().map(|(_, t)| t.clone()).collect();
-        let writer = BinaryCopyInWriter::new(sink, &types);
+        let sink = tx.copy_in(&USER_LOGINS.copy_sql()).await.expect("copy");
+        let writer = BinaryCopyInWriter::new(sink, &USER_LOGINS.copy_types());
         tokio::pin!(writer);
         for row in &logins {
-            let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = vec![
-                Box::new(row.get::<_, Option<String>>(0)),
-                Box::new(row.get::<_, Option<String>>(1)),
-                Box::new(row.get::<_, Option<String>>(2)),
-                Box::new(row.get::<_, Option<String>>(3)),
-                Box::new(row.get::<_, Option<String>>(4)),
-                Box::new(row.get::<_, Option<String>>(5)),
-                Box::new(row.get::<_, Option<i32>>(6)),
-                Box::new(row.get::<_, Option<String>>(7)),
-                Box::new(row.get::<_, Option<chrono::NaiveDate>>(8)),
-                Box::new(row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(9)),
-                Box::new(row.get::<_, Option<i32>>(10)),
-            ];
+            let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = USER_LOGINS
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, column)| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                    match column.sql_type {
+                        SqlType::Varchar(_) => Box::new(row.get::<_, Option<String>>(i)),
+                        SqlType::Integer => Box::new(row.get::<_, Option<i32>>(i)),
+                        SqlType::Date => Box::new(row.get::<_, Option<chrono::NaiveDate>>(i)),
+                        SqlType::Timestamptz => {
+                            Box::new(row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(i))
+                        }
+                    }
+                })
+                .collect();
             let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                 values.iter().map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
             writer.as_mut().write(&refs).await.expect("row");
@@ -292,9 +287,48 @@ async fn copy_baseline(out: &mut Vec<String>) {
     ));
 }
 
+/// What the bulk path buys: the same prepared batch written with the login rows by
+/// `INSERT … ON CONFLICT` and by binary `COPY`, into fresh databases, alternated.
+async fn login_load(out: &mut Vec<String>) {
+    let sizes: &[usize] = if smoke() { &[100] } else { &[100, 256, 500, 1000, 2000, LARGEST_BATCH] };
+    let reps = if smoke() { 1 } else { 7 };
+    let (kms, _) = counted_kms().await;
+    let keys = TestDb::new().await;
+    let app = cold_start(&keys, &kms).await;
+    out.push(format!(
+        "## Login rows by INSERT and by COPY, the same prepared batch ({reps} alternated runs, medians)"
+    ));
+    out.push("| batch | INSERT | COPY | COPY saves |".into());
+    out.push("| --- | --- | --- | --- |".into());
+    for &size in sizes {
+        let prepared = handler::prepare(&app.keyring, decode(&event_bytes(size, &format!("load{size}"), 0)))
+            .expect("prepare");
+        let mut times: HashMap<&str, Vec<Duration>> = HashMap::new();
+        for _ in 0..reps {
+            for (name, load) in [("insert", LoginLoad::Insert), ("copy", LoginLoad::Copy)] {
+                let fresh = TestDb::new().await;
+                let writer = cold_start(&fresh, &kms).await;
+                let started = Instant::now();
+                write_batch(&writer.pool, &prepared.rows, &writer.retry, load).await.expect("write");
+                times.entry(name).or_default().push(started.elapsed());
+            }
+        }
+        let insert = median(times.remove("insert").unwrap_or_default());
+        let copy = median(times.remove("copy").unwrap_or_default());
+        let copies = size >= login_etl_core::store::batch::COPY_MIN_ROWS;
+        out.push(format!(
+            "| {size}{} | {:.2} ms | {:.2} ms | {:.0} % |",
+            if copies { " (COPY)" } else { "" },
+            ms(insert),
+            ms(copy),
+            (1.0 - copy.as_secs_f64() / insert.as_secs_f64()) * 100.0
+        ));
+    }
+}
+
 /// Parsing, masking and sealing alone, no database.
 async fn crypto_alone(out: &mut Vec<String>) {
-    let size = if smoke() { 100 } else { 10_000 };
+    let size = if smoke() { 100 } else { LARGEST_BATCH };
     let db = TestDb::new().await;
     let (kms, _) = counted_kms().await;
     let app = cold_start(&db, &kms).await;
@@ -309,7 +343,7 @@ async fn crypto_alone(out: &mut Vec<String>) {
         let started = Instant::now();
         let batch = handler::prepare(&app.keyring, event).expect("prepare");
         best = best.min(started.elapsed());
-        assert!(!batch.logins.is_empty());
+        assert!(!batch.rows.logins().is_empty());
     }
     out.push(format!("## Where the time goes, {size} messages (best of {reps})"));
     out.push(format!(
@@ -368,7 +402,7 @@ async fn concurrency(out: &mut Vec<String>) {
 }
 
 /// A cold start in a process of its own: time to ready, the KMS share, KMS calls; then one
-/// warm batch (KMS calls counted again), and for `rss` a 10,000 batch and the peak RSS.
+/// warm batch (KMS calls counted again), and for `rss` the largest batch and the peak RSS.
 async fn child(kind: &str) {
     let process_start = Instant::now();
     let db_url = std::env::var("BENCH_DATABASE_URL").expect("db");
@@ -402,7 +436,7 @@ async fn child(kind: &str) {
     }
     let kms_time = kms_started.elapsed();
     let before_batch = calls.0.load(Ordering::SeqCst);
-    let size = if kind == "rss" { if smoke() { 100 } else { 10_000 } } else { 100 };
+    let size = if kind == "rss" { if smoke() { 100 } else { LARGEST_BATCH } } else { 100 };
     handler::handle_with_stats(&app, decode(&event_bytes(size, &format!("{kind}-child"), 0)))
         .await
         .expect("batch");
@@ -479,9 +513,10 @@ async fn main() {
     }
     // `cargo bench` passes --bench; nothing else is taken from the command line.
     let mut out = Vec::new();
-    let sections: [(&str, Section); 5] = [
+    let sections: [(&str, Section); 6] = [
         ("handler", |o| Box::pin(handler_table(o))),
         ("copy", |o| Box::pin(copy_baseline(o))),
+        ("login-load", |o| Box::pin(login_load(o))),
         ("crypto", |o| Box::pin(crypto_alone(o))),
         ("concurrency", |o| Box::pin(concurrency(o))),
         ("cold-start", |o| Box::pin(children(o))),

@@ -1,8 +1,6 @@
 //! The function's resources, built once per cold start: the connection pool and the
 //! unwrapped keys. Every batch of that instance reuses them.
 
-use std::sync::Arc;
-
 use aws_config::SdkConfig;
 use deadpool_postgres::Pool;
 
@@ -23,8 +21,7 @@ pub enum InitError {
 #[derive(Debug)]
 pub struct App {
     pub pool: Pool,
-    /// Shared with the thread that prepares a large batch.
-    pub keyring: Arc<Keyring>,
+    pub keyring: Keyring,
     pub retry: RetryPolicy,
     /// Whether large batches may load their login rows with `COPY` (checked once).
     pub login_load: LoginLoad,
@@ -36,7 +33,7 @@ impl App {
     pub async fn init(config: &Config, kms: &Kms) -> Result<App, InitError> {
         let pool = store::pool(config.database.clone(), config.pool_size)?;
         let client = pool.get().await.map_err(StoreError::from)?;
-        let keyring = Arc::new(keys::load_keyring(&**client, kms).await?);
+        let keyring = keys::load_keyring(&**client, kms).await?;
         let (login_load, why_not_copy) = store::login_load(&client).await?;
         if let Some(reason) = why_not_copy {
             tracing::warn!(reason, "login rows will be inserted, never copied");

@@ -3,8 +3,7 @@
 //! A database fault fails the whole invocation instead, so SQS retries the batch.
 //!
 //! [`prepare`] is the pure part (no I/O: parsing, masking, sealing); [`handle_with_stats`]
-//! runs it beside the write, part by part, so the crypto of one part overlaps the database
-//! work of the previous one.
+//! hands what it prepared to `store::write_batch`.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -21,11 +20,7 @@ use login_etl_core::store::{self, LoginLoad, StoreError};
 
 mod prepare;
 
-pub use prepare::{PreparedBatch, prepare, produce};
-
-/// Batches up to this many records are prepared on the calling task: for them a thread
-/// hand-off costs more than the overlap gains.
-const INLINE_RECORDS: usize = 256;
+pub use prepare::{Prepared, prepare};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -116,29 +111,11 @@ pub async fn handle_with_stats(
     event: SqsEvent,
 ) -> Result<(SqsBatchResponse, BatchStats), BatchError> {
     let started = Instant::now();
-    let records = event.records.len();
-    tracing::debug!(records, "batch received");
-    let (sender, parts) = tokio::sync::mpsc::unbounded_channel();
-    // A send fails only when the writer has given up; the batch then fails anyway.
-    let send = move |part| {
-        let _ = sender.send(part);
-    };
+    tracing::debug!(records = event.records.len(), "batch received");
     // A batch SQS delivers again may hold rows already written: no COPY to undo.
     let load = if event.records.iter().any(redelivered) { LoginLoad::Insert } else { app.login_load };
-    let writing = store::write_batch(&app.pool, parts, &app.retry, load);
-    let (produced, written) = if records <= INLINE_RECORDS {
-        let produced = produce(&app.keyring, event, send)?;
-        (Ok(produced), writing.await)
-    } else {
-        // Parsing and crypto on a thread of their own, beside the write.
-        let keyring = app.keyring.clone();
-        let producing = tokio::task::spawn_blocking(move || produce(&keyring, event, send));
-        let (produced, written) = tokio::join!(producing, writing);
-        (produced.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic())), written)
-    };
-    // A seal failure stopped the batch before `Complete`: the writer committed nothing.
-    let (response, mut stats) = produced?;
-    let outcome = written.inspect_err(|error| {
+    let Prepared { rows, response, mut stats } = prepare(&app.keyring, event)?;
+    let outcome = store::write_batch(&app.pool, &rows, &app.retry, load).await.inspect_err(|error| {
         tracing::error!(error = %report(error), records = stats.received, "batch write failed");
     })?;
     stats.written = outcome.logins_inserted;

@@ -1,75 +1,41 @@
 //! The pure part of a batch (no I/O): validate each record, mask the PII of the valid ones,
-//! seal each distinct value once, and hand the rows over in parts, in the order the store
-//! writes them (its lock order): login rows sorted by message id, in parts that start small
-//! (so the database starts early) and grow, then the vault rows sorted by (field, blind
-//! index), in one part.
+//! seal each distinct value once, and hand the store a [`PreparedBatch`]; report the
+//! rejected records.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
-use zeroize::Zeroizing;
-
-use super::{BatchStats, Rejection};
 use login_etl_core::crypto::{BlindIndex, PiiField, SealError};
 use login_etl_core::event::{LoginEvent, RejectReason};
 use login_etl_core::keys::Keyring;
-use login_etl_core::store::{BatchPart, LoginRow, VaultRow};
+use login_etl_core::store::{LoginRow, PreparedBatch, VaultRow};
+use zeroize::Zeroizing;
 
-/// Rows in the first part; each next part doubles, up to [`MAX_PART_ROWS`].
-const FIRST_PART_ROWS: usize = 256;
-const MAX_PART_ROWS: usize = 4096;
+use super::{BatchStats, Rejection};
 
-/// A batch parsed, masked and sealed, ready to be written.
+/// A batch parsed, masked and sealed: the rows to write, the item failures, the counts.
 #[derive(Debug)]
-pub struct PreparedBatch {
-    /// Sorted by message id.
-    pub logins: Vec<LoginRow>,
-    /// Sorted by (field, blind index); one row per distinct value.
-    pub vault: Vec<VaultRow>,
+pub struct Prepared {
+    pub rows: PreparedBatch,
     pub response: SqsBatchResponse,
     pub stats: BatchStats,
 }
 
-/// The whole batch at once (what [`produce`] sends, gathered).
-pub fn prepare(keyring: &Keyring, event: SqsEvent) -> Result<PreparedBatch, SealError> {
-    let (mut logins, mut vault) = (Vec::new(), Vec::new());
-    let (response, stats) = produce(keyring, event, |part| match part {
-        BatchPart::Logins(rows) => logins.extend(rows),
-        BatchPart::Vault(rows) => vault.extend(rows),
-        BatchPart::Complete => {}
-    })?;
-    Ok(PreparedBatch { logins, vault, response, stats })
-}
-
-/// Sends the batch's rows to `send` in parts (every login part, the vault part, then
-/// `Complete`) and returns the item failures and counts. On an error `Complete` is never
-/// sent, so nothing of the batch can be committed.
-pub fn produce(
-    keyring: &Keyring,
-    event: SqsEvent,
-    mut send: impl FnMut(BatchPart),
-) -> Result<(SqsBatchResponse, BatchStats), SealError> {
+/// Parses, masks and seals the whole batch. An error (a value that cannot be sealed) fails
+/// the batch before anything is written.
+pub fn prepare(keyring: &Keyring, event: SqsEvent) -> Result<Prepared, SealError> {
     let mut stats = BatchStats { received: event.records.len(), ..BatchStats::default() };
-    let mut part_rows = PartSizes::default();
-    // Message ids compare bytewise, as the store's "C" collation does. Positions are sorted,
-    // not the (large) records.
-    let mut records = event.records;
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    order.sort_by(|&a, &b| records[a].message_id.cmp(&records[b].message_id));
-
     let mut rejections = Vec::new();
-    let mut values = Vec::with_capacity(records.len() * 2);
-    let mut logins = Vec::with_capacity(part_rows.current().min(records.len()));
-    for position in order {
-        let record = &mut records[position];
+    let mut values = Vec::with_capacity(event.records.len() * 2);
+    let mut logins = Vec::with_capacity(event.records.len());
+    for (position, mut record) in event.records.into_iter().enumerate() {
         // An empty id in batchItemFailures fails the whole batch, so a record without one
         // can only be logged. SQS always sets it; hand-made events might not.
-        let Some(message_id) = record.message_id.as_deref().filter(|id| !id.is_empty()) else {
+        let Some(message_id) = record.message_id.take().filter(|id| !id.is_empty()) else {
             stats.unidentifiable += 1;
             tracing::error!(reason = "missing_message_id", "record without messageId skipped");
             continue;
         };
-        let message_id = message_id.to_owned();
-        let accepted = accept(record);
+        let accepted = accept(&record);
         // The body (ip and device id in clear) is wiped as soon as it is parsed.
         drop(record.body.take().map(Zeroizing::new));
         let (sent_at, login) = match accepted {
@@ -90,8 +56,9 @@ pub fn produce(
         stats.accepted += 1;
         stats.unknown_fields += login.unknown_fields();
 
-        let ip = Zeroizing::new(login.ip().canonical());
-        let device_id = Zeroizing::new(login.device_id().canonical().to_owned());
+        let (details, ip, device_id) = login.into_parts();
+        let ip = Zeroizing::new(ip.canonical());
+        let device_id = Zeroizing::new(device_id.canonical().to_owned());
         let masked_ip = keyring.indexer.index(PiiField::Ip, &ip);
         let masked_device_id = keyring.indexer.index(PiiField::DeviceId, &device_id);
         values.push(Value { field: PiiField::Ip, index: masked_ip.clone(), plaintext: ip });
@@ -102,50 +69,31 @@ pub fn produce(
         });
         logins.push(LoginRow {
             sqs_message_id: message_id,
-            user_id: login.user_id().to_owned(),
-            device_type: login.device_type().to_owned(),
+            sent_at,
+            details,
             masked_ip,
             masked_device_id,
-            locale: login.locale().map(str::to_owned),
-            app_version: login.app_version().encoded(),
-            app_version_raw: login.app_version().raw().to_owned(),
-            create_date: sent_at.date_naive(),
-            sent_at,
             index_key_version: keyring.index_key_version,
         });
-        if logins.len() == part_rows.current() {
-            send(BatchPart::Logins(std::mem::take(&mut logins)));
-            logins.reserve(part_rows.next_size());
-        }
-    }
-    if !logins.is_empty() {
-        send(BatchPart::Logins(logins));
     }
 
-    // Each distinct value once, in the vault's key order, in one part: it is ready long
-    // before the database is through the login rows.
+    // Each distinct value sealed once.
     values.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
     values.dedup_by(|a, b| a.key() == b.key());
-    if !values.is_empty() {
-        let rows = values
-            .iter()
-            .map(|value| {
-                let sealed = keyring.data_key.seal(value.field, &value.index, &value.plaintext)?;
-                Ok(VaultRow { field: value.field, blind_index: value.index.clone(), sealed })
-            })
-            .collect::<Result<Vec<_>, SealError>>()?;
-        send(BatchPart::Vault(rows));
-    }
-    send(BatchPart::Complete);
+    let vault = values
+        .iter()
+        .map(|value| {
+            let sealed = keyring.data_key.seal(value.field, &value.index, &value.plaintext)?;
+            Ok(VaultRow { field: value.field, blind_index: value.index.clone(), sealed })
+        })
+        .collect::<Result<Vec<_>, SealError>>()?;
 
-    // Item failures in batch order.
-    rejections.sort_unstable_by_key(|(position, _)| *position);
     let mut response = SqsBatchResponse::default();
     for (_, rejection) in rejections {
         response.add_failure(rejection.message_id.clone());
         stats.rejections.push(rejection);
     }
-    Ok((response, stats))
+    Ok(Prepared { rows: PreparedBatch::new(logins, vault), response, stats })
 }
 
 /// A value to vault, wiped from memory when dropped.
@@ -156,29 +104,8 @@ struct Value {
 }
 
 impl Value {
-    /// The vault's key, ordered as the store's "C" collation orders (field name, index).
     fn key(&self) -> (&str, &str) {
         (self.field.as_str(), self.index.as_str())
-    }
-}
-
-/// The number of rows of each part: FIRST_PART_ROWS, doubling, at most MAX_PART_ROWS.
-struct PartSizes(usize);
-
-impl Default for PartSizes {
-    fn default() -> Self {
-        PartSizes(FIRST_PART_ROWS)
-    }
-}
-
-impl PartSizes {
-    fn current(&self) -> usize {
-        self.0
-    }
-
-    fn next_size(&mut self) -> usize {
-        self.0 = (self.0 * 2).min(MAX_PART_ROWS);
-        self.0
     }
 }
 
@@ -234,7 +161,10 @@ mod tests {
         let event: SqsEvent = serde_json::from_value(json!({ "Records": records })).expect("event");
         let batch = prepare(&keyring(), event).expect("prepare");
         assert!(batch.response.batch_item_failures.is_empty(), "{:?}", batch.stats.rejections);
-        batch.logins.into_iter().map(|row| row.masked_ip.as_str().to_owned()).collect()
+        // Rows come sorted by message id: put them back in input order.
+        let mut rows: Vec<_> = batch.rows.logins().iter().collect();
+        rows.sort_by_key(|row| row.sqs_message_id.trim_start_matches('m').parse::<usize>().unwrap_or(0));
+        rows.into_iter().map(|row| row.masked_ip.as_str().to_owned()).collect()
     }
 
     /// Equivalent spellings of one address, as clients send them.
@@ -313,41 +243,13 @@ mod tests {
     }
 
     #[test]
-    fn parts_come_in_lock_order_growing_and_end_with_complete() {
-        let mut parts = Vec::new();
-        let (response, stats) =
-            produce(&keyring(), shuffled_event(3000), |part| parts.push(part)).expect("produce");
-
-        let kinds: String = parts
-            .iter()
-            .map(|part| match part {
-                BatchPart::Logins(_) => 'L',
-                BatchPart::Vault(_) => 'V',
-                BatchPart::Complete => 'C',
-            })
-            .collect();
-        assert!(kinds.trim_start_matches('L').trim_start_matches('V') == "C", "{kinds}");
-        let logins: Vec<&LoginRow> = parts
-            .iter()
-            .filter_map(|p| if let BatchPart::Logins(r) = p { Some(r) } else { None })
-            .flatten()
-            .collect();
-        let vault: Vec<&VaultRow> = parts
-            .iter()
-            .filter_map(|p| if let BatchPart::Vault(r) = p { Some(r) } else { None })
-            .flatten()
-            .collect();
-        let sizes: Vec<usize> = parts
-            .iter()
-            .filter_map(|p| if let BatchPart::Logins(r) = p { Some(r.len()) } else { None })
-            .collect();
-        assert_eq!(sizes, [256, 512, 1024, 1148]);
-        // Across all parts: ids non-decreasing bytewise (the duplicate id is adjacent), vault
-        // keys strictly increasing (each value once).
+    fn rows_come_in_lock_order_each_value_once_and_failures_in_batch_order() {
+        let Prepared { rows, response, stats } = prepare(&keyring(), shuffled_event(3000)).expect("prepare");
+        let (logins, vault) = (rows.logins(), rows.vault());
+        // Ids non-decreasing bytewise (the duplicate id is adjacent), vault keys strictly
+        // increasing (each value once).
         assert!(logins.windows(2).all(|w| w[0].sqs_message_id.as_bytes() <= w[1].sqs_message_id.as_bytes()));
-        let keys: Vec<(&str, &str)> =
-            vault.iter().map(|v| (v.field.as_str(), v.blind_index.as_str())).collect();
-        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert!(vault.windows(2).all(|w| w[0].key() < w[1].key()));
         assert_eq!(logins.len(), stats.accepted);
         assert_eq!(stats.accepted + stats.rejections.len(), 3000);
         let used: std::collections::HashSet<(&str, &str)> = logins

@@ -287,14 +287,13 @@ async fn a_connection_killed_on_every_attempt_fails_the_invocation_with_nothing_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_killed_in_the_middle_of_a_streamed_batch_is_retried_with_the_parts_already_sent() {
+async fn a_connection_killed_in_the_middle_of_a_copied_batch_is_retried_with_the_same_rows() {
     let db = TestDb::new().await;
     let mut app = cold_start(&db, &new_kms().await).await;
     app.retry =
         store::RetryPolicy { budget: std::time::Duration::from_secs(60), ..store::RetryPolicy::default() };
-    // 1,000 records are prepared beside the write and streamed into one COPY in three
-    // parts (256, 512, 232 rows); the backend dies at the 600th row, in the second part,
-    // while the third may still be in the making. A row trigger counts the rows.
+    // 1,000 records go in one COPY; the backend dies at its 600th row. A row trigger
+    // counts the rows.
     db.connect()
         .await
         .batch_execute(&format!(
@@ -319,27 +318,4 @@ async fn a_connection_killed_in_the_middle_of_a_streamed_batch_is_retried_with_t
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 1000);
     assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 14);
     assert_eq!(stats.vault_values_added, 14);
-}
-
-#[tokio::test]
-async fn a_batch_whose_producer_stops_before_it_is_complete_commits_nothing() {
-    let db = TestDb::new().await;
-    let app = cold_start(&db, &new_kms().await).await;
-    let batch = handler::prepare(&app.keyring, event(&many_logins(300, "cut"))).expect("prepare");
-    let (sender, parts) = tokio::sync::mpsc::unbounded_channel();
-    let write = tokio::spawn({
-        let app = std::sync::Arc::new(app);
-        async move { store::write_batch(&app.pool, parts, &app.retry, app.login_load).await }
-    });
-    // The COPY of the login rows is open and waiting for more when the producer ends (a
-    // seal error or a panic), before the vault rows and before `Complete`.
-    sender.send(store::BatchPart::Logins(batch.logins)).expect("send");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    drop(sender);
-
-    let error = write.await.expect("task").expect_err("incomplete");
-
-    assert!(matches!(error, store::StoreError::Incomplete), "{}", report(&error));
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 0);
 }

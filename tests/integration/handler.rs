@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 use login_etl::handler;
 use login_etl_core::crypto::SealedValue;
 use login_etl_core::crypto::{BlindIndex, PiiField};
+use login_etl_core::store::batch::COPY_MIN_ROWS;
 use serde_json::Value;
 use testkit::*;
 
@@ -278,28 +279,31 @@ async fn a_large_batch_is_copied_and_its_redelivery_still_adds_nothing() {
     let app = cold_start(&db, &new_kms().await).await;
     // Counts the statements that insert into user_logins (COPY fires INSERT triggers too).
     db.fault_on_insert("user_logins", "NULL;").await;
-    let records = many_logins(1000, "big");
+    let records = many_logins(COPY_MIN_ROWS.max(1000), "big");
+    let n = records.len() as u64;
 
     let (_, first) = handler::handle_with_stats(&app, event(&records)).await.expect("first");
-    assert_eq!((first.written, first.already_present), (1000, 0));
-    // Three login parts (256, 512, 232 rows), streamed into one COPY.
+    assert_eq!((first.written, first.already_present), (n, 0));
+    // One COPY.
     assert_eq!(db.fault_calls("user_logins").await, 1);
 
     let (response, again) = handler::handle_with_stats(&app, event(&records)).await.expect("again");
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!((again.written, again.already_present), (0, 1000));
-    // The COPY met a message id already there; from the savepoint, the three parts went
-    // again as INSERT … ON CONFLICT DO NOTHING.
-    assert_eq!(db.fault_calls("user_logins").await, 1 + 1 + 3);
+    assert_eq!((again.written, again.already_present), (0, n));
+    // The COPY met a message id already there; from the savepoint, the rows went again
+    // as one INSERT … ON CONFLICT DO NOTHING.
+    assert_eq!(db.fault_calls("user_logins").await, 1 + 1 + 1);
 
     // Half re-delivered, half new, and one new id twice in the same batch.
-    let mut mixed: Vec<(String, String)> = records[..300].to_vec();
-    mixed.extend(many_logins(300, "new"));
+    let half = COPY_MIN_ROWS.max(600) / 2;
+    let mut mixed: Vec<(String, String)> = records[..half].to_vec();
+    mixed.extend(many_logins(half, "new"));
     mixed.push(("new-00000".to_owned(), login_body("other", "192.0.2.1", "other-device")));
     let (_, stats) = handler::handle_with_stats(&app, event(&mixed)).await.expect("mixed");
-    assert_eq!((stats.accepted, stats.written, stats.already_present), (601, 300, 301));
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 1300);
-    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 1300);
+    let half = half as u64;
+    assert_eq!((stats.accepted as u64, stats.written, stats.already_present), (2 * half + 1, half, half + 1));
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await as u64, n + half);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await as u64, n + half);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,18 +311,19 @@ async fn a_batch_sqs_says_it_delivered_before_is_inserted_not_copied() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
     db.fault_on_insert("user_logins", "NULL;").await;
-    let records = many_logins(1000, "again");
-    handler::handle_with_stats(&app, event(&records[..400])).await.expect("first delivery");
+    let first = COPY_MIN_ROWS;
+    let records = many_logins(first + 600, "again");
+    handler::handle_with_stats(&app, event(&records[..first])).await.expect("first delivery");
     assert_eq!(db.fault_calls("user_logins").await, 1, "one COPY");
 
     let mut redelivered = event(&records);
-    redelivered.records[999].attributes.insert("ApproximateReceiveCount".into(), "2".into());
+    redelivered.records[first + 599].attributes.insert("ApproximateReceiveCount".into(), "2".into());
     let (_, stats) = handler::handle_with_stats(&app, redelivered).await.expect("redelivery");
 
-    assert_eq!((stats.written, stats.already_present), (600, 400));
-    // Three INSERT … ON CONFLICT parts, no COPY to undo.
-    assert_eq!(db.fault_calls("user_logins").await, 1 + 3);
-    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 1000);
+    assert_eq!((stats.written, stats.already_present), (600, first as u64));
+    // One INSERT … ON CONFLICT, no COPY to undo.
+    assert_eq!(db.fault_calls("user_logins").await, 1 + 1);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, first as i64 + 600);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,7 +345,7 @@ async fn a_table_whose_columns_binary_copy_would_misread_is_never_copied() {
         handler::handle_with_stats(&app, event(&many_logins(1000, "typed"))).await.expect("batch");
 
     assert_eq!(stats.written, 1000);
-    assert_eq!(db.fault_calls("user_logins").await, 3, "three INSERT parts, no COPY");
+    assert_eq!(db.fault_calls("user_logins").await, 1, "one INSERT, no COPY");
     // The first record's SentTimestamp, converted as an INSERT converts (session zone).
     let sql = format!(
         "SELECT count(*) FROM user_logins WHERE sqs_message_id = 'typed-00000'

@@ -63,3 +63,85 @@ async fn the_vault_accepts_exactly_64_lowercase_hex_characters_as_a_blind_index(
     assert!(definition.contains("octet_length") && !definition.contains("{64}"), "{definition}");
     assert!(validated);
 }
+
+/// How `description` and the table `name` in the connected database disagree: a described
+/// column missing or of another type or width, an optional column the table would refuse
+/// NULL in, or a table column the description neither writes nor leaves to the table.
+async fn disagreements<R>(
+    client: &tokio_postgres::Client,
+    description: &login_etl_core::store::table::Table<R>,
+) -> Vec<String> {
+    let rows = client
+        .query(
+            "SELECT column_name::text, data_type::text, character_maximum_length, is_nullable = 'YES',
+                    column_default IS NOT NULL
+               FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+            &[&description.name],
+        )
+        .await
+        .expect("information_schema");
+    let mut found = Vec::new();
+    for column in description.columns {
+        let Some(row) = rows.iter().find(|r| r.get::<_, String>(0) == column.name) else {
+            found.push(format!("{} is described but not in the table", column.name));
+            continue;
+        };
+        let (data_type, length, nullable) =
+            (row.get::<_, String>(1), row.get::<_, Option<i32>>(2), row.get::<_, bool>(3));
+        if data_type != column.sql_type.information_schema_name()
+            || length.map(|n| n as u32) != column.sql_type.max_length()
+        {
+            found.push(format!(
+                "{} is {data_type}({length:?}), described as {:?}",
+                column.name, column.sql_type
+            ));
+        }
+        if column.nullable() && !nullable {
+            found.push(format!("{} may be NULL in the description but not in the table", column.name));
+        }
+    }
+    for row in &rows {
+        let name: String = row.get(0);
+        let described = description.column_names().any(|c| c == name);
+        let own = description.filled_by_table.contains(&name.as_str()) && row.get::<_, bool>(4);
+        if !described && !own {
+            found.push(format!("{name} is in the table but neither described nor filled by the table"));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_user_logins_description_matches_the_migrated_table_and_every_difference_is_caught() {
+    use login_etl_core::store::table::USER_LOGINS;
+
+    let db = TestDb::new().await;
+    let client = db.connect().await;
+    assert_eq!(disagreements(&client, &USER_LOGINS).await, Vec::<String>::new());
+
+    // The same check on the table changed in each way a migration might drift from it.
+    client
+        .batch_execute(
+            "ALTER TABLE user_logins ALTER COLUMN device_type TYPE varchar(64);
+             ALTER TABLE user_logins ALTER COLUMN app_version TYPE bigint;
+             ALTER TABLE user_logins ALTER COLUMN locale SET NOT NULL;
+             ALTER TABLE user_logins DROP COLUMN index_key_version;
+             ALTER TABLE user_logins ADD COLUMN os_version varchar(32);
+             ALTER TABLE user_logins ALTER COLUMN loaded_at DROP DEFAULT;",
+        )
+        .await
+        .expect("drift");
+    let mut found = disagreements(&client, &USER_LOGINS).await;
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "app_version is bigint(None), described as Integer",
+            "device_type is character varying(Some(64)), described as Varchar(32)",
+            "index_key_version is described but not in the table",
+            "loaded_at is in the table but neither described nor filled by the table",
+            "locale may be NULL in the description but not in the table",
+            "os_version is in the table but neither described nor filled by the table",
+        ]
+    );
+}

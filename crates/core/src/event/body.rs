@@ -53,7 +53,18 @@ impl<'a> RawBody<'a> {
         self.nullable_text(field)?.ok_or(RejectReason::NullField(field))
     }
 
-    /// A string field that may be null.
+    /// A string field that may be null, or absent altogether: for a field that producers
+    /// added later, so older apps do not send it (see docs/extending.md).
+    #[cfg_attr(not(test), expect(dead_code, reason = "the kind a new optional field uses"))]
+    pub(super) fn optional_text(&mut self, field: Field) -> Result<Option<Cow<'a, str>>, RejectReason> {
+        match self.slots[field as usize].take() {
+            None | Some(Slot::Null) => Ok(None),
+            Some(Slot::Text(text)) => Ok(Some(text)),
+            Some(Slot::NotText) => Err(RejectReason::WrongType(field)),
+        }
+    }
+
+    /// A string field that may be null, but must be there.
     pub(super) fn nullable_text(&mut self, field: Field) -> Result<Option<Cow<'a, str>>, RejectReason> {
         match self.take(field)? {
             Slot::Text(text) => Ok(Some(text)),
@@ -224,6 +235,21 @@ mod tests {
         assert_eq!(error, RejectReason::DuplicateField(Field::Ip));
         // Unknown keys may repeat: they are ignored anyway.
         assert!(RawBody::parse(r#"{"x": 1, "x": 2}"#).is_ok());
+    }
+
+    #[test]
+    fn an_optional_field_may_be_absent_or_null_but_not_of_another_type() {
+        let mut absent = RawBody::parse(r#"{"user_id": "u"}"#).expect("object");
+        assert_eq!(absent.optional_text(Field::Locale), Ok(None));
+        let mut null = RawBody::parse(r#"{"locale": null}"#).expect("object");
+        assert_eq!(null.optional_text(Field::Locale), Ok(None));
+        let mut text = RawBody::parse(r#"{"locale": "RU"}"#).expect("object");
+        assert_eq!(text.optional_text(Field::Locale), Ok(Some(Cow::Borrowed("RU"))));
+        let mut number = RawBody::parse(r#"{"locale": 7}"#).expect("object");
+        assert_eq!(number.optional_text(Field::Locale), Err(RejectReason::WrongType(Field::Locale)));
+        // A nullable field, unlike an optional one, must be sent.
+        let mut absent = RawBody::parse(r#"{"user_id": "u"}"#).expect("object");
+        assert_eq!(absent.nullable_text(Field::Locale), Err(RejectReason::MissingField(Field::Locale)));
     }
 
     #[test]

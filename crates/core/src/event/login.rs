@@ -74,16 +74,24 @@ impl fmt::Debug for DeviceId {
     }
 }
 
-/// A login as the app sent it, every value checked to fit its column.
+/// A login as the app sent it, every value checked to fit its column: the details that
+/// `user_logins` keeps as they are, and the PII, which it keeps only masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginEvent {
+    details: LoginDetails,
+    ip: ClientIp,
+    device_id: DeviceId,
+    unknown_fields: usize,
+}
+
+/// The fields of a login that are no PII: stored in `user_logins` as sent (the table
+/// description in `store::table` reads them from here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginDetails {
     user_id: ColumnText,
     device_type: ColumnText,
     locale: Option<ColumnText>,
     app_version: AppVersion,
-    ip: ClientIp,
-    device_id: DeviceId,
-    unknown_fields: usize,
 }
 
 impl LoginEvent {
@@ -102,9 +110,43 @@ impl LoginEvent {
         let device_id = DeviceId::parse(&raw.text(Field::DeviceId)?)?;
         let unknown_fields = raw.unknown_fields;
 
-        Ok(LoginEvent { user_id, device_type, locale, app_version, ip, device_id, unknown_fields })
+        let details = LoginDetails { user_id, device_type, locale, app_version };
+        Ok(LoginEvent { details, ip, device_id, unknown_fields })
     }
 
+    /// The details, the address and the device id, apart: the PII goes to be masked and
+    /// sealed, the details into the row as they are.
+    pub fn into_parts(self) -> (LoginDetails, ClientIp, DeviceId) {
+        (self.details, self.ip, self.device_id)
+    }
+
+    pub fn details(&self) -> &LoginDetails {
+        &self.details
+    }
+    pub fn user_id(&self) -> &str {
+        self.details.user_id()
+    }
+    pub fn device_type(&self) -> &str {
+        self.details.device_type()
+    }
+    pub fn locale(&self) -> Option<&str> {
+        self.details.locale()
+    }
+    pub fn app_version(&self) -> &AppVersion {
+        self.details.app_version()
+    }
+    pub fn ip(&self) -> ClientIp {
+        self.ip
+    }
+    pub fn device_id(&self) -> &DeviceId {
+        &self.device_id
+    }
+    pub fn unknown_fields(&self) -> usize {
+        self.unknown_fields
+    }
+}
+
+impl LoginDetails {
     pub fn user_id(&self) -> &str {
         self.user_id.as_str()
     }
@@ -116,15 +158,6 @@ impl LoginEvent {
     }
     pub fn app_version(&self) -> &AppVersion {
         &self.app_version
-    }
-    pub fn ip(&self) -> ClientIp {
-        self.ip
-    }
-    pub fn device_id(&self) -> &DeviceId {
-        &self.device_id
-    }
-    pub fn unknown_fields(&self) -> usize {
-        self.unknown_fields
     }
 }
 

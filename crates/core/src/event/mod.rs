@@ -10,5 +10,5 @@ mod reject;
 pub mod text;
 
 pub use app_version::{AppVersion, AppVersionError, MAX_MAJOR, MAX_MINOR_OR_PATCH};
-pub use login::{ClientIp, ColumnText, DeviceId, LoginEvent};
+pub use login::{ClientIp, ColumnText, DeviceId, LoginDetails, LoginEvent};
 pub use reject::{Field, RejectReason};

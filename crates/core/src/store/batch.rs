@@ -1,34 +1,32 @@
-//! The batch write: one transaction per batch, fed part by part while the rest of the batch
-//! is still being parsed and sealed, so the database and the crypto work at the same time.
-//! Login rows go in one streamed `COPY` (or set-based INSERTs), vault rows in one set-based
-//! INSERT (UNNEST of column arrays); never a statement per row.
+//! The batch write: a prepared batch in one transaction, in lock order, never a statement
+//! per row. Login rows go in one set-based INSERT generated from the table description
+//! ([`super::table`]), or, for a large batch, in one binary `COPY`; vault rows in one
+//! set-based INSERT. A transient error runs the same rows again ([`super::retry`]).
 
-use chrono::{DateTime, NaiveDate, Utc};
-use std::sync::LazyLock;
+use chrono::{DateTime, Utc};
 
 use deadpool_postgres::{Pool, Transaction};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_postgres::Statement;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::ToSql;
 
+use super::table::{COPY_LOGINS, Cell, INSERT_LOGINS, USER_LOGINS};
 use super::{RetryPolicy, StoreError};
 use crate::crypto::{BlindIndex, PiiField, SealedValue};
+use crate::event::LoginDetails;
 
-/// One `user_logins` row, PII already masked.
+/// One `user_logins` row, PII already masked. Its columns are read by [`USER_LOGINS`].
 #[derive(Debug, Clone)]
 pub struct LoginRow {
+    /// The idempotency key: SQS delivers at least once.
     pub sqs_message_id: String,
-    pub user_id: String,
-    pub device_type: String,
+    /// SQS `SentTimestamp`; `create_date` is its UTC date.
+    pub sent_at: DateTime<Utc>,
+    /// What the message says, apart from its PII.
+    pub details: LoginDetails,
     pub masked_ip: BlindIndex,
     pub masked_device_id: BlindIndex,
-    pub locale: Option<String>,
-    pub app_version: i32,
-    pub app_version_raw: String,
-    pub create_date: NaiveDate,
-    pub sent_at: DateTime<Utc>,
     pub index_key_version: i32,
 }
 
@@ -40,14 +38,42 @@ pub struct VaultRow {
     pub sealed: SealedValue,
 }
 
-/// What the producer of a batch sends the writer, in lock order (below): every `Logins`
-/// part, then the `Vault` part(s), then `Complete`. Without `Complete` nothing is committed.
-#[derive(Debug)]
-pub enum BatchPart {
-    Logins(Vec<LoginRow>),
-    Vault(Vec<VaultRow>),
-    /// The batch is whole: commit.
-    Complete,
+impl VaultRow {
+    /// The vault's key, as the store orders it.
+    pub fn key(&self) -> (&str, &str) {
+        (self.field.as_str(), self.blind_index.as_str())
+    }
+}
+
+/// The rows of one batch, in the order the store writes them (its lock order, below):
+/// login rows by message id, vault rows by (field, blind index), each value once.
+#[derive(Debug, Default)]
+pub struct PreparedBatch {
+    logins: Vec<LoginRow>,
+    vault: Vec<VaultRow>,
+}
+
+impl PreparedBatch {
+    /// Puts the rows in lock order (bytewise, as the statements' "C" collation orders) and
+    /// keeps each vault value once.
+    pub fn new(mut logins: Vec<LoginRow>, mut vault: Vec<VaultRow>) -> PreparedBatch {
+        logins.sort_by(|a, b| a.sqs_message_id.cmp(&b.sqs_message_id));
+        vault.sort_by(|a, b| a.key().cmp(&b.key()));
+        vault.dedup_by(|a, b| a.key() == b.key());
+        PreparedBatch { logins, vault }
+    }
+
+    pub fn logins(&self) -> &[LoginRow] {
+        &self.logins
+    }
+
+    pub fn vault(&self) -> &[VaultRow] {
+        &self.vault
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.logins.is_empty() && self.vault.is_empty()
+    }
 }
 
 /// What a batch write did.
@@ -62,11 +88,11 @@ pub struct WriteOutcome {
 // Lock order. `INSERT … ON CONFLICT DO NOTHING` and `COPY` take each row's unique-key lock
 // in the order the rows arrive; two batches holding the same values (one carrier-NAT ip, one
 // family's device, one message delivered twice) in different orders would wait on each
-// other until Postgres kills one (deadlock, 40P01). Every batch therefore inserts its login
-// rows sorted by message id, then its vault rows sorted by (field, blind index), in bytewise
-// order ("C" collation), across all its parts: all transactions take the locks they share in
-// one global order, so none waits on another in a cycle. Login rows come first because they
-// need only the masks, which are cheap; the vault rows are sealed meanwhile.
+// other until Postgres kills one (deadlock, 40P01). Every batch therefore writes its login
+// rows sorted by message id, then its vault rows sorted by (field, blind index), bytewise
+// ("C" collation): all transactions take the locks they share in one global order, so none
+// waits on another in a cycle. The statements sort too (ORDER BY), so the order holds
+// whatever the caller hands in; `PreparedBatch::new` sorts for the COPY.
 const INSERT_VAULT: &str = r#"
     INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext)
     SELECT v.* FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::bytea[], $5::bytea[])
@@ -74,52 +100,17 @@ const INSERT_VAULT: &str = r#"
     ORDER BY v.field COLLATE "C", v.blind_index COLLATE "C"
     ON CONFLICT DO NOTHING"#;
 
-const INSERT_LOGINS: &str = r#"
-    INSERT INTO user_logins (sqs_message_id, user_id, device_type, masked_ip, masked_device_id,
-                             locale, app_version, app_version_raw, create_date, sent_at,
-                             index_key_version)
-    SELECT l.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                           $6::text[], $7::int4[], $8::text[], $9::date[], $10::timestamptz[],
-                           $11::int4[])
-        AS l(sqs_message_id, user_id, device_type, masked_ip, masked_device_id, locale,
-             app_version, app_version_raw, create_date, sent_at, index_key_version)
-    ORDER BY l.sqs_message_id COLLATE "C"
-    ON CONFLICT DO NOTHING"#;
-
-/// A batch whose first login part has at least this many rows loads its login rows with
-/// one binary `COPY` (the database's bulk path), streamed part by part as they arrive,
-/// rather than `INSERT … ON CONFLICT` (speculative insertion, about a third slower a row;
-/// BENCHMARKS.md). `COPY` cannot skip a row already present, so it runs after a savepoint:
-/// if a message id is already there (a re-delivery), the login rows go again from the
-/// savepoint with `INSERT … ON CONFLICT DO NOTHING`. Smaller batches keep the one
-/// statement, which is fewer round trips.
+/// A batch with at least this many login rows loads them with one binary `COPY` (the
+/// database's bulk path) instead of `INSERT … ON CONFLICT` (speculative insertion, slower a
+/// row; BENCHMARKS.md says by how much at each batch size). `COPY` cannot skip a row
+/// already there, so it runs after a savepoint: if a message id exists (a re-delivery), the
+/// rows go again from the savepoint by INSERT. The one threshold of the write path.
 pub const COPY_MIN_ROWS: usize = 256;
-
-/// The login columns `COPY` sends, with the binary type of each. Binary `COPY` does not
-/// convert: the table's columns must have these types (varchar columns may be text).
-pub const LOGIN_COLUMNS: [(&str, Type); 11] = [
-    ("sqs_message_id", Type::VARCHAR),
-    ("user_id", Type::VARCHAR),
-    ("device_type", Type::VARCHAR),
-    ("masked_ip", Type::VARCHAR),
-    ("masked_device_id", Type::VARCHAR),
-    ("locale", Type::VARCHAR),
-    ("app_version", Type::INT4),
-    ("app_version_raw", Type::VARCHAR),
-    ("create_date", Type::DATE),
-    ("sent_at", Type::TIMESTAMPTZ),
-    ("index_key_version", Type::INT4),
-];
-
-static COPY_LOGINS: LazyLock<String> = LazyLock::new(|| {
-    let columns: Vec<&str> = LOGIN_COLUMNS.iter().map(|(name, _)| *name).collect();
-    format!("COPY user_logins ({}) FROM STDIN (FORMAT binary)", columns.join(", "))
-});
 
 /// How a batch's login rows are loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginLoad {
-    /// One binary `COPY` when the batch is large enough (see [`COPY_MIN_ROWS`]).
+    /// One binary `COPY` when the batch has [`COPY_MIN_ROWS`] login rows or more.
     Copy,
     /// `INSERT … ON CONFLICT DO NOTHING` only: the table cannot take the `COPY`, or the
     /// batch holds re-deliveries (its ids may be there already; a `COPY` would be undone).
@@ -136,8 +127,8 @@ pub async fn login_load(client: &tokio_postgres::Client) -> Result<(LoginLoad, O
                FROM pg_class c
                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
                JOIN pg_type t ON t.oid = a.atttypid
-              WHERE c.oid = 'user_logins'::regclass",
-            &[],
+              WHERE c.oid = $1::text::regclass",
+            &[&USER_LOGINS.name],
         )
         .await?;
     if let Some(row) = rows.first()
@@ -145,37 +136,43 @@ pub async fn login_load(client: &tokio_postgres::Client) -> Result<(LoginLoad, O
     {
         return Ok((LoginLoad::Insert, Some("user_logins is not a plain table (partitioned?)".to_owned())));
     }
-    for (name, sent) in &LOGIN_COLUMNS {
-        let found = rows.iter().find(|row| row.get::<_, &str>(1) == *name).map(|row| row.get::<_, &str>(2));
-        let fits = found == Some(sent.name()) || (*sent == Type::VARCHAR && found == Some("text"));
+    for column in USER_LOGINS.columns {
+        let sent = column.sql_type.copy_type();
+        let found =
+            rows.iter().find(|row| row.get::<_, &str>(1) == column.name).map(|row| row.get::<_, &str>(2));
+        let fits = found == Some(sent.name())
+            || (sent == tokio_postgres::types::Type::VARCHAR && found == Some("text"));
         if !fits {
             return Ok((
                 LoginLoad::Insert,
-                Some(format!("user_logins.{name} is {}, not {}", found.unwrap_or("missing"), sent.name())),
+                Some(format!(
+                    "user_logins.{} is {}, not {}",
+                    column.name,
+                    found.unwrap_or("missing"),
+                    sent.name()
+                )),
             ));
         }
     }
     Ok((LoginLoad::Copy, None))
 }
 
-/// Writes a batch as its parts arrive, in one transaction, and commits once `Complete`
-/// arrives. Rows whose message id (or vault key) already exists are skipped: re-delivery
-/// adds nothing. Transient errors are retried as `retry` allows (see [`super::retry`]):
-/// the parts received so far are kept and sent again, the rest still streams in.
+/// Writes the batch in one transaction. Rows whose message id (or vault key) already exists
+/// are skipped: re-delivery adds nothing. Transient errors are retried as `retry` allows:
+/// the same rows, in a new transaction on another connection.
 pub async fn write_batch(
     pool: &Pool,
-    parts: UnboundedReceiver<BatchPart>,
+    batch: &PreparedBatch,
     retry: &RetryPolicy,
     load: LoginLoad,
 ) -> Result<WriteOutcome, StoreError> {
-    let mut batch = Batch { parts, received: Vec::new(), complete: false, load };
-    // A batch of rejections only: no transaction at all.
-    if !batch.has(0).await? {
+    if batch.is_empty() {
         return Ok(WriteOutcome { logins_inserted: 0, vault_inserted: 0, retries: 0 });
     }
+    let mut load = load;
     let mut attempts = retry.start();
     loop {
-        match batch.write_once(pool).await {
+        match write_once(pool, batch, &mut load).await {
             Ok((logins_inserted, vault_inserted)) => {
                 return Ok(WriteOutcome { logins_inserted, vault_inserted, retries: attempts.retries() });
             }
@@ -194,193 +191,82 @@ pub async fn write_batch(
     }
 }
 
-/// A batch being written: its parts as they arrive, and those already received (kept, so
-/// that a retry sends them again).
-struct Batch {
-    parts: UnboundedReceiver<BatchPart>,
-    received: Vec<BatchPart>,
-    complete: bool,
-    /// `Insert` from the start, or once a `COPY` met a message id already written.
-    load: LoginLoad,
+/// One attempt on a connection of the pool. A connection an attempt failed on leaves the
+/// pool: it may be dead without knowing it yet, and would fail the retry too.
+async fn write_once(
+    pool: &Pool,
+    batch: &PreparedBatch,
+    load: &mut LoginLoad,
+) -> Result<(u64, u64), StoreError> {
+    let mut client = pool.get().await?;
+    let written = write_on(&mut client, batch, load).await;
+    if written.is_err() {
+        drop(deadpool_postgres::Object::take(client));
+    }
+    written
 }
 
-struct Statements {
-    logins: Statement,
-    vault: Statement,
-    copy_logins: Statement,
+/// The login rows, then the vault rows, then COMMIT.
+async fn write_on(
+    client: &mut deadpool_postgres::Client,
+    batch: &PreparedBatch,
+    load: &mut LoginLoad,
+) -> Result<(u64, u64), StoreError> {
+    let tx = client.transaction().await?;
+    let logins = if *load == LoginLoad::Copy && batch.logins.len() >= COPY_MIN_ROWS {
+        tx.batch_execute("SAVEPOINT logins").await?;
+        match copy_logins(&tx, &batch.logins).await {
+            Ok(copied) => copied,
+            Err(error) if is_unique_violation(&error) => {
+                // A re-delivery: undo the copied rows, insert them skipping those present.
+                tx.batch_execute("ROLLBACK TO SAVEPOINT logins").await?;
+                *load = LoginLoad::Insert;
+                insert_logins(&tx, &batch.logins).await?
+            }
+            Err(error) => return Err(error),
+        }
+    } else {
+        insert_logins(&tx, &batch.logins).await?
+    };
+    let vault = insert_vault(&tx, &batch.vault).await?;
+    tx.commit().await?;
+    Ok((logins, vault))
 }
 
-impl Batch {
-    /// One attempt on a connection of the pool. A connection an attempt failed on leaves
-    /// the pool: it may be dead without knowing it yet, and would fail the retry too.
-    async fn write_once(&mut self, pool: &Pool) -> Result<(u64, u64), StoreError> {
-        let mut client = pool.get().await?;
-        let written = self.write_on(&mut client).await;
-        if written.is_err() {
-            drop(deadpool_postgres::Object::take(client));
-        }
-        written
+async fn insert_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
     }
-
-    /// The login parts (one `COPY` for them all, or one INSERT each), then the vault
-    /// parts, each as soon as it is there, then COMMIT.
-    async fn write_on(&mut self, client: &mut deadpool_postgres::Client) -> Result<(u64, u64), StoreError> {
-        let tx = client.transaction().await?;
-        let statements = Statements {
-            logins: tx.prepare_cached(INSERT_LOGINS).await?,
-            vault: tx.prepare_cached(INSERT_VAULT).await?,
-            copy_logins: tx.prepare_cached(&COPY_LOGINS).await?,
-        };
-        let (mut logins, mut vault) = (0, 0);
-        let mut index = 0;
-        let copy = self.load == LoginLoad::Copy
-            && self.has(index).await?
-            && matches!(&self.received[index], BatchPart::Logins(rows) if rows.len() >= COPY_MIN_ROWS);
-        if copy {
-            tx.batch_execute("SAVEPOINT logins").await?;
-            match self.copy_logins(&tx, &statements, &mut index).await {
-                Ok(copied) => logins = copied,
-                Err(error) if is_unique_violation(&error) => {
-                    // A re-delivery: undo the copied rows, send them all again below.
-                    tx.batch_execute("ROLLBACK TO SAVEPOINT logins").await?;
-                    self.load = LoginLoad::Insert;
-                    index = 0;
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        while self.has(index).await? {
-            match &self.received[index] {
-                BatchPart::Logins(rows) => logins += insert_logins(&tx, &statements, rows).await?,
-                BatchPart::Vault(rows) => {
-                    let c = VaultColumns::new(rows);
-                    vault += tx
-                        .execute(
-                            &statements.vault,
-                            &[&c.fields, &c.indexes, &c.versions, &c.nonces, &c.ciphertexts],
-                        )
-                        .await?;
-                }
-                BatchPart::Complete => {}
-            }
-            index += 1;
-        }
-        tx.commit().await?;
-        Ok((logins, vault))
-    }
-
-    /// Whether part `index` exists, waiting for it if the batch is not complete yet. The
-    /// producer stopping without `Complete` is an error: nothing may be committed.
-    async fn has(&mut self, index: usize) -> Result<bool, StoreError> {
-        while self.received.len() <= index && !self.complete {
-            match self.parts.recv().await {
-                Some(BatchPart::Complete) => self.complete = true,
-                // Kept before it is sent, so that a retry sends it again.
-                Some(part) => self.received.push(part),
-                None => return Err(StoreError::Incomplete),
-            }
-        }
-        Ok(self.received.len() > index)
-    }
-
-    /// Streams every login part from `index` on into one `COPY`, as they arrive; leaves
-    /// `index` at the first part that is not a login part.
-    async fn copy_logins(
-        &mut self,
-        tx: &Transaction<'_>,
-        statements: &Statements,
-        index: &mut usize,
-    ) -> Result<u64, StoreError> {
-        let sink = tx.copy_in(&statements.copy_logins).await?;
-        let types: Vec<Type> = LOGIN_COLUMNS.iter().map(|(_, sent)| sent.clone()).collect();
-        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
-        while self.has(*index).await? {
-            let BatchPart::Logins(rows) = &self.received[*index] else { break };
-            for r in rows {
-                writer
-                    .as_mut()
-                    .write(&[
-                        &r.sqs_message_id.as_str(),
-                        &r.user_id.as_str(),
-                        &r.device_type.as_str(),
-                        &r.masked_ip.as_str(),
-                        &r.masked_device_id.as_str(),
-                        &r.locale.as_deref(),
-                        &r.app_version,
-                        &r.app_version_raw.as_str(),
-                        &r.create_date,
-                        &r.sent_at,
-                        &r.index_key_version,
-                    ])
-                    .await?;
-            }
-            *index += 1;
-        }
-        Ok(writer.finish().await?)
-    }
+    let statement: Statement = tx.prepare_cached(&INSERT_LOGINS).await?;
+    let arrays = USER_LOGINS.column_arrays(rows);
+    let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+    Ok(tx.execute(&statement, &params).await?)
 }
 
-async fn insert_logins(
-    tx: &Transaction<'_>,
-    statements: &Statements,
-    rows: &[LoginRow],
-) -> Result<u64, tokio_postgres::Error> {
-    let c = LoginColumns::new(rows);
-    tx.execute(
-        &statements.logins,
-        &[
-            &c.message_ids,
-            &c.user_ids,
-            &c.device_types,
-            &c.masked_ips,
-            &c.masked_device_ids,
-            &c.locales,
-            &c.app_versions,
-            &c.app_versions_raw,
-            &c.create_dates,
-            &c.sent_ats,
-            &c.index_versions,
-        ],
-    )
-    .await
+async fn copy_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, StoreError> {
+    let statement = tx.prepare_cached(&COPY_LOGINS).await?;
+    let sink = tx.copy_in(&statement).await?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &USER_LOGINS.copy_types()));
+    let mut cells: Vec<Cell<'_>> = Vec::with_capacity(USER_LOGINS.columns.len());
+    for row in rows {
+        cells.clear();
+        cells.extend(USER_LOGINS.columns.iter().map(|c| c.cell(row)));
+        writer.as_mut().write_raw(cells.iter()).await?;
+    }
+    Ok(writer.finish().await?)
+}
+
+async fn insert_vault(tx: &Transaction<'_>, rows: &[VaultRow]) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let statement = tx.prepare_cached(INSERT_VAULT).await?;
+    let c = VaultColumns::new(rows);
+    Ok(tx.execute(&statement, &[&c.fields, &c.indexes, &c.versions, &c.nonces, &c.ciphertexts]).await?)
 }
 
 fn is_unique_violation(error: &StoreError) -> bool {
     matches!(error, StoreError::Db(db) if db.code() == Some(&SqlState::UNIQUE_VIOLATION))
-}
-
-/// Login rows as the column arrays the statement binds.
-struct LoginColumns<'a> {
-    message_ids: Vec<&'a str>,
-    user_ids: Vec<&'a str>,
-    device_types: Vec<&'a str>,
-    masked_ips: Vec<&'a str>,
-    masked_device_ids: Vec<&'a str>,
-    locales: Vec<Option<&'a str>>,
-    app_versions: Vec<i32>,
-    app_versions_raw: Vec<&'a str>,
-    create_dates: Vec<NaiveDate>,
-    sent_ats: Vec<DateTime<Utc>>,
-    index_versions: Vec<i32>,
-}
-
-impl<'a> LoginColumns<'a> {
-    fn new(rows: &'a [LoginRow]) -> Self {
-        let text = |f: fn(&LoginRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
-        LoginColumns {
-            message_ids: text(|r| &r.sqs_message_id),
-            user_ids: text(|r| &r.user_id),
-            device_types: text(|r| &r.device_type),
-            masked_ips: text(|r| r.masked_ip.as_str()),
-            masked_device_ids: text(|r| r.masked_device_id.as_str()),
-            locales: rows.iter().map(|r| r.locale.as_deref()).collect(),
-            app_versions: rows.iter().map(|r| r.app_version).collect(),
-            app_versions_raw: text(|r| &r.app_version_raw),
-            create_dates: rows.iter().map(|r| r.create_date).collect(),
-            sent_ats: rows.iter().map(|r| r.sent_at).collect(),
-            index_versions: rows.iter().map(|r| r.index_key_version).collect(),
-        }
-    }
 }
 
 /// Vault rows as the column arrays the statement binds.

@@ -7,8 +7,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 pub mod batch;
 pub mod retry;
+pub mod table;
 
-pub use batch::{BatchPart, LoginLoad, LoginRow, VaultRow, WriteOutcome, login_load, write_batch};
+pub use batch::{LoginLoad, LoginRow, PreparedBatch, VaultRow, WriteOutcome, login_load, write_batch};
 pub use retry::RetryPolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +22,6 @@ pub enum StoreError {
     Build(#[from] deadpool_postgres::BuildError),
     #[error("database TLS")]
     Tls(#[from] TlsError),
-    #[error("the batch ended before it was complete; nothing was committed")]
-    Incomplete,
 }
 
 impl From<tokio_postgres::Error> for StoreError {
