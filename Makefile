@@ -2,12 +2,17 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 STACK := scripts/stack.sh
+# cargo's line per crate (Compiling, Checking) becomes a line of progress every 10 s;
+# warnings, errors and test output are shown as they come.
+PROGRESS := scripts/progress.sh
+CARGO_NOISE := '^ *(Compiling|Checking|Downloaded|Downloading|Finished|Updating|Locking|Adding|Executable) '
 WITH_ENV := source .stack/env &&
 
 .PHONY: deps check-layers init-keys stack bench bench-smoke test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package deploy lint-template test-lint-template venv fuzz fuzz-build
 
 ## Everything CI checks: formatting, clippy, unit and integration tests on the local stack.
 test: check-fmt lint check-layers stack check-compose test-lint-template
+	$(WITH_ENV) $(PROGRESS) "cargo build (tests)" crates $(CARGO_NOISE) cargo test --workspace --lib --bins --tests --no-run
 	$(WITH_ENV) cargo test --workspace --lib --bins --tests --no-fail-fast
 
 ## The whole job on the local stack: queue -> esm-local -> handler -> Postgres, DLQ.
@@ -111,7 +116,7 @@ fmt:
 	cargo fmt --all
 
 lint: deps
-	cargo clippy --workspace --all-targets -- -D warnings
+	$(PROGRESS) "cargo clippy" crates $(CARGO_NOISE) cargo clippy --workspace --all-targets -- -D warnings
 
 unit:
 	cargo test --lib

@@ -30,7 +30,9 @@ stop() {
 up() {
   [ -f "$state/env" ] || { log "the stack is not up: run scripts/stack.sh up first"; exit 1; }
   source "$state/env"
-  cargo build --quiet --bin migrate --bin pii-vault-service --bin pii-vault
+  # A line of progress every 10 s instead of cargo's line per crate (`make run` has built them).
+  scripts/progress.sh "cargo build" crates '^ *(Compiling|Downloaded|Downloading|Finished|Updating|Locking|Adding) ' \
+    cargo build --bin migrate --bin pii-vault-service --bin pii-vault
   target/debug/migrate >/dev/null
   # Demo logins in the roles (no password: the throwaway cluster trusts loopback).
   for login in writer analyst auditor vault_service; do

@@ -12,9 +12,14 @@ cd "$(dirname "$0")/.."
 scripts/stack.sh up
 source .stack/env
 psql_q() { psql "$DATABASE_URL" -qAtX -v ON_ERROR_STOP=1 "$@"; }
+# "1 message", "2 messages"
+count_of() { if [ "$1" = 1 ]; then echo "1 $2"; else echo "$1 ${3:-${2}s}"; fi; }
 
-echo "== building; migrating; starting the vault service (scripts/local-service.sh)"
-cargo build --quiet --bin migrate --bin esm-local
+echo "== building (cargo build: a few minutes the first time); migrating; starting the vault service"
+# All the binaries at once, so that local-service.sh finds them built. cargo's line per
+# crate is replaced by a line of progress every 10 s; warnings and errors are shown.
+scripts/progress.sh "cargo build" crates '^ *(Compiling|Downloaded|Downloading|Finished|Updating|Locking|Adding) ' \
+  cargo build --bin migrate --bin esm-local --bin pii-vault-service --bin pii-vault
 scripts/local-service.sh up
 source .stack/env
 
@@ -34,28 +39,68 @@ target/debug/pii-vault admin init-keys
 
 already=$(psql_q -c "SELECT count(*) FROM user_logins")
 if [ "$already" -gt 0 ] && [ -z "${RELOAD:-}" ]; then
-  echo "== user_logins already holds $already rows: not loading the messages again (RELOAD=1 would)"
+  echo "== user_logins already holds $(count_of "$already" row): not loading the messages again (RELOAD=1 would)"
 else
   echo "== loading the exercise's 100 messages into login-queue"
   .venv/bin/python scripts/local_aws.py load
 fi
 
-echo "== draining login-queue through esm-local (failures go to the DLQ after ${MAX_RECEIVE_COUNT:-3} receives)"
+max_receives=${MAX_RECEIVE_COUNT:-3}
+echo "== draining login-queue through esm-local (failures go to the DLQ after $max_receives receives)"
+# esm-local's log lines (JSON) are kept in .stack/esm-local.log; the rejections among them
+# are explained below instead of shown, every other line is shown as it comes.
+esm_log=.stack/esm-local.log
 # shellcheck disable=SC2086
-DATABASE_URL=$function_url RUST_LOG=${RUST_LOG:-warn} target/debug/esm-local --queue-url "$QUEUE_URL" --until-empty ${ESM_FLAGS:-}
+DATABASE_URL=$function_url RUST_LOG=${RUST_LOG:-warn} target/debug/esm-local --queue-url "$QUEUE_URL" --until-empty ${ESM_FLAGS:-} |
+  tee "$esm_log" | { grep -v '"message":"message rejected"' || true; }
 
+rows=$(psql_q -c "SELECT count(*) FROM user_logins")
 echo
-echo "== user_logins: $(psql_q -c "SELECT count(*) FROM user_logins") rows; a few of them"
+echo "== user_logins: $(count_of "$rows" row); the first five"
+# The reveal hint below names the first of these rows.
+order="ORDER BY sent_at, user_id"
 psql "$DATABASE_URL" -X -P pager=off -c "SELECT user_id, device_type, left(masked_ip, 16) || '…' AS masked_ip,
     left(masked_device_id, 16) || '…' AS masked_device_id, locale, app_version, app_version_raw, create_date
-  FROM user_logins ORDER BY sent_at LIMIT 5"
-echo "== the dead-letter queue (login-queue-dlq) holds $(.venv/bin/python scripts/local_aws.py depth | awk '$1=="login-queue-dlq"{print $2}') messages"
+  FROM user_logins $order LIMIT 5"
+
+dlq=$(.venv/bin/python scripts/local_aws.py depth | awk '$1=="login-queue-dlq"{print $2}')
+echo "== the dead-letter queue (login-queue-dlq) holds $(count_of "$dlq" message)"
+# Why: this run's rejections, a line per message (its id and the reason; never a value).
+.venv/bin/python - "$esm_log" "$max_receives" "$dlq" <<'EOF'
+import json, sys
+rejected = {}
+for line in open(sys.argv[1], encoding="utf-8"):
+    try:
+        fields = json.loads(line).get("fields", {})
+    except (ValueError, AttributeError):
+        continue
+    if fields.get("message") == "message rejected":
+        reason = fields.get("reason", "?") + (f" ({fields['field']})" if fields.get("field") else "")
+        receives, _ = rejected.get(fields.get("message_id"), (0, reason))
+        rejected[fields.get("message_id")] = (receives + 1, reason)
+if not rejected:
+    if sys.argv[3] != "0":
+        print("   This run rejected no message: what the DLQ holds is from an earlier run.")
+    sys.exit()
+n = len(rejected)
+print(f"   This run rejected {n} message{'s' if n != 1 else ''} (message id, receives, reason):")
+for message_id, (receives, reason) in rejected.items():
+    print(f"     {message_id}  {receives} time{'s' if receives != 1 else ''}  {reason}")
+print("   A rejected message is reported to SQS as a batch item failure, so it is not deleted;")
+print(f"   after {sys.argv[2]} receives SQS moves it to the DLQ, where it stays unprocessed.")
+EOF
+
+user=$(psql_q -c "SELECT user_id FROM user_logins $order LIMIT 1")
 echo
-echo "Use the stack from a shell:  source .stack/env"
-user=$(psql_q -c "SELECT user_id FROM user_logins ORDER BY sent_at, user_id LIMIT 1")
-echo "Reveal one row's PII through the vault service (audited before it is answered):"
-echo "  source .stack/env; target/debug/pii-vault reveal --user-id $user --reason 'demo: ticket 1'"
-echo "  target/debug/pii-vault audit"
-echo "The audit, as the auditor sees it:  psql '$(as_login login_etl_demo_auditor)' -c 'SELECT * FROM pii_audit'"
-echo "Try the roles with psql:  psql '$(as_login login_etl_demo_analyst)' -c 'SELECT * FROM pii_vault'"
-echo "Stop everything:  make down"
+echo "Next steps"
+echo "  Use the stack from a shell:  source .stack/env"
+if [ -n "$user" ]; then
+  echo "  Reveal the first row's PII through the vault service (audited before it is answered):"
+  echo "    source .stack/env; target/debug/pii-vault reveal --user-id $user --reason 'demo: ticket 1'"
+  echo "    target/debug/pii-vault audit"
+fi
+echo "  The audit, as the auditor sees it:  psql '$(as_login login_etl_demo_auditor)' -c 'SELECT * FROM pii_audit'"
+echo "  Try the roles with psql:  psql '$(as_login login_etl_demo_analyst)' -c 'SELECT * FROM pii_vault'"
+echo "  Run it again (adds no rows): make run; load the messages again, as new ones: RELOAD=1 make run"
+echo "  esm-local's log lines: $esm_log"
+echo "  Stop everything:  make down"

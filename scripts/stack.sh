@@ -69,17 +69,22 @@ cmd_deps() {
   fi
 }
 
+# From /, in a subshell: as `postgres`, initdb and pg_ctl would complain that they cannot
+# enter the checkout (e.g. under /root) when started from it.
 as_pg() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 cmd_venv() {
   local stamp="$venv/.requirements.sha"
   local want; want=$(sha1sum "$root/requirements-dev.txt" | cut -d' ' -f1)
   if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
-  log "installing Python tools into .venv"
+  log "installing Python tools into .venv (pip; about half a minute the first time)"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/requirements-dev.txt"
+  # pip's own lines are counted, not shown (a line of progress every 10 s); warnings and errors are shown.
+  "$root/scripts/progress.sh" pip packages \
+    '^(Looking in|Collecting|Requirement already satisfied|Installing collected packages:|Successfully installed|Building wheels for collected packages|Using cached|Downloading|Processing) |^ +(Downloading|Using cached|Preparing metadata|Installing build dependencies|Getting requirements to build|Building wheel|Created wheel|Stored in directory|Attempting uninstall|Found existing installation|Uninstalling|Successfully uninstalled)' \
+    "$venv/bin/pip" install --progress-bar off --disable-pip-version-check -r "$root/requirements-dev.txt"
   echo "$want" >"$stamp"
 }
 

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
@@ -18,6 +18,7 @@ use aws_sdk_sqs::types::{
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
+use tracing_subscriber::fmt::MakeWriter;
 
 use login_etl::{App, handler};
 use login_etl_core::error::report;
@@ -35,8 +36,58 @@ pub struct EsmOptions {
     pub wait_time_seconds: i32,
     /// Stop once the queue holds nothing visible, in flight or delayed.
     pub until_empty: bool,
-    /// Progress on one rewritten line of a terminal (else a log line per batch).
+    /// Progress on one rewritten line of a terminal (else a log line per batch). Log lines
+    /// then go through [`LogWriter`], so they do not start at the end of that line.
     pub progress: bool,
+}
+
+/// Whether the progress line is open on stderr: printed without its newline.
+static PROGRESS_LINE_OPEN: Mutex<bool> = Mutex::new(false);
+
+fn progress_line() -> MutexGuard<'static, bool> {
+    PROGRESS_LINE_OPEN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Ends the progress line if it is open, so that what is printed next starts a line.
+pub fn end_progress_line() {
+    end_open_line(&mut progress_line());
+}
+
+fn end_open_line(open: &mut bool) {
+    if std::mem::take(open) {
+        eprintln!();
+    }
+}
+
+/// Stdout for the log lines of a process that shows progress on stderr (`esm-local` in a
+/// terminal): each log line first ends the open progress line, and is written whole before
+/// the progress line is drawn again.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+/// One log line being written; holds the progress line back until it is done.
+pub struct LogLine {
+    _progress_held: MutexGuard<'static, bool>,
+}
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        let mut open = progress_line();
+        end_open_line(&mut open);
+        LogLine { _progress_held: open }
+    }
+}
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stdout().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().flush()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,9 +234,7 @@ pub async fn run(
         let _ = poller.await;
     }
     summary.elapsed = started.elapsed();
-    if options.progress {
-        eprintln!();
-    }
+    end_progress_line();
     Ok(summary)
 }
 
@@ -340,6 +389,7 @@ pub fn sqs_event(messages: &[Message], queue_arn: &str, region: &str) -> Result<
 fn report_progress(options: &EsmOptions, summary: &DrainSummary) {
     let rate = summary.received as f64 / summary.elapsed.as_secs_f64().max(1e-3);
     if options.progress {
+        let mut open = progress_line();
         eprint!(
             "\resm-local: {} received, {} written, {} rejected, {} batches, {:.0} msg/s   ",
             summary.received,
@@ -349,6 +399,7 @@ fn report_progress(options: &EsmOptions, summary: &DrainSummary) {
             rate
         );
         let _ = std::io::stderr().flush();
+        *open = true;
     } else {
         tracing::info!(
             received = summary.received,
@@ -358,5 +409,20 @@ fn report_progress(options: &EsmOptions, summary: &DrainSummary) {
             deleted = summary.deleted,
             "esm-local progress"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_ends_the_open_progress_line_and_holds_it_back_until_written() {
+        *progress_line() = true;
+        let line = LogWriter.make_writer();
+        assert!(!*line._progress_held, "the progress line is ended before the log line");
+        assert!(PROGRESS_LINE_OPEN.try_lock().is_err(), "no progress while the log line is written");
+        drop(line);
+        assert!(!*progress_line());
     }
 }

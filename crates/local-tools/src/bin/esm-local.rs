@@ -45,7 +45,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    telemetry::init();
+    // telemetry::init's JSON lines on stdout, through a writer that keeps them off the end
+    // of the progress line on stderr (the same terminal, usually).
+    let _ = tracing::subscriber::set_global_default(telemetry::json_subscriber(esm::LogWriter));
     let args = Args::parse();
     if !(args.batching_window.is_finite() && (0.0..=300.0).contains(&args.batching_window)) {
         eprintln!("esm-local: --batching-window must be between 0 and 300 seconds");
