@@ -4,8 +4,8 @@
 
 use login_etl::handler;
 use login_etl_core::crypto::{BlindIndex, PiiField};
-use pii_vault_service::audit::Outcome;
-use pii_vault_service::{ForgetTarget, Plaintext, RevealTarget, ServiceError, VaultService};
+use pii_vault_protocol::{ErrorCode, ForgetTarget, Outcome, Plaintext, RevealTarget};
+use pii_vault_service::{ServiceError, VaultService};
 use testkit::*;
 use tokio_postgres::error::SqlState;
 
@@ -162,7 +162,7 @@ async fn the_audit_row_is_committed_before_the_vault_is_read_and_without_it_noth
     let error =
         service.reveal(&staff("bob"), &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("no audit");
     assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
-    assert_eq!(error.exit_code(), 7);
+    assert_eq!(error.code(), ErrorCode::AuditUnavailable);
     let error =
         service.find(&staff("bob"), PiiField::Ip, "199.172.111.135", None).await.expect_err("no audit");
     assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
@@ -184,7 +184,7 @@ async fn over_budget_is_refused_and_audited_and_bad_reasons_are_refused() {
     let index = app.keyring.indexer.index(PiiField::Ip, ips[2]);
     let error = service.reveal(&carol, &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("budget");
     assert!(matches!(error, ServiceError::Budget { budget: 3, used: 3 }), "{error}");
-    assert_eq!(error.exit_code(), 8);
+    assert_eq!(error.code(), ErrorCode::BudgetExhausted);
     assert_eq!(
         db.count("SELECT count(*) FROM pii_audit WHERE outcome = 'refused' AND detail LIKE 'daily budget%'")
             .await,
@@ -197,7 +197,7 @@ async fn over_budget_is_refused_and_audited_and_bad_reasons_are_refused() {
         let error =
             service.reveal(&staff("erin"), &mask(PiiField::Ip, &index), reason).await.expect_err("reason");
         assert!(matches!(error, ServiceError::Reason(_)), "{reason:?}: {error}");
-        assert_eq!(error.exit_code(), 2);
+        assert_eq!(error.code(), ErrorCode::BadReason);
     }
     assert_eq!(
         db.count("SELECT count(*) FROM pii_audit WHERE caller LIKE '%/erin' AND outcome = 'refused'").await,
