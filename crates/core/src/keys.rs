@@ -121,10 +121,6 @@ impl Kms {
         Ok(())
     }
 
-    pub fn client(&self) -> &aws_sdk_kms::Client {
-        &self.client
-    }
-
     /// The configured key id (ARN, id or alias), as given.
     pub fn key_id(&self) -> &str {
         &self.key_id
@@ -282,14 +278,16 @@ impl DataKeyCache {
         kms: &Kms,
         version: i32,
     ) -> Result<&DataKey, KeyError> {
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.keys.entry(version) {
-            let wrapped = wrapped_key(db, KeyPurpose::Data, version)
-                .await?
-                .ok_or_else(|| KeyError::Missing(format!("data (version {version})")))?;
-            let material = kms.unwrap(&wrapped).await?;
-            slot.insert(DataKey::new(version, &material));
+        match self.keys.entry(version) {
+            std::collections::hash_map::Entry::Occupied(slot) => Ok(slot.into_mut()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let wrapped = wrapped_key(db, KeyPurpose::Data, version)
+                    .await?
+                    .ok_or_else(|| KeyError::Missing(format!("data (version {version})")))?;
+                let material = kms.unwrap(&wrapped).await?;
+                Ok(slot.insert(DataKey::new(version, &material)))
+            }
         }
-        self.keys.get(&version).ok_or_else(|| KeyError::Missing(format!("data (version {version})")))
     }
 }
 

@@ -9,13 +9,13 @@ use aws_credential_types::provider::ProvideCredentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 
-use pii_vault_service::{Request, Response};
+use pii_vault_protocol::{ErrorBody, ErrorCode, Request, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The service answered with an error: its message, said as it said it.
     #[error("{message}")]
-    Service { code: String, message: String, exit_code: u8 },
+    Service { code: ErrorCode, message: String },
     #[error("no AWS credentials to sign the request with: {0}")]
     Credentials(String),
     #[error("the request could not be signed: {0}")]
@@ -24,17 +24,6 @@ pub enum ClientError {
     Unreachable { url: String, source: reqwest::Error },
     #[error("the vault service answered HTTP {status} without a usable body")]
     BadAnswer { status: u16 },
-}
-
-impl ClientError {
-    /// The `pii-vault` exit code.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ClientError::Service { exit_code, .. } => *exit_code,
-            ClientError::Credentials(_) | ClientError::Signing(_) => 5,
-            ClientError::Unreachable { .. } | ClientError::BadAnswer { .. } => 7,
-        }
-    }
 }
 
 pub struct VaultClient {
@@ -72,17 +61,9 @@ impl VaultClient {
         if status == 200 {
             return serde_json::from_slice(&bytes).map_err(|_| ClientError::BadAnswer { status });
         }
-        let error: serde_json::Value =
+        let body: ErrorBody =
             serde_json::from_slice(&bytes).map_err(|_| ClientError::BadAnswer { status })?;
-        let error = &error["error"];
-        match (error["code"].as_str(), error["message"].as_str(), error["exit_code"].as_u64()) {
-            (Some(code), Some(message), Some(exit_code)) => Err(ClientError::Service {
-                code: code.to_owned(),
-                message: message.to_owned(),
-                exit_code: u8::try_from(exit_code).unwrap_or(1),
-            }),
-            _ => Err(ClientError::BadAnswer { status }),
-        }
+        Err(ClientError::Service { code: body.error.code, message: body.error.message })
     }
 
     async fn sign(&self, request: &mut http::Request<Vec<u8>>) -> Result<(), ClientError> {

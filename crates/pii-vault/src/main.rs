@@ -12,30 +12,61 @@ use client::{ClientError, VaultClient};
 use login_etl_core::config;
 use login_etl_core::crypto::PiiField;
 use login_etl_core::error::report;
-use pii_vault_service::{ForgetTarget, Plaintext, Request, Response, RevealTarget, ServiceError};
+use login_etl_core::event::text::{ReasonError, audit_reason};
+use pii_vault_protocol::{ErrorCode, ForgetTarget, Plaintext, Request, Response, RevealTarget};
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  done
-  1  other error (vault ciphertext not authentic, rotation race, …)
-  2  usage error, including a missing or unusable --reason
-  3  unknown: no row or vault entry for that mask, value or user id
-  4  the value was erased (crypto-shredded) by `forget`
-  5  not allowed for this caller, or no credentials to sign with
-  6  KMS refused or unreachable (key policy, encryption context, network)
-  7  the service, its database or its audit unreachable
-  8  the caller's daily budget of reveals and finds is spent
+/// The exit codes, as `pii-vault --help` lists them; [`exit_code`] maps every error code
+/// of the service to one of them.
+const EXIT_CODES: [(u8, &str); 9] = [
+    (0, "done"),
+    (1, "other error (vault ciphertext not authentic, rotation race, …)"),
+    (2, "usage error, including a missing or unusable --reason"),
+    (3, "unknown: no row or vault entry for that mask, value or user id"),
+    (4, "the value was erased (crypto-shredded) by `forget`"),
+    (5, "not allowed for this caller, or no credentials to sign with"),
+    (6, "KMS refused or unreachable (key policy, encryption context, network)"),
+    (7, "the service, its database or its audit unreachable"),
+    (8, "the caller's daily budget of reveals and finds is spent"),
+];
 
+/// The exit code of an error code the service answered with.
+fn exit_code(code: ErrorCode) -> u8 {
+    match code {
+        ErrorCode::BadReason | ErrorCode::BadRequest => 2,
+        ErrorCode::Unknown => 3,
+        ErrorCode::Erased => 4,
+        ErrorCode::NoIdentity | ErrorCode::NotAllowed => 5,
+        ErrorCode::Keys => 6,
+        ErrorCode::Database | ErrorCode::AuditUnavailable => 7,
+        ErrorCode::BudgetExhausted => 8,
+        ErrorCode::Unauthentic | ErrorCode::RotationRace | ErrorCode::Other => 1,
+    }
+}
+
+/// `--help`'s epilogue: the exit codes, each with the service's error codes that give it.
+fn after_help() -> String {
+    let mut text = String::from("Exit codes:\n");
+    for (exit, meaning) in EXIT_CODES {
+        let codes: Vec<&str> =
+            ErrorCode::ALL.into_iter().filter(|c| exit_code(*c) == exit).map(ErrorCode::as_str).collect();
+        text += &format!("  {exit}  {meaning}");
+        if !codes.is_empty() {
+            text += &format!(" [{}]", codes.join(", "));
+        }
+        text.push('\n');
+    }
+    text + "
 Every operation is recorded in the audit by the vault service before it runs; nothing is
 answered otherwise. Environment: PII_VAULT_URL (the service's function URL), AWS_REGION
 and the AWS credentials that sign the request (the SDK's default chain): the caller the
-audit records is the IAM principal those credentials prove.";
+audit records is the IAM principal those credentials prove."
+}
 
 #[derive(Parser)]
 #[command(
     name = "pii-vault",
     about = "Find and recover the PII behind login-etl's masks; every act is audited first",
-    after_help = EXIT_CODES
+    after_help = after_help()
 )]
 struct Cli {
     /// Print JSON instead of a table.
@@ -62,15 +93,6 @@ enum Command {
     /// Key administration (the key administrator only).
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Same as `admin rotate-key`.
-    #[command(hide = true)]
-    RotateKey,
-    /// Same as `admin reencrypt`.
-    #[command(hide = true)]
-    Reencrypt {
-        #[arg(long, default_value_t = 500)]
-        batch_size: i64,
-    },
 }
 
 #[derive(Subcommand)]
@@ -161,8 +183,9 @@ struct ForgetTargetArgs {
 
 #[derive(Debug, thiserror::Error)]
 enum CliError {
+    /// Refused here, before contacting anything.
     #[error(transparent)]
-    Refused(#[from] ServiceError),
+    Reason(#[from] ReasonError),
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("configuration")]
@@ -172,8 +195,10 @@ enum CliError {
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Refused(error) => error.exit_code(),
-            CliError::Client(error) => error.exit_code(),
+            CliError::Reason(_) => exit_code(ErrorCode::BadReason),
+            CliError::Client(ClientError::Service { code, .. }) => exit_code(*code),
+            CliError::Client(ClientError::Credentials(_) | ClientError::Signing(_)) => 5,
+            CliError::Client(ClientError::Unreachable { .. } | ClientError::BadAnswer { .. }) => 7,
             CliError::Config(_) => 2,
         }
     }
@@ -229,10 +254,8 @@ fn request_of(command: Command) -> Request {
         }
         Command::Audit { since } => Request::Audit { since },
         Command::Admin(AdminCommand::InitKeys) => Request::InitKeys,
-        Command::Admin(AdminCommand::RotateKey) | Command::RotateKey => Request::RotateKey,
-        Command::Admin(AdminCommand::Reencrypt { batch_size }) | Command::Reencrypt { batch_size } => {
-            Request::Reencrypt { batch_size }
-        }
+        Command::Admin(AdminCommand::RotateKey) => Request::RotateKey,
+        Command::Admin(AdminCommand::Reencrypt { batch_size }) => Request::Reencrypt { batch_size },
     }
 }
 
@@ -240,7 +263,7 @@ fn request_of(command: Command) -> Request {
 async fn run(request: Request) -> Result<Response, CliError> {
     // Refuse an unusable reason before contacting anything.
     if let Request::Reveal { reason, .. } | Request::Forget { reason, .. } = &request {
-        login_etl_core::event::text::audit_reason(reason.as_deref()).map_err(ServiceError::from)?;
+        audit_reason(reason.as_deref())?;
     }
     let url = config::required_env("PII_VAULT_URL")?;
     let sdk = config::aws_sdk_config().await?;
@@ -249,7 +272,7 @@ async fn run(request: Request) -> Result<Response, CliError> {
 
 /// 3 when a value was unknown, 4 when one was erased, else 0.
 fn exit_of(response: &Response) -> ExitCode {
-    use pii_vault_service::audit::Outcome;
+    use pii_vault_protocol::Outcome;
     let outcomes: Vec<Outcome> = match response {
         Response::Reveal { values } => values.iter().map(|v| v.outcome).collect(),
         Response::Find { rows, .. } if rows.is_empty() => vec![Outcome::Unknown],
@@ -397,5 +420,23 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     line(widths.iter().map(|w| "-".repeat(*w)).collect());
     for row in rows {
         line(row);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_has_a_documented_exit_code() {
+        let help = after_help();
+        for code in ErrorCode::ALL {
+            let exit = exit_code(code);
+            assert!(EXIT_CODES.iter().any(|(documented, _)| *documented == exit), "{code}: {exit}");
+            assert!(help.contains(code.as_str()), "{code} in --help");
+        }
+        assert!(
+            help.contains("  8  the caller's daily budget of reveals and finds is spent [budget_exhausted]")
+        );
     }
 }

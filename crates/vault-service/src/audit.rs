@@ -1,13 +1,15 @@
-//! The audit journal. Every act of the vault service is recorded here, in a transaction
-//! of its own that is committed before the act reads the vault or computes anything; the
-//! outcome is added to the row afterwards (the table lets nothing else of a row change).
+//! The audit journal. A request is recorded ([`Journal::request`]) in a transaction of its
+//! own, committed before the service authorizes, checks, reads or computes anything; its
+//! outcome is recorded afterwards ([`Journal::outcome`]). Today the outcome is written into
+//! the request's row (the table lets an outcome be added once and nothing else change);
+//! when it becomes a row of its own, only this file changes.
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
-use super::{RequestContext, ServiceError};
+use crate::{RequestContext, ServiceError};
 use login_etl_core::crypto::{BlindIndex, PiiField};
 use login_etl_core::error::DbError;
+use pii_vault_protocol::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -33,75 +35,44 @@ impl Action {
         }
     }
 
-    /// Admin actions: key creation, rotation and re-encryption.
+    /// Admin actions (key creation, rotation and re-encryption) need the key-admin role;
+    /// the others the staff role.
     pub fn is_admin(self) -> bool {
         matches!(self, Action::InitKeys | Action::RotateKey | Action::Reencrypt)
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Revealed,
-    Erased,
-    Unknown,
-    Forgotten,
-    Refused,
-    Found,
-    Listed,
-    Created,
-    Failed,
-    Done,
-}
+    /// Rows of these actions that name a field spend the caller's daily budget.
+    pub fn spends_budget(self) -> bool {
+        matches!(self, Action::Find | Action::Reveal)
+    }
 
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Revealed => "revealed",
-            Outcome::Erased => "erased",
-            Outcome::Unknown => "unknown",
-            Outcome::Forgotten => "forgotten",
-            Outcome::Refused => "refused",
-            Outcome::Found => "found",
-            Outcome::Listed => "listed",
-            Outcome::Created => "created",
-            Outcome::Failed => "failed",
-            Outcome::Done => "done",
-        }
+    /// A reveal or an erasure needs a reason (and the table refuses a pending one without).
+    pub fn needs_reason(self) -> bool {
+        matches!(self, Action::Reveal | Action::Forget)
     }
 }
 
-/// One row to record.
+/// What a recorded row says about the request.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub struct RequestRow {
     pub action: Action,
     pub field: Option<PiiField>,
     pub blind_index: Option<BlindIndex>,
     /// `user_id:…` or `message_id:…` for a reveal by those.
     pub target: Option<String>,
+    /// Only a reason that passed the rules (`audit_reason`).
     pub reason: Option<String>,
-    /// Set only for an act refused before it started.
-    pub outcome: Option<Outcome>,
-    pub detail: Option<String>,
 }
 
-impl Entry {
-    pub fn new(action: Action) -> Entry {
-        Entry {
-            action,
-            field: None,
-            blind_index: None,
-            target: None,
-            reason: None,
-            outcome: None,
-            detail: None,
-        }
+impl RequestRow {
+    pub fn new(action: Action) -> RequestRow {
+        RequestRow { action, field: None, blind_index: None, target: None, reason: None }
     }
 }
 
 /// The id of a recorded row, to add its outcome to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuditId(pub i64);
+pub struct AuditId(i64);
 
 const INSERT: &str = "
     INSERT INTO pii_audit (caller, action, field, blind_index, target, reason, request_id, outcome,
@@ -109,135 +80,153 @@ const INSERT: &str = "
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8::text IS NULL THEN NULL ELSE clock_timestamp() END, $9)
     RETURNING id";
 
-/// Records `entries` in one committed transaction. With a `budget` (reveals and finds per
-/// caller per 24 hours), the caller's use is counted under a per-caller lock first; if the
-/// entries would exceed it they are recorded as refused instead, and `Budget` returned.
-pub async fn record(
-    pool: &Pool,
-    context: &RequestContext,
-    entries: &[Entry],
-    budget: Option<u32>,
-) -> Result<Vec<AuditId>, ServiceError> {
-    let unavailable = |e: tokio_postgres::Error| ServiceError::AuditUnavailable(DbError::from(e));
-    let mut client = pool.get().await.map_err(|e| ServiceError::AuditUnavailable(DbError::from(e)))?;
-    let tx = client.transaction().await.map_err(unavailable)?;
-    let mut refused = None;
-    if let Some(budget) = budget {
-        // Serializes one caller's concurrent requests, so two cannot both take the last unit.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('pii-vault-budget:' || $1, 0))",
-            &[&context.caller],
-        )
-        .await
-        .map_err(unavailable)?;
-        let used: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM pii_audit
-                  WHERE caller = $1 AND action IN ('reveal', 'find') AND field IS NOT NULL
-                    AND at > now() - interval '24 hours' AND outcome IS DISTINCT FROM 'refused'",
-                &[&context.caller],
-            )
-            .await
-            .map_err(unavailable)?
-            .get(0);
-        let wanted = entries.iter().filter(|e| e.field.is_some()).count() as i64;
-        if used + wanted > i64::from(budget) {
-            refused = Some(ServiceError::Budget { budget, used: used as u64 });
-        }
+/// The journal, on the service's pool.
+#[derive(Debug, Clone, Copy)]
+pub struct Journal<'a> {
+    pool: &'a Pool,
+}
+
+impl<'a> Journal<'a> {
+    pub fn new(pool: &'a Pool) -> Journal<'a> {
+        Journal { pool }
     }
-    let mut ids = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let (outcome, detail) = match &refused {
-            Some(error) => (Some(Outcome::Refused), Some(error.to_string())),
-            None => (entry.outcome, entry.detail.clone()),
-        };
-        let row = tx
-            .query_one(
-                INSERT,
-                &[
-                    &context.caller,
-                    &entry.action.as_str(),
-                    &entry.field.map(PiiField::as_str),
-                    &entry.blind_index.as_ref().map(BlindIndex::as_str),
-                    &entry.target,
-                    &entry.reason,
-                    &context.request_id,
-                    &outcome.map(Outcome::as_str),
-                    &detail,
-                ],
+
+    /// Records one request, committed. With a `budget` (reveals and finds per caller per
+    /// 24 hours) the caller's use is counted first, under a per-caller lock, in the same
+    /// transaction: over budget, the request is recorded refused and `Budget` returned.
+    pub async fn request(
+        self,
+        context: &RequestContext,
+        row: &RequestRow,
+        budget: Option<u32>,
+    ) -> Result<AuditId, ServiceError> {
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let refused = spend(&tx, context, std::slice::from_ref(row), budget).await?;
+        let id = insert(&tx, context, row, refusal(&refused)).await?;
+        tx.commit().await.map_err(unavailable)?;
+        refused.map_or(Ok(id), Err)
+    }
+
+    /// Records several rows (the values of one reveal) in one committed transaction, under
+    /// the budget as [`Journal::request`] does.
+    pub async fn values(
+        self,
+        context: &RequestContext,
+        rows: &[RequestRow],
+        budget: Option<u32>,
+    ) -> Result<Vec<AuditId>, ServiceError> {
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let refused = spend(&tx, context, rows, budget).await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in rows {
+            ids.push(insert(&tx, context, row, refusal(&refused)).await?);
+        }
+        tx.commit().await.map_err(unavailable)?;
+        refused.map_or(Ok(ids), Err)
+    }
+
+    /// Records a request together with its refusal, for a request the table cannot hold
+    /// pending (a reveal or erasure without a usable reason) and for an anonymous knock.
+    pub async fn refused(
+        self,
+        context: &RequestContext,
+        row: &RequestRow,
+        detail: &str,
+    ) -> Result<(), ServiceError> {
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        insert(&tx, context, row, Some((Outcome::Refused, detail.to_owned()))).await?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    /// Records the outcome of a recorded request (and its mask, when that was computed
+    /// after the request was recorded).
+    pub async fn outcome(
+        self,
+        id: AuditId,
+        outcome: Outcome,
+        blind_index: Option<&BlindIndex>,
+        detail: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        client
+            .execute(
+                "UPDATE pii_audit SET outcome = $2, outcome_at = clock_timestamp(),
+                        blind_index = coalesce(blind_index, $3), detail = coalesce($4, detail)
+                  WHERE id = $1 AND outcome IS NULL",
+                &[&id.0, &outcome.as_str(), &blind_index.map(BlindIndex::as_str), &detail],
             )
             .await
             .map_err(unavailable)?;
-        ids.push(AuditId(row.get(0)));
-    }
-    tx.commit().await.map_err(unavailable)?;
-    match refused {
-        Some(error) => Err(error),
-        None => Ok(ids),
+        Ok(())
     }
 }
 
-/// Adds the outcome (and the mask, when it was computed after the row was written).
-pub async fn close(
-    pool: &Pool,
-    id: AuditId,
-    outcome: Outcome,
-    blind_index: Option<&BlindIndex>,
-    detail: Option<&str>,
-) -> Result<(), ServiceError> {
-    let client = pool.get().await.map_err(|e| ServiceError::AuditUnavailable(DbError::from(e)))?;
-    client
-        .execute(
-            "UPDATE pii_audit SET outcome = $2, outcome_at = clock_timestamp(),
-                    blind_index = coalesce(blind_index, $3), detail = coalesce($4, detail)
-              WHERE id = $1 AND outcome IS NULL",
-            &[&id.0, &outcome.as_str(), &blind_index.map(BlindIndex::as_str), &detail],
+/// Counts the caller's budget for `rows`, under a per-caller lock held until `tx` ends:
+/// `Budget` if they would exceed it, so they are recorded refused.
+async fn spend(
+    tx: &deadpool_postgres::Transaction<'_>,
+    context: &RequestContext,
+    rows: &[RequestRow],
+    budget: Option<u32>,
+) -> Result<Option<ServiceError>, ServiceError> {
+    let wanted = rows.iter().filter(|r| r.action.spends_budget() && r.field.is_some()).count() as i64;
+    let Some(budget) = budget.filter(|_| wanted > 0) else { return Ok(None) };
+    // Serializes one caller's concurrent requests, so two cannot both take the last unit.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('pii-vault-budget:' || $1, 0))",
+        &[&context.caller],
+    )
+    .await
+    .map_err(unavailable)?;
+    let used: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM pii_audit
+              WHERE caller = $1 AND action IN ('reveal', 'find') AND field IS NOT NULL
+                AND at > now() - interval '24 hours' AND outcome IS DISTINCT FROM 'refused'",
+            &[&context.caller],
         )
         .await
-        .map_err(|e| ServiceError::AuditUnavailable(DbError::from(e)))?;
-    Ok(())
+        .map_err(unavailable)?
+        .get(0);
+    Ok((used + wanted > i64::from(budget))
+        .then(|| ServiceError::Budget { budget, used: u64::try_from(used).unwrap_or_default() }))
 }
 
-/// A row as the `audit` listing shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AuditRow {
-    pub id: i64,
-    pub at: DateTime<Utc>,
-    pub caller: String,
-    pub action: String,
-    pub field: Option<String>,
-    pub blind_index: Option<String>,
-    pub target: Option<String>,
-    pub reason: Option<String>,
-    pub request_id: Option<String>,
-    pub outcome: Option<String>,
-    pub detail: Option<String>,
+/// The outcome a row is inserted with: none, or refused for the budget.
+fn refusal(refused: &Option<ServiceError>) -> Option<(Outcome, String)> {
+    refused.as_ref().map(|error| (Outcome::Refused, error.to_string()))
 }
 
-pub async fn list(pool: &Pool, since: Option<DateTime<Utc>>) -> Result<Vec<AuditRow>, ServiceError> {
-    let client = pool.get().await.map_err(|e| ServiceError::Db(DbError::from(e)))?;
-    let rows = client
-        .query(
-            "SELECT id, at, caller, action, field, blind_index, target, reason, request_id, outcome, detail
-               FROM pii_audit WHERE $1::timestamptz IS NULL OR at >= $1 ORDER BY id",
-            &[&since],
+async fn insert(
+    tx: &deadpool_postgres::Transaction<'_>,
+    context: &RequestContext,
+    row: &RequestRow,
+    outcome: Option<(Outcome, String)>,
+) -> Result<AuditId, ServiceError> {
+    let (outcome, detail) = outcome.unzip();
+    let inserted = tx
+        .query_one(
+            INSERT,
+            &[
+                &context.caller,
+                &row.action.as_str(),
+                &row.field.map(PiiField::as_str),
+                &row.blind_index.as_ref().map(BlindIndex::as_str),
+                &row.target,
+                &row.reason,
+                &context.request_id,
+                &outcome.map(Outcome::as_str),
+                &detail,
+            ],
         )
         .await
-        .map_err(|e| ServiceError::Db(DbError::from(e)))?;
-    Ok(rows
-        .iter()
-        .map(|r| AuditRow {
-            id: r.get(0),
-            at: r.get(1),
-            caller: r.get(2),
-            action: r.get(3),
-            field: r.get(4),
-            blind_index: r.get(5),
-            target: r.get(6),
-            reason: r.get(7),
-            request_id: r.get(8),
-            outcome: r.get(9),
-            detail: r.get(10),
-        })
-        .collect())
+        .map_err(unavailable)?;
+    Ok(AuditId(inserted.get(0)))
+}
+
+fn unavailable(error: impl Into<DbError>) -> ServiceError {
+    ServiceError::AuditUnavailable(error.into())
 }

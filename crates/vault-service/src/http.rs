@@ -4,15 +4,16 @@
 //! `cargo lambda watch` serves the URL without IAM) names the caller. `template.yaml`
 //! never sets it, and `make lint-template` rejects a template that does.
 //!
-//! One route: `POST /` with a JSON [`Request`]; the answer is a JSON [`super::Response`], or
-//! `{"error": {"code", "message", "exit_code"}}` with the matching HTTP status.
+//! One route: `POST /` with a JSON [`Request`]; the answer is a JSON [`Response`], or an
+//! [`ErrorBody`] (`{"error": {"code", "message"}}`) with the HTTP status of its code.
 
 use aws_lambda_events::lambda_function_urls::{LambdaFunctionUrlRequest, LambdaFunctionUrlResponse};
 use base64::Engine;
 
-use super::audit::{self, Action, Entry, Outcome};
-use super::{Request, RequestContext, ServiceError, VaultService};
+use crate::audit::{Action, Journal, RequestRow};
+use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::error::report;
+use pii_vault_protocol::{ErrorBody, Outcome, Request, Response};
 
 /// Who may call, from the service's environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,11 +91,9 @@ pub async fn handle(
     match result {
         Ok(response) => json_response(200, &serde_json::to_value(response).unwrap_or_default()),
         Err(error) => {
-            tracing::warn!(code = error.code(), error = %report(&error), "request refused or failed");
-            let body = serde_json::json!({"error": {
-                "code": error.code(), "message": report(&error), "exit_code": error.exit_code(),
-            }});
-            json_response(error.http_status(), &body)
+            tracing::warn!(code = error.code().as_str(), error = %report(&error), "request refused or failed");
+            let body = ErrorBody::new(error.code(), report(&error));
+            json_response(error.http_status(), &serde_json::to_value(body).unwrap_or_default())
         }
     }
 }
@@ -104,7 +103,7 @@ async fn answer(
     access: &Access,
     request: LambdaFunctionUrlRequest,
     request_id: &str,
-) -> Result<super::Response, ServiceError> {
+) -> Result<Response, ServiceError> {
     let context = match access.context(&request, request_id) {
         Ok(context) => context,
         Err(error) => {
@@ -115,12 +114,9 @@ async fn answer(
                 staff: false,
                 key_admin: false,
             };
-            let entry = Entry {
-                outcome: Some(Outcome::Refused),
-                detail: Some(error.to_string()),
-                ..Entry::new(Action::Audit)
-            };
-            audit::record(service.pool(), &anonymous, &[entry], None).await?;
+            Journal::new(service.pool())
+                .refused(&anonymous, &RequestRow::new(Action::Audit), &error.to_string())
+                .await?;
             return Err(error);
         }
     };
@@ -150,11 +146,9 @@ async fn answer(
 /// One CloudWatch Embedded Metric Format line per request (namespace `login-etl`,
 /// dimension `Function`): values revealed, refusals, refusals for the daily budget. The
 /// alarms of `template.yaml` watch the last two.
-pub fn metrics_line(result: &Result<super::Response, ServiceError>, timestamp_ms: i64) -> String {
+pub fn metrics_line(result: &Result<Response, ServiceError>, timestamp_ms: i64) -> String {
     let revealed = match result {
-        Ok(super::Response::Reveal { values }) => {
-            values.iter().filter(|v| v.outcome == Outcome::Revealed).count()
-        }
+        Ok(Response::Reveal { values }) => values.iter().filter(|v| v.outcome == Outcome::Revealed).count(),
         _ => 0,
     };
     let refused = matches!(
@@ -190,18 +184,17 @@ mod tests {
 
     #[test]
     fn each_request_emits_its_metrics_in_embedded_metric_format() {
-        let budget: Result<super::super::Response, ServiceError> =
-            Err(ServiceError::Budget { budget: 3, used: 3 });
+        let budget: Result<Response, ServiceError> = Err(ServiceError::Budget { budget: 3, used: 3 });
         let line: serde_json::Value =
             serde_json::from_str(&metrics_line(&budget, 1_700_000_000_000)).expect("json");
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "login-etl");
         assert_eq!((line["BudgetRefusals"].as_f64(), line["Refusals"].as_f64()), (Some(1.0), Some(1.0)));
-        let revealed = Ok(super::super::Response::Reveal {
-            values: vec![super::super::Revealed {
+        let revealed = Ok(Response::Reveal {
+            values: vec![pii_vault_protocol::Revealed {
                 field: login_etl_core::crypto::PiiField::Ip,
                 mask: "m".into(),
                 outcome: Outcome::Revealed,
-                value: Some(super::super::Plaintext::new("10.0.0.1")),
+                value: Some(pii_vault_protocol::Plaintext::new("10.0.0.1")),
             }],
         });
         let text = metrics_line(&revealed, 0);

@@ -4,8 +4,8 @@
 
 use login_etl::handler;
 use login_etl_core::crypto::{BlindIndex, PiiField};
-use pii_vault_service::audit::Outcome;
-use pii_vault_service::{ForgetTarget, Plaintext, RevealTarget, ServiceError, VaultService};
+use pii_vault_protocol::{ErrorCode, ForgetTarget, Outcome, Plaintext, RevealTarget};
+use pii_vault_service::{ServiceError, VaultService};
 use testkit::*;
 use tokio_postgres::error::SqlState;
 
@@ -162,7 +162,7 @@ async fn the_audit_row_is_committed_before_the_vault_is_read_and_without_it_noth
     let error =
         service.reveal(&staff("bob"), &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("no audit");
     assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
-    assert_eq!(error.exit_code(), 7);
+    assert_eq!(error.code(), ErrorCode::AuditUnavailable);
     let error =
         service.find(&staff("bob"), PiiField::Ip, "199.172.111.135", None).await.expect_err("no audit");
     assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
@@ -184,7 +184,7 @@ async fn over_budget_is_refused_and_audited_and_bad_reasons_are_refused() {
     let index = app.keyring.indexer.index(PiiField::Ip, ips[2]);
     let error = service.reveal(&carol, &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("budget");
     assert!(matches!(error, ServiceError::Budget { budget: 3, used: 3 }), "{error}");
-    assert_eq!(error.exit_code(), 8);
+    assert_eq!(error.code(), ErrorCode::BudgetExhausted);
     assert_eq!(
         db.count("SELECT count(*) FROM pii_audit WHERE outcome = 'refused' AND detail LIKE 'daily budget%'")
             .await,
@@ -197,7 +197,7 @@ async fn over_budget_is_refused_and_audited_and_bad_reasons_are_refused() {
         let error =
             service.reveal(&staff("erin"), &mask(PiiField::Ip, &index), reason).await.expect_err("reason");
         assert!(matches!(error, ServiceError::Reason(_)), "{reason:?}: {error}");
-        assert_eq!(error.exit_code(), 2);
+        assert_eq!(error.code(), ErrorCode::BadReason);
     }
     assert_eq!(
         db.count("SELECT count(*) FROM pii_audit WHERE caller LIKE '%/erin' AND outcome = 'refused'").await,
@@ -409,4 +409,249 @@ async fn a_request_without_an_iam_identity_is_refused_and_the_attempt_recorded()
             .await,
         1
     );
+}
+
+/// A caller the transport proved, in neither role.
+fn nobody() -> pii_vault_service::RequestContext {
+    pii_vault_service::RequestContext {
+        caller: "arn:aws:sts::123456789012:assumed-role/other/nobody".into(),
+        request_id: format!("req-{}", unique_suffix()),
+        staff: false,
+        key_admin: false,
+    }
+}
+
+/// The audit rows of one request: (action, field, blind_index, target, reason, outcome, detail).
+type Row =
+    (String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
+
+async fn rows_of(db: &TestDb, request_id: &str) -> Vec<Row> {
+    db.connect()
+        .await
+        .query(
+            "SELECT action, field, blind_index, target, reason, outcome, detail FROM pii_audit
+              WHERE request_id = $1 ORDER BY id",
+            &[&request_id],
+        )
+        .await
+        .expect("audit rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
+        .collect()
+}
+
+fn some(text: &str) -> Option<String> {
+    Some(text.to_owned())
+}
+
+#[tokio::test]
+async fn every_operation_refused_for_lack_of_a_role_leaves_its_request_recorded_and_refused() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
+    let user = sample_messages()[0]["user_id"].as_str().expect("user").to_owned();
+
+    // Each operation, with arguments that would pass, from a caller in no role: the
+    // request as asked (field, mask, target, reason) on the record, refused.
+    let (ip, mask) = (some("ip"), some(index.as_str()));
+    let reason = some(REASON);
+    let cases = vec![
+        ("find", ip.clone(), None, None, None),
+        ("reveal", ip.clone(), mask.clone(), None, reason.clone()),
+        ("reveal", None, None, Some(format!("user_id:{user}")), reason.clone()),
+        ("forget", ip.clone(), mask.clone(), None, reason.clone()),
+        ("audit", None, None, None, None),
+        ("init-keys", None, None, None, None),
+        ("rotate-key", None, None, None, None),
+        ("reencrypt", None, None, None, None),
+    ];
+    for (n, (action, field, blind_index, target, reason)) in cases.into_iter().enumerate() {
+        let caller = nobody();
+        let error = match n {
+            0 => service.find(&caller, PiiField::Ip, "199.172.111.135", None).await.map(drop),
+            1 => service.reveal(&caller, &mask_target(&index), Some(REASON)).await.map(drop),
+            2 => service.reveal(&caller, &RevealTarget::UserId(user.clone()), Some(REASON)).await.map(drop),
+            3 => service
+                .forget(&caller, PiiField::Ip, &ForgetTarget::Mask(index.as_str().into()), Some(REASON))
+                .await
+                .map(drop),
+            4 => service.audit(&caller, None).await.map(drop),
+            5 => service.init_keys(&caller).await.map(drop),
+            6 => service.rotate_key(&caller).await.map(drop),
+            _ => service.reencrypt(&caller, 10).await.map(drop),
+        }
+        .expect_err(action);
+        assert!(matches!(error, ServiceError::NotAllowed { .. }), "{action}: {error}");
+        let detail = some(&error.to_string());
+        assert_eq!(
+            rows_of(&db, &caller.request_id).await,
+            vec![(action.to_owned(), field, blind_index, target, reason, some("refused"), detail)],
+            "{action}"
+        );
+    }
+    // Refused requests spend no budget and nothing was erased or rotated.
+    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE erased_at IS NOT NULL").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM pii_keys WHERE purpose = 'data'").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM pii_audit WHERE outcome IS NULL").await, 0);
+}
+
+fn mask_target(index: &BlindIndex) -> RevealTarget {
+    mask(PiiField::Ip, index)
+}
+
+#[tokio::test]
+async fn a_bad_reason_or_argument_leaves_the_request_recorded_and_refused_and_spends_nothing() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 2).await;
+    let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
+
+    // A reveal with an unusable reason: what was asked is recorded, refused, without the reason.
+    let kim = staff("kim");
+    let error = service.reveal(&kim, &mask_target(&index), Some("short")).await.expect_err("reason");
+    assert!(matches!(error, ServiceError::Reason(_)), "{error}");
+    let row = (
+        "reveal".into(),
+        some("ip"),
+        some(index.as_str()),
+        None,
+        None,
+        some("refused"),
+        some(&error.to_string()),
+    );
+    assert_eq!(rows_of(&db, &kim.request_id).await, vec![row]);
+
+    // A find's reason is optional, but checked when given.
+    let kim = staff("kim");
+    let error = service
+        .find(&kim, PiiField::Ip, "199.172.111.135", Some("x\u{202E}yyyyyyyy"))
+        .await
+        .expect_err("reason");
+    assert!(matches!(error, ServiceError::Reason(_)), "{error}");
+    let row = ("find".into(), some("ip"), None, None, None, some("refused"), some(&error.to_string()));
+    assert_eq!(rows_of(&db, &kim.request_id).await, vec![row]);
+
+    // Arguments the operation rejects: recorded, refused.
+    for target in [
+        mask(PiiField::Ip, &BlindIndex::parse(&"a".repeat(64)).expect("mask")),
+        RevealTarget::Mask { field: PiiField::DeviceId, mask: "not-a-mask".into() },
+    ] {
+        let kim = staff("kim");
+        let result = service.reveal(&kim, &target, Some(REASON)).await;
+        let rows = rows_of(&db, &kim.request_id).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        match result {
+            // A well-formed mask nobody has: answered unknown, on the record.
+            Ok(values) => {
+                assert_eq!((values[0].outcome, rows[0].5.as_deref()), (Outcome::Unknown, Some("unknown")))
+            }
+            Err(error) => {
+                assert!(matches!(error, ServiceError::BadRequest(_)), "{error}");
+                // The malformed mask itself is not recorded.
+                assert_eq!((rows[0].2.as_deref(), rows[0].5.as_deref()), (None, Some("refused")));
+            }
+        }
+    }
+    let kim = staff("kim");
+    let error = service.find(&kim, PiiField::Ip, "not an ip", None).await.expect_err("bad ip");
+    assert!(matches!(error, ServiceError::BadRequest(_)), "{error}");
+    assert_eq!(rows_of(&db, &kim.request_id).await[0].5.as_deref(), Some("refused"));
+    let admin = key_admin();
+    let error = service.reencrypt(&admin, 0).await.expect_err("batch size");
+    assert!(matches!(error, ServiceError::BadRequest(_)), "{error}");
+    assert_eq!(rows_of(&db, &admin.request_id).await[0].5.as_deref(), Some("refused"));
+
+    // Refusals spend no budget: lee's two units are left after them.
+    let lee = staff("lee");
+    service.reveal(&lee, &mask_target(&index), Some("bad")).await.expect_err("reason");
+    service.find(&lee, PiiField::Ip, "not an ip", None).await.expect_err("bad ip");
+    for _ in 0..2 {
+        let (_, rows) =
+            service.find(&lee, PiiField::Ip, "199.172.111.135", None).await.expect("within budget");
+        assert_eq!(rows.len(), 1);
+    }
+    assert_eq!(db.count("SELECT count(*) FROM pii_audit WHERE outcome IS NULL").await, 0);
+}
+
+#[tokio::test]
+async fn the_request_is_recorded_before_it_is_authorized_or_checked() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
+
+    // With the audit down, no step after the record runs: not even the refusal of a caller
+    // in no role, or of a malformed argument, is answered.
+    db.fail_inserts_into("pii_audit", "audit storage unavailable (simulated)").await;
+    let results = [
+        service.reveal(&nobody(), &mask_target(&index), Some(REASON)).await.map(drop),
+        service.rotate_key(&nobody()).await.map(drop),
+        service.reveal(&nobody(), &mask_target(&index), None).await.map(drop),
+        service
+            .reveal(
+                &staff("max"),
+                &RevealTarget::Mask { field: PiiField::Ip, mask: "x".into() },
+                Some(REASON),
+            )
+            .await
+            .map(drop),
+        service.reencrypt(&key_admin(), 0).await.map(drop),
+        service.audit(&staff("max"), None).await.map(drop),
+    ];
+    for result in results {
+        let error = result.expect_err("no audit, no answer");
+        assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM pii_audit").await, 0);
+}
+
+#[tokio::test]
+async fn a_reveal_by_user_records_each_value_before_decrypting_and_leaves_no_row_without_outcome() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let login = &sample_messages()[0];
+    let user = login["user_id"].as_str().expect("user").to_owned();
+    let ip = app.keyring.indexer.index(PiiField::Ip, login["ip"].as_str().expect("ip"));
+
+    // Over budget: both value rows recorded refused, nothing decrypted.
+    let service = vault_service(&db, &kms, 1).await;
+    let nia = staff("nia");
+    let error =
+        service.reveal(&nia, &RevealTarget::UserId(user.clone()), Some(REASON)).await.expect_err("budget");
+    assert!(matches!(error, ServiceError::Budget { budget: 1, used: 0 }), "{error}");
+    let rows = rows_of(&db, &nia.request_id).await;
+    let outcomes: Vec<_> = rows.iter().map(|r| (r.1.clone(), r.5.clone())).collect();
+    assert_eq!(
+        outcomes,
+        vec![(None, some("refused")), (some("ip"), some("refused")), (some("device_id"), some("refused"))]
+    );
+    assert_eq!(rows[0].3, Some(format!("user_id:{user}")));
+
+    // One value cannot be decrypted: that value failed, the request failed, nothing open.
+    db.connect()
+        .await
+        .execute(
+            "UPDATE pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
+              WHERE field = 'ip' AND blind_index = $1",
+            &[&ip.as_str()],
+        )
+        .await
+        .expect("tamper");
+    let service = vault_service(&db, &kms, 100).await;
+    let nia = staff("nia");
+    let error =
+        service.reveal(&nia, &RevealTarget::UserId(user.clone()), Some(REASON)).await.expect_err("tampered");
+    assert!(matches!(error, ServiceError::Seal(_)), "{error}");
+    let rows = rows_of(&db, &nia.request_id).await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.5.as_deref() == Some("failed") && r.4.as_deref() == Some(REASON)),
+        "{rows:?}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM pii_audit WHERE outcome IS NULL").await, 0);
 }

@@ -1,0 +1,97 @@
+//! `forget`: crypto-shreds one value in place. The row stays, without ciphertext, so the
+//! value can never be vaulted again. A value never seen gets such a row too (outcome
+//! `unknown`), so it is refused should it arrive later.
+
+use zeroize::Zeroizing;
+
+use super::{normalize, parse_mask};
+use crate::audit::Action;
+use crate::operation::{Described, Done, Operation, Work};
+use crate::{RequestContext, ServiceError, VaultService};
+use login_etl_core::crypto::{BlindIndex, PiiField};
+use pii_vault_protocol::{ForgetTarget, Outcome};
+
+struct Forget<'a> {
+    field: PiiField,
+    target: &'a ForgetTarget,
+    reason: Option<&'a str>,
+}
+
+enum Target {
+    Mask(BlindIndex),
+    /// Normalized; its mask needs the index key.
+    Plaintext(Zeroizing<String>),
+}
+
+impl Operation for Forget<'_> {
+    const ACTION: Action = Action::Forget;
+    type Valid = (PiiField, Target);
+    type Output = (BlindIndex, Outcome);
+
+    fn describe(&self) -> Described {
+        let blind_index = match self.target {
+            ForgetTarget::Mask(mask) => BlindIndex::parse(mask),
+            ForgetTarget::Plaintext(_) => None,
+        };
+        Described { field: Some(self.field), blind_index, target: None }
+    }
+
+    fn reason(&self) -> Option<&str> {
+        self.reason
+    }
+
+    fn validate(self) -> Result<Self::Valid, ServiceError> {
+        let target = match self.target {
+            ForgetTarget::Mask(mask) => Target::Mask(parse_mask(mask)?),
+            ForgetTarget::Plaintext(text) => {
+                Target::Plaintext(Zeroizing::new(normalize(self.field, text.expose())?))
+            }
+        };
+        Ok((self.field, target))
+    }
+
+    async fn work(
+        (field, target): Self::Valid,
+        work: &mut Work<'_>,
+    ) -> Result<Done<Self::Output>, ServiceError> {
+        let index = match target {
+            Target::Mask(index) => index,
+            Target::Plaintext(normalized) => work.indexer().await?.index(field, &normalized),
+        };
+        let row = work
+            .client()
+            .await?
+            .query_one(
+                // The upsert sees the newest committed row (it waits for a batch that
+                // holds the key), so it tells what it found: nothing (inserted), a sealed
+                // value (erased now), or an erased one (its erasure time kept).
+                "WITH now AS (SELECT clock_timestamp() AS t)
+                 INSERT INTO pii_vault (field, blind_index, erased_at) VALUES ($1, $2, (SELECT t FROM now))
+                 ON CONFLICT (field, blind_index) DO UPDATE
+                     SET key_version = NULL, nonce = NULL, ciphertext = NULL,
+                         erased_at = coalesce(pii_vault.erased_at, EXCLUDED.erased_at)
+                 RETURNING xmax = 0, erased_at = (SELECT t FROM now)",
+                &[&field.as_str(), &index.as_str()],
+            )
+            .await?;
+        let outcome = match (row.get::<_, bool>(0), row.get::<_, bool>(1)) {
+            (true, _) => Outcome::Unknown,
+            (false, true) => Outcome::Forgotten,
+            (false, false) => Outcome::Erased,
+        };
+        Ok(Done::new((index.clone(), outcome), outcome).mask(index))
+    }
+}
+
+impl VaultService {
+    /// Erases one value for good.
+    pub async fn forget(
+        &self,
+        context: &RequestContext,
+        field: PiiField,
+        target: &ForgetTarget,
+        reason: Option<&str>,
+    ) -> Result<(BlindIndex, Outcome), ServiceError> {
+        self.run(context, Forget { field, target, reason }).await
+    }
+}

@@ -1,0 +1,33 @@
+//! The operations, one a file. Each implements [`crate::operation::Operation`] (what its
+//! request row records, its checks, its work) and a typed entry point on
+//! [`crate::VaultService`] that runs it through the combinator, the only way it runs.
+
+mod audit;
+mod find;
+mod forget;
+mod init_keys;
+mod reencrypt;
+mod reveal;
+mod rotate_key;
+
+use crate::ServiceError;
+use login_etl_core::crypto::{BlindIndex, PiiField};
+use login_etl_core::event::{ClientIp, DeviceId};
+
+/// Normalizes a plaintext as the function does, so any spelling finds the same mask.
+fn normalize(field: PiiField, plaintext: &str) -> Result<String, ServiceError> {
+    match field {
+        PiiField::Ip => ClientIp::parse(plaintext)
+            .map(|ip| ip.canonical())
+            .map_err(|_| ServiceError::BadRequest("not an IPv4 or IPv6 address".into())),
+        PiiField::DeviceId => DeviceId::parse(plaintext)
+            .map(|id| id.canonical().to_owned())
+            .map_err(|_| ServiceError::BadRequest("empty or invalid device id".into())),
+    }
+}
+
+/// A mask as `user_logins` holds it.
+fn parse_mask(mask: &str) -> Result<BlindIndex, ServiceError> {
+    BlindIndex::parse(mask)
+        .ok_or_else(|| ServiceError::BadRequest("a mask is 64 hex characters, as in user_logins".into()))
+}

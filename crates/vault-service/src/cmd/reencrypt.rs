@@ -1,0 +1,85 @@
+//! `reencrypt` (admin): every vault row of an older data-key version re-encrypted under
+//! the newest, in batches, each its own transaction (`FOR UPDATE SKIP LOCKED`): resumable,
+//! and safe beside the function. Masks are untouched.
+
+use crate::audit::Action;
+use crate::operation::{Described, Done, Operation, Work};
+use crate::{RequestContext, ServiceError, VaultService};
+use login_etl_core::crypto::{BlindIndex, PiiField, SealError, SealedValue};
+use login_etl_core::keys::{self, KeyError};
+use pii_vault_protocol::Outcome;
+
+struct Reencrypt {
+    batch_size: i64,
+}
+
+impl Operation for Reencrypt {
+    const ACTION: Action = Action::Reencrypt;
+    /// Rows per transaction.
+    type Valid = i64;
+    type Output = u64;
+
+    fn describe(&self) -> Described {
+        Described::default()
+    }
+
+    fn validate(self) -> Result<i64, ServiceError> {
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(ServiceError::BadRequest("batch size must be 1 to 10000".into()));
+        }
+        Ok(self.batch_size)
+    }
+
+    async fn work(batch_size: i64, work: &mut Work<'_>) -> Result<Done<u64>, ServiceError> {
+        let mut client = work.client().await?;
+        let newest =
+            keys::newest_data_key_version(&**client).await?.ok_or(KeyError::NotInitialized("data"))?;
+        let mut done = 0u64;
+        loop {
+            let tx = client.transaction().await?;
+            let rows = tx
+                .query(
+                    "SELECT field, blind_index, key_version, nonce, ciphertext FROM pii_vault
+                      WHERE key_version < $1 ORDER BY field, blind_index LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    &[&newest, &batch_size],
+                )
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let (mut fields, mut indexes, mut nonces, mut ciphertexts) = (vec![], vec![], vec![], vec![]);
+            let mut keys = work.data_keys().await;
+            for row in &rows {
+                let field = PiiField::from_db(row.get(0)).ok_or(SealError::Unauthentic)?;
+                let index = BlindIndex::parse(row.get(1)).ok_or(SealError::Unauthentic)?;
+                let sealed = SealedValue::from_stored(row.get(2), row.get::<_, &[u8]>(3), row.get(4))?;
+                let value =
+                    keys.get(&*tx, work.kms(), sealed.key_version).await?.open(field, &index, &sealed)?;
+                let resealed = keys.get(&*tx, work.kms(), newest).await?.seal(field, &index, &value)?;
+                fields.push(field.as_str());
+                indexes.push(index.as_str().to_owned());
+                nonces.push(resealed.nonce.to_vec());
+                ciphertexts.push(resealed.ciphertext);
+            }
+            drop(keys);
+            tx.execute(
+                "UPDATE pii_vault v SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
+                   FROM UNNEST($2::text[], $3::text[], $4::bytea[], $5::bytea[])
+                        AS n(field, blind_index, nonce, ciphertext)
+                  WHERE (v.field, v.blind_index) = (n.field, n.blind_index)",
+                &[&newest, &fields, &indexes, &nonces, &ciphertexts],
+            )
+            .await?;
+            tx.commit().await?;
+            done += rows.len() as u64;
+        }
+        Ok(Done::new(done, Outcome::Done).detail(format!("{done} row(s) under data key version {newest}")))
+    }
+}
+
+impl VaultService {
+    /// Re-encrypts older vault rows under the newest data key. Admin only.
+    pub async fn reencrypt(&self, context: &RequestContext, batch_size: i64) -> Result<u64, ServiceError> {
+        self.run(context, Reencrypt { batch_size }).await
+    }
+}
