@@ -2,8 +2,11 @@
 //! Invoke API, the real binary polls it; and the vault service run that way.
 
 use std::path::Path;
+use std::time::Duration;
 
 use login_etl_core::keys::Kms;
+use reqwest::StatusCode;
+use reqwest::header::CONTENT_TYPE;
 
 use crate::{TestDb, repo_path, url_of};
 
@@ -12,6 +15,7 @@ use crate::{TestDb, repo_path, url_of};
 /// polls it. The processes stop on drop.
 pub struct LocalLambda {
     pub port: u16,
+    http: reqwest::Client,
     children: Vec<std::process::Child>,
 }
 
@@ -31,7 +35,7 @@ impl LocalLambda {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("cargo lambda watch (make test installs cargo-lambda into .venv)");
-        let mut lambda = LocalLambda { port, children: vec![watch] };
+        let mut lambda = LocalLambda { port, http: http_client(), children: vec![watch] };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             assert!(std::time::Instant::now() < deadline, "cargo lambda watch did not listen on {port}");
@@ -67,12 +71,21 @@ impl LocalLambda {
 
     /// Invokes the function with `event` (the Invoke API), retrying until it answers 200.
     pub async fn invoke(&self, event: &[u8]) -> Vec<u8> {
+        let url = format!("http://127.0.0.1:{}/2015-03-31/functions/_/invocations", self.port);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            if let Some((200, body)) =
-                http_request(self.port, "POST", "/2015-03-31/functions/_/invocations", event).await
+            let answer = self
+                .http
+                .post(&url)
+                .header(CONTENT_TYPE, "application/json")
+                .body(event.to_vec())
+                .send()
+                .await;
+            if let Ok(answer) = answer
+                && answer.status() == StatusCode::OK
+                && let Ok(body) = answer.bytes().await
             {
-                return body;
+                return body.to_vec();
             }
             assert!(std::time::Instant::now() < deadline, "the function did not answer on {}", self.port);
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -111,8 +124,8 @@ impl LocalVaultService {
         // Ready when the service itself answers: a GET is refused with 400 before it is
         // audited (only POSTed requests are operations).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while http_request(lambda.port, "GET", "/lambda-url/_/", b"").await.map(|(status, _)| status)
-            != Some(400)
+        while lambda.http.get(lambda.url()).send().await.map(|answer| answer.status()).ok()
+            != Some(StatusCode::BAD_REQUEST)
         {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -125,44 +138,19 @@ impl LocalVaultService {
     }
 }
 
-/// A bare HTTP/1.1 request to 127.0.0.1:`port`: the status and body, if an answer came.
-async fn http_request(port: u16, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.ok()?;
-        stream.write_all(body).await.ok()?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.ok()?;
-        let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&answer[..split]).ok()?.to_ascii_lowercase();
-        let status = head.get(9..12)?.parse().ok()?;
-        let mut body = answer[split + 4..].to_vec();
-        if head.contains("transfer-encoding: chunked") {
-            body = dechunk(&body)?;
-        }
-        Some((status, body))
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(30), attempt).await.ok().flatten()
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).ok()?.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
+/// A client for the emulator on loopback: plain http, no proxy, no redirects, and a
+/// request that takes longer than 30 s fails (then it is retried).
+fn http_client() -> reqwest::Client {
+    // reqwest builds its TLS configuration even when only http:// is used, with the process's
+    // default provider: aws-lc-rs, as everywhere in the workspace (installed once).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
 }
 
 /// A binary of another package of the workspace, built beside the running test binary
