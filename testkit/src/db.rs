@@ -1,0 +1,148 @@
+//! A database of each test's own on the stack's PostgreSQL, and logins in its roles.
+
+use std::sync::Mutex;
+
+use login_etl_core::config::{Config, database};
+
+use crate::{env, unique_suffix};
+
+/// A database of this test's own, migrated; dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub config: tokio_postgres::Config,
+    admin: tokio_postgres::Config,
+    /// Login roles made for this test (cluster-wide): dropped after the database.
+    logins: Mutex<Vec<String>>,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let db = TestDb::empty().await;
+        let mut client = db.connect().await;
+        login_etl_migrations::migrate(&mut client).await.expect("migrations apply");
+        db
+    }
+
+    /// Created but not migrated.
+    pub async fn empty() -> TestDb {
+        let admin = database::parse_database_url(&env("DATABASE_URL")).expect("DATABASE_URL parses").config;
+        let name = format!("etl_test_{}", unique_suffix());
+        let admin_client = connect(&admin).await;
+        admin_client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        let mut config = admin.clone();
+        config.dbname(&name);
+        TestDb { name, config, admin, logins: Mutex::default() }
+    }
+
+    /// A new login in `group` (e.g. `login_etl_analyst`) and the config to connect as it.
+    pub async fn login_in(&self, group: &str) -> tokio_postgres::Config {
+        let login = format!(
+            "{}_{}_{}",
+            self.name,
+            group.trim_start_matches("login_etl_"),
+            self.logins.lock().expect("logins").len()
+        );
+        self.admin_connect()
+            .await
+            .batch_execute(&format!("CREATE ROLE {login} LOGIN IN ROLE {group}"))
+            .await
+            .expect("create login role");
+        self.logins.lock().expect("logins").push(login.clone());
+        let mut config = self.config.clone();
+        config.user(&login);
+        config
+    }
+
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        connect(&self.config).await
+    }
+
+    /// A connection to the database `DATABASE_URL` names (not this test's).
+    pub async fn admin_connect(&self) -> tokio_postgres::Client {
+        connect(&self.admin).await
+    }
+
+    /// A real fault inside the database: a statement-level BEFORE INSERT trigger on `table`
+    /// runs `action` (PL/pgSQL; `call` is this statement's number, from 1) on each INSERT.
+    /// The calls are counted in a sequence, which a rollback does not undo.
+    pub async fn fault_on_insert(&self, table: &str, action: &str) {
+        self.connect()
+            .await
+            .batch_execute(&format!(
+                "CREATE SEQUENCE {table}_fault_calls;
+                 CREATE FUNCTION {table}_fault() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+                     SET search_path = public, pg_catalog AS
+                     $$ DECLARE call bigint := nextval('{table}_fault_calls');
+                        BEGIN {action} RETURN NULL; END $$;
+                 CREATE TRIGGER {table}_fault BEFORE INSERT ON {table}
+                     FOR EACH STATEMENT EXECUTE FUNCTION {table}_fault();"
+            ))
+            .await
+            .expect("fault trigger");
+    }
+
+    /// Makes every INSERT into `table` raise `message`.
+    pub async fn fail_inserts_into(&self, table: &str, message: &str) {
+        self.fault_on_insert(table, &format!("RAISE EXCEPTION '{message}';")).await;
+    }
+
+    /// How many INSERT statements into `table` the fault trigger saw.
+    pub async fn fault_calls(&self, table: &str) -> i64 {
+        self.count(&format!("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {table}_fault_calls"))
+            .await
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.connect().await.query_one(sql, &[]).await.expect(sql).get(0)
+    }
+
+    /// The function's configuration against this database.
+    pub fn app_config(&self) -> Config {
+        Config {
+            database: self.config.clone().into(),
+            kms_key_id: String::new(),
+            pool_size: 2,
+            retry_budget: login_etl_core::config::DEFAULT_RETRY_BUDGET,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        let logins = std::mem::take(&mut *self.logins.lock().unwrap_or_else(|e| e.into_inner()));
+        // Drop runs inside the test's runtime, which cannot be blocked on: use a thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let client = connect(&admin).await;
+                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()?;
+                for login in logins {
+                    client.batch_execute(&format!("DROP ROLE IF EXISTS {login}")).await.ok()?;
+                }
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// A connection with the function's own connect (TLS as the config asks).
+pub async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    database::connect(&config.clone().into()).await.expect("connect to test Postgres")
+}
+
+/// A `postgres://` URL for a TCP config of the test server (for binaries run as processes).
+pub fn url_of(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        other => panic!("the test server must be reached over TCP, not {other:?}"),
+    };
+    format!(
+        "postgres://{}@{host}:{}/{}",
+        config.get_user().expect("user"),
+        config.get_ports().first().copied().unwrap_or(5432),
+        config.get_dbname().expect("dbname")
+    )
+}

@@ -1,0 +1,59 @@
+//! The keys, a cold start of the function, the vault service in process, and its callers.
+
+use login_etl::{App, handler};
+use login_etl_core::keys::Kms;
+use login_etl_core::store;
+use pii_vault_service::{RequestContext, VaultService};
+
+use crate::{TestDb, load_event, unique_suffix};
+
+/// What `pii-vault admin init-keys` does: the keys, created once (idempotent).
+pub async fn init_keys(db: &TestDb, kms: &Kms) {
+    login_etl_core::keys::create_missing_keys(&db.connect().await, kms).await.expect("init keys");
+}
+
+/// A cold start against this database and key (the keys created first if missing).
+pub async fn cold_start(db: &TestDb, kms: &Kms) -> App {
+    init_keys(db, kms).await;
+    App::init(&db.app_config(), kms).await.expect("init")
+}
+
+/// The vault service, connected as a login in `login_etl_vault_service`.
+pub async fn vault_service(db: &TestDb, kms: &Kms, reveal_budget_per_day: u32) -> VaultService {
+    let pool = store::pool(db.login_in("login_etl_vault_service").await.into(), 4).expect("pool");
+    VaultService::new(pool, kms.clone(), reveal_budget_per_day)
+}
+
+/// A reason the vault service accepts.
+pub const REASON: &str = "ticket SEC-4711";
+
+/// The function, running as a login in the writer role, loads the exercise's queue.
+pub async fn loaded_by_writer(db: &TestDb, kms: &Kms) -> App {
+    init_keys(db, kms).await;
+    let mut config = db.app_config();
+    config.database = db.login_in("login_etl_writer").await.into();
+    let app = App::init(&config, kms).await.expect("the writer loads the keys");
+    let response = handler::handle(&app, load_event("events/login-queue-100.json")).await.expect("batch");
+    assert_eq!(response.batch_item_failures.len(), 1);
+    app
+}
+
+/// A staff member's request, as SigV4 on the function URL proves it.
+pub fn staff(name: &str) -> RequestContext {
+    RequestContext {
+        caller: format!("arn:aws:sts::123456789012:assumed-role/pii-vault-staff/{name}"),
+        request_id: format!("req-{}", unique_suffix()),
+        staff: true,
+        key_admin: false,
+    }
+}
+
+/// The key administrator's request.
+pub fn key_admin() -> RequestContext {
+    RequestContext {
+        caller: "arn:aws:sts::123456789012:assumed-role/pii-vault-key-admin/admin".into(),
+        request_id: format!("req-{}", unique_suffix()),
+        staff: false,
+        key_admin: true,
+    }
+}
