@@ -97,6 +97,21 @@ pub struct LoginMatch {
     pub masked_device_id: Option<String>,
 }
 
+impl LoginMatch {
+    /// The `user_logins` columns a match shows, in field order (the service selects these;
+    /// a test of the service checks each against the table description).
+    pub const COLUMNS: [&str; 8] = [
+        "sqs_message_id",
+        "user_id",
+        "device_type",
+        "locale",
+        "app_version_raw",
+        "create_date",
+        "masked_ip",
+        "masked_device_id",
+    ];
+}
+
 /// An audit row as the `audit` listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditRow {

@@ -8,6 +8,7 @@ use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{BlindIndex, PiiField};
+use login_etl_core::store::table::USER_LOGINS;
 use pii_vault_protocol::{LoginMatch, Outcome};
 
 struct Find<'a> {
@@ -44,9 +45,9 @@ impl Operation for Find<'_> {
             .await?
             .query(
                 &format!(
-                    "SELECT sqs_message_id, user_id, device_type, locale, app_version_raw, create_date,
-                            masked_ip, masked_device_id
-                       FROM user_logins WHERE {column} = $1 ORDER BY sent_at, sqs_message_id"
+                    "SELECT {} FROM {} WHERE {column} = $1 ORDER BY sent_at, sqs_message_id",
+                    LoginMatch::COLUMNS.join(", "),
+                    USER_LOGINS.name
                 ),
                 &[&index.as_str()],
             )
@@ -79,5 +80,18 @@ impl VaultService {
         reason: Option<&str>,
     ) -> Result<(BlindIndex, Vec<LoginMatch>), ServiceError> {
         self.run(context, Find { field, plaintext, reason }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_match_shows_described_columns_and_looks_rows_up_by_described_mask_columns() {
+        let described: Vec<&str> = USER_LOGINS.column_names().collect();
+        for column in LoginMatch::COLUMNS.into_iter().chain(PiiField::ALL.map(PiiField::mask_column)) {
+            assert!(described.contains(&column), "{column} is not a column of {}", USER_LOGINS.name);
+        }
     }
 }
