@@ -219,3 +219,22 @@ async fn an_unknown_operation_from_a_proven_caller_is_on_the_record() {
         "each request is on the record"
     );
 }
+
+/// Pre-existing (2558d80 too), DESIGN 14 as above: a second forget of the erased
+/// plaintext answers its mask, and the mask finds its rows in `user_logins`.
+#[tokio::test]
+async fn after_forget_a_second_forget_does_not_answer_the_mask_of_the_erased_value() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let ip = sample_messages()[0]["ip"].as_str().expect("ip").to_owned();
+    let target = ForgetTarget::Plaintext(pii_vault_protocol::Plaintext::new(&*ip));
+
+    service.forget(&staff("pia"), PiiField::Ip, &target, Some(REASON)).await.expect("forget");
+    let (mask, outcome) =
+        service.forget(&staff("pia"), PiiField::Ip, &target, Some(REASON)).await.expect("again");
+    assert_eq!(outcome, Outcome::Erased);
+    let rows = db.count(&format!("SELECT count(*) FROM user_logins WHERE masked_ip = '{mask}'")).await;
+    assert_eq!(rows, 0, "the erased value's answered mask finds {rows} row(s)");
+}
