@@ -238,3 +238,43 @@ async fn after_forget_a_second_forget_does_not_answer_the_mask_of_the_erased_val
     let rows = db.count(&format!("SELECT count(*) FROM user_logins WHERE masked_ip = '{mask}'")).await;
     assert_eq!(rows, 0, "the erased value's answered mask finds {rows} row(s)");
 }
+
+/// Held: concurrent finds and reveals by user of one caller never spend more than the
+/// budget (the per-caller lock and the pending rows count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_finds_and_reveals_by_user_spend_exactly_the_budget() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = std::sync::Arc::new(vault_service(&db, &kms, 5).await);
+    let sample: Vec<_> = sample_messages().into_iter().filter(|m| m.get("user_id").is_some()).collect();
+    let mut tasks = Vec::new();
+    for (n, login) in sample.iter().take(16).enumerate() {
+        let service = service.clone();
+        let (ip, user) =
+            (login["ip"].as_str().expect("ip").to_owned(), login["user_id"].as_str().expect("u").to_owned());
+        tasks.push(tokio::spawn(async move {
+            if n % 2 == 0 {
+                service.find(&staff("ray"), PiiField::Ip, &ip, None).await.map(|_| 1)
+            } else {
+                service
+                    .reveal(&staff("ray"), &RevealTarget::UserId(user), Some(REASON))
+                    .await
+                    .map(|v| v.len())
+            }
+        }));
+    }
+    let mut spent = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(units) => spent += units,
+            Err(ServiceError::Budget { .. }) => {}
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert!(spent <= 5, "{spent} units answered on a budget of 5");
+    let counted = db
+        .count("SELECT count(*) FROM pii_audit WHERE caller LIKE '%/ray' AND field IS NOT NULL AND outcome IS DISTINCT FROM 'refused'")
+        .await;
+    assert!(counted <= 5, "{counted} rows spent");
+}
