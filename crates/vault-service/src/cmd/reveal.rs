@@ -12,6 +12,7 @@ use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, RecordedValue, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{BlindIndex, PiiField, SealedValue};
+use login_etl_core::event::text::is_invisible;
 use pii_vault_protocol::{Outcome, Plaintext, RevealTarget, Revealed};
 
 struct Reveal<'a> {
@@ -38,11 +39,13 @@ impl Operation for Reveal<'_> {
             RevealTarget::Mask { field, mask } => {
                 Described { field: Some(*field), blind_index: BlindIndex::parse(mask), target: None }
             }
+            // Only an id a `user_logins` row could hold; the raw text of any other is never
+            // recorded (the row is written before the caller is authorized).
             RevealTarget::UserId(id) => {
-                Described { target: Some(format!("user_id:{id}")), ..Described::default() }
+                Described { target: row_id(id).map(|id| format!("user_id:{id}")), ..Described::default() }
             }
             RevealTarget::MessageId(id) => {
-                Described { target: Some(format!("message_id:{id}")), ..Described::default() }
+                Described { target: row_id(id).map(|id| format!("message_id:{id}")), ..Described::default() }
             }
         }
     }
@@ -54,6 +57,11 @@ impl Operation for Reveal<'_> {
     fn validate(self) -> Result<Target, ServiceError> {
         Ok(match self.target {
             RevealTarget::Mask { field, mask } => Target::Mask(*field, parse_mask(mask)?),
+            RevealTarget::UserId(id) | RevealTarget::MessageId(id) if row_id(id).is_none() => {
+                return Err(ServiceError::BadRequest(format!(
+                    "an id is 1 to {MAX_ID_CHARS} characters, without control or invisible characters"
+                )));
+            }
             RevealTarget::UserId(id) => Target::Rows { column: "user_id", value: id.clone() },
             RevealTarget::MessageId(id) => Target::Rows { column: "sqs_message_id", value: id.clone() },
         })
@@ -83,6 +91,15 @@ impl Operation for Reveal<'_> {
             }
         }
     }
+}
+
+/// The width of `user_logins.user_id` and `user_logins.sqs_message_id`.
+const MAX_ID_CHARS: usize = 128;
+
+/// `id`, if a `user_logins` row could hold it (and so the audit may record it).
+fn row_id(id: &str) -> Option<&str> {
+    let fits = !id.is_empty() && id.chars().count() <= MAX_ID_CHARS;
+    (fits && !id.chars().any(|c| c.is_control() || is_invisible(c))).then_some(id)
 }
 
 fn revealed(

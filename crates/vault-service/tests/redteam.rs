@@ -1,0 +1,280 @@
+//! Red-team findings against the vault service, each a test that fails while the finding
+//! stands: what a caller in no role, a staff member or a hostile body can still do.
+
+use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
+use login_etl_core::crypto::PiiField;
+use pii_vault_protocol::{ForgetTarget, Outcome, RevealTarget};
+use pii_vault_service::http::{self, Access};
+use pii_vault_service::{RequestContext, ServiceError};
+use testkit::*;
+
+/// A caller the transport proved, in neither role.
+fn nobody() -> RequestContext {
+    RequestContext {
+        caller: "arn:aws:sts::123456789012:assumed-role/other/nobody".into(),
+        request_id: format!("req-{}", unique_suffix()),
+        staff: false,
+        key_admin: false,
+    }
+}
+
+/// (outcome, octet length of target) of each audit row of one request.
+async fn rows_of(db: &TestDb, request_id: &str) -> Vec<(Option<String>, Option<i32>)> {
+    db.connect()
+        .await
+        .query(
+            "SELECT outcome, octet_length(target) FROM pii_audit WHERE request_id = $1 ORDER BY id",
+            &[&request_id],
+        )
+        .await
+        .expect("audit rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Regression (2558d80 refused a caller in no role before recording anything it typed):
+/// the request row now records the caller's user or message id before authorization, as
+/// text Postgres cannot hold when it carries a NUL. The insert fails, so a caller in no
+/// role knocks and leaves no row at all (answered `audit_unavailable`), and staff asking
+/// for such an id leave none either.
+#[tokio::test]
+async fn a_target_with_a_nul_is_refused_on_the_record_not_answered_unrecorded() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+
+    for target in [RevealTarget::UserId("u\u{0}x".into()), RevealTarget::MessageId("m\u{0}x".into())] {
+        let caller = nobody();
+        let error = service.reveal(&caller, &target, Some(REASON)).await.expect_err("no role");
+        assert!(matches!(error, ServiceError::NotAllowed { .. }), "{target:?}: {error}");
+        assert_eq!(
+            rows_of(&db, &caller.request_id).await.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+            vec![Some("refused".to_owned())],
+            "{target:?}: the knock is on the record"
+        );
+
+        let caller = staff("ola");
+        let error = service.reveal(&caller, &target, Some(REASON)).await.expect_err("malformed id");
+        assert!(matches!(error, ServiceError::BadRequest(_)), "{target:?}: {error}");
+        assert_eq!(
+            rows_of(&db, &caller.request_id).await.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+            vec![Some("refused".to_owned())],
+            "{target:?}: the malformed request is on the record"
+        );
+    }
+}
+
+/// Regression: a caller in no role writes whatever it likes, as large as a function URL
+/// body allows (6 MB), into the append-only audit (the user id of a reveal is recorded
+/// before authorization, unbounded; `user_logins.user_id` holds at most 128 characters).
+#[tokio::test]
+async fn a_caller_in_no_role_cannot_write_megabytes_into_the_append_only_audit() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+
+    let huge = "A".repeat(1_000_000);
+    for target in [RevealTarget::UserId(huge.clone()), RevealTarget::MessageId(huge.clone())] {
+        let caller = nobody();
+        let error = service.reveal(&caller, &target, Some(REASON)).await.expect_err("no role");
+        assert!(matches!(error, ServiceError::NotAllowed { .. }), "{error}");
+        let rows = rows_of(&db, &caller.request_id).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].0.as_deref(), Some("refused"));
+        assert!(rows[0].1.unwrap_or_default() <= 256, "target of {:?} bytes recorded", rows[0].1);
+    }
+    // Staff asking for an id no row can have: refused, recorded, bounded.
+    let caller = staff("ola");
+    let error = service.reveal(&caller, &RevealTarget::UserId(huge), Some(REASON)).await.expect_err("long");
+    assert!(matches!(error, ServiceError::BadRequest(_)), "{error}");
+    let rows = rows_of(&db, &caller.request_id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].1.unwrap_or_default() <= 256, "target of {:?} bytes recorded", rows[0].1);
+}
+
+/// Pre-existing (2558d80 too), against DESIGN 14 ("after forget, nothing a person can
+/// reach links the erased value to its rows"): a find of the erased plaintext still
+/// answers its rows.
+#[tokio::test]
+async fn after_forget_a_find_no_longer_links_the_value_to_its_rows() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let ip = sample_messages()[0]["ip"].as_str().expect("ip").to_owned();
+
+    let (_, outcome) = service
+        .forget(
+            &staff("pia"),
+            PiiField::Ip,
+            &ForgetTarget::Plaintext(pii_vault_protocol::Plaintext::new(&*ip)),
+            Some(REASON),
+        )
+        .await
+        .expect("forget");
+    assert_eq!(outcome, Outcome::Forgotten);
+    match service.find(&staff("pia"), PiiField::Ip, &ip, None).await {
+        Err(ServiceError::Erased(_)) => {}
+        Ok((_, rows)) => assert!(rows.is_empty(), "find links the erased value to {} row(s)", rows.len()),
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// Pre-existing (2558d80 too), against DESIGN 14 ("no operation is an oracle for guesses
+/// without spending budget"): with the budget spent, a forget by plaintext still tells
+/// whether a guessed value is in the vault (forgotten / unknown) and answers its mask,
+/// which `user_logins` (the analyst's table) maps to the value's rows.
+#[tokio::test]
+async fn forget_by_plaintext_is_no_oracle_once_the_budget_is_spent() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 1).await;
+    let sample = sample_messages();
+    let seen = sample[1]["ip"].as_str().expect("ip").to_owned();
+
+    service
+        .find(&staff("quinn"), PiiField::Ip, sample[0]["ip"].as_str().expect("ip"), None)
+        .await
+        .expect("one unit");
+    let error = service.find(&staff("quinn"), PiiField::Ip, &seen, None).await.expect_err("spent");
+    assert!(matches!(error, ServiceError::Budget { .. }), "{error}");
+
+    let guess = |ip: &str| ForgetTarget::Plaintext(pii_vault_protocol::Plaintext::new(ip));
+    let answers = [
+        service.forget(&staff("quinn"), PiiField::Ip, &guess(&seen), Some(REASON)).await,
+        service.forget(&staff("quinn"), PiiField::Ip, &guess("203.0.113.77"), Some(REASON)).await,
+    ];
+    for answer in answers {
+        match answer {
+            Err(ServiceError::Budget { .. }) => {}
+            Ok((mask, outcome)) => panic!("over budget, a guess answered {outcome:?} and its mask {mask}"),
+            Err(error) => panic!("{error}"),
+        }
+    }
+}
+
+fn event(user_arn: &str, body: &str) -> LambdaFunctionUrlRequest {
+    serde_json::from_value(serde_json::json!({
+        "version": "2.0", "rawPath": "/", "rawQueryString": "", "headers": {},
+        "requestContext": {"requestId": "r", "timeEpoch": 0, "http": {"method": "POST", "path": "/"},
+                           "authorizer": {"iam": {"userArn": user_arn}}},
+        "body": body, "isBase64Encoded": false,
+    }))
+    .expect("event")
+}
+
+fn access() -> Access {
+    Access {
+        staff_role: Some("arn:aws:iam::123456789012:role/pii-vault-staff".into()),
+        key_admin_role: Some("arn:aws:iam::123456789012:role/pii-vault-key-admin".into()),
+        local_identity: None,
+    }
+}
+
+/// Pre-existing (2558d80 too), against DESIGN 14 ("budgets and audit name the person, not
+/// a label the caller chooses"): the budget is per assumed-role session ARN, and the
+/// session name is whatever the person passed to `sts:AssumeRole` (the stack constrains
+/// neither `sts:RoleSessionName` nor a source identity). A new session name, a new budget.
+#[tokio::test]
+async fn a_new_session_name_is_not_a_new_budget() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 1).await;
+    let sample = sample_messages();
+    let mut statuses = Vec::new();
+    for (n, login) in sample.iter().take(3).enumerate() {
+        let body = serde_json::json!({"op": "find", "field": "ip", "value": login["ip"], "reason": null});
+        let arn = format!("arn:aws:sts::123456789012:assumed-role/pii-vault-staff/alice-{n}");
+        let answer =
+            http::handle(&service, &access(), event(&arn, &body.to_string()), &format!("r-{n}")).await;
+        statuses.push(answer.status_code);
+    }
+    assert_eq!(statuses, vec![200, 429, 429], "one person, three session names, three budgets");
+}
+
+/// Pre-existing (2558d80 too): a proven caller's malformed body or unknown operation is
+/// answered 400 and leaves no row: not every request is on the record.
+#[tokio::test]
+async fn an_unknown_operation_from_a_proven_caller_is_on_the_record() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let arn = "arn:aws:sts::123456789012:assumed-role/other/mallory";
+    for (n, body) in
+        [r#"{"op": "dump-vault"}"#, r#"{"op": "find", "field": "ip"}"#, "not json"].iter().enumerate()
+    {
+        let answer = http::handle(&service, &access(), event(arn, body), &format!("u-{n}")).await;
+        assert_eq!(answer.status_code, 400, "{:?}", answer.body);
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM pii_audit WHERE caller LIKE '%/mallory' AND outcome = 'refused'")
+            .await,
+        3,
+        "each request is on the record"
+    );
+}
+
+/// Pre-existing (2558d80 too), DESIGN 14 as above: a second forget of the erased
+/// plaintext answers its mask, and the mask finds its rows in `user_logins`.
+#[tokio::test]
+async fn after_forget_a_second_forget_does_not_answer_the_mask_of_the_erased_value() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let ip = sample_messages()[0]["ip"].as_str().expect("ip").to_owned();
+    let target = ForgetTarget::Plaintext(pii_vault_protocol::Plaintext::new(&*ip));
+
+    service.forget(&staff("pia"), PiiField::Ip, &target, Some(REASON)).await.expect("forget");
+    let (mask, outcome) =
+        service.forget(&staff("pia"), PiiField::Ip, &target, Some(REASON)).await.expect("again");
+    assert_eq!(outcome, Outcome::Erased);
+    let rows = db.count(&format!("SELECT count(*) FROM user_logins WHERE masked_ip = '{mask}'")).await;
+    assert_eq!(rows, 0, "the erased value's answered mask finds {rows} row(s)");
+}
+
+/// Held: concurrent finds and reveals by user of one caller never spend more than the
+/// budget (the per-caller lock and the pending rows count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_finds_and_reveals_by_user_spend_exactly_the_budget() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = std::sync::Arc::new(vault_service(&db, &kms, 5).await);
+    let sample: Vec<_> = sample_messages().into_iter().filter(|m| m.get("user_id").is_some()).collect();
+    let mut tasks = Vec::new();
+    for (n, login) in sample.iter().take(16).enumerate() {
+        let service = service.clone();
+        let (ip, user) =
+            (login["ip"].as_str().expect("ip").to_owned(), login["user_id"].as_str().expect("u").to_owned());
+        tasks.push(tokio::spawn(async move {
+            if n % 2 == 0 {
+                service.find(&staff("ray"), PiiField::Ip, &ip, None).await.map(|_| 1)
+            } else {
+                service
+                    .reveal(&staff("ray"), &RevealTarget::UserId(user), Some(REASON))
+                    .await
+                    .map(|v| v.len())
+            }
+        }));
+    }
+    let mut spent = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(units) => spent += units,
+            Err(ServiceError::Budget { .. }) => {}
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert!(spent <= 5, "{spent} units answered on a budget of 5");
+    let counted = db
+        .count("SELECT count(*) FROM pii_audit WHERE caller LIKE '%/ray' AND field IS NOT NULL AND outcome IS DISTINCT FROM 'refused'")
+        .await;
+    assert!(counted <= 5, "{counted} rows spent");
+}
