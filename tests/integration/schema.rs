@@ -126,7 +126,7 @@ async fn the_user_logins_description_matches_the_migrated_table_and_every_differ
              ALTER TABLE user_logins ALTER COLUMN app_version TYPE bigint;
              ALTER TABLE user_logins ALTER COLUMN locale SET NOT NULL;
              ALTER TABLE user_logins DROP COLUMN index_key_version;
-             ALTER TABLE user_logins ADD COLUMN os_version varchar(32);
+             ALTER TABLE user_logins ADD COLUMN not_described varchar(32);
              ALTER TABLE user_logins ALTER COLUMN loaded_at DROP DEFAULT;",
         )
         .await
@@ -141,7 +141,7 @@ async fn the_user_logins_description_matches_the_migrated_table_and_every_differ
             "index_key_version is described but not in the table",
             "loaded_at is in the table but neither described nor filled by the table",
             "locale may be NULL in the description but not in the table",
-            "os_version is in the table but neither described nor filled by the table",
+            "not_described is in the table but neither described nor filled by the table",
         ]
     );
 }

@@ -1,4 +1,4 @@
-//! Reading a message body as JSON, one pass, no intermediate tree: the six known fields
+//! Reading a message body as JSON, one pass, no intermediate tree: the known fields ([`Field::ALL`])
 //! are picked out as they stream by (strings borrowed from the body where JSON allows),
 //! unknown fields are skipped and counted, and a field given twice is noticed. Two JSON
 //! parsers disagree on which of two duplicate keys wins; we take neither.
@@ -42,9 +42,9 @@ impl<'a> RawBody<'a> {
         }
     }
 
-    /// The field's value; a missing key is an error even for nullable fields, because
-    /// every producer of this queue sends all six keys.
-    pub(super) fn take(&mut self, field: Field) -> Result<Slot<'a>, RejectReason> {
+    /// The field's raw value, for the tests of the reader.
+    #[cfg(test)]
+    fn take(&mut self, field: Field) -> Result<Slot<'a>, RejectReason> {
         self.slots[field as usize].take().ok_or(RejectReason::MissingField(field))
     }
 
@@ -55,7 +55,6 @@ impl<'a> RawBody<'a> {
 
     /// A string field that may be null, or absent altogether: for a field that producers
     /// added later, so older apps do not send it (see docs/extending.md).
-    #[cfg_attr(not(test), expect(dead_code, reason = "the kind a new optional field uses"))]
     pub(super) fn optional_text(&mut self, field: Field) -> Result<Option<Cow<'a, str>>, RejectReason> {
         match self.slots[field as usize].take() {
             None | Some(Slot::Null) => Ok(None),
@@ -64,13 +63,13 @@ impl<'a> RawBody<'a> {
         }
     }
 
-    /// A string field that may be null, but must be there.
+    /// A string field that may be null, but must be there: a missing key is an error,
+    /// because every producer of this queue sends the field.
     pub(super) fn nullable_text(&mut self, field: Field) -> Result<Option<Cow<'a, str>>, RejectReason> {
-        match self.take(field)? {
-            Slot::Text(text) => Ok(Some(text)),
-            Slot::Null => Ok(None),
-            Slot::NotText => Err(RejectReason::WrongType(field)),
+        if self.slots[field as usize].is_none() {
+            return Err(RejectReason::MissingField(field));
         }
+        self.optional_text(field)
     }
 }
 
@@ -140,7 +139,7 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
     }
 }
 
-/// An object key: one of the six field names (after JSON unescaping), or another.
+/// An object key: one of the known field names (after JSON unescaping), or another.
 enum Key {
     Known(Field),
     Unknown,
