@@ -8,7 +8,7 @@ PROGRESS := scripts/progress.sh
 CARGO_NOISE := '^ *(Compiling|Checking|Downloaded|Downloading|Finished|Updating|Locking|Adding|Executable) '
 WITH_ENV := source .stack/env &&
 
-.PHONY: deps check-layers init-keys stack bench bench-smoke test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package deploy lint-template test-lint-template venv fuzz fuzz-build
+.PHONY: deps check-layers init-keys stack bench bench-smoke test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package rust-target sam sam-build deploy lint-template test-lint-template venv fuzz fuzz-build
 
 ## Everything CI checks: formatting, clippy, unit and integration tests on the local stack.
 test: check-fmt lint check-layers stack check-compose test-lint-template
@@ -81,26 +81,56 @@ venv:
 deps:
 	@$(STACK) deps
 
-# The deployable bootstrap for provided.al2023. ARCH=arm64|x86_64 (default: this machine's;
-# cross-building needs the Rust target and zig). Without zig, cargo-lambda builds with cargo.
-ARCH ?= $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
-LAMBDA_FLAGS = --release --bin login-etl $(if $(filter arm64,$(ARCH)),--arm64,--x86-64) \
-	$(if $(shell command -v zig 2>/dev/null),,--compiler cargo)
-## Build target/lambda/login-etl/bootstrap.
-build: venv
-	PATH="$$PWD/.venv/bin:$$PATH" cargo lambda build $(LAMBDA_FLAGS)
-	@ls -l target/lambda/login-etl/bootstrap
+# The deployable bootstraps for provided.al2023, one per function of template.yaml.
+# ARCH=arm64|x86_64, default this machine's. The host's architecture builds with cargo's own
+# compiler (no zig); a cross build (ARCH=arm64 on x86_64, or the reverse) with zig, which
+# cargo-lambda's PyPI package brings into .venv (ziglang), for the Rust target rustup adds.
+FUNCTIONS := login-etl pii-vault-service
+HOST_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
+ARCH ?= $(HOST_ARCH)
+RUST_TARGET = $(if $(filter arm64,$(ARCH)),aarch64,x86_64)-unknown-linux-gnu
+LAMBDA_COMPILER ?= $(if $(filter $(HOST_ARCH),$(ARCH)),cargo,cargo-zigbuild)
+# cargo-lambda (and zig, found as `python3 -m ziglang`) from .venv; the compiler also for sam.
+LAMBDA_ENV = PATH="$$PWD/.venv/bin:$$PATH" CARGO_LAMBDA_COMPILER=$(LAMBDA_COMPILER)
+LAMBDA_FLAGS = --release $(addprefix --bin ,$(FUNCTIONS)) $(if $(filter arm64,$(ARCH)),--arm64,--x86-64) \
+	--compiler $(LAMBDA_COMPILER)
+LAMBDA_OUT = $${CARGO_TARGET_DIR:-target}/lambda
+CHECK_BOOTSTRAP = python3 scripts/check-bootstrap.py $(ARCH)
+SAM = SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam
 
-## Build and zip it: target/lambda/login-etl/bootstrap.zip.
-package: venv
-	PATH="$$PWD/.venv/bin:$$PATH" cargo lambda build $(LAMBDA_FLAGS) --output-format zip
-	@ls -l target/lambda/login-etl/bootstrap.zip
+## Build target/lambda/{login-etl,pii-vault-service}/bootstrap for ARCH.
+build: venv rust-target
+	$(LAMBDA_ENV) cargo lambda build $(LAMBDA_FLAGS)
+	$(CHECK_BOOTSTRAP) $(foreach f,$(FUNCTIONS),$(LAMBDA_OUT)/$(f)/bootstrap)
 
-## sam deploy (guided the first time, then from samconfig.toml). Needs the SAM CLI and AWS credentials.
+## Build and zip them: target/lambda/{login-etl,pii-vault-service}/bootstrap.zip.
+package: venv rust-target
+	$(LAMBDA_ENV) cargo lambda build $(LAMBDA_FLAGS) --output-format zip
+	$(CHECK_BOOTSTRAP) $(foreach f,$(FUNCTIONS),$(LAMBDA_OUT)/$(f)/bootstrap.zip)
+
+# The Rust standard library for ARCH (already there for the host's own).
+rust-target:
+	@rustup target list --installed | grep -qx $(RUST_TARGET) || rustup target add $(RUST_TARGET)
+
+## The SAM CLI in .venv-sam (its own venv: its pins would change the test venv's boto3).
+sam: venv
+	@$(STACK) sam-venv
+
+## `sam build` of template.yaml for ARCH, offline (no AWS credentials; what CI runs so the
+## deploy path cannot rot): .aws-sam/build/{LoginEtlFunction,VaultServiceFunction}/bootstrap.
+sam-build: sam rust-target
+	$(LAMBDA_ENV) $(SAM) build --beta-features --parameter-overrides Architecture=$(ARCH)
+	$(CHECK_BOOTSTRAP) .aws-sam/build/LoginEtlFunction/bootstrap .aws-sam/build/VaultServiceFunction/bootstrap
+
+# The Architecture a samconfig.toml deploys with, if any: the build must match it.
+SAMCONFIG_ARCH = $(shell grep -oE 'Architecture=\\?"?(arm64|x86_64)' samconfig.toml 2>/dev/null | grep -oE 'arm64|x86_64' | head -1)
+## sam build for ARCH, then sam deploy (guided the first time, then from samconfig.toml).
+## Needs AWS credentials.
 deploy: lint-template
-	@command -v sam >/dev/null || { echo "install the SAM CLI first (pip install aws-sam-cli)"; exit 1; }
-	sam build --beta-features
-	if [ -f samconfig.toml ]; then sam deploy; else sam deploy --guided --parameter-overrides Architecture=$(ARCH); fi
+	@if [ -n "$(SAMCONFIG_ARCH)" ] && [ "$(SAMCONFIG_ARCH)" != "$(ARCH)" ]; then \
+	  echo "samconfig.toml deploys Architecture=$(SAMCONFIG_ARCH): make deploy ARCH=$(SAMCONFIG_ARCH)"; exit 1; fi
+	$(MAKE) sam-build ARCH=$(ARCH)
+	if [ -f samconfig.toml ]; then $(SAM) deploy; else $(SAM) deploy --guided --parameter-overrides Architecture=$(ARCH); fi
 
 ## Module graphs without cycles, pure event/ and crypto/, and an ingest function that links
 ## nothing that reads the vault (its crate graph and its built binary); each check self-tested.

@@ -6,6 +6,7 @@
 #   scripts/stack.sh deps    install the system packages the stack needs, if missing
 #                            (PostgreSQL server, psql, Python venv, openssl; as root or with sudo)
 #   scripts/stack.sh venv    create/refresh .venv from requirements-dev.txt
+#   scripts/stack.sh sam-venv  create/refresh .venv-sam (the SAM CLI) from requirements-sam.txt
 #   scripts/stack.sh up      deps + venv, start what is missing; write .stack/env (source it)
 #   scripts/stack.sh down    stop and remove what `up` started
 #   scripts/stack.sh env     print .stack/env
@@ -75,16 +76,19 @@ as_pg() {
   if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
+# A virtualenv (default .venv) from a requirements file (default requirements-dev.txt),
+# reinstalled when that file changes.
 cmd_venv() {
-  local stamp="$venv/.requirements.sha"
-  local want; want=$(sha1sum "$root/requirements-dev.txt" | cut -d' ' -f1)
-  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
-  log "installing Python tools into .venv (pip; about half a minute the first time)"
-  python3 -m venv "$venv"
+  local dir=${1:-$venv} requirements=${2:-$root/requirements-dev.txt}
+  local stamp="$dir/.requirements.sha"
+  local want; want=$(sha1sum "$requirements" | cut -d' ' -f1)
+  if [ -x "$dir/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  log "installing Python tools into ${dir#"$root"/} (pip; the first time about half a minute for .venv, two for .venv-sam)"
+  python3 -m venv "$dir"
   # pip's own lines are counted, not shown (a line of progress every 10 s); warnings and errors are shown.
   "$root/scripts/progress.sh" pip packages \
     '^(Looking in|Collecting|Requirement already satisfied|Installing collected packages:|Successfully installed|Building wheels for collected packages|Using cached|Downloading|Processing) |^ +(Downloading|Using cached|Preparing metadata|Installing build dependencies|Getting requirements to build|Building wheel|Created wheel|Stored in directory|Attempting uninstall|Found existing installation|Uninstalling|Successfully uninstalled)' \
-    "$venv/bin/pip" install --progress-bar off --disable-pip-version-check -r "$root/requirements-dev.txt"
+    "$dir/bin/pip" install --progress-bar off --disable-pip-version-check -r "$requirements"
   echo "$want" >"$stamp"
 }
 
@@ -168,8 +172,9 @@ cmd_down() {
 case "${1:-}" in
   deps) cmd_deps ;;
   venv) cmd_deps; cmd_venv ;;
+  sam-venv) cmd_deps; cmd_venv "$root/.venv-sam" "$root/requirements-sam.txt" ;;
   up) cmd_up ;;
   down) cmd_down ;;
   env) cat "$state/env" ;;
-  *) echo "usage: $0 deps|venv|up|down|env" >&2; exit 2 ;;
+  *) echo "usage: $0 deps|venv|sam-venv|up|down|env" >&2; exit 2 ;;
 esac
