@@ -308,7 +308,7 @@ async fn a_connection_killed_in_the_middle_of_a_copied_batch_is_retried_with_the
         .expect("row trigger");
 
     let (response, stats) =
-        handler::handle_with_stats(&app, event(&many_logins(1000, "stream"))).await.expect("retried");
+        handler::handle_with_stats(&app, event(&many_logins(1000, "copied"))).await.expect("retried");
 
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((stats.retries, stats.written, stats.already_present), (1, 1000, 0));

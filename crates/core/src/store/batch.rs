@@ -105,7 +105,7 @@ const INSERT_VAULT: &str = r#"
 /// row; BENCHMARKS.md says by how much at each batch size). `COPY` cannot skip a row
 /// already there, so it runs after a savepoint: if a message id exists (a re-delivery), the
 /// rows go again from the savepoint by INSERT. The one threshold of the write path.
-pub const COPY_MIN_ROWS: usize = 256;
+pub const COPY_MIN_ROWS: usize = 1000;
 
 /// How a batch's login rows are loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
