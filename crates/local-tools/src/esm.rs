@@ -109,6 +109,9 @@ pub struct DrainSummary {
     pub already_present: u64,
     pub rejected_by_reason: BTreeMap<String, usize>,
     pub deleted: usize,
+    /// Deletes SQS refused (e.g. a receipt handle outdated by a redelivery): the message
+    /// comes back, and is then already present.
+    pub delete_failed: usize,
     pub failed_invocations: usize,
     pub vault_values_added: u64,
     pub retries: u64,
@@ -332,6 +335,7 @@ async fn process_batch(
             .await
             .map_err(sqs_error("DeleteMessageBatch"))?;
         summary.deleted += output.successful().len();
+        summary.delete_failed += output.failed().len();
         for failure in output.failed() {
             tracing::warn!(
                 code = failure.code(),

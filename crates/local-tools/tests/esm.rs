@@ -44,8 +44,10 @@ async fn drains_the_exercise_queue_into_99_rows_and_the_bad_messages_into_the_dl
     assert_eq!(db.count("SELECT count(DISTINCT user_id) FROM user_logins").await, 99);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.queue_url).await.expect("depth").total(), 0);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.dlq_url).await.expect("dlq").total(), 3);
-    // Each bad message was received maxReceiveCount times before the redrive moved it.
-    assert_eq!(summary.rejected(), 3 * 2);
+    // Each bad message was rejected on each delivery, at most maxReceiveCount times, before
+    // the redrive moved it. (Not always exactly: under load, moto sometimes moves a
+    // message whose visibility ran out during a receive without delivering it again.)
+    assert!((3..=3 * 2).contains(&summary.rejected()), "{summary:?}");
     assert_eq!(
         esm::dead_letter_queue_url(&queues.sqs, &queues.queue_url).await.expect("redrive"),
         Some(queues.dlq_url.clone())
@@ -98,9 +100,10 @@ async fn a_database_outage_mid_drain_deletes_nothing_and_loses_nothing() {
     assert!(summary.failed_invocations > 0, "the outage must have been hit: {summary:?}");
     // Only messages that are in user_logins are ever deleted. A message whose visibility
     // timeout ran out while the database recovered may come back once more after it was
-    // written: it is then already present, deleted again, and adds no row.
+    // written (its first delete then may fail on an outdated receipt handle): it is then
+    // already present, deleted again, and adds no row.
     assert_eq!(summary.written, 99);
-    assert_eq!(summary.deleted as u64, summary.written + summary.already_present);
+    assert_eq!((summary.deleted + summary.delete_failed) as u64, summary.written + summary.already_present);
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.queue_url).await.expect("depth").total(), 0);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.dlq_url).await.expect("dlq").total(), 1);
@@ -150,5 +153,5 @@ async fn every_backend_terminated_again_and_again_while_draining_loses_and_doubl
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.queue_url).await.expect("depth").total(), 0);
     // Only the two malformed messages reached the DLQ.
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.dlq_url).await.expect("dlq").total(), 2);
-    assert_eq!(summary.written + summary.already_present, summary.deleted as u64);
+    assert_eq!(summary.written + summary.already_present, (summary.deleted + summary.delete_failed) as u64);
 }
