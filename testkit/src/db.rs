@@ -92,6 +92,20 @@ impl TestDb {
             .await
     }
 
+    /// Flips one bit of the ciphertext of the vault row (`field`, `mask`), as an attacker
+    /// with write access to the table would: opening it must then fail.
+    pub async fn tamper_vault_row(&self, field: &str, mask: &str) {
+        self.connect()
+            .await
+            .execute(
+                "UPDATE pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
+                  WHERE field = $1 AND blind_index = $2",
+                &[&field, &mask],
+            )
+            .await
+            .expect("tamper");
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.connect().await.query_one(sql, &[]).await.expect(sql).get(0)
     }

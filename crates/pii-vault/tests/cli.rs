@@ -97,15 +97,7 @@ async fn the_tool_refuses_without_reason_says_errors_once_and_names_missing_sett
     );
 
     // A tampered row: refused, the error said once.
-    db.connect()
-        .await
-        .execute(
-            "UPDATE pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
-              WHERE field = 'ip' AND blind_index = $1",
-            &[&index.as_str()],
-        )
-        .await
-        .expect("tamper");
+    db.tamper_vault_row("ip", index.as_str()).await;
     let output = pii_vault(url, &["reveal", "--masked-ip", index.as_str(), "--reason", REASON]);
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());

@@ -633,15 +633,7 @@ async fn a_reveal_by_user_records_each_value_before_decrypting_and_leaves_no_row
     assert_eq!(rows[0].3, Some(format!("user_id:{user}")));
 
     // One value cannot be decrypted: that value failed, the request failed, nothing open.
-    db.connect()
-        .await
-        .execute(
-            "UPDATE pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
-              WHERE field = 'ip' AND blind_index = $1",
-            &[&ip.as_str()],
-        )
-        .await
-        .expect("tamper");
+    db.tamper_vault_row("ip", ip.as_str()).await;
     let service = vault_service(&db, &kms, 100).await;
     let nia = staff("nia");
     let error =
