@@ -136,7 +136,7 @@ deploy: lint-template
 ## nothing that reads the vault (its crate graph and its built binary); each check self-tested.
 check-layers:
 	python3 scripts/check-layers.py --self-test >/dev/null
-	cargo build --quiet --bin login-etl
+	$(PROGRESS) "cargo build (login-etl)" crates $(CARGO_NOISE) cargo build --bin login-etl
 	python3 scripts/check-layers.py
 
 check-fmt: deps
