@@ -129,6 +129,8 @@ fn config_for(db: &TestDb, kms: &Kms, pool_size: usize) -> Config {
         kms_key_id: kms.key_id().to_owned(),
         pool_size,
         retry_budget: DEFAULT_RETRY_BUDGET,
+        outage: Default::default(),
+        replay_queue_arn: None,
     }
 }
 
@@ -189,14 +191,14 @@ async fn copy_baseline(out: &mut Vec<String>) {
         // into a fresh database.
         let fresh = TestDb::new().await;
         let writer = cold_start(&fresh, &kms).await;
-        let prepared = handler::prepare(&app.keyring, decode(&bytes)).expect("prepare");
+        let prepared = handler::prepare(&app.keyring, decode(&bytes), None).expect("prepare");
         let started = Instant::now();
         write_batch(&writer.pool, &prepared.rows, &writer.retry, writer.login_load).await.expect("write");
         write_times.push(started.elapsed());
 
         // Its vault statement alone (INSERT … ON CONFLICT DO NOTHING), into a fresh database.
         let vault_rows = prepared.rows.vault().to_vec();
-        let vault_only = PreparedBatch::new(Vec::new(), vault_rows);
+        let vault_only = PreparedBatch::new(Vec::new(), Vec::new(), vault_rows);
         let fresh = TestDb::new().await;
         let writer = cold_start(&fresh, &kms).await;
         let started = Instant::now();
@@ -246,6 +248,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
                         SqlType::Timestamptz => {
                             Box::new(row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(i))
                         }
+                        SqlType::Bytea => Box::new(row.get::<_, Option<Vec<u8>>>(i)),
                     }
                 })
                 .collect();
@@ -306,7 +309,7 @@ async fn login_load(out: &mut Vec<String>) {
         let mut times: HashMap<&str, Vec<Duration>> = HashMap::new();
         for rep in 0..=reps {
             let bytes = event_bytes(size, &format!("load{size}r{rep}"), rep * 13);
-            let prepared = handler::prepare(&insert_app.keyring, decode(&bytes)).expect("prepare");
+            let prepared = handler::prepare(&insert_app.keyring, decode(&bytes), None).expect("prepare");
             let mut runs = [("insert", &insert_app, LoginLoad::Insert), ("copy", &copy_app, LoginLoad::Copy)];
             if rep % 2 == 1 {
                 runs.reverse();
@@ -348,7 +351,7 @@ async fn crypto_alone(out: &mut Vec<String>) {
         let event = decode(&bytes);
         decode_best = decode_best.min(started.elapsed());
         let started = Instant::now();
-        let batch = handler::prepare(&app.keyring, event).expect("prepare");
+        let batch = handler::prepare(&app.keyring, event, None).expect("prepare");
         best = best.min(started.elapsed());
         assert!(!batch.rows.logins().is_empty());
     }
@@ -421,8 +424,14 @@ async fn child(kind: &str) {
     );
     let kms = Kms::new(client.clone(), key_id.clone());
     let database = login_etl_core::config::database::parse_database_url(&db_url).expect("url");
-    let config =
-        Config { database, kms_key_id: key_id.clone(), pool_size: 2, retry_budget: DEFAULT_RETRY_BUDGET };
+    let config = Config {
+        database,
+        kms_key_id: key_id.clone(),
+        pool_size: 2,
+        retry_budget: DEFAULT_RETRY_BUDGET,
+        outage: Default::default(),
+        replay_queue_arn: None,
+    };
     let init_started = Instant::now();
     let app = App::init(&config, &kms).await.expect("cold start");
     let init = init_started.elapsed();

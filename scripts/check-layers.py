@@ -28,6 +28,7 @@ CRATES = {
     "pii-vault-protocol": REPO / "crates/vault-protocol/src",
     "pii-vault": REPO / "crates/pii-vault/src",
     "login-etl-local-tools": REPO / "crates/local-tools/src",
+    "login-etl-housekeeping": REPO / "crates/housekeeping/src",
 }
 # Pure layers of the core and the crates each may use.
 PURE = {
@@ -37,6 +38,7 @@ PURE = {
 }
 # What the ingest function must not depend on.
 FORBIDDEN_FOR_INGEST = {"pii-vault-service", "pii-vault-protocol", "pii-vault", "login-etl-local-tools",
+                        "login-etl-housekeeping",
                         "login-etl-migrations", "clap", "reqwest", "anyhow"}
 # SQL that reads the vault, or any mention of the audit, in the ingest binary.
 FORBIDDEN_IN_BINARY = [

@@ -147,6 +147,10 @@ export AWS_REGION='$region'
 export AWS_DEFAULT_REGION='$region'
 export AWS_ACCESS_KEY_ID='testing'
 export AWS_SECRET_ACCESS_KEY='testing'
+# The failure path, scaled to the local queue's ${VISIBILITY_TIMEOUT:-2} s visibility: a batch the
+# database cannot take is hidden 2, 4, 8 … up to 60 s (the template: 300 s up to 41,400 s).
+export VISIBILITY_BACKOFF_BASE_SECONDS='${VISIBILITY_TIMEOUT:-2}'
+export VISIBILITY_BACKOFF_MAX_SECONDS='60'
 EOF
   # Queues and the KMS key alias (idempotent; a restarted moto starts empty).
   (source "$state/env" && "$venv/bin/python" "$root/scripts/local_aws.py" setup \

@@ -1,7 +1,7 @@
-//! The function's resources, built once per cold start: the connection pool and the
-//! unwrapped keys. Every batch of that instance reuses them.
+//! The function's resources once they are ready: the connection pool and the unwrapped
+//! keys. Built on the first batch that can reach the database and KMS (see
+//! [`crate::function`]), then reused by every batch of that instance.
 
-use aws_config::SdkConfig;
 use deadpool_postgres::Pool;
 
 use login_etl_core::config::{Config, ConfigError};
@@ -25,6 +25,8 @@ pub struct App {
     pub retry: RetryPolicy,
     /// Whether large batches may load their login rows with `COPY` (checked once).
     pub login_load: LoginLoad,
+    /// The replay queue's ARN: only its records' replay attributes are honoured.
+    pub replay_queue: Option<String>,
 }
 
 impl App {
@@ -39,14 +41,12 @@ impl App {
             tracing::warn!(reason, "login rows will be inserted, never copied");
         }
         drop(client);
-        Ok(App { pool, keyring, retry: RetryPolicy::with_budget(config.retry_budget), login_load })
-    }
-
-    /// `init` with the settings read from the environment (see `config`) and the AWS SDK
-    /// configuration the binary loaded once.
-    pub async fn from_env(sdk: &SdkConfig) -> Result<App, InitError> {
-        let config = Config::from_env(sdk).await?;
-        let kms = Kms::new(aws_sdk_kms::Client::new(sdk), config.kms_key_id.clone());
-        App::init(&config, &kms).await
+        Ok(App {
+            pool,
+            keyring,
+            retry: RetryPolicy::with_budget(config.retry_budget),
+            login_load,
+            replay_queue: config.replay_queue_arn.clone(),
+        })
     }
 }

@@ -1,26 +1,34 @@
-//! The `login-etl` Lambda function: resources once at init, then one call per batch.
+//! The `login-etl` Lambda function: configuration at init (no database, no KMS), then one
+//! call per batch (see `function.rs` for the resources and the failure path).
 #![forbid(unsafe_code)]
 
+use std::time::Instant;
+
 use aws_lambda_events::sqs::SqsEvent;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use login_etl::{App, handler};
+use lambda_runtime::{Context, Error, LambdaEvent, service_fn};
+use login_etl::Function;
 use login_etl_core::error::report;
 use login_etl_core::{config, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let app = init().await.inspect_err(|error| {
+    let function = init().await.inspect_err(|error| {
         tracing::error!(error = %report(&**error), "init failed");
     })?;
-    let app = &app;
+    let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        handler::handle(app, event.payload).await
+        function.invoke(event.payload, deadline(&event.context)).await
     }))
     .await
 }
 
-async fn init() -> Result<App, Error> {
+async fn init() -> Result<Function, Error> {
     let sdk = config::aws_sdk_config().await?;
-    Ok(App::from_env(&sdk).await?)
+    Ok(Function::from_env(&sdk).await?)
+}
+
+/// The invocation's deadline as an `Instant`.
+fn deadline(context: &Context) -> Instant {
+    Instant::now() + config::invocation_time_left(context.deadline)
 }

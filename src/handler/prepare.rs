@@ -1,13 +1,15 @@
 //! The pure part of a batch (no I/O): validate each record, mask the PII of the valid ones,
-//! seal each distinct value once, and hand the store a [`PreparedBatch`]; report the
-//! rejected records.
+//! seal each distinct value once, seal the body of each rejected one for the quarantine,
+//! and hand the store a [`PreparedBatch`]. Only a record that cannot even be quarantined
+//! (its id fits no column) is reported back to SQS as an item failure.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use login_etl_core::crypto::{BlindIndex, PiiField, SealError};
-use login_etl_core::event::{LoginEvent, RejectReason};
+use login_etl_core::event::{LoginEvent, MessageId, ReadablePii, RejectReason};
 use login_etl_core::keys::Keyring;
-use login_etl_core::store::{LoginRow, PreparedBatch, VaultRow};
+use login_etl_core::replay::{self, ReplayOrigin};
+use login_etl_core::store::{LoginRow, PreparedBatch, QuarantineRow, Source, VaultRow};
 use zeroize::Zeroizing;
 
 use super::{BatchStats, Rejection};
@@ -20,36 +22,63 @@ pub struct Prepared {
     pub stats: BatchStats,
 }
 
-/// Parses, masks and seals the whole batch. An error (a value that cannot be sealed) fails
-/// the batch before anything is written.
-pub fn prepare(keyring: &Keyring, event: SqsEvent) -> Result<Prepared, SealError> {
+/// Parses, masks and seals the whole batch. Records from `replay_queue` (the queue only the
+/// vault service may send to) keep the original id and `SentTimestamp` their attributes
+/// carry. An error (a value that cannot be sealed) fails the batch before anything is
+/// written.
+pub fn prepare(
+    keyring: &Keyring,
+    event: SqsEvent,
+    replay_queue: Option<&str>,
+) -> Result<Prepared, SealError> {
     let mut stats = BatchStats { received: event.records.len(), ..BatchStats::default() };
-    let mut rejections = Vec::new();
+    let mut response = SqsBatchResponse::default();
     let mut values = Vec::with_capacity(event.records.len() * 2);
     let mut logins = Vec::with_capacity(event.records.len());
-    for (position, mut record) in event.records.into_iter().enumerate() {
+    let mut quarantine = Vec::new();
+    for mut record in event.records {
         // An empty id in batchItemFailures fails the whole batch, so a record without one
         // can only be logged. SQS always sets it; hand-made events might not.
-        let Some(message_id) = record.message_id.take().filter(|id| !id.is_empty()) else {
+        let Some(sqs_id) = record.message_id.take().filter(|id| !id.is_empty()) else {
             stats.unidentifiable += 1;
             tracing::error!(reason = "missing_message_id", "record without messageId skipped");
             continue;
         };
-        let accepted = accept(&record);
-        // The body (ip and device id in clear) is wiped as soon as it is parsed.
-        drop(record.body.take().map(Zeroizing::new));
+        let Ok(sqs_message_id) = MessageId::parse(sqs_id.clone()) else {
+            // No table can key it: left to the queue, whose redrive policy ends it in the DLQ.
+            stats.unstorable_ids += 1;
+            tracing::error!(
+                reason = "unstorable_message_id",
+                "record whose messageId fits no column left on the queue"
+            );
+            response.add_failure(sqs_id);
+            continue;
+        };
+        // The body (ip and device id in clear) is wiped when this iteration ends.
+        let body = record.body.take().map(Zeroizing::new);
+        let origin = origin(&record, sqs_message_id, replay_queue, &mut stats);
+        let accepted =
+            origin.verdict.clone().and_then(|()| accept(origin.sent_at, body.as_ref().map(|b| b.as_str())));
         let (sent_at, login) = match accepted {
             Ok(accepted) => accepted,
             Err(reason) => {
                 tracing::warn!(
-                    message_id = %message_id,
+                    message_id = %origin.sqs_message_id,
+                    original_message_id = (origin.source == Source::Replay).then(|| origin.key.as_str()),
                     reason = reason.code(),
                     field = reason.field().map(|f| f.name()),
                     detail = %reason,
-                    "message rejected"
+                    "message rejected; quarantined"
                 );
                 *stats.rejected_by_reason.entry(reason.code()).or_default() += 1;
-                rejections.push((position, Rejection { message_id, reason }));
+                quarantine.push(quarantine_row(
+                    keyring,
+                    &origin,
+                    &reason,
+                    &record,
+                    body.as_ref().map(|b| b.as_str()),
+                )?);
+                stats.rejections.push(Rejection { message_id: origin.sqs_message_id.into_string(), reason });
                 continue;
             }
         };
@@ -68,7 +97,7 @@ pub fn prepare(keyring: &Keyring, event: SqsEvent) -> Result<Prepared, SealError
             plaintext: device_id,
         });
         logins.push(LoginRow {
-            sqs_message_id: message_id,
+            sqs_message_id: origin.key.into_string(),
             sent_at,
             details,
             masked_ip,
@@ -88,12 +117,90 @@ pub fn prepare(keyring: &Keyring, event: SqsEvent) -> Result<Prepared, SealError
         })
         .collect::<Result<Vec<_>, SealError>>()?;
 
-    let mut response = SqsBatchResponse::default();
-    for (_, rejection) in rejections {
-        response.add_failure(rejection.message_id.clone());
-        stats.rejections.push(rejection);
+    Ok(Prepared { rows: PreparedBatch::new(logins, quarantine, vault), response, stats })
+}
+
+/// Who a record is, for the rows: its own id and `SentTimestamp`, or, for a replay from
+/// the replay queue, the original message's.
+struct Origin {
+    sqs_message_id: MessageId,
+    /// The id its rows are keyed by.
+    key: MessageId,
+    attempt: i32,
+    source: Source,
+    sent_at: Option<DateTime<Utc>>,
+    /// `Err` when the record is a replay whose attributes are unusable.
+    verdict: Result<(), RejectReason>,
+}
+
+fn origin(
+    record: &SqsMessage,
+    sqs_message_id: MessageId,
+    replay_queue: Option<&str>,
+    stats: &mut BatchStats,
+) -> Origin {
+    let attribute = |name: &str| record.message_attributes.get(name).and_then(|a| a.string_value.as_deref());
+    let from_replay_queue = replay_queue.is_some() && record.event_source_arn.as_deref() == replay_queue;
+    let own = |verdict| Origin {
+        key: sqs_message_id.clone(),
+        sqs_message_id: sqs_message_id.clone(),
+        attempt: 0,
+        source: if from_replay_queue { Source::Replay } else { Source::Queue },
+        sent_at: sent_timestamp(record),
+        verdict,
+    };
+    if !from_replay_queue {
+        if replay::ATTRIBUTES.iter().any(|name| record.message_attributes.contains_key(*name)) {
+            // Only the vault service can send to the replay queue: from anywhere else these
+            // attributes prove nothing, and must neither suppress nor backdate a row.
+            stats.replay_attributes_ignored += 1;
+            tracing::warn!(message_id = %sqs_message_id, "replay attributes on a record not from the replay queue ignored");
+        }
+        return own(Ok(()));
     }
-    Ok(Prepared { rows: PreparedBatch::new(logins, vault), response, stats })
+    match ReplayOrigin::from_attributes(attribute) {
+        Ok(replayed) => {
+            stats.replays += 1;
+            Origin {
+                sqs_message_id,
+                key: replayed.message_id,
+                attempt: replayed.attempt,
+                source: Source::Replay,
+                sent_at: Some(replayed.sent_at),
+                verdict: Ok(()),
+            }
+        }
+        Err(error) => {
+            tracing::warn!(message_id = %sqs_message_id, %error, "replay without usable attributes");
+            own(Err(RejectReason::InvalidReplayAttributes))
+        }
+    }
+}
+
+/// A rejected record as the quarantine keeps it: reason, attributes, the blind indexes of
+/// whatever PII can be read, and the body sealed to its id and attempt.
+fn quarantine_row(
+    keyring: &Keyring,
+    origin: &Origin,
+    reason: &RejectReason,
+    record: &SqsMessage,
+    body: Option<&str>,
+) -> Result<QuarantineRow, SealError> {
+    let body = body.unwrap_or_default();
+    let pii = ReadablePii::of(body);
+    let index = |field, value: &str| keyring.indexer.index(field, value);
+    Ok(QuarantineRow {
+        message_id: origin.key.clone(),
+        attempt: origin.attempt,
+        source: origin.source,
+        reason_code: reason.code(),
+        field: reason.field().map(|f| f.name()),
+        sent_at: origin.sent_at,
+        receive_count: record.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()),
+        masked_ip: pii.ip.map(|ip| index(PiiField::Ip, &Zeroizing::new(ip.canonical()))),
+        masked_device_id: pii.device_id.as_ref().map(|id| index(PiiField::DeviceId, id.canonical())),
+        sealed: keyring.data_key.seal_body(origin.key.as_str(), origin.attempt, body)?,
+    })
 }
 
 /// A value to vault, wiped from memory when dropped.
@@ -109,9 +216,12 @@ impl Value {
     }
 }
 
-fn accept(record: &SqsMessage) -> Result<(DateTime<Utc>, LoginEvent), RejectReason> {
-    let sent_at = sent_timestamp(record).ok_or(RejectReason::InvalidSentTimestamp)?;
-    let body = record.body.as_deref().ok_or(RejectReason::MissingBody)?;
+fn accept(
+    sent_at: Option<DateTime<Utc>>,
+    body: Option<&str>,
+) -> Result<(DateTime<Utc>, LoginEvent), RejectReason> {
+    let sent_at = sent_at.ok_or(RejectReason::InvalidSentTimestamp)?;
+    let body = body.ok_or(RejectReason::MissingBody)?;
     if body.trim().is_empty() {
         return Err(RejectReason::EmptyBody);
     }
@@ -159,8 +269,8 @@ mod tests {
             })
             .collect();
         let event: SqsEvent = serde_json::from_value(json!({ "Records": records })).expect("event");
-        let batch = prepare(&keyring(), event).expect("prepare");
-        assert!(batch.response.batch_item_failures.is_empty(), "{:?}", batch.stats.rejections);
+        let batch = prepare(&keyring(), event, None).expect("prepare");
+        assert!(batch.stats.rejections.is_empty(), "{:?}", batch.stats.rejections);
         // Rows come sorted by message id: put them back in input order.
         let mut rows: Vec<_> = batch.rows.logins().iter().collect();
         rows.sort_by_key(|row| row.sqs_message_id.trim_start_matches('m').parse::<usize>().unwrap_or(0));
@@ -243,8 +353,9 @@ mod tests {
     }
 
     #[test]
-    fn rows_come_in_lock_order_each_value_once_and_failures_in_batch_order() {
-        let Prepared { rows, response, stats } = prepare(&keyring(), shuffled_event(3000)).expect("prepare");
+    fn rows_come_in_lock_order_each_value_once_and_rejections_quarantined() {
+        let Prepared { rows, response, stats } =
+            prepare(&keyring(), shuffled_event(3000), None).expect("prepare");
         let (logins, vault) = (rows.logins(), rows.vault());
         // Ids non-decreasing bytewise (the duplicate id is adjacent), vault keys strictly
         // increasing (each value once).
@@ -257,11 +368,15 @@ mod tests {
             .flat_map(|l| [("ip", l.masked_ip.as_str()), ("device_id", l.masked_device_id.as_str())])
             .collect();
         assert_eq!(vault.len(), used.len());
-        // Item failures stay in batch order.
-        let failed: Vec<&str> =
-            response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-        let expected: Vec<String> =
+        // Every rejected record is quarantined, in lock order, and none is an item failure.
+        assert!(response.batch_item_failures.is_empty());
+        let mut expected: Vec<String> =
             (0..3000).filter(|i| i % 50 == 0).map(|i| format!("m-{}", i * 7919 % 3000 * 31 % 3000)).collect();
-        assert_eq!(failed, expected);
+        let rejected: Vec<&str> = stats.rejections.iter().map(|r| r.message_id.as_str()).collect();
+        assert_eq!(rejected, expected, "rejections in batch order");
+        expected.sort();
+        let quarantined: Vec<&str> = rows.quarantine().iter().map(|q| q.message_id.as_str()).collect();
+        assert_eq!(quarantined, expected);
+        assert!(rows.quarantine().iter().all(|q| q.reason_code == "missing_field" && q.attempt == 0));
     }
 }

@@ -117,6 +117,8 @@ impl TestDb {
             kms_key_id: String::new(),
             pool_size: 2,
             retry_budget: login_etl_core::config::DEFAULT_RETRY_BUDGET,
+            outage: Default::default(),
+            replay_queue_arn: None,
         }
     }
 }
@@ -140,6 +142,18 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// The message ids in the quarantine, sorted bytewise.
+pub async fn quarantined_ids(db: &TestDb) -> Vec<String> {
+    db.connect()
+        .await
+        .query("SELECT message_id FROM login_quarantine ORDER BY message_id COLLATE \"C\", attempt", &[])
+        .await
+        .expect("quarantine")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }
 
 /// A connection with the function's own connect (TLS as the config asks).

@@ -18,16 +18,18 @@ mod db;
 mod events;
 mod lambda;
 mod logs;
+mod outage;
 mod tls;
 mod vault;
 
 pub use aws::{TestQueues, aws_endpoint, new_kms, sdk_config};
-pub use db::{TestDb, connect, url_of};
+pub use db::{TestDb, connect, quarantined_ids, url_of};
 pub use events::{FIRST_SENT_MS, event, failed_ids, load_event, login_body, many_logins, sample_messages};
 pub use lambda::{LocalLambda, LocalVaultService, free_port, workspace_binary};
 pub use logs::LogCapture;
+pub use outage::{DatabaseProxy, Mode};
 pub use tls::TlsCluster;
-pub use vault::{REASON, cold_start, init_keys, key_admin, loaded_by_writer, staff, vault_service};
+pub use vault::{REASON, cold_start, function, init_keys, key_admin, loaded_by_writer, staff, vault_service};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

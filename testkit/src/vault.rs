@@ -1,6 +1,7 @@
 //! The keys, a cold start of the function, the vault service in process, and its callers.
 
-use login_etl::{App, handler};
+use login_etl::{App, Function, handler};
+use login_etl_core::config::outage::OutagePolicy;
 use login_etl_core::keys::Kms;
 use login_etl_core::store;
 use pii_vault_service::{RequestContext, VaultService};
@@ -18,6 +19,25 @@ pub async fn cold_start(db: &TestDb, kms: &Kms) -> App {
     App::init(&db.app_config(), kms).await.expect("init")
 }
 
+/// The function as Lambda runs it: configuration only, resources on its first batch, the
+/// failure path hiding batches on their queue as `outage` says. The keys are created first.
+pub async fn function(
+    db: &TestDb,
+    kms: &Kms,
+    database: tokio_postgres::Config,
+    outage: OutagePolicy,
+) -> Function {
+    init_keys(db, kms).await;
+    let mut config = db.app_config();
+    config.database = database.into();
+    config.outage = outage;
+    Function::new(
+        config,
+        kms.clone(),
+        aws_sdk_sqs::Client::new(&crate::sdk_config(&crate::aws_endpoint()).await),
+    )
+}
+
 /// The vault service, connected as a login in `login_etl_vault_service`.
 pub async fn vault_service(db: &TestDb, kms: &Kms, reveal_budget_per_day: u32) -> VaultService {
     let pool = store::pool(db.login_in("login_etl_vault_service").await.into(), 4).expect("pool");
@@ -33,8 +53,10 @@ pub async fn loaded_by_writer(db: &TestDb, kms: &Kms) -> App {
     let mut config = db.app_config();
     config.database = db.login_in("login_etl_writer").await.into();
     let app = App::init(&config, kms).await.expect("the writer loads the keys");
-    let response = handler::handle(&app, load_event("events/login-queue-100.json")).await.expect("batch");
-    assert_eq!(response.batch_item_failures.len(), 1);
+    let (response, stats) =
+        handler::handle_with_stats(&app, load_event("events/login-queue-100.json")).await.expect("batch");
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((stats.written, stats.quarantined), (99, 1), "the malformed message is quarantined");
     app
 }
 

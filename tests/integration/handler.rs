@@ -11,16 +11,45 @@ use serde_json::Value;
 use testkit::*;
 
 #[tokio::test]
-async fn the_exercise_queue_gives_99_rows_and_fails_exactly_the_malformed_message() {
+async fn the_exercise_queue_gives_99_rows_and_quarantines_exactly_the_malformed_message_sealed() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
     let event = load_event("events/login-queue-100.json");
     let malformed_id = event.records[12].message_id.clone().expect("id");
-    assert!(event.records[12].body.as_deref().unwrap_or_default().contains("oops_wrong_msg_type"));
+    let malformed_body = event.records[12].body.clone().expect("body");
+    let malformed_sent: i64 = event.records[12].attributes["SentTimestamp"].parse().expect("ms");
+    assert!(malformed_body.contains("oops_wrong_msg_type"));
 
     let (response, stats) = handler::handle_with_stats(&app, event).await.expect("batch");
 
-    assert_eq!(failed_ids(&response), vec![malformed_id]);
+    // Quarantined, so processed: SQS deletes it on this first receive.
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(quarantined_ids(&db).await, vec![malformed_id.clone()]);
+    assert_eq!(stats.quarantined, 1);
+    let row = db
+        .connect()
+        .await
+        .query_one(
+            "SELECT reason_code, field, (extract(epoch FROM sent_at) * 1000)::int8, receive_count, source,
+                    attempt, key_version, nonce, ciphertext, masked_ip, masked_device_id
+               FROM login_quarantine",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert_eq!(row.get::<_, &str>(0), "missing_field");
+    assert_eq!(row.get::<_, Option<&str>>(1), Some("user_id"));
+    assert_eq!(row.get::<_, i64>(2), malformed_sent);
+    assert_eq!(row.get::<_, Option<i32>>(3), Some(1));
+    assert_eq!((row.get::<_, &str>(4), row.get::<_, i32>(5)), ("queue", 0));
+    let ciphertext: Vec<u8> = row.get(8);
+    assert!(!ciphertext.windows(11).any(|w| w == b"oops_wrong_"), "the body is sealed, not stored");
+    let sealed = SealedValue::from_stored(row.get(6), row.get::<_, &[u8]>(7), ciphertext).expect("sealed");
+    let opened = app.keyring.data_key.open_body(&malformed_id, 0, &sealed).expect("opens bound to its id");
+    assert_eq!(opened.as_str(), malformed_body);
+    assert!(app.keyring.data_key.open_body(&malformed_id, 1, &sealed).is_err(), "bound to its attempt");
+    // A body without ip or device id leaves no mask.
+    assert_eq!((row.get::<_, Option<&str>>(9), row.get::<_, Option<&str>>(10)), (None, None));
     assert_eq!(stats.written, 99);
     assert_eq!(stats.rejected_by_reason.get("missing_field"), Some(&1));
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
@@ -66,7 +95,7 @@ async fn the_exercise_queue_gives_99_rows_and_fails_exactly_the_malformed_messag
 }
 
 #[tokio::test]
-async fn a_mixed_batch_fails_exactly_its_bad_messages_and_writes_every_good_one() {
+async fn a_mixed_batch_quarantines_exactly_its_bad_messages_and_writes_every_good_one() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
     let event = load_event("events/mixed-batch.json");
@@ -79,7 +108,8 @@ async fn a_mixed_batch_fails_exactly_its_bad_messages_and_writes_every_good_one(
 
     let mut sorted_bad = expected_bad.clone();
     sorted_bad.sort();
-    assert_eq!(failed_ids(&response), sorted_bad);
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(quarantined_ids(&db).await, sorted_bad);
     let written: HashSet<String> = db
         .connect()
         .await
@@ -108,14 +138,17 @@ async fn a_mixed_batch_fails_exactly_its_bad_messages_and_writes_every_good_one(
 }
 
 #[tokio::test]
-async fn records_without_body_or_sent_timestamp_are_item_failures_and_never_empty_ids() {
+async fn records_without_body_or_timestamp_are_quarantined_and_only_unkeyable_ids_are_item_failures() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
+    let long_id = "x".repeat(129);
     let mut event = event(&[
         ("good".into(), login_body("u1", "10.0.0.1", "d-1")),
         ("no-body".into(), String::new()),
         ("no-timestamp".into(), login_body("u2", "10.0.0.2", "d-2")),
         ("no-id".into(), login_body("u3", "10.0.0.3", "d-3")),
+        (long_id.clone(), login_body("u4", "10.0.0.4", "d-4")),
+        ("bell\u{7}".into(), login_body("u5", "10.0.0.5", "d-5")),
     ]);
     event.records[1].body = None;
     event.records[2].attributes.remove("SentTimestamp");
@@ -123,10 +156,53 @@ async fn records_without_body_or_sent_timestamp_are_item_failures_and_never_empt
 
     let (response, stats) = handler::handle_with_stats(&app, event).await.expect("batch");
 
-    assert_eq!(failed_ids(&response), vec!["no-body".to_string(), "no-timestamp".to_string()]);
+    // Ids no column can hold go back to the queue (and so, in the end, to the DLQ).
+    assert_eq!(failed_ids(&response), vec!["bell\u{7}".to_string(), long_id]);
     assert!(response.batch_item_failures.iter().all(|f| !f.item_identifier.is_empty()));
-    assert_eq!(stats.unidentifiable, 1);
+    assert_eq!(quarantined_ids(&db).await, vec!["no-body".to_string(), "no-timestamp".to_string()]);
+    let reasons: Vec<(String, Option<String>)> = db
+        .connect()
+        .await
+        .query("SELECT reason_code, (sent_at IS NULL)::text FROM login_quarantine ORDER BY message_id", &[])
+        .await
+        .expect("reasons")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("missing_body".into(), Some("false".into())),
+            ("invalid_sent_timestamp".into(), Some("true".into()))
+        ]
+    );
+    assert_eq!((stats.unidentifiable, stats.unstorable_ids), (1, 2));
     assert_eq!(stats.written, 1);
+}
+
+#[tokio::test]
+async fn a_quarantined_body_keeps_the_masks_of_the_pii_it_holds_so_forget_can_reach_it() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    // Rejected for its app_version; its ip (spelled oddly) and device id are readable.
+    let body = r#"{"user_id": "u", "app_version": "x", "device_type": "ios", "ip": " ::ffff:198.51.100.7 ",
+                   "locale": null, "device_id": "dev-77"}"#;
+    handler::handle_with_stats(&app, event(&[("q1".into(), body.into())])).await.expect("batch");
+    let row = db
+        .connect()
+        .await
+        .query_one("SELECT reason_code, masked_ip, masked_device_id FROM login_quarantine", &[])
+        .await
+        .expect("row");
+    assert_eq!(row.get::<_, &str>(0), "invalid_app_version");
+    assert_eq!(
+        row.get::<_, Option<&str>>(1),
+        Some(app.keyring.indexer.index(PiiField::Ip, "198.51.100.7").as_str())
+    );
+    assert_eq!(
+        row.get::<_, Option<&str>>(2),
+        Some(app.keyring.indexer.index(PiiField::DeviceId, "dev-77").as_str())
+    );
 }
 
 #[tokio::test]
@@ -197,8 +273,10 @@ async fn redelivery_adds_nothing_and_a_new_cold_start_keeps_the_masks() {
     let masks_before = masks(&db).await;
 
     let (response, stats) = handler::handle_with_stats(&app, event.clone()).await.expect("redelivery");
-    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(response.batch_item_failures.is_empty());
     assert_eq!((stats.written, stats.already_present), (0, 99));
+    assert_eq!(stats.quarantined, 0, "a redelivered rejected message is quarantined once");
+    assert_eq!(db.count("SELECT count(*) FROM login_quarantine").await, 1);
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
     assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 198);
 

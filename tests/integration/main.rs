@@ -6,6 +6,7 @@ mod concurrency;
 mod faults;
 mod handler;
 mod hostile;
+mod quarantine;
 mod schema;
 mod tls;
 mod trace_logs;

@@ -77,6 +77,8 @@ async fn the_function_connects_with_verify_full() {
         kms_key_id: kms.key_id().to_owned(),
         pool_size: 2,
         retry_budget: login_etl_core::config::DEFAULT_RETRY_BUDGET,
+        outage: Default::default(),
+        replay_queue_arn: None,
     };
     let app = login_etl::App::init(&config, &kms).await.expect("cold start over TLS");
     let (_, stats) = login_etl::handler::handle_with_stats(&app, load_event("events/duplicates.json"))

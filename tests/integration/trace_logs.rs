@@ -45,12 +45,13 @@ async fn at_trace_the_function_logs_no_ip_or_device_id() {
         .filter(|line| line.get("_aws").is_some())
         .collect();
     let batches: Vec<&Value> = emf.iter().filter(|line| line.get("Received").is_some()).collect();
-    let counts =
-        |line: &Value| ["Received", "Written", "AlreadyPresent", "Rejected"].map(|name| line[name].as_f64());
+    let counts = |line: &Value| {
+        ["Received", "Written", "AlreadyPresent", "Rejected", "Quarantined"].map(|name| line[name].as_f64())
+    };
     assert_eq!(batches.len(), 3);
-    assert_eq!(counts(batches[0]), [Some(100.0), Some(99.0), Some(0.0), Some(1.0)]);
-    assert_eq!(counts(batches[1]), [Some(20.0), Some(10.0), Some(0.0), Some(10.0)]);
-    assert_eq!(counts(batches[2]), [Some(6.0), Some(6.0), Some(0.0), Some(0.0)]);
+    assert_eq!(counts(batches[0]), [Some(100.0), Some(99.0), Some(0.0), Some(1.0), Some(1.0)]);
+    assert_eq!(counts(batches[1]), [Some(20.0), Some(10.0), Some(0.0), Some(10.0), Some(10.0)]);
+    assert_eq!(counts(batches[2]), [Some(6.0), Some(6.0), Some(0.0), Some(0.0), Some(0.0)]);
     assert!(batches.iter().all(|line| line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "login-etl"));
     assert!(batches.iter().all(|line| line["BatchDuration"].as_f64().is_some_and(|ms| ms > 0.0)));
     let by_reason: Vec<(&str, f64)> = emf

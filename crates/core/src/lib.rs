@@ -19,5 +19,6 @@ pub mod error;
 pub mod event;
 pub mod keys;
 pub mod metrics;
+pub mod replay;
 pub mod store;
 pub mod telemetry;

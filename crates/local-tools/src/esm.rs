@@ -1,9 +1,11 @@
 //! A local SQS event source mapping: what AWS Lambda's SQS trigger does, in-process.
 //! Pollers long-poll `ReceiveMessage` (10 per call); the batcher gathers up to
 //! `batch_size` messages within `batching_window`, builds a real `SqsEvent`, calls the
-//! same handler as the Lambda, then deletes what succeeded. Item failures are left for
-//! the queue's visibility timeout and redrive policy (→ DLQ); when the handler fails,
-//! nothing of the batch is deleted.
+//! same function code as the Lambda (`Function::handle`: resources on first use, the
+//! failure path that hides a batch it cannot write), then deletes what succeeded. Item
+//! failures are left for the queue's visibility timeout and redrive policy (→ DLQ); when
+//! the invocation fails, nothing of the batch is deleted. Each invocation gets the
+//! deadline a Lambda invocation would (`function_timeout`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -17,10 +19,10 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
 };
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tracing_subscriber::fmt::MakeWriter;
 
-use login_etl::{App, handler};
+use login_etl::Function;
 use login_etl_core::error::report;
 
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub struct EsmOptions {
     /// Progress on one rewritten line of a terminal (else a log line per batch). Log lines
     /// then go through [`LogWriter`], so they do not start at the end of that line.
     pub progress: bool,
+    /// The function's timeout: each invocation's deadline is this far from its start.
+    pub function_timeout: Duration,
 }
 
 /// Whether the progress line is open on stderr: printed without its newline.
@@ -108,11 +112,20 @@ pub struct DrainSummary {
     pub written: u64,
     pub already_present: u64,
     pub rejected_by_reason: BTreeMap<String, usize>,
+    /// Quarantine rows added.
+    pub quarantined: u64,
     pub deleted: usize,
     /// Deletes SQS refused (e.g. a receipt handle outdated by a redelivery): the message
     /// comes back, and is then already present.
     pub delete_failed: usize,
     pub failed_invocations: usize,
+    /// Failed invocations that failed at once (the database was unreachable moments ago).
+    pub failed_fast: usize,
+    /// Messages the failed invocations hid on the queue for the backoff.
+    pub hidden: usize,
+    /// Messages of failed invocations that could not be hidden (SQS too slow or failing):
+    /// they come back after the queue's visibility timeout instead.
+    pub not_hidden: usize,
     pub vault_values_added: u64,
     pub retries: u64,
     pub unidentifiable: usize,
@@ -187,7 +200,7 @@ pub async fn dead_letter_queue_url(
 /// Runs until the queue is empty (with `until_empty`) or `stop` is set. A batch in flight
 /// when `stop` is set is finished and deleted first.
 pub async fn run(
-    app: &App,
+    function: &Function,
     sqs: &aws_sdk_sqs::Client,
     options: &EsmOptions,
     stop: Arc<AtomicBool>,
@@ -197,9 +210,16 @@ pub async fn run(
     let queue_arn = attributes.get(&QueueAttributeName::QueueArn).cloned().unwrap_or_default();
     let region = sqs.config().region().map(|r| r.to_string()).unwrap_or_default();
 
-    let (sender, mut receiver) = mpsc::channel::<Message>(options.batch_size.max(10) * 2);
+    // Pollers receive only what the function will take next (at most one batch ahead), so
+    // no message waits in this process past its visibility timeout and comes back with a
+    // receive count the function never saw: receive counts stay the function's own, as the
+    // failure path's backoff needs.
+    let demand = Arc::new(Semaphore::new(options.batch_size));
+    let (sender, mut receiver) = mpsc::channel::<Message>(options.batch_size);
     let pollers: Vec<_> = (0..options.pollers.max(1))
-        .map(|_| tokio::spawn(poll(sqs.clone(), options.clone(), sender.clone(), stop.clone())))
+        .map(|_| {
+            tokio::spawn(poll(sqs.clone(), options.clone(), sender.clone(), demand.clone(), stop.clone()))
+        })
         .collect();
     drop(sender);
 
@@ -227,7 +247,9 @@ pub async fn run(
                 _ => break,
             }
         }
-        process_batch(app, sqs, options, &queue_arn, &region, batch, &mut summary).await?;
+        let taken = batch.len();
+        process_batch(function, sqs, options, &queue_arn, &region, batch, &mut summary).await?;
+        demand.add_permits(taken);
         summary.elapsed = started.elapsed();
         report_progress(options, &summary);
     }
@@ -245,36 +267,50 @@ async fn poll(
     sqs: aws_sdk_sqs::Client,
     options: EsmOptions,
     sender: mpsc::Sender<Message>,
+    demand: Arc<Semaphore>,
     stop: Arc<AtomicBool>,
 ) {
     while !stop.load(Ordering::SeqCst) {
+        // One message of demand at least, up to ten; what is not received is given back.
+        let Ok(first) =
+            tokio::time::timeout(Duration::from_millis(200), demand.clone().acquire_owned()).await
+        else {
+            continue;
+        };
+        let Ok(first) = first else { return };
+        let mut wanted: usize = 1;
+        first.forget();
+        while wanted < 10 && demand.try_acquire().map(|p| p.forget()).is_ok() {
+            wanted += 1;
+        }
         let received = sqs
             .receive_message()
             .queue_url(&options.queue_url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(wanted as i32)
             .wait_time_seconds(options.wait_time_seconds)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .send()
             .await;
-        match received {
-            Ok(output) => {
-                for message in output.messages.unwrap_or_default() {
-                    if sender.send(message).await.is_err() {
-                        return;
-                    }
-                }
-            }
+        let messages = match received {
+            Ok(output) => output.messages.unwrap_or_default(),
             Err(error) => {
                 tracing::warn!(error = %DisplayErrorContext(error), "ReceiveMessage failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                Vec::new()
+            }
+        };
+        demand.add_permits(wanted.saturating_sub(messages.len()));
+        for message in messages {
+            if sender.send(message).await.is_err() {
+                return;
             }
         }
     }
 }
 
 async fn process_batch(
-    app: &App,
+    function: &Function,
     sqs: &aws_sdk_sqs::Client,
     options: &EsmOptions,
     queue_arn: &str,
@@ -293,20 +329,28 @@ async fn process_batch(
             return Ok(());
         }
     };
-    let (response, stats) = match handler::handle_with_stats(app, event).await {
+    let deadline = Instant::now() + options.function_timeout;
+    let (response, stats) = match function.handle(event, deadline).await {
         Ok(result) => result,
-        Err(error) => {
-            // Like Lambda: an invocation error deletes nothing; SQS redelivers the batch.
+        Err(failure) => {
+            // Like Lambda: an invocation error deletes nothing; SQS redelivers the batch
+            // once the visibility the function set runs out.
             summary.failed_invocations += 1;
-            tracing::error!(error = %report(&error), messages = batch.len(), "handler failed; batch left on the queue");
+            summary.hidden += failure.hidden;
+            summary.not_hidden += failure.received.saturating_sub(failure.hidden);
+            if matches!(failure.error, login_etl::handler::BatchError::FailingFast) {
+                summary.failed_fast += 1;
+            }
+            tracing::error!(error = %report(&failure.error), messages = batch.len(), "invocation failed; batch left on the queue");
             return Ok(());
         }
     };
     summary.written += stats.written;
     summary.already_present += stats.already_present;
     summary.vault_values_added += stats.vault_values_added;
+    summary.quarantined += stats.quarantined;
     summary.retries += u64::from(stats.retries);
-    summary.unidentifiable += stats.unidentifiable;
+    summary.unidentifiable += stats.unidentifiable + stats.unstorable_ids;
     for (reason, count) in stats.rejected_by_reason {
         *summary.rejected_by_reason.entry(reason.to_owned()).or_default() += count;
     }
@@ -395,10 +439,11 @@ fn report_progress(options: &EsmOptions, summary: &DrainSummary) {
     if options.progress {
         let mut open = progress_line();
         eprint!(
-            "\resm-local: {} received, {} written, {} rejected, {} batches, {:.0} msg/s   ",
+            "\resm-local: {} received, {} written, {} quarantined, {} failed invocations, {} batches, {:.0} msg/s   ",
             summary.received,
             summary.written,
-            summary.rejected(),
+            summary.quarantined,
+            summary.failed_invocations,
             summary.batches,
             rate
         );
@@ -408,7 +453,8 @@ fn report_progress(options: &EsmOptions, summary: &DrainSummary) {
         tracing::info!(
             received = summary.received,
             written = summary.written,
-            rejected = summary.rejected(),
+            quarantined = summary.quarantined,
+            failed_invocations = summary.failed_invocations,
             batches = summary.batches,
             deleted = summary.deleted,
             "esm-local progress"

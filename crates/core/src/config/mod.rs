@@ -1,5 +1,6 @@
 //! Configuration from the environment: `DATABASE_URL` (or `DATABASE_SECRET_ARN`),
-//! `KMS_KEY_ID`, optional `DB_POOL_SIZE`, and the AWS SDK's own variables (`AWS_REGION`,
+//! `KMS_KEY_ID`, optional `DB_POOL_SIZE`, `DB_RETRY_BUDGET_MS`, the outage settings
+//! ([`outage`]), `REPLAY_QUEUE_ARN`, and the AWS SDK's own variables (`AWS_REGION`,
 //! `AWS_ENDPOINT_URL`, the default credential chain). A missing or malformed setting is an
 //! error naming it.
 //!
@@ -7,6 +8,7 @@
 //! - [`secrets`]: the database settings from a Secrets Manager secret
 
 pub mod database;
+pub mod outage;
 pub mod secrets;
 pub mod tls;
 
@@ -37,6 +39,11 @@ pub struct Config {
     /// How long transient database errors may be retried inside an invocation
     /// (`DB_RETRY_BUDGET_MS`; zero: no retry).
     pub retry_budget: Duration,
+    /// How a batch that cannot be written waits on the queue.
+    pub outage: outage::OutagePolicy,
+    /// The queue only the vault service may send to (`REPLAY_QUEUE_ARN`): its records'
+    /// replay attributes are honoured, nobody else's.
+    pub replay_queue_arn: Option<String>,
 }
 
 /// One Lambda instance handles one batch at a time: two connections cover the batch and
@@ -53,13 +60,8 @@ impl Config {
     /// Manager secret `DATABASE_SECRET_ARN` (read once, here).
     pub async fn from_env(sdk: &SdkConfig) -> Result<Config, ConfigError> {
         let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        if lookup("DATABASE_URL").is_none()
-            && let Some(secret) = lookup("DATABASE_SECRET_ARN")
-        {
-            let database = secrets::database_config(sdk, secret.trim()).await?;
-            return Self::with_database(database, lookup);
-        }
-        Self::from_lookup(lookup)
+        let database = database_from_env(sdk).await?;
+        Self::with_database(database, lookup)
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
@@ -100,8 +102,40 @@ impl Config {
                     reason: format!("expected milliseconds from 0 (no retry) to {MAX_RETRY_BUDGET_MS}"),
                 })?,
         };
-        Ok(Config { database, kms_key_id, pool_size, retry_budget })
+        let outage = outage::OutagePolicy::from_lookup(&lookup)?;
+        let replay_queue_arn = lookup("REPLAY_QUEUE_ARN").map(|arn| arn.trim().to_owned());
+        if let Some(arn) = &replay_queue_arn
+            && !(arn.starts_with("arn:") && arn.split(':').count() == 6)
+        {
+            return Err(ConfigError::Malformed {
+                var: "REPLAY_QUEUE_ARN",
+                reason: "expected an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)".into(),
+            });
+        }
+        Ok(Config { database, kms_key_id, pool_size, retry_budget, outage, replay_queue_arn })
     }
+}
+
+/// The database settings every binary reads: `DATABASE_URL`, else the Secrets Manager
+/// secret `DATABASE_SECRET_ARN` (read once, here).
+pub async fn database_from_env(sdk: &SdkConfig) -> Result<database::Database, ConfigError> {
+    let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (lookup("DATABASE_URL"), lookup("DATABASE_SECRET_ARN")) {
+        (Some(url), _) => database::parse_database_url(&url).map_err(ConfigError::DatabaseUrl),
+        (None, Some(secret)) => secrets::database_config(sdk, secret.trim()).await,
+        (None, None) => Err(ConfigError::Missing("DATABASE_URL (or DATABASE_SECRET_ARN)")),
+    }
+}
+
+/// The time an invocation has left, from its context's deadline (epoch milliseconds).
+/// `cargo lambda watch` sends the timeout itself (600000) instead of an epoch time: a value
+/// no later than now is read as that, at most Lambda's 15 minutes.
+pub fn invocation_time_left(deadline_ms: u64) -> Duration {
+    const LAMBDA_MAX_TIMEOUT_MS: u64 = 900_000;
+    let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default();
+    let left_ms =
+        if deadline_ms > now_ms { deadline_ms - now_ms } else { deadline_ms.min(LAMBDA_MAX_TIMEOUT_MS) };
+    Duration::from_millis(left_ms)
 }
 
 /// A setting that must be present and not blank, trimmed.

@@ -1,7 +1,9 @@
 //! The vault's cipher: AES-256-GCM-SIV with a random 96-bit nonce per value. The AAD
-//! binds the ciphertext to its row (field, blind index) and to the data-key version, so a
-//! ciphertext copied to another row or relabelled with another version fails to open.
-//! GCM-SIV keeps a repeated nonce from being catastrophic (it only reveals equality).
+//! binds the ciphertext to its purpose and row (a vault value: field and blind index; a
+//! quarantined message body: message id and attempt) and to the data-key version, so a
+//! ciphertext copied to another row, passed off as the other purpose, or relabelled with
+//! another version fails to open. GCM-SIV keeps a repeated nonce from being catastrophic
+//! (it only reveals equality).
 
 use std::fmt;
 
@@ -13,8 +15,10 @@ use super::{BlindIndex, KeyMaterial, PiiField};
 
 pub const NONCE_LEN: usize = 12;
 
-/// Version tag of the AAD layout, so a future layout cannot be confused with this one.
+/// Version tag of the vault AAD layout, so a future layout cannot be confused with this one.
 const AAD_DOMAIN: &[u8] = b"login-etl/pii_vault/v1";
+/// The quarantine's: another purpose, so neither kind of ciphertext opens as the other.
+const BODY_AAD_DOMAIN: &[u8] = b"login-etl/login_quarantine/v1";
 
 /// One `pii_vault` row's secret part.
 #[derive(Clone, PartialEq, Eq)]
@@ -70,21 +74,14 @@ impl DataKey {
         self.version
     }
 
+    /// Seals a vault value, bound to its row.
     pub fn seal(
         &self,
         field: PiiField,
         index: &BlindIndex,
         plaintext: &str,
     ) -> Result<SealedValue, SealError> {
-        // A nonce per seal from the thread's CSPRNG (ChaCha12, reseeded from the OS every
-        // 64 KiB): no system call per value. GCM-SIV tolerates a repeated nonce anyway.
-        let nonce = Nonce::generate_from_rng(&mut rand::rng());
-        let aad = aad(field, index, self.version);
-        let ciphertext = self
-            .cipher
-            .encrypt(&nonce, Payload { msg: plaintext.as_bytes(), aad: &aad })
-            .map_err(|_| SealError::Encrypt)?;
-        Ok(SealedValue { key_version: self.version, nonce: nonce.into(), ciphertext })
+        self.seal_with(&aad(field, index, self.version), plaintext)
     }
 
     pub fn open(
@@ -93,16 +90,44 @@ impl DataKey {
         index: &BlindIndex,
         sealed: &SealedValue,
     ) -> Result<Zeroizing<String>, SealError> {
+        self.open_with(&aad(field, index, sealed.key_version), sealed)
+    }
+
+    /// Seals a quarantined message body, bound to its message id and attempt.
+    pub fn seal_body(&self, message_id: &str, attempt: i32, body: &str) -> Result<SealedValue, SealError> {
+        self.seal_with(&body_aad(message_id, attempt, self.version), body)
+    }
+
+    pub fn open_body(
+        &self,
+        message_id: &str,
+        attempt: i32,
+        sealed: &SealedValue,
+    ) -> Result<Zeroizing<String>, SealError> {
+        self.open_with(&body_aad(message_id, attempt, sealed.key_version), sealed)
+    }
+
+    fn seal_with(&self, aad: &[u8], plaintext: &str) -> Result<SealedValue, SealError> {
+        // A nonce per seal from the thread's CSPRNG (ChaCha12, reseeded from the OS every
+        // 64 KiB): no system call per value. GCM-SIV tolerates a repeated nonce anyway.
+        let nonce = Nonce::generate_from_rng(&mut rand::rng());
+        let ciphertext = self
+            .cipher
+            .encrypt(&nonce, Payload { msg: plaintext.as_bytes(), aad })
+            .map_err(|_| SealError::Encrypt)?;
+        Ok(SealedValue { key_version: self.version, nonce: nonce.into(), ciphertext })
+    }
+
+    fn open_with(&self, aad: &[u8], sealed: &SealedValue) -> Result<Zeroizing<String>, SealError> {
         if sealed.key_version != self.version {
             return Err(SealError::WrongKeyVersion { expected: self.version, found: sealed.key_version });
         }
-        let aad = aad(field, index, sealed.key_version);
         let plaintext = Zeroizing::new(
             self.cipher
-                .decrypt(&Nonce::from(sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &aad })
+                .decrypt(&Nonce::from(sealed.nonce), Payload { msg: &sealed.ciphertext, aad })
                 .map_err(|_| SealError::Unauthentic)?,
         );
-        // The vault only ever seals UTF-8 text; anything else is not authentic.
+        // Only UTF-8 text is ever sealed; anything else is not authentic.
         String::from_utf8(plaintext.to_vec()).map(Zeroizing::new).map_err(|_| SealError::Unauthentic)
     }
 }
@@ -121,6 +146,18 @@ fn aad(field: PiiField, index: &BlindIndex, key_version: i32) -> Vec<u8> {
         aad.push(0);
     }
     aad.extend_from_slice(key_version.to_string().as_bytes());
+    aad
+}
+
+/// Length-prefixed: a message id is text from outside, so no separator is safe.
+fn body_aad(message_id: &str, attempt: i32, key_version: i32) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(BODY_AAD_DOMAIN.len() + message_id.len() + 16);
+    aad.extend_from_slice(BODY_AAD_DOMAIN);
+    aad.push(0);
+    aad.extend_from_slice(&(message_id.len() as u64).to_be_bytes());
+    aad.extend_from_slice(message_id.as_bytes());
+    aad.extend_from_slice(&attempt.to_be_bytes());
+    aad.extend_from_slice(&key_version.to_be_bytes());
     aad
 }
 
@@ -180,6 +217,24 @@ mod tests {
 
         let wrong_key = DataKey::new(1, &KeyMaterial::from_bytes([8; 32]));
         assert_eq!(wrong_key.open(PiiField::Ip, &index, &sealed), Err(SealError::Unauthentic));
+    }
+
+    #[test]
+    fn a_sealed_body_is_bound_to_its_message_and_attempt_and_is_no_vault_value() {
+        let key = DataKey::new(1, &KeyMaterial::from_bytes([9; 32]));
+        let body = r#"{"ip": "10.0.0.1"}"#;
+        let sealed = key.seal_body("m-1", 0, body).expect("seal");
+        assert_eq!(key.open_body("m-1", 0, &sealed).expect("open").as_str(), body);
+        assert_eq!(key.open_body("m-2", 0, &sealed), Err(SealError::Unauthentic));
+        assert_eq!(key.open_body("m-1", 1, &sealed), Err(SealError::Unauthentic));
+        // Neither purpose opens as the other, whatever the row says.
+        let index = index_of("10.0.0.1");
+        for field in PiiField::ALL {
+            assert_eq!(key.open(field, &index, &sealed), Err(SealError::Unauthentic));
+            let value = key.seal(field, &index, "10.0.0.1").expect("seal");
+            assert_eq!(key.open_body(index.as_str(), 0, &value), Err(SealError::Unauthentic));
+            assert_eq!(key.open_body(field.as_str(), 0, &value), Err(SealError::Unauthentic));
+        }
     }
 
     mod properties {

@@ -42,6 +42,15 @@ impl<'a> RawBody<'a> {
         }
     }
 
+    /// Parses `body` as [`RawBody::parse`] does, but keeps a field given twice (its last
+    /// value): for reading what a rejected body holds, never for accepting it.
+    pub(super) fn parse_keeping_duplicates(body: &'a str) -> Option<RawBody<'a>> {
+        match serde_json::from_str::<TopLevel<'a>>(body) {
+            Ok(TopLevel::Object(raw)) => Some(raw),
+            _ => None,
+        }
+    }
+
     /// The field's raw value, for the tests of the reader.
     #[cfg(test)]
     fn take(&mut self, field: Field) -> Result<Slot<'a>, RejectReason> {

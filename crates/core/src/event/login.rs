@@ -74,6 +74,27 @@ impl fmt::Debug for DeviceId {
     }
 }
 
+/// The PII a body holds where it can be read, as the function would read it: for a
+/// rejected body, so that its quarantined copy is found by the values' blind indexes
+/// (`forget` reaches it). A field given twice yields its last value.
+#[derive(Debug, Default)]
+pub struct ReadablePii {
+    pub ip: Option<ClientIp>,
+    pub device_id: Option<DeviceId>,
+}
+
+impl ReadablePii {
+    pub fn of(body: &str) -> ReadablePii {
+        let Some(mut raw) = RawBody::parse_keeping_duplicates(body) else {
+            return ReadablePii::default();
+        };
+        ReadablePii {
+            ip: raw.text(Field::Ip).ok().and_then(|text| ClientIp::parse(&text).ok()),
+            device_id: raw.text(Field::DeviceId).ok().and_then(|text| DeviceId::parse(&text).ok()),
+        }
+    }
+}
+
 /// A login as the app sent it, every value checked to fit its column: the details that
 /// `user_logins` keeps as they are, and the PII, which it keeps only masked.
 #[derive(Debug, Clone, PartialEq, Eq)]

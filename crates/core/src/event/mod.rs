@@ -6,9 +6,11 @@
 mod app_version;
 mod body;
 mod login;
+mod message_id;
 mod reject;
 pub mod text;
 
 pub use app_version::{AppVersion, AppVersionError, MAX_MAJOR, MAX_MINOR_OR_PATCH};
-pub use login::{ClientIp, ColumnText, DeviceId, LoginDetails, LoginEvent};
+pub use login::{ClientIp, ColumnText, DeviceId, LoginDetails, LoginEvent, ReadablePii};
+pub use message_id::{MessageId, MessageIdError};
 pub use reject::{Field, RejectReason};

@@ -85,6 +85,8 @@ pub enum RejectReason {
     AppVersionOutOfRange,
     #[error("SQS attribute SentTimestamp is missing or not epoch milliseconds")]
     InvalidSentTimestamp,
+    #[error("a replay from the replay queue lacks valid original-message attributes")]
+    InvalidReplayAttributes,
 }
 
 impl RejectReason {
@@ -107,6 +109,7 @@ impl RejectReason {
             RejectReason::InvalidAppVersion => "invalid_app_version",
             RejectReason::AppVersionOutOfRange => "app_version_out_of_range",
             RejectReason::InvalidSentTimestamp => "invalid_sent_timestamp",
+            RejectReason::InvalidReplayAttributes => "invalid_replay_attributes",
         }
     }
 

@@ -11,7 +11,8 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::table::{COPY_LOGINS, Cell, INSERT_LOGINS, USER_LOGINS};
+use super::quarantine::{INSERT_QUARANTINE, LOGIN_QUARANTINE, QuarantineRow};
+use super::table::{COPY_LOGINS, Cell, INSERT_LOGINS, Table, USER_LOGINS};
 use super::{RetryPolicy, StoreError};
 use crate::crypto::{BlindIndex, PiiField, SealedValue};
 use crate::event::LoginDetails;
@@ -46,25 +47,36 @@ impl VaultRow {
 }
 
 /// The rows of one batch, in the order the store writes them (its lock order, below):
-/// login rows by message id, vault rows by (field, blind index), each value once.
+/// login rows by message id, quarantined messages by (message id, attempt), vault rows by
+/// (field, blind index), each value once.
 #[derive(Debug, Default)]
 pub struct PreparedBatch {
     logins: Vec<LoginRow>,
+    quarantine: Vec<QuarantineRow>,
     vault: Vec<VaultRow>,
 }
 
 impl PreparedBatch {
     /// Puts the rows in lock order (bytewise, as the statements' "C" collation orders) and
     /// keeps each vault value once.
-    pub fn new(mut logins: Vec<LoginRow>, mut vault: Vec<VaultRow>) -> PreparedBatch {
+    pub fn new(
+        mut logins: Vec<LoginRow>,
+        mut quarantine: Vec<QuarantineRow>,
+        mut vault: Vec<VaultRow>,
+    ) -> PreparedBatch {
         logins.sort_by(|a, b| a.sqs_message_id.cmp(&b.sqs_message_id));
+        quarantine.sort_by(|a, b| a.key().cmp(&b.key()));
         vault.sort_by(|a, b| a.key().cmp(&b.key()));
         vault.dedup_by(|a, b| a.key() == b.key());
-        PreparedBatch { logins, vault }
+        PreparedBatch { logins, quarantine, vault }
     }
 
     pub fn logins(&self) -> &[LoginRow] {
         &self.logins
+    }
+
+    pub fn quarantine(&self) -> &[QuarantineRow] {
+        &self.quarantine
     }
 
     pub fn vault(&self) -> &[VaultRow] {
@@ -72,14 +84,16 @@ impl PreparedBatch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.logins.is_empty() && self.vault.is_empty()
+        self.logins.is_empty() && self.quarantine.is_empty() && self.vault.is_empty()
     }
 }
 
 /// What a batch write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WriteOutcome {
     pub logins_inserted: u64,
+    /// Quarantine rows added (a re-delivered rejected message adds none).
+    pub quarantined: u64,
     pub vault_inserted: u64,
     /// Attempts that failed with a transient error and were made again.
     pub retries: u32,
@@ -89,7 +103,8 @@ pub struct WriteOutcome {
 // in the order the rows arrive; two batches holding the same values (one carrier-NAT ip, one
 // family's device, one message delivered twice) in different orders would wait on each
 // other until Postgres kills one (deadlock, 40P01). Every batch therefore writes its login
-// rows sorted by message id, then its vault rows sorted by (field, blind index), bytewise
+// rows sorted by message id, then its quarantine rows sorted by (message id, attempt), then
+// its vault rows sorted by (field, blind index), bytewise
 // ("C" collation): all transactions take the locks they share in one global order, so none
 // waits on another in a cycle. The statements sort too (ORDER BY), so the order holds
 // whatever the caller hands in; `PreparedBatch::new` sorts for the COPY.
@@ -167,15 +182,13 @@ pub async fn write_batch(
     load: LoginLoad,
 ) -> Result<WriteOutcome, StoreError> {
     if batch.is_empty() {
-        return Ok(WriteOutcome { logins_inserted: 0, vault_inserted: 0, retries: 0 });
+        return Ok(WriteOutcome::default());
     }
     let mut load = load;
     let mut attempts = retry.start();
     loop {
         match write_once(pool, batch, &mut load).await {
-            Ok((logins_inserted, vault_inserted)) => {
-                return Ok(WriteOutcome { logins_inserted, vault_inserted, retries: attempts.retries() });
-            }
+            Ok(outcome) => return Ok(WriteOutcome { retries: attempts.retries(), ..outcome }),
             Err(error) => {
                 let Some((sqlstate, delay)) = attempts.backoff(&error) else { return Err(error) };
                 tracing::warn!(
@@ -197,7 +210,7 @@ async fn write_once(
     pool: &Pool,
     batch: &PreparedBatch,
     load: &mut LoginLoad,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<WriteOutcome, StoreError> {
     let mut client = pool.get().await?;
     let written = write_on(&mut client, batch, load).await;
     if written.is_err() {
@@ -206,12 +219,12 @@ async fn write_once(
     written
 }
 
-/// The login rows, then the vault rows, then COMMIT.
+/// The login rows, the quarantined messages, the vault rows, then COMMIT.
 async fn write_on(
     client: &mut deadpool_postgres::Client,
     batch: &PreparedBatch,
     load: &mut LoginLoad,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<WriteOutcome, StoreError> {
     let tx = client.transaction().await?;
     let logins = if *load == LoginLoad::Copy && batch.logins.len() >= COPY_MIN_ROWS {
         tx.batch_execute("SAVEPOINT logins").await?;
@@ -228,19 +241,30 @@ async fn write_on(
     } else {
         insert_logins(&tx, &batch.logins).await?
     };
+    let quarantined = insert_rows(&tx, &LOGIN_QUARANTINE, &INSERT_QUARANTINE, &batch.quarantine).await?;
     let vault = insert_vault(&tx, &batch.vault).await?;
     tx.commit().await?;
-    Ok((logins, vault))
+    Ok(WriteOutcome { logins_inserted: logins, quarantined, vault_inserted: vault, retries: 0 })
 }
 
-async fn insert_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, StoreError> {
+/// One set-based INSERT of `rows` into `table` (its generated `insert_sql`).
+async fn insert_rows<R>(
+    tx: &Transaction<'_>,
+    table: &Table<R>,
+    insert_sql: &str,
+    rows: &[R],
+) -> Result<u64, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
-    let statement: Statement = tx.prepare_cached(&INSERT_LOGINS).await?;
-    let arrays = USER_LOGINS.column_arrays(rows);
+    let statement: Statement = tx.prepare_cached(insert_sql).await?;
+    let arrays = table.column_arrays(rows);
     let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
     Ok(tx.execute(&statement, &params).await?)
+}
+
+async fn insert_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, StoreError> {
+    insert_rows(tx, &USER_LOGINS, &INSERT_LOGINS, rows).await
 }
 
 async fn copy_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, StoreError> {

@@ -1,4 +1,5 @@
-//! Postgres for the function: the connection pool and the batch write ([`batch`]).
+//! Postgres for the function: the connection pool and the batch write ([`batch`]): login
+//! rows, quarantined messages ([`quarantine`]) and vault values, in one transaction.
 
 use crate::config::database::{CONNECT_TIMEOUT, Database};
 use crate::config::tls::TlsError;
@@ -6,10 +7,12 @@ use crate::error::DbError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 pub mod batch;
+pub mod quarantine;
 pub mod retry;
 pub mod table;
 
 pub use batch::{LoginLoad, LoginRow, PreparedBatch, VaultRow, WriteOutcome, login_load, write_batch};
+pub use quarantine::{QuarantineRow, Source};
 pub use retry::RetryPolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +43,15 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
-/// The pool, its connections secured as `database.tls` says.
+/// Server-side bounds on every statement and lock wait of the function's sessions: a
+/// database that is up but stuck (a long lock, a runaway plan) fails the batch well inside
+/// the function's timeout, so the handler still has time to hide the batch on the queue.
+/// (A database that answers nothing at all is bounded on the client: see `Function`.)
+pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The pool, its connections secured as `database.tls` says, each session bounded by
+/// [`STATEMENT_TIMEOUT`] and [`LOCK_TIMEOUT`] (set once per connection, not per batch).
 pub fn pool(database: Database, max_size: usize) -> Result<Pool, StoreError> {
     let connector = database.tls.connector()?;
     let manager = Manager::from_config(
@@ -54,5 +65,15 @@ pub fn pool(database: Database, max_size: usize) -> Result<Pool, StoreError> {
         .wait_timeout(Some(CONNECT_TIMEOUT))
         .create_timeout(Some(CONNECT_TIMEOUT))
         .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+            Box::pin(async move {
+                let limits = format!(
+                    "SET statement_timeout = {}; SET lock_timeout = {}",
+                    STATEMENT_TIMEOUT.as_millis(),
+                    LOCK_TIMEOUT.as_millis()
+                );
+                client.batch_execute(&limits).await.map_err(deadpool_postgres::HookError::Backend)
+            })
+        }))
         .build()?)
 }

@@ -1,5 +1,6 @@
 //! Bounded retry of a batch write inside one invocation, for the database errors that are
-//! safe to retry: a deadlock (40P01), a serialization failure (40001), and a connection
+//! safe to retry: a deadlock (40P01), a serialization failure (40001), a lock wait past
+//! `lock_timeout` (55P03), and a connection
 //! lost or refused before the commit was acknowledged (class 08, 57P01-57P03, I/O). The
 //! write is one transaction of idempotent inserts (`ON CONFLICT DO NOTHING` on the message
 //! id and the vault key), so running it again never adds a row twice, even when the lost
@@ -100,8 +101,22 @@ pub fn transient_cause(error: &StoreError) -> Option<String> {
     }
 }
 
-const TRANSIENT_STATES: [SqlState; 5] = [
+/// Whether the error says the database could not be reached (no connection, or a lost
+/// one), as opposed to one statement failing on a live connection.
+pub fn is_unreachable(error: &StoreError) -> bool {
+    match error {
+        StoreError::Pool(_) => true,
+        StoreError::Db(_) => transient_cause(error).is_some_and(|cause| {
+            cause == "connection_lost" || cause.starts_with("08") || cause.starts_with("57P0")
+        }),
+        StoreError::Build(_) | StoreError::Tls(_) => false,
+    }
+}
+
+const TRANSIENT_STATES: [SqlState; 6] = [
     SqlState::T_R_DEADLOCK_DETECTED,
+    // lock_timeout: another transaction held a row or table lock too long.
+    SqlState::LOCK_NOT_AVAILABLE,
     SqlState::T_R_SERIALIZATION_FAILURE,
     SqlState::ADMIN_SHUTDOWN,
     SqlState::CRASH_SHUTDOWN,

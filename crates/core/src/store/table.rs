@@ -1,7 +1,8 @@
-//! `user_logins`, described once: each column's name, SQL type and value in a prepared
-//! [`LoginRow`]. The INSERT, the COPY and every column list are generated from
-//! [`USER_LOGINS`]; a test compares it with the migrated schema (`information_schema`).
-//! docs/extending.md walks through adding a column.
+//! The tables the function writes, described once: each column's name, SQL type and value
+//! in a prepared row. `user_logins` is [`USER_LOGINS`] (rows: [`LoginRow`]); the quarantine
+//! is [`super::quarantine::LOGIN_QUARANTINE`]. The INSERT, the COPY and every column list are
+//! generated from them; a test compares them with the migrated schema
+//! (`information_schema`). docs/extending.md walks through adding a column.
 
 use std::error::Error;
 use std::sync::LazyLock;
@@ -18,6 +19,7 @@ pub enum SqlType {
     Integer,
     Date,
     Timestamptz,
+    Bytea,
 }
 
 impl SqlType {
@@ -28,6 +30,7 @@ impl SqlType {
             SqlType::Integer => "integer",
             SqlType::Date => "date",
             SqlType::Timestamptz => "timestamp with time zone",
+            SqlType::Bytea => "bytea",
         }
     }
 
@@ -46,7 +49,13 @@ impl SqlType {
             SqlType::Integer => "int4",
             SqlType::Date => "date",
             SqlType::Timestamptz => "timestamptz",
+            SqlType::Bytea => "bytea",
         }
+    }
+
+    /// Whether the statements order this type bytewise (`COLLATE "C"`).
+    fn is_text(self) -> bool {
+        matches!(self, SqlType::Varchar(_))
     }
 
     /// The type binary COPY sends (it does not convert: the column must have it).
@@ -56,6 +65,7 @@ impl SqlType {
             SqlType::Integer => Type::INT4,
             SqlType::Date => Type::DATE,
             SqlType::Timestamptz => Type::TIMESTAMPTZ,
+            SqlType::Bytea => Type::BYTEA,
         }
     }
 }
@@ -67,8 +77,11 @@ enum Value<R> {
     Text(fn(&R) -> &str),
     OptionalText(fn(&R) -> Option<&str>),
     Int4(fn(&R) -> i32),
+    OptionalInt4(fn(&R) -> Option<i32>),
     Date(fn(&R) -> NaiveDate),
     Timestamptz(fn(&R) -> DateTime<Utc>),
+    OptionalTimestamptz(fn(&R) -> Option<DateTime<Utc>>),
+    Bytes(fn(&R) -> &[u8]),
 }
 
 /// One column: name, SQL type, and its value in a row.
@@ -96,6 +109,21 @@ impl<R> Column<R> {
         Column { name, sql_type: SqlType::Integer, value: Value::Int4(value) }
     }
 
+    pub const fn optional_integer(name: &'static str, value: fn(&R) -> Option<i32>) -> Column<R> {
+        Column { name, sql_type: SqlType::Integer, value: Value::OptionalInt4(value) }
+    }
+
+    pub const fn optional_timestamptz(
+        name: &'static str,
+        value: fn(&R) -> Option<DateTime<Utc>>,
+    ) -> Column<R> {
+        Column { name, sql_type: SqlType::Timestamptz, value: Value::OptionalTimestamptz(value) }
+    }
+
+    pub const fn bytea(name: &'static str, value: fn(&R) -> &[u8]) -> Column<R> {
+        Column { name, sql_type: SqlType::Bytea, value: Value::Bytes(value) }
+    }
+
     pub const fn date(name: &'static str, value: fn(&R) -> NaiveDate) -> Column<R> {
         Column { name, sql_type: SqlType::Date, value: Value::Date(value) }
     }
@@ -106,7 +134,7 @@ impl<R> Column<R> {
 
     /// Whether the row may leave this column NULL.
     pub fn nullable(&self) -> bool {
-        matches!(self.value, Value::OptionalText(_))
+        matches!(self.value, Value::OptionalText(_) | Value::OptionalInt4(_) | Value::OptionalTimestamptz(_))
     }
 
     /// This column's value in `row`, ready to bind or to COPY.
@@ -115,8 +143,11 @@ impl<R> Column<R> {
             Value::Text(f) => Cell::Text(f(row)),
             Value::OptionalText(f) => Cell::OptionalText(f(row)),
             Value::Int4(f) => Cell::Int4(f(row)),
+            Value::OptionalInt4(f) => Cell::OptionalInt4(f(row)),
             Value::Date(f) => Cell::Date(f(row)),
             Value::Timestamptz(f) => Cell::Timestamptz(f(row)),
+            Value::OptionalTimestamptz(f) => Cell::OptionalTimestamptz(f(row)),
+            Value::Bytes(f) => Cell::Bytes(f(row)),
         }
     }
 }
@@ -148,7 +179,14 @@ impl<R> Table<R> {
             .enumerate()
             .map(|(i, c)| format!("${}::{}[]", i + 1, c.sql_type.array_element()))
             .collect();
-        let order: Vec<String> = self.key.iter().map(|k| format!("r.{k} COLLATE \"C\"")).collect();
+        let order: Vec<String> = self
+            .key
+            .iter()
+            .map(|k| match self.columns.iter().find(|c| c.name == *k) {
+                Some(c) if c.sql_type.is_text() => format!("r.{k} COLLATE \"C\""),
+                _ => format!("r.{k}"),
+            })
+            .collect();
         format!(
             "INSERT INTO {table} ({names}) SELECT r.* FROM UNNEST({arrays}) AS r({names}) ORDER BY {order} \
              ON CONFLICT DO NOTHING",
@@ -207,8 +245,11 @@ pub enum Cell<'a> {
     Text(&'a str),
     OptionalText(Option<&'a str>),
     Int4(i32),
+    OptionalInt4(Option<i32>),
     Date(NaiveDate),
     Timestamptz(DateTime<Utc>),
+    OptionalTimestamptz(Option<DateTime<Utc>>),
+    Bytes(&'a [u8]),
 }
 
 impl ToSql for Cell<'_> {
@@ -221,8 +262,11 @@ impl ToSql for Cell<'_> {
             Cell::Text(text) => text.to_sql(ty, out),
             Cell::OptionalText(text) => text.to_sql(ty, out),
             Cell::Int4(n) => n.to_sql(ty, out),
+            Cell::OptionalInt4(n) => n.to_sql(ty, out),
             Cell::Date(date) => date.to_sql(ty, out),
             Cell::Timestamptz(at) => at.to_sql(ty, out),
+            Cell::OptionalTimestamptz(at) => at.to_sql(ty, out),
+            Cell::Bytes(bytes) => bytes.to_sql(ty, out),
         }
     }
 
@@ -232,6 +276,7 @@ impl ToSql for Cell<'_> {
             || <i32 as ToSql>::accepts(ty)
             || <NaiveDate as ToSql>::accepts(ty)
             || <DateTime<Utc> as ToSql>::accepts(ty)
+            || <&[u8] as ToSql>::accepts(ty)
     }
 
     to_sql_checked!();
@@ -255,6 +300,7 @@ mod tests {
                     SqlType::Integer => "int4",
                     SqlType::Date => "date",
                     SqlType::Timestamptz => "timestamptz",
+                    SqlType::Bytea => "bytea",
                 };
                 format!("${}::{element}[]", i + 1)
             })

@@ -1,6 +1,7 @@
 //! `esm-local`: a local SQS event source mapping. Long-polls a real SQS endpoint, hands
-//! batches to the login-etl handler in-process, deletes what succeeded, and leaves item
-//! failures to the queue's redrive policy. Configured like the function (DATABASE_URL,
+//! batches to the login-etl function code in-process, deletes what succeeded, and leaves
+//! item failures and failed invocations to the queue (the function hides a batch it could
+//! not write for the backoff) and its redrive policy. Configured like the function (DATABASE_URL,
 //! KMS_KEY_ID, AWS_*), plus the flags below.
 
 #![forbid(unsafe_code)]
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use login_etl::App;
+use login_etl::Function;
 use login_etl_core::error::report;
 use login_etl_core::{config, telemetry};
 use login_etl_local_tools::esm::{self, EsmOptions};
@@ -41,6 +42,9 @@ struct Args {
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Seconds each invocation may take, as the function's Timeout (its deadline).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u16).range(4..=900))]
+    function_timeout: u16,
 }
 
 #[tokio::main]
@@ -64,7 +68,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let sdk = config::aws_sdk_config().await?;
-    let app = App::from_env(&sdk).await?;
+    let function = Function::from_env(&sdk).await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let options = EsmOptions {
         queue_url: args.queue_url.clone(),
@@ -74,6 +78,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         wait_time_seconds: args.wait_time,
         until_empty: args.until_empty,
         progress: !args.json && std::io::stderr().is_terminal(),
+        function_timeout: Duration::from_secs(u64::from(args.function_timeout)),
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -85,7 +90,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         }
     });
 
-    let summary = esm::run(&app, &sqs, &options, stop).await?;
+    let summary = esm::run(&function, &sqs, &options, stop).await?;
     let dlq_url = esm::dead_letter_queue_url(&sqs, &args.queue_url).await?;
     let dlq_depth = match &dlq_url {
         Some(url) => Some(esm::queue_depth(&sqs, url).await?.total()),
@@ -103,8 +108,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             "already_present": summary.already_present,
             "rejected": summary.rejected(),
             "rejected_by_reason": summary.rejected_by_reason,
+            "quarantined": summary.quarantined,
             "deleted": summary.deleted,
             "failed_invocations": summary.failed_invocations,
+            "failed_fast": summary.failed_fast,
+            "hidden_for_backoff": summary.hidden,
+            "not_hidden": summary.not_hidden,
             "vault_values_added": summary.vault_values_added,
             "retries": summary.retries,
             "unidentifiable": summary.unidentifiable,
@@ -119,14 +128,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         println!("  received (incl. redeliveries) {:>8}", summary.received);
         println!("  written to user_logins        {:>8}", summary.written);
         println!("  already present (redelivered) {:>8}", summary.already_present);
-        println!("  rejected                      {:>8}", summary.rejected());
+        println!("  rejected, quarantined         {:>8}", summary.rejected());
         for (reason, count) in &summary.rejected_by_reason {
             println!("    {reason:<28}{count:>8}");
         }
+        println!("  quarantine rows added         {:>8}", summary.quarantined);
         println!("  vault values added            {:>8}", summary.vault_values_added);
         println!("  retries (transient db errors) {:>8}", summary.retries);
         println!("  without messageId (skipped)   {:>8}", summary.unidentifiable);
         println!("  failed invocations            {:>8}", summary.failed_invocations);
+        println!("    of which failed fast        {:>8}", summary.failed_fast);
+        println!("  hidden for the backoff        {:>8}", summary.hidden);
+        if summary.not_hidden > 0 {
+            println!("  NOT hidden (SQS failed)       {:>8}", summary.not_hidden);
+        }
         println!("  left in the queue             {:>8}", queue_left);
         match dlq_depth {
             Some(depth) => println!("  in the dead-letter queue      {depth:>8}"),

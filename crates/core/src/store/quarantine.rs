@@ -1,0 +1,109 @@
+//! `login_quarantine`, described once (as [`super::table::USER_LOGINS`] is): the rows the
+//! function writes for the messages it rejects, in the same transaction as its batch.
+
+use chrono::{DateTime, Utc};
+
+use super::table::{Column, Table};
+use crate::crypto::{BlindIndex, SealedValue};
+use crate::event::MessageId;
+
+/// Where a quarantined message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The login queue, first seen.
+    Queue,
+    /// A replay by the vault service that was rejected again.
+    Replay,
+    /// Moved out of the dead-letter queue (`pii-vault quarantine import-dlq`).
+    DeadLetter,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Queue => "queue",
+            Source::Replay => "replay",
+            Source::DeadLetter => "dead-letter",
+        }
+    }
+}
+
+/// One quarantined message: why, where from, and its body sealed
+/// ([`crate::crypto::DataKey::seal_body`], bound to `message_id` and `attempt`).
+#[derive(Debug, Clone)]
+pub struct QuarantineRow {
+    pub message_id: MessageId,
+    /// 0 when first seen; n for the n-th replay.
+    pub attempt: i32,
+    pub source: Source,
+    /// A [`crate::event::RejectReason`] code, or `dead_lettered` for a valid body that
+    /// reached the dead-letter queue.
+    pub reason_code: &'static str,
+    pub field: Option<&'static str>,
+    /// The SQS `SentTimestamp` (for a replay, the original's), when valid.
+    pub sent_at: Option<DateTime<Utc>>,
+    pub receive_count: Option<i32>,
+    /// Blind indexes of the body's ip and device id, where they could be read.
+    pub masked_ip: Option<BlindIndex>,
+    pub masked_device_id: Option<BlindIndex>,
+    pub sealed: SealedValue,
+}
+
+impl QuarantineRow {
+    /// The key, as the store orders it.
+    pub fn key(&self) -> (&str, i32) {
+        (self.message_id.as_str(), self.attempt)
+    }
+}
+
+pub static LOGIN_QUARANTINE: Table<QuarantineRow> = Table {
+    name: "login_quarantine",
+    columns: &[
+        Column::varchar("message_id", 128, |r| r.message_id.as_str()),
+        Column::integer("attempt", |r| r.attempt),
+        Column::varchar("source", 16, |r| r.source.as_str()),
+        Column::varchar("reason_code", 64, |r| r.reason_code),
+        Column::optional_varchar("field", 32, |r| r.field),
+        Column::optional_timestamptz("sent_at", |r| r.sent_at),
+        Column::optional_integer("receive_count", |r| r.receive_count),
+        Column::optional_varchar("masked_ip", 64, |r| r.masked_ip.as_ref().map(BlindIndex::as_str)),
+        Column::optional_varchar("masked_device_id", 64, |r| {
+            r.masked_device_id.as_ref().map(BlindIndex::as_str)
+        }),
+        Column::integer("key_version", |r| r.sealed.key_version),
+        Column::bytea("nonce", |r| &r.sealed.nonce),
+        Column::bytea("ciphertext", |r| &r.sealed.ciphertext),
+    ],
+    key: &["message_id", "attempt"],
+    partition_key: None,
+    // The default, and what later operations set (erasure, replay): never the writer.
+    filled_by_table: &["quarantined_at", "erased_at", "erased_by", "replayed_at", "replay_attempt"],
+};
+
+pub static INSERT_QUARANTINE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| LOGIN_QUARANTINE.insert_sql());
+
+/// Erases the bodies quarantined more than `retention_days` ago, at most `limit` rows in one
+/// statement (rows another session holds are skipped, not waited for); returns how many.
+/// The row stays, without its body: the runbook still sees what was quarantined and why.
+/// Run by the scheduled `quarantine-purge` (its own role) and by `pii-vault quarantine
+/// purge` through the vault service (audited).
+pub async fn purge_expired(
+    client: &tokio_postgres::Client,
+    retention_days: u32,
+    limit: u32,
+) -> Result<u64, super::StoreError> {
+    let days = i32::try_from(retention_days).unwrap_or(i32::MAX);
+    Ok(client
+        .execute(
+            "UPDATE login_quarantine q
+                SET key_version = NULL, nonce = NULL, ciphertext = NULL,
+                    erased_at = clock_timestamp(), erased_by = 'purge'
+              WHERE (q.message_id, q.attempt) IN (
+                    SELECT message_id, attempt FROM login_quarantine
+                     WHERE erased_at IS NULL AND quarantined_at < now() - make_interval(days => $1)
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&days, &i64::from(limit)],
+        )
+        .await?)
+}

@@ -1,0 +1,8 @@
+//! login-etl's scheduled jobs. Each runs as a Lambda function of its own, on a schedule,
+//! with its own role and database login, and never through the vault service (a direct
+//! invoke of the service could carry any identity in its event).
+//!
+//! - [`purge`]: quarantined bodies erased past `QUARANTINE_RETENTION_DAYS`
+#![forbid(unsafe_code)]
+
+pub mod purge;

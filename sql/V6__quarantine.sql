@@ -1,0 +1,94 @@
+-- login-etl schema, version 6: the quarantine (docs/operations.md, "The failure path").
+--
+-- A message the function rejects is written here, in the same transaction as its batch's
+-- rows, and then reported as processed: SQS deletes it on its first receive, so no
+-- plaintext waits in any queue. The body is sealed (AES-256-GCM-SIV under the current data
+-- key, AAD = purpose, message id, attempt, key version); reason code, field and SQS
+-- attributes stay readable for the runbook. Where the body's ip or device_id could be
+-- read, their blind indexes are kept too, so `pii-vault forget` reaches quarantined copies.
+--
+--   login_etl_writer              INSERT (the columns below) only: no SELECT, so the
+--                                 INSERT is `ON CONFLICT DO NOTHING` without a target.
+--   login_etl_vault_service       reads it (list, show, replay, forget, re-encrypt) and
+--                                 writes only the columns that erase, re-seal or mark a
+--                                 replay; imports what reached the DLQ.
+--   login_etl_quarantine_purge    the scheduled purge: erases bodies past the retention.
+--   people (analyst, vault reader, auditor): nothing.
+
+DO $$
+BEGIN
+    CREATE ROLE login_etl_quarantine_purge NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END $$;
+
+CREATE TABLE IF NOT EXISTS login_quarantine (
+    -- The SQS message id; for a replay, the original message's id.
+    message_id       varchar(128) NOT NULL CHECK (message_id <> '' AND message_id !~ '[[:cntrl:]]'),
+    -- 0 when first seen; n for the n-th replay that was rejected again.
+    attempt          integer      NOT NULL CHECK (attempt BETWEEN 0 AND 1000),
+    -- Where it came from: the login queue, a replay, or the dead-letter queue (import-dlq).
+    source           varchar(16)  NOT NULL CHECK (source IN ('queue', 'replay', 'dead-letter')),
+    reason_code      varchar(64)  NOT NULL CHECK (reason_code ~ '^[a-z_]{1,64}$'),
+    field            varchar(32)  CHECK (field ~ '^[a-z_]{1,32}$'),
+    -- SQS SentTimestamp (the login's create_date), when the message carried a valid one.
+    sent_at          timestamptz,
+    receive_count    integer      CHECK (receive_count >= 0),
+    quarantined_at   timestamptz  NOT NULL DEFAULT now(),
+    masked_ip        varchar(64)  CHECK (octet_length(masked_ip) = 64 AND masked_ip !~ '[^0-9a-f]'),
+    masked_device_id varchar(64)  CHECK (octet_length(masked_device_id) = 64 AND masked_device_id !~ '[^0-9a-f]'),
+    key_version      integer      CHECK (key_version >= 1),
+    nonce            bytea        CHECK (octet_length(nonce) = 12),
+    ciphertext       bytea,
+    -- Erased bodies keep their row (the runbook still sees that the message existed).
+    erased_at        timestamptz,
+    erased_by        varchar(16)  CHECK (erased_by IN ('forget', 'purge')),
+    -- Set only after the replay was sent; replay_attempt is the attempt number it carried.
+    replayed_at      timestamptz,
+    replay_attempt   integer      CHECK (replay_attempt BETWEEN 1 AND 1000),
+    PRIMARY KEY (message_id, attempt),
+    CONSTRAINT login_quarantine_sealed_or_erased CHECK (
+        (erased_at IS NULL AND erased_by IS NULL
+            AND key_version IS NOT NULL AND nonce IS NOT NULL AND ciphertext IS NOT NULL)
+        OR (erased_at IS NOT NULL AND erased_by IS NOT NULL
+            AND key_version IS NULL AND nonce IS NULL AND ciphertext IS NULL)),
+    CONSTRAINT login_quarantine_replay_marked_whole CHECK ((replayed_at IS NULL) = (replay_attempt IS NULL))
+);
+CREATE INDEX IF NOT EXISTS login_quarantine_quarantined_at_idx ON login_quarantine (quarantined_at);
+CREATE INDEX IF NOT EXISTS login_quarantine_masked_ip_idx ON login_quarantine (masked_ip)
+    WHERE masked_ip IS NOT NULL;
+CREATE INDEX IF NOT EXISTS login_quarantine_masked_device_id_idx ON login_quarantine (masked_device_id)
+    WHERE masked_device_id IS NOT NULL;
+
+-- The audit knows the quarantine's operations. NOT VALID: every existing row met the
+-- narrower rule, and the check then takes its lock only for the catalog change.
+ALTER TABLE pii_audit
+    DROP CONSTRAINT pii_audit_action_check,
+    ADD CONSTRAINT pii_audit_action_check
+        CHECK (action IN ('find', 'reveal', 'forget', 'audit', 'init-keys', 'rotate-key', 'reencrypt',
+                          'quarantine-list', 'quarantine-show', 'quarantine-replay',
+                          'quarantine-import-dlq', 'quarantine-purge')) NOT VALID,
+    DROP CONSTRAINT pii_audit_outcome_check,
+    ADD CONSTRAINT pii_audit_outcome_check
+        CHECK (outcome IN ('revealed', 'erased', 'unknown', 'forgotten', 'refused', 'found', 'listed',
+                           'created', 'failed', 'done', 'shown', 'replayed', 'imported', 'purged')) NOT VALID;
+
+REVOKE ALL ON login_quarantine FROM PUBLIC, login_etl_writer, login_etl_analyst, login_etl_vault_reader,
+    login_etl_auditor, login_etl_vault_service, login_etl_quarantine_purge;
+
+GRANT USAGE ON SCHEMA public TO login_etl_quarantine_purge;
+
+GRANT INSERT (message_id, attempt, source, reason_code, field, sent_at, receive_count,
+              masked_ip, masked_device_id, key_version, nonce, ciphertext)
+    ON login_quarantine TO login_etl_writer;
+
+GRANT SELECT ON login_quarantine TO login_etl_vault_service;
+GRANT INSERT (message_id, attempt, source, reason_code, field, sent_at, receive_count,
+              masked_ip, masked_device_id, key_version, nonce, ciphertext)
+    ON login_quarantine TO login_etl_vault_service;
+GRANT UPDATE (key_version, nonce, ciphertext, erased_at, erased_by, replayed_at, replay_attempt)
+    ON login_quarantine TO login_etl_vault_service;
+
+-- The purge reads only what it needs to pick rows, and writes only what erases.
+GRANT SELECT (message_id, attempt, quarantined_at, erased_at) ON login_quarantine TO login_etl_quarantine_purge;
+GRANT UPDATE (key_version, nonce, ciphertext, erased_at, erased_by) ON login_quarantine TO login_etl_quarantine_purge;
