@@ -661,7 +661,7 @@ def check_metrics(cfn: dict, emitted: set) -> list:
             return resource.get("QueueName") or resource.get("FunctionName") or f"<{name}>"
         return f"<{name}>"
 
-    def check(where, namespace, metric, dimensions):
+    def check(where, namespace, metric, dimensions, search=False):
         if namespace == PROJECT_NAMESPACE:
             if metric not in emitted:
                 problems.append(f"{where}: {namespace} metric {metric} is not emitted by the Rust sources "
@@ -674,7 +674,7 @@ def check_metrics(cfn: dict, emitted: set) -> list:
                 problems.append(f"{where}: {namespace} has no metric {metric}")
             dimension = AWS_METRIC_DIMENSIONS[namespace]
             known = queue_names if namespace == "AWS/SQS" else function_names
-            if dimensions.get(dimension) not in known:
+            if not search and dimensions.get(dimension) not in known:
                 problems.append(f"{where}: {namespace} {metric} needs {dimension} naming one of this template's "
                                 f"{sorted(known)}, not {dimensions.get(dimension)}")
         else:
@@ -706,9 +706,7 @@ def check_metrics(cfn: dict, emitted: set) -> list:
                         continue
                     namespace = schema.group(1).split(",")[0].strip()
                     dimensions = {"Function": function.group(1)} if function else {}
-                    if namespace in AWS_METRICS:
-                        dimensions = {AWS_METRIC_DIMENSIONS[namespace]: next(iter(queue_names | function_names))}
-                    check(where, namespace, metric.group(1), dimensions)
+                    check(where, namespace, metric.group(1), dimensions, search=True)
                     continue
                 if any(part in (".", "...") for part in entry if isinstance(part, str)):
                     problems.append(f"{where}: write each metric out in full (no \".\"/\"...\"), so the lint can read it")
