@@ -25,7 +25,9 @@ from samtranslator.yaml_helper import yaml_parse
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# SQS: "the maximum [visibility timeout] is 12 hours" per receive (ChangeMessageVisibility).
+# SQS: a message's visibility timeout "The maximum is 12 hours" (developer guide), counted
+# from the receive: ChangeMessageVisibility cannot make the total exceed it, and is refused,
+# not shortened, when asked for more than the time left (API reference).
 SQS_MAX_VISIBILITY_SECONDS = 43200
 # An outage this long must send no good message to the dead-letter queue (issue 17).
 RIDE_OUT_SECONDS = 86400
@@ -292,8 +294,11 @@ def check_queues(sam: dict, cfn: dict) -> list:
 def check_ride_out(sam: dict, cfn: dict) -> tuple:
     """The outage ride-out: summed over maxReceiveCount receives, the backoff the function
     applies hides a message >= 24 h and ends inside its queue's retention; one hide is at
-    most SQS's 12 h; the base is not below the queue's visibility timeout; and the function
-    reads exactly these parameters, so this adds up what is deployed."""
+    most SQS's 12 h counted from the receive, i.e. the cap plus the queue's visibility
+    timeout (the call comes while the message is in flight) fits in 12 h, for every
+    function timeout the template allows, at its default and at its MaxValue; the base is
+    not below the visibility timeout; and the function reads exactly these parameters, so
+    this adds up what is deployed."""
     problems, info = [], []
     parameters = sam.get("Parameters", {})
     settings = {}
@@ -336,6 +341,13 @@ def check_ride_out(sam: dict, cfn: dict) -> tuple:
             if total > retention:
                 problems.append(f"{queue}: {receives} receives hide a message {total} s in all, beyond its "
                                 f"MessageRetentionPeriod of {retention} s: it would expire instead of reaching the DLQ")
+            longest = max([v for _, v in visibility_timeouts(sam, queues[queue], [])]
+                          or [default_visibility_timeout(sam, queues[queue])])
+            for label, value in (("default", cap), ("MaxValue", int(declared_max or cap))):
+                if value + longest > SQS_MAX_VISIBILITY_SECONDS:
+                    problems.append(f"{queue}: a hide of {value} s (VisibilityBackoffMaxSeconds {label}) plus the time since "
+                                    f"the receive, up to the VisibilityTimeout of {longest} s, exceeds SQS's {SQS_MAX_VISIBILITY_SECONDS} s "
+                                    "counted from the receive: SQS would refuse it")
             visibility = default_visibility_timeout(sam, queues[queue])
             if base < visibility:
                 problems.append(f"{queue}: VisibilityBackoffBaseSeconds {base} s is below the queue's VisibilityTimeout "
