@@ -233,6 +233,7 @@ BREAKS = [
 
 
 def load_lint():
+    sys.dont_write_bytecode = True  # no scripts/__pycache__ in the work tree
     spec = importlib.util.spec_from_file_location("lint_template", LINT_SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
