@@ -4,16 +4,18 @@
 1. aws-sam-translator expands the SAM resources (plain cfn-lint on the SAM file does not
    look inside AWS::Serverless::Function events);
 2. cfn-lint checks the expanded CloudFormation;
-3. the project's own invariants: the event source mapping reports batch item failures,
-   the queue's visibility timeout is at least 6x the function timeout, the redrive policy
-   targets the DLQ with maxReceiveCount >= 5 and the DLQ keeps 14 days, and the KMS key
-   policy lets nobody use the key without the project's encryption context.
+3. the project's own invariants, one function per group below: event sources, queues,
+   the outage ride-out arithmetic, the replay queue's senders, each KMS key's policy by
+   what the key is for, who may invoke the vault service, the scheduled purge job's
+   privileges, and the metrics the dashboard and alarms name.
 
-Exit 0 when clean, 1 with one line per problem otherwise.
+Exit 0 when clean, 1 with one line per problem otherwise. Parameter defaults are what the
+arithmetic uses: a deploy that overrides them is not checked here.
 """
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -22,8 +24,42 @@ from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-USE_ACTIONS = {"kms:decrypt", "kms:generatedatakey", "kms:encrypt", "kms:reencrypt*", "kms:*"}
-CONTEXT_KEYS = {"app", "purpose", "key_version"}
+
+# SQS: a message's visibility timeout "The maximum is 12 hours" (developer guide), counted
+# from the receive: ChangeMessageVisibility cannot make the total exceed it, and is refused,
+# not shortened, when asked for more than the time left (API reference).
+SQS_MAX_VISIBILITY_SECONDS = 43200
+# An outage this long must send no good message to the dead-letter queue (issue 17).
+RIDE_OUT_SECONDS = 86400
+DLQ_RETENTION_SECONDS = 1209600  # 14 days, the longest SQS keeps a message
+
+USE_ACTIONS = {"kms:decrypt", "kms:generatedatakey", "kms:encrypt", "kms:reencrypt*", "kms:*", "*"}
+PII_CONTEXT_KEYS = {"app", "purpose", "key_version"}
+# Rights that let a principal grant itself (or anyone) use of a key, or rewrite its policy.
+GRANTING = {"kms:*", "kms:create*", "kms:creategrant", "kms:put*", "kms:putkeypolicy"}
+HUMAN_ROLE_PARAMETERS = ("StaffRoleArn", "KeyAdminRoleArn")
+
+# AWS namespaces a dashboard or alarm may use, with the metrics those services publish
+# (AWS SQS developer guide, "Available CloudWatch metrics"; Lambda developer guide,
+# "Types of metrics for Lambda functions").
+AWS_METRICS = {
+    "AWS/SQS": {"ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesDelayed",
+                "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesVisible",
+                "NumberOfEmptyReceives", "NumberOfMessagesDeleted", "NumberOfMessagesReceived",
+                "NumberOfMessagesSent", "SentMessageSize"},
+    "AWS/Lambda": {"Invocations", "Errors", "Throttles", "Duration", "ConcurrentExecutions",
+                   "DeadLetterErrors", "DestinationDeliveryFailures", "IteratorAge",
+                   "UnreservedConcurrentExecutions", "ProvisionedConcurrentExecutions"},
+}
+AWS_METRIC_DIMENSIONS = {"AWS/SQS": "QueueName", "AWS/Lambda": "FunctionName"}
+PROJECT_NAMESPACE = "login-etl"
+CLOUDWATCH_UNITS = {
+    "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes",
+    "Terabytes", "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count",
+    "Bytes/Second", "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second",
+    "Terabytes/Second", "Bits/Second", "Kilobits/Second", "Megabits/Second",
+    "Gigabits/Second", "Terabits/Second", "Count/Second", "None",
+}
 
 
 class NoManagedPolicies:
@@ -41,106 +77,73 @@ def translate(template: dict) -> dict:
     return transform(template, {}, NoManagedPolicies())
 
 
+# ---- small helpers over CloudFormation values --------------------------------------------
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
 def parameter_default(template: dict, value):
     if isinstance(value, dict) and "Ref" in value:
         return template.get("Parameters", {}).get(value["Ref"], {}).get("Default")
     return value
 
 
-def as_list(value):
-    return value if isinstance(value, list) else [value]
+def of_type(cfn: dict, kind: str) -> dict:
+    return {k: v for k, v in cfn.get("Resources", {}).items() if v.get("Type") == kind}
 
 
-def check_invariants(sam: dict, cfn: dict) -> list:
-    problems = []
-    resources = cfn.get("Resources", {})
-    by_type = lambda t: {k: v for k, v in resources.items() if v.get("Type") == t}
-
-    mappings = by_type("AWS::Lambda::EventSourceMapping")
-    if not mappings:
-        problems.append("no SQS event source mapping for the function")
-    for name, esm in mappings.items():
-        props = esm.get("Properties", {})
-        if "ReportBatchItemFailures" not in props.get("FunctionResponseTypes", []):
-            problems.append(f"{name}: FunctionResponseTypes must include ReportBatchItemFailures")
-
-    functions = by_type("AWS::Lambda::Function")
-    timeouts = [parameter_default(sam, f["Properties"].get("Timeout", 3)) for f in functions.values()]
-    queues = by_type("AWS::SQS::Queue")
-    main = {k: v for k, v in queues.items() if "RedrivePolicy" in v.get("Properties", {})}
-    if not main:
-        problems.append("no queue has a RedrivePolicy to a dead-letter queue")
-    for name, queue in main.items():
-        props = queue["Properties"]
-        redrive = props["RedrivePolicy"]
-        if isinstance(redrive, str):
-            redrive = json.loads(redrive)
-        target = redrive.get("deadLetterTargetArn")
-        dlq = target.get("Fn::GetAtt", [None])[0] if isinstance(target, dict) else None
-        if dlq not in queues:
-            problems.append(f"{name}: RedrivePolicy.deadLetterTargetArn must be the ARN of a queue in this template")
-        elif int(queues[dlq]["Properties"].get("MessageRetentionPeriod", 345600)) < 1209600:
-            problems.append(f"{dlq}: the dead-letter queue must keep messages 14 days (1209600 s)")
-        count = parameter_default(sam, redrive.get("maxReceiveCount"))
-        if count is None or int(count) < 5:
-            problems.append(f"{name}: RedrivePolicy.maxReceiveCount must be at least 5 (is {count})")
-        visibility = props.get("VisibilityTimeout", 30)
-        if isinstance(visibility, dict) and "Fn::FindInMap" in visibility:
-            table = sam["Mappings"][visibility["Fn::FindInMap"][0]]
-            pairs = [(int(t), int(v["Seconds"])) for t, v in table.items()]
-        else:
-            pairs = [(int(parameter_default(sam, t)), int(parameter_default(sam, visibility))) for t in timeouts]
-        for timeout, seconds in pairs:
-            if seconds < 6 * timeout:
-                problems.append(f"{name}: VisibilityTimeout {seconds} s is less than 6 x function timeout {timeout} s")
-        if not props.get("SqsManagedSseEnabled") and "KmsMasterKeyId" not in props:
-            problems.append(f"{name}: queue must be encrypted at rest (SSE)")
-
-    keys = by_type("AWS::KMS::Key")
-    if not keys:
-        problems.append("no KMS key")
-    for name, key in keys.items():
-        for statement in as_list(key["Properties"].get("KeyPolicy", {}).get("Statement", [])):
-            if statement.get("Effect") != "Allow":
-                continue
-            actions = {a.lower() for a in as_list(statement.get("Action", []))}
-            principal = statement.get("Principal")
-            if principal == "*" or (isinstance(principal, dict) and principal.get("AWS") == "*"):
-                problems.append(f"{name}: statement {statement.get('Sid')} allows any principal")
-            uses = actions & USE_ACTIONS or {a for a in actions if a.startswith("kms:decrypt") or a.startswith("kms:generatedatakey")}
-            if not uses:
-                continue
-            condition = statement.get("Condition", {})
-            keys_condition = condition.get("ForAllValues:StringEquals", {}).get("kms:EncryptionContextKeys")
-            required = condition.get("Null", {}).get("kms:EncryptionContextKeys")
-            if set(as_list(keys_condition or [])) != CONTEXT_KEYS or str(required).lower() != "false":
-                problems.append(
-                    f"{name}: statement {statement.get('Sid')} allows {sorted(uses)} without requiring "
-                    f"exactly the encryption context keys {sorted(CONTEXT_KEYS)}"
-                )
-        problems += check_key_administration(name, key)
-
-    # The vault service: IAM-authenticated URL, invoked by named roles, no local identity.
-    urls = by_type("AWS::Lambda::Url")
-    if not urls:
-        problems.append("no function URL for the vault service")
-    for name, url in urls.items():
-        if url.get("Properties", {}).get("AuthType") != "AWS_IAM":
-            problems.append(f"{name}: a function URL must use AuthType AWS_IAM (the caller is what SigV4 proves)")
-    for name, permission in by_type("AWS::Lambda::Permission").items():
-        props = permission.get("Properties", {})
-        if props.get("Action") == "lambda:InvokeFunctionUrl":
-            if props.get("Principal") in ("*", None) or props.get("FunctionUrlAuthType") != "AWS_IAM":
-                problems.append(f"{name}: the vault service URL may be invoked only by named roles with AWS_IAM auth")
-    for name, function in functions.items():
-        variables = function.get("Properties", {}).get("Environment", {}).get("Variables", {})
-        if "PII_VAULT_LOCAL_IDENTITY" in variables:
-            problems.append(f"{name}: PII_VAULT_LOCAL_IDENTITY is for the local stack only; deployed, the caller is the IAM principal")
-    return problems
+def props(resource: dict) -> dict:
+    return resource.get("Properties", {}) or {}
 
 
-# Rights that let a principal grant itself (or anyone) use of the key, or rewrite its policy.
-GRANTING = {"kms:*", "kms:create*", "kms:creategrant", "kms:put*", "kms:putkeypolicy"}
+def target(value):
+    """The logical id a Ref or GetAtt names (GetAtt X.Arn, Ref X), else None."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return value["Ref"]
+        if "Fn::GetAtt" in value:
+            attr = value["Fn::GetAtt"]
+            return (attr.split(".")[0] if isinstance(attr, str) else attr[0])
+    return None
+
+
+def sub_text(value):
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub[0] if isinstance(sub, list) else sub
+    return value if isinstance(value, str) else None
+
+
+def queue_of(value, queues: dict):
+    """The queue a value names: GetAtt Q.Arn, Ref Q, or an ARN built from its QueueName."""
+    name = target(value)
+    if name in queues:
+        return name
+    text = sub_text(value)
+    if text:
+        part = r"(?:\$\{[^}]+\}|[^:$]+)"  # ${AWS::Region} holds colons of its own
+        match = re.fullmatch(rf"arn:{part}:sqs:{part}:{part}:([A-Za-z0-9_-]+)", text)
+        if match:
+            for logical, queue in queues.items():
+                if props(queue).get("QueueName") == match.group(1):
+                    return logical
+        match = re.fullmatch(r"\$\{(\w+)\.Arn\}", text)
+        if match and match.group(1) in queues:
+            return match.group(1)
+    return None
+
+
+def mentions(value, logical_id: str, name=None) -> bool:
+    """Whether a value refers to a resource, by logical id or by its physical name."""
+    text = json.dumps(value)
+    if re.search(rf"(?<![A-Za-z0-9]){re.escape(logical_id)}(?![A-Za-z0-9])", text):
+        return True
+    return bool(name) and (f"function:{name}" in text or text == json.dumps(name))
+
+
+def actions_of(statement: dict) -> set:
+    return {a.lower() for a in as_list(statement.get("Action", []))}
 
 
 def principals_of(statement: dict) -> list:
@@ -148,33 +151,397 @@ def principals_of(statement: dict) -> list:
     return as_list(principal.get("AWS")) if isinstance(principal, dict) else as_list(principal)
 
 
+def is_any_principal(statement: dict) -> bool:
+    principal = statement.get("Principal")
+    return principal == "*" or (isinstance(principal, dict) and "*" in as_list(principal.get("AWS")))
+
+
 def is_account_root(principal) -> bool:
-    text = json.dumps(principal)
-    return ":root" in text
+    return ":root" in json.dumps(principal)
 
 
-def is_staff(principal) -> bool:
-    return principal == {"Ref": "StaffRoleArn"}
+def is_parameter(principal, name: str) -> bool:
+    return principal == {"Ref": name}
+
+
+def uses_key(actions: set) -> set:
+    return actions & USE_ACTIONS or {a for a in actions if a.startswith(("kms:decrypt", "kms:generatedatakey"))}
+
+
+def policy_statements(resource: dict) -> list:
+    """Every IAM statement of a role (inline policies) or an IAM policy resource."""
+    p = props(resource)
+    documents = [policy.get("PolicyDocument", {}) for policy in p.get("Policies", [])]
+    if "PolicyDocument" in p:
+        documents.append(p["PolicyDocument"])
+    return [s for d in documents for s in as_list(d.get("Statement", []))]
+
+
+def environment(function: dict) -> dict:
+    return props(function).get("Environment", {}).get("Variables", {}) or {}
+
+
+def role_of(function: dict):
+    return target(props(function).get("Role"))
+
+
+def sources_by_function(cfn: dict, queues: dict) -> dict:
+    """{function logical id: [queue logical ids its event source mappings poll]}."""
+    result = {}
+    for esm in of_type(cfn, "AWS::Lambda::EventSourceMapping").values():
+        function = target(props(esm).get("FunctionName"))
+        result.setdefault(function, []).append(queue_of(props(esm).get("EventSourceArn"), queues))
+    return result
+
+
+def redrive_of(queue: dict):
+    redrive = props(queue).get("RedrivePolicy")
+    return json.loads(redrive) if isinstance(redrive, str) else redrive
+
+
+def visibility_timeouts(sam: dict, queue: dict, timeouts: list) -> list:
+    """(function timeout, visibility timeout) pairs the queue can be deployed with."""
+    visibility = props(queue).get("VisibilityTimeout", 30)
+    if isinstance(visibility, dict) and "Fn::FindInMap" in visibility:
+        table = sam["Mappings"][visibility["Fn::FindInMap"][0]]
+        return [(int(t), int(v["Seconds"])) for t, v in table.items()]
+    return [(int(parameter_default(sam, t)), int(parameter_default(sam, visibility))) for t in timeouts]
+
+
+def default_visibility_timeout(sam: dict, queue: dict) -> int:
+    """The visibility timeout the queue gets with every parameter at its default."""
+    visibility = props(queue).get("VisibilityTimeout", 30)
+    if isinstance(visibility, dict) and "Fn::FindInMap" in visibility:
+        table, key, attribute = visibility["Fn::FindInMap"]
+        return int(sam["Mappings"][table][str(parameter_default(sam, key))][attribute])
+    return int(parameter_default(sam, visibility))
+
+
+def hide_seconds(n: int, base: int, cap: int) -> int:
+    """What the function hides a batch for on receive n: min(cap, base x 2^(n-1))."""
+    return min(cap, base * 2 ** (n - 1))
+
+
+# ---- invariant groups ---------------------------------------------------------------------
+
+def check_event_sources(cfn: dict) -> list:
+    """Every event source mapping reports batch item failures, so one bad message never
+    fails the good ones of its batch."""
+    problems = []
+    mappings = of_type(cfn, "AWS::Lambda::EventSourceMapping")
+    if not mappings:
+        problems.append("no SQS event source mapping for the function")
+    for name, esm in mappings.items():
+        if "ReportBatchItemFailures" not in props(esm).get("FunctionResponseTypes", []):
+            problems.append(f"{name}: FunctionResponseTypes must include ReportBatchItemFailures")
+    return problems
+
+
+def check_queues(sam: dict, cfn: dict) -> list:
+    """Source queues redrive to a DLQ in this template that outlives them; visibility
+    timeout >= 6x the function timeout; every queue encrypted by a key of this template
+    (keys, not IAM alone, decide who reads it), TLS only, and under one queue policy."""
+    problems = []
+    queues = of_type(cfn, "AWS::SQS::Queue")
+    keys = of_type(cfn, "AWS::KMS::Key")
+    aliases = {n: target(props(a).get("TargetKeyId")) for n, a in of_type(cfn, "AWS::KMS::Alias").items()}
+    timeouts = [parameter_default(sam, props(f).get("Timeout", 3)) for f in of_type(cfn, "AWS::Lambda::Function").values()]
+    sources = {k: v for k, v in queues.items() if "RedrivePolicy" in props(v)}
+    if not sources:
+        problems.append("no queue has a RedrivePolicy to a dead-letter queue")
+    for name, queue in sources.items():
+        redrive = redrive_of(queue)
+        dlq = queue_of(redrive.get("deadLetterTargetArn"), queues)
+        retention = int(props(queue).get("MessageRetentionPeriod", 345600))
+        if dlq is None:
+            problems.append(f"{name}: RedrivePolicy.deadLetterTargetArn must be the ARN of a queue in this template")
+        else:
+            dlq_retention = int(props(queues[dlq]).get("MessageRetentionPeriod", 345600))
+            if dlq_retention < DLQ_RETENTION_SECONDS:
+                problems.append(f"{dlq}: the dead-letter queue must keep messages 14 days (1209600 s)")
+            # A moved message keeps its original enqueue time (SQS developer guide).
+            if dlq_retention <= retention:
+                problems.append(f"{dlq}: keeps messages {dlq_retention} s, not longer than its source {name} ({retention} s); "
+                                "a moved message keeps its enqueue time and would expire early")
+        for timeout, seconds in visibility_timeouts(sam, queue, timeouts):
+            if seconds < 6 * timeout:
+                problems.append(f"{name}: VisibilityTimeout {seconds} s is less than 6 x function timeout {timeout} s")
+
+    for name, queue in queues.items():
+        key = props(queue).get("KmsMasterKeyId")
+        key = target(key) if target(key) in keys else aliases.get(target(key))
+        if key not in keys:
+            problems.append(f"{name}: must be encrypted with a KMS key of this template (KmsMasterKeyId), "
+                            "not SQS-managed SSE or an AWS managed key: the key policy decides who reads it")
+
+    covering = {}
+    for policy_name, policy in of_type(cfn, "AWS::SQS::QueuePolicy").items():
+        for queue in props(policy).get("Queues", []):
+            covering.setdefault(queue_of(queue, queues), []).append(policy_name)
+    for name in queues:
+        policies = covering.get(name, [])
+        if len(policies) > 1:
+            problems.append(f"{name}: is in {len(policies)} queue policies ({', '.join(policies)}); "
+                            "a queue keeps one policy, the last written")
+        statements = [s for p in policies for s in as_list(props(cfn["Resources"][p])["PolicyDocument"].get("Statement", []))]
+        if not any(s.get("Effect") == "Deny" and is_any_principal(s)
+                   and str(s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")).lower() == "false"
+                   for s in statements):
+            problems.append(f"{name}: its queue policy must deny requests without TLS (aws:SecureTransport false)")
+    return problems
+
+
+def check_ride_out(sam: dict, cfn: dict) -> tuple:
+    """The outage ride-out: summed over maxReceiveCount receives, the backoff the function
+    applies hides a message >= 24 h and ends inside its queue's retention; one hide is at
+    most SQS's 12 h counted from the receive, i.e. the cap plus the queue's visibility
+    timeout (the call comes while the message is in flight) fits in 12 h, for every
+    function timeout the template allows, at its default and at its MaxValue; the base is
+    not below the visibility timeout; and the function reads exactly these parameters, so
+    this adds up what is deployed."""
+    problems, info = [], []
+    parameters = sam.get("Parameters", {})
+    settings = {}
+    for parameter, variable in (("VisibilityBackoffBaseSeconds", "VISIBILITY_BACKOFF_BASE_SECONDS"),
+                                ("VisibilityBackoffMaxSeconds", "VISIBILITY_BACKOFF_MAX_SECONDS")):
+        if "Default" not in parameters.get(parameter, {}):
+            problems.append(f"parameter {parameter} with a default is required (the backoff the lint adds up)")
+            return problems, info
+        settings[variable] = (parameter, int(parameters[parameter]["Default"]))
+    base = settings["VISIBILITY_BACKOFF_BASE_SECONDS"][1]
+    cap = settings["VISIBILITY_BACKOFF_MAX_SECONDS"][1]
+    declared_max = parameters["VisibilityBackoffMaxSeconds"].get("MaxValue")
+    if cap > SQS_MAX_VISIBILITY_SECONDS:
+        problems.append(f"VisibilityBackoffMaxSeconds default {cap} s exceeds SQS's visibility limit of "
+                        f"{SQS_MAX_VISIBILITY_SECONDS} s per receive")
+    if declared_max is None or int(declared_max) > SQS_MAX_VISIBILITY_SECONDS:
+        problems.append(f"VisibilityBackoffMaxSeconds needs MaxValue <= {SQS_MAX_VISIBILITY_SECONDS} "
+                        "so that no deploy can ask SQS for more")
+
+    queues = of_type(cfn, "AWS::SQS::Queue")
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    for function, fed_by in sources_by_function(cfn, queues).items():
+        if function not in functions:
+            continue
+        variables = environment(functions[function])
+        for variable, (parameter, _) in settings.items():
+            if variables.get(variable) != {"Ref": parameter}:
+                problems.append(f"{function}: environment {variable} must be !Ref {parameter} "
+                                "(the lint adds up that parameter; the function must use it)")
+        for queue in fed_by:
+            if queue is None or "RedrivePolicy" not in props(queues[queue]):
+                problems.append(f"{function}: polls {queue or 'a queue outside this template'}, which has no RedrivePolicy")
+                continue
+            receives = int(parameter_default(sam, redrive_of(queues[queue]).get("maxReceiveCount")) or 0)
+            total = sum(hide_seconds(n, base, cap) for n in range(1, receives + 1))
+            retention = int(props(queues[queue]).get("MessageRetentionPeriod", 345600))
+            if total < RIDE_OUT_SECONDS:
+                problems.append(f"{queue}: {receives} receives hide a message {total} s in all, less than "
+                                f"{RIDE_OUT_SECONDS} s: an outage of 24 h would send good messages to the DLQ")
+            if total > retention:
+                problems.append(f"{queue}: {receives} receives hide a message {total} s in all, beyond its "
+                                f"MessageRetentionPeriod of {retention} s: it would expire instead of reaching the DLQ")
+            longest = max([v for _, v in visibility_timeouts(sam, queues[queue], [])]
+                          or [default_visibility_timeout(sam, queues[queue])])
+            for label, value in (("default", cap), ("MaxValue", int(declared_max or cap))):
+                if value + longest > SQS_MAX_VISIBILITY_SECONDS:
+                    problems.append(f"{queue}: a hide of {value} s (VisibilityBackoffMaxSeconds {label}) plus the time since "
+                                    f"the receive, up to the VisibilityTimeout of {longest} s, exceeds SQS's {SQS_MAX_VISIBILITY_SECONDS} s "
+                                    "counted from the receive: SQS would refuse it")
+            visibility = default_visibility_timeout(sam, queues[queue])
+            if base < visibility:
+                problems.append(f"{queue}: VisibilityBackoffBaseSeconds {base} s is below the queue's VisibilityTimeout "
+                                f"{visibility} s: the first backoff would return a message sooner than a plain failure")
+            info.append(f"{queue}: {receives} receives x min({cap}, {base} x 2^(n-1)) = {total} s "
+                        f"({total / 3600:.1f} h) >= {RIDE_OUT_SECONDS} s; retention {retention} s, "
+                        f"{retention - total} s to spare")
+    return problems, info
+
+
+def replay_senders(cfn: dict) -> dict:
+    """{replay queue: the role allowed to send to it}: the queue a function's
+    REPLAY_QUEUE_ARN names, and the role of the function whose REPLAY_QUEUE_URL names it."""
+    queues = of_type(cfn, "AWS::SQS::Queue")
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    result = {}
+    for function in functions.values():
+        queue = queue_of(environment(function).get("REPLAY_QUEUE_ARN"), queues)
+        if queue:
+            result[queue] = next((role_of(f) for f in functions.values()
+                                  if queue_of(environment(f).get("REPLAY_QUEUE_URL"), queues) == queue), None)
+    return result
+
+
+def check_replay_queue(cfn: dict) -> list:
+    """The function honours replay attributes only from the replay queue, so that queue
+    must take messages from the vault service alone: it feeds the function, and its queue
+    policy denies sqs:SendMessage (which also authorizes SendMessageBatch) to every
+    principal but the vault service's role, by aws:PrincipalArn."""
+    problems = []
+    queues = of_type(cfn, "AWS::SQS::Queue")
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    senders = replay_senders(cfn)
+    if not senders:
+        problems.append("no function names its replay queue (REPLAY_QUEUE_ARN: !GetAtt <queue>.Arn)")
+    fed = sources_by_function(cfn, queues)
+    for name, function in functions.items():
+        queue = queue_of(environment(function).get("REPLAY_QUEUE_ARN"), queues)
+        if queue and queue not in fed.get(name, []):
+            problems.append(f"{name}: REPLAY_QUEUE_ARN names {queue}, which is not one of its event sources")
+    for queue, sender in senders.items():
+        if sender is None:
+            problems.append(f"{queue}: no function sends replays to it (REPLAY_QUEUE_URL: !Ref {queue})")
+            continue
+        statements = [s for p in of_type(cfn, "AWS::SQS::QueuePolicy").values()
+                      if queue in [queue_of(q, queues) for q in props(p).get("Queues", [])]
+                      for s in as_list(props(p)["PolicyDocument"].get("Statement", []))]
+        if not any(denies_sends_except(s, queue, sender, queues) for s in statements):
+            problems.append(f"{queue}: its queue policy must deny sqs:SendMessage to every principal except {sender} "
+                            f"(Effect Deny, Principal *, Condition ArnNotEquals aws:PrincipalArn: !GetAtt {sender}.Arn)")
+    return problems
+
+
+def denies_sends_except(statement: dict, queue: str, sender: str, queues: dict) -> bool:
+    actions = actions_of(statement)
+    resources = as_list(statement.get("Resource", []))
+    condition = statement.get("Condition", {})
+    if statement.get("Effect") != "Deny" or not is_any_principal(statement):
+        return False
+    if not actions & {"sqs:sendmessage", "sqs:send*", "sqs:*", "*"}:
+        return False
+    if "*" not in resources and queue not in [queue_of(r, queues) for r in resources]:
+        return False
+    # One operator, one key: anything more would narrow the deny.
+    if len(condition) != 1 or len(next(iter(condition.values()))) != 1:
+        return False
+    operator, keys = next(iter(condition.items()))
+    excepted = as_list(keys.get("aws:PrincipalArn", []))
+    return (operator in ("ArnNotEquals", "ArnNotLike", "StringNotEquals", "StringNotLike")
+            and len(excepted) == 1 and target(excepted[0]) == sender)
+
+
+def check_keys(cfn: dict) -> list:
+    """Each KMS key by what it is for: the key of the queues (KmsMasterKeyId) gets the SQS
+    rule, the functions' KMS_KEY_ID the PII rule; one key is never both. Then for every
+    key: no wildcard principal, no human use, root reads metadata only, grants only for
+    AWS resources."""
+    problems = []
+    keys = of_type(cfn, "AWS::KMS::Key")
+    queues = of_type(cfn, "AWS::SQS::Queue")
+    aliases = {n: target(props(a).get("TargetKeyId")) for n, a in of_type(cfn, "AWS::KMS::Alias").items()}
+    resolve = lambda value: target(value) if target(value) in keys else aliases.get(target(value))
+    by_key = {}
+    for name, queue in queues.items():
+        by_key.setdefault(resolve(props(queue).get("KmsMasterKeyId")), []).append(name)
+    pii = {resolve(environment(f).get("KMS_KEY_ID")) for f in of_type(cfn, "AWS::Lambda::Function").values()}
+    if not keys:
+        problems.append("no KMS key")
+    for name, key in keys.items():
+        if name in by_key and name in pii:
+            problems.append(f"{name}: encrypts queues and is the functions' KMS_KEY_ID; the vault's key and the queues' must differ")
+        if name in by_key:
+            problems += check_queue_key_policy(name, key, by_key[name], cfn)
+        else:
+            problems += check_pii_key_policy(name, key)
+        problems += check_key_administration(name, key)
+    return problems
+
+
+def check_pii_key_policy(name: str, key: dict) -> list:
+    """The PII key unwraps only the project's keys: every use requires an encryption
+    context whose keys are exactly app, purpose, key_version."""
+    problems = []
+    for statement in as_list(props(key).get("KeyPolicy", {}).get("Statement", [])):
+        uses = uses_key(actions_of(statement))
+        if statement.get("Effect") != "Allow" or not uses:
+            continue
+        condition = statement.get("Condition", {})
+        keys_condition = condition.get("ForAllValues:StringEquals", {}).get("kms:EncryptionContextKeys")
+        required = condition.get("Null", {}).get("kms:EncryptionContextKeys")
+        if set(as_list(keys_condition or [])) != PII_CONTEXT_KEYS or str(required).lower() != "false":
+            problems.append(
+                f"{name}: statement {statement.get('Sid')} allows {sorted(uses)} without requiring "
+                f"exactly the encryption context keys {sorted(PII_CONTEXT_KEYS)}"
+            )
+    return problems
+
+
+def check_queue_key_policy(name: str, key: dict, encrypted: list, cfn: dict) -> list:
+    """The queue key is used only through SQS (kms:ViaService sqs.<region>.amazonaws.com)
+    and per queue (kms:EncryptionContext:aws:sqs:arn = a queue of this key), by no human
+    role, with GenerateDataKey and Decrypt only; a replay queue's key encrypts for its one
+    sender; and every function can decrypt the queues its event source mappings poll."""
+    problems = []
+    queues = of_type(cfn, "AWS::SQS::Queue")
+    senders = replay_senders(cfn)
+    decryptable = {}  # principal logical id -> queues it may decrypt
+    for statement in as_list(props(key).get("KeyPolicy", {}).get("Statement", [])):
+        sid = statement.get("Sid")
+        actions = actions_of(statement)
+        uses = uses_key(actions)
+        if statement.get("Effect") != "Allow" or not uses:
+            continue
+        if not actions <= {"kms:decrypt", "kms:generatedatakey"}:
+            problems.append(f"{name}: statement {sid} allows {sorted(actions)}; a queue key needs only "
+                            "kms:GenerateDataKey (senders) and kms:Decrypt")
+        principals = principals_of(statement)
+        for human in HUMAN_ROLE_PARAMETERS:
+            if any(is_parameter(p, human) for p in principals):
+                problems.append(f"{name}: statement {sid} lets the human role {human} use the queue key {sorted(uses)}")
+        if any(is_account_root(p) for p in principals):
+            problems.append(f"{name}: statement {sid} lets the account root use the queue key: any IAM principal could")
+        equals = statement.get("Condition", {}).get("StringEquals", {})
+        via = sub_text(equals.get("kms:ViaService")) or ""
+        if not (via == "sqs.${AWS::Region}.amazonaws.com" or re.fullmatch(r"sqs\.[a-z0-9-]+\.amazonaws\.com", via)):
+            problems.append(f"{name}: statement {sid} allows {sorted(uses)} without StringEquals "
+                            "kms:ViaService = sqs.${AWS::Region}.amazonaws.com (only through SQS)")
+        context = as_list(equals.get("kms:EncryptionContext:aws:sqs:arn", []))
+        scoped = [queue_of(v, queues) for v in context]
+        if not context or None in scoped or not set(scoped) <= set(encrypted):
+            problems.append(f"{name}: statement {sid} allows {sorted(uses)} without StringEquals "
+                            "kms:EncryptionContext:aws:sqs:arn naming only queues of this key")
+        if "kms:generatedatakey" in actions:
+            for queue in set(scoped) & set(senders):
+                if [target(p) for p in principals] != [senders[queue]]:
+                    problems.append(f"{name}: statement {sid} lets {principals} encrypt to the replay queue {queue}; "
+                                    f"only {senders[queue]} may")
+        if "kms:decrypt" in actions:
+            for principal in principals:
+                decryptable.setdefault(target(principal), set()).update(q for q in scoped if q)
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    for function, fed_by in sources_by_function(cfn, queues).items():
+        role = role_of(functions.get(function, {}))
+        for queue in fed_by:
+            if queue in encrypted and queue not in decryptable.get(role, set()):
+                problems.append(f"{name}: {role} cannot decrypt {queue}, which {function} polls "
+                                "(the event source mapping reads with the execution role)")
+    return problems
 
 
 def check_key_administration(name: str, key: dict) -> list:
+    """Staff hold no KMS action, the key administrator uses no key, the account root
+    cannot grant or rewrite, and CreateGrant is denied unless for an AWS resource."""
     problems = []
-    statements = as_list(key["Properties"].get("KeyPolicy", {}).get("Statement", []))
+    statements = as_list(props(key).get("KeyPolicy", {}).get("Statement", []))
     for statement in statements:
         if statement.get("Effect") != "Allow":
             continue
         sid = statement.get("Sid")
-        actions = {a.lower() for a in as_list(statement.get("Action", []))}
+        actions = actions_of(statement)
         principals = principals_of(statement)
-        if any(is_staff(p) for p in principals) and actions:
+        if is_any_principal(statement):
+            problems.append(f"{name}: statement {sid} allows any principal")
+        if any(is_parameter(p, "StaffRoleArn") for p in principals) and actions:
             problems.append(f"{name}: statement {sid} gives the staff role KMS actions {sorted(actions)}; "
                             "staff reach the vault only through the vault service")
+        if any(is_parameter(p, "KeyAdminRoleArn") for p in principals) and uses_key(actions):
+            problems.append(f"{name}: statement {sid} lets the key administrator use the key {sorted(uses_key(actions))}")
         if any(is_account_root(p) for p in principals) and actions & GRANTING:
             problems.append(f"{name}: statement {sid} gives the account root {sorted(actions & GRANTING)}: "
                             "any IAM principal could grant itself use of the key")
     denies_grants = any(
         s.get("Effect") == "Deny"
-        and "kms:creategrant" in {a.lower() for a in as_list(s.get("Action", []))}
+        and "kms:creategrant" in actions_of(s)
         and str(s.get("Condition", {}).get("Bool", {}).get("kms:GrantIsForAWSResource")).lower() == "false"
         for s in statements
     )
@@ -183,16 +550,207 @@ def check_key_administration(name: str, key: dict) -> list:
     return problems
 
 
-def main() -> int:
-    path = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "template.yaml")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    sam = yaml_parse(path.read_text())
-    try:
-        cfn = translate(yaml_parse(path.read_text()))
-    except Exception as error:  # the translator reports invalid SAM as exceptions
-        print(f"{path}: SAM translation failed: {error}")
-        return 1
+def check_vault_service_invocation(cfn: dict) -> list:
+    """The vault service answers only SigV4-proven callers through its URL: AuthType
+    AWS_IAM; its resource policy names only the staff and key-admin roles, for the URL
+    (InvokeFunctionUrl, or InvokeFunction with InvokedViaFunctionUrl); no schedule, rule,
+    event source, subscription or IAM policy may invoke it directly (a direct invoke could
+    carry any identity in its event); no local identity."""
     problems = []
+    urls = of_type(cfn, "AWS::Lambda::Url")
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    if not urls:
+        problems.append("no function URL for the vault service")
+    vaults = {}
+    for name, url in urls.items():
+        if props(url).get("AuthType") != "AWS_IAM":
+            problems.append(f"{name}: a function URL must use AuthType AWS_IAM (the caller is what SigV4 proves)")
+        function = target(props(url).get("TargetFunctionArn"))
+        if function in functions:
+            vaults[function] = props(functions[function]).get("FunctionName")
+    named_roles = [{"Ref": r} for r in HUMAN_ROLE_PARAMETERS]
+    for vault, physical in vaults.items():
+        about = lambda value: mentions(value, vault, physical)
+        for name, permission in of_type(cfn, "AWS::Lambda::Permission").items():
+            p = props(permission)
+            if not about(p.get("FunctionName")):
+                continue
+            through_url = ((p.get("Action") == "lambda:InvokeFunctionUrl" and p.get("FunctionUrlAuthType") == "AWS_IAM")
+                           or (p.get("Action") == "lambda:InvokeFunction"
+                               and str(p.get("InvokedViaFunctionUrl")).lower() == "true"))
+            if not through_url or p.get("Principal") not in named_roles:
+                problems.append(f"{name}: lets {p.get('Principal')} {p.get('Action')} the vault service; only the staff "
+                                "and key-admin roles may, through its URL with AWS_IAM auth")
+        for name, esm in of_type(cfn, "AWS::Lambda::EventSourceMapping").items():
+            if about(props(esm).get("FunctionName")):
+                problems.append(f"{name}: an event source mapping invokes the vault service")
+        for kind, field in (("AWS::Events::Rule", "Targets"), ("AWS::Scheduler::Schedule", "Target"),
+                            ("AWS::SNS::Subscription", "Endpoint")):
+            for name, resource in of_type(cfn, kind).items():
+                if about(props(resource).get(field)):
+                    problems.append(f"{name}: a schedule, rule or subscription targets the vault service; "
+                                    "a direct invoke could carry any identity (give the job its own function)")
+        for kind in ("AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            for name, resource in of_type(cfn, kind).items():
+                for statement in policy_statements(resource):
+                    invoke = {a for a in actions_of(statement) if a in ("*", "lambda:*") or a.startswith("lambda:invoke")}
+                    resources = as_list(statement.get("Resource", []))
+                    if statement.get("Effect") == "Allow" and invoke and ("*" in resources or about(resources)):
+                        problems.append(f"{name}: allows {sorted(invoke)} on the vault service (directly or by *)")
+    for name, function in functions.items():
+        if "PII_VAULT_LOCAL_IDENTITY" in environment(function):
+            problems.append(f"{name}: PII_VAULT_LOCAL_IDENTITY is for the local stack only; deployed, the caller is the IAM principal")
+    return problems
+
+
+def check_scheduled_jobs(cfn: dict) -> list:
+    """A scheduled function (the quarantine purge) holds the least: logs and VPC, its own
+    secret; no KMS, SQS or Lambda permission in IAM, and no place in a key policy. Every
+    function that reads QUARANTINE_RETENTION_DAYS reads the one parameter."""
+    problems = []
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    roles = of_type(cfn, "AWS::IAM::Role")
+    scheduled = {target(t.get("Arn")) for rule in of_type(cfn, "AWS::Events::Rule").values()
+                 for t in as_list(props(rule).get("Targets", []))}
+    scheduled |= {target(props(s).get("Target", {}).get("Arn")) for s in of_type(cfn, "AWS::Scheduler::Schedule").values()}
+    allowed_managed = {"AWSLambdaVPCAccessExecutionRole", "AWSLambdaBasicExecutionRole"}
+    for function in sorted(f for f in scheduled if f in functions):
+        role = role_of(functions[function])
+        if role not in roles:
+            problems.append(f"{function}: a scheduled function needs its own role in this template")
+            continue
+        for managed in props(roles[role]).get("ManagedPolicyArns", []):
+            if not any(m in json.dumps(managed) for m in allowed_managed):
+                problems.append(f"{role}: managed policy {managed} on the role of scheduled {function} (logs and VPC only)")
+        for statement in policy_statements(roles[role]):
+            broad = {a for a in actions_of(statement) if a == "*" or a.startswith(("kms:", "sqs:", "lambda:"))}
+            if statement.get("Effect") == "Allow" and broad:
+                problems.append(f"{role}: the role of scheduled {function} allows {sorted(broad)}; it needs none")
+        for key_name, key in of_type(cfn, "AWS::KMS::Key").items():
+            for statement in as_list(props(key).get("KeyPolicy", {}).get("Statement", [])):
+                if statement.get("Effect") == "Allow" and any(target(p) == role for p in principals_of(statement)):
+                    problems.append(f"{key_name}: statement {statement.get('Sid')} names {role}, the role of scheduled {function}")
+    for name, function in functions.items():
+        value = environment(function).get("QUARANTINE_RETENTION_DAYS")
+        if value is not None and value != {"Ref": "QuarantineRetentionDays"}:
+            problems.append(f"{name}: QUARANTINE_RETENTION_DAYS must be !Ref QuarantineRetentionDays (one retention for all)")
+    return problems
+
+
+def emitted_metrics(root: pathlib.Path = ROOT) -> set:
+    """Metric names the Rust sources emit: the ("Name", value, "Unit") tuples of the files
+    of src/ and crates/*/src that call metrics::line(, outside comments and test modules."""
+    names = set()
+    files = list((root / "src").rglob("*.rs")) + list(root.glob("crates/*/src/**/*.rs"))
+    tuple_shape = re.compile(r'\(\s*"([A-Za-z][A-Za-z0-9_]*)"\s*,[^;"]*?,\s*"([A-Za-z/]+)"\s*\)')
+    for path in files:
+        text = path.read_text(errors="replace")
+        if "metrics::line(" not in text:
+            continue
+        text = re.split(r"#\[cfg\(test\)\]\s*mod\s+\w+\s*\{", text)[0]
+        text = re.sub(r"//[^\n]*", "", text)
+        names |= {name for name, unit in tuple_shape.findall(text) if unit in CLOUDWATCH_UNITS}
+    return names
+
+
+def check_metrics(cfn: dict, emitted: set) -> list:
+    """Every dashboard widget and alarm names a metric something emits: in the login-etl
+    namespace one the Rust sources emit, with a Function dimension that is one of this
+    template's functions; otherwise a known metric of AWS/SQS or AWS/Lambda on a queue or
+    function of this template."""
+    problems = []
+    queue_names = {props(q).get("QueueName") for q in of_type(cfn, "AWS::SQS::Queue").values()}
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    function_names = {props(f).get("FunctionName") for f in functions.values()}
+
+    def resolve(match):
+        name = match.group(1)
+        if name == "AWS::Region":
+            return os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+        logical, _, attribute = name.partition(".")
+        resource = props(cfn.get("Resources", {}).get(logical, {}))
+        if attribute == "QueueName" or (not attribute and logical in functions):
+            return resource.get("QueueName") or resource.get("FunctionName") or f"<{name}>"
+        return f"<{name}>"
+
+    def check(where, namespace, metric, dimensions, search=False):
+        if namespace == PROJECT_NAMESPACE:
+            if metric not in emitted:
+                problems.append(f"{where}: {namespace} metric {metric} is not emitted by the Rust sources "
+                                "(metrics::line tuples in src/, crates/*/src)")
+            if dimensions.get("Function") not in function_names:
+                problems.append(f"{where}: {namespace} metric {metric} needs a Function dimension naming a function "
+                                f"of this template {sorted(function_names)}, not {dimensions.get('Function')}")
+        elif namespace in AWS_METRICS:
+            if metric not in AWS_METRICS[namespace]:
+                problems.append(f"{where}: {namespace} has no metric {metric}")
+            dimension = AWS_METRIC_DIMENSIONS[namespace]
+            known = queue_names if namespace == "AWS/SQS" else function_names
+            if not search and dimensions.get(dimension) not in known:
+                problems.append(f"{where}: {namespace} {metric} needs {dimension} naming one of this template's "
+                                f"{sorted(known)}, not {dimensions.get(dimension)}")
+        else:
+            problems.append(f"{where}: namespace {namespace} is neither {PROJECT_NAMESPACE} nor one of {sorted(AWS_METRICS)}")
+
+    for name, dashboard in of_type(cfn, "AWS::CloudWatch::Dashboard").items():
+        text = sub_text(props(dashboard).get("DashboardBody"))
+        try:
+            body = json.loads(re.sub(r"\$\{([^}!]+)\}", resolve, text or ""))
+        except ValueError as error:
+            problems.append(f"{name}: DashboardBody is not JSON: {error}")
+            continue
+        for index, widget in enumerate(body.get("widgets", [])):
+            if widget.get("type") != "metric":
+                continue
+            where = f"{name} widget {index} ({widget.get('properties', {}).get('title')})"
+            if "region" not in widget.get("properties", {}):
+                problems.append(f"{where}: a metric widget needs a region")
+            for entry in widget.get("properties", {}).get("metrics", []):
+                if entry and isinstance(entry[0], dict):
+                    search = re.search(r"SEARCH\(\s*'(.*?)'\s*,", entry[0].get("expression", ""))
+                    if not search:
+                        continue  # metric math over the ids of other entries, which are checked
+                    schema = re.search(r"\{([^}]*)\}", search.group(1))
+                    metric = re.search(r'MetricName\s*=\s*"?([A-Za-z0-9_]+)"?', search.group(1))
+                    function = re.search(r'Function\s*=\s*"?([^"\s]+)"?', search.group(1))
+                    if not schema or not metric:
+                        problems.append(f"{where}: a SEARCH needs a {{namespace,dimensions}} schema and a MetricName")
+                        continue
+                    namespace = schema.group(1).split(",")[0].strip()
+                    dimensions = {"Function": function.group(1)} if function else {}
+                    check(where, namespace, metric.group(1), dimensions, search=True)
+                    continue
+                if any(part in (".", "...") for part in entry if isinstance(part, str)):
+                    problems.append(f"{where}: write each metric out in full (no \".\"/\"...\"), so the lint can read it")
+                    continue
+                strings = [part for part in entry if isinstance(part, str)]
+                check(where, strings[0], strings[1], dict(zip(strings[2::2], strings[3::2])))
+
+    for name, alarm in of_type(cfn, "AWS::CloudWatch::Alarm").items():
+        p = props(alarm)
+        stats = [({"Namespace": p["Namespace"], "MetricName": p.get("MetricName"), "Dimensions": p.get("Dimensions", [])})
+                 ] if "Namespace" in p else [m["MetricStat"]["Metric"] for m in p.get("Metrics", []) if "MetricStat" in m]
+        for metric in stats:
+            dimensions = {}
+            for d in metric.get("Dimensions", []):
+                value = d.get("Value")
+                logical = target(value)
+                resource = props(cfn.get("Resources", {}).get(logical, {}))
+                dimensions[d["Name"]] = resource.get("QueueName") or resource.get("FunctionName") or value
+            check(name, metric["Namespace"], metric["MetricName"], dimensions)
+    return problems
+
+
+def check_invariants(sam: dict, cfn: dict, emitted=None) -> tuple:
+    """All project invariants: (problems, informational lines)."""
+    ride_out_problems, info = check_ride_out(sam, cfn)
+    problems = (check_event_sources(cfn) + check_queues(sam, cfn) + ride_out_problems
+                + check_replay_queue(cfn) + check_keys(cfn) + check_vault_service_invocation(cfn)
+                + check_scheduled_jobs(cfn) + check_metrics(cfn, emitted_metrics() if emitted is None else emitted))
+    return problems, info
+
+
+def run_cfn_lint(cfn: dict) -> list:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as out:
         json.dump(cfn, out)
     try:
@@ -202,17 +760,38 @@ def main() -> int:
         )
     finally:
         os.unlink(out.name)
+    problems = []
     for line in (lint.stdout + lint.stderr).splitlines():
         # cfn-lint's parseable lines: file:line:col:endline:endcol:rule:message
         parts = line.split(":", 5)
         rule = parts[5].split(":", 1)[0] if len(parts) == 6 else ""
         if line.strip() and not rule.startswith(("I", "W")):
             problems.append(f"cfn-lint: {parts[5] if len(parts) == 6 else line}")
-    problems += check_invariants(sam, cfn)
+    return problems
+
+
+def lint(text: str, with_cfn_lint: bool = True, emitted=None) -> tuple:
+    """(problems, info, resource count) for a template's text."""
+    sam = yaml_parse(text)
+    try:
+        cfn = translate(yaml_parse(text))
+    except Exception as error:  # the translator reports invalid SAM as exceptions
+        return [f"SAM translation failed: {error}"], [], 0
+    problems = run_cfn_lint(cfn) if with_cfn_lint else []
+    invariant_problems, info = check_invariants(sam, cfn, emitted)
+    return problems + invariant_problems, info, len(cfn.get("Resources", {}))
+
+
+def main() -> int:
+    path = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "template.yaml")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    problems, info, count = lint(path.read_text())
+    for line in info:
+        print(f"{path.name}: {line}")
     for problem in problems:
         print(f"{path.name}: {problem}")
     print(f"{path.name}: {'OK' if not problems else f'{len(problems)} problem(s)'} "
-          f"({len(cfn.get('Resources', {}))} CloudFormation resources after SAM translation)")
+          f"({count} CloudFormation resources after SAM translation)")
     return 1 if problems else 0
 
 
