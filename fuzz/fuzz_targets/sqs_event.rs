@@ -1,9 +1,12 @@
 //! `handler::prepare` on any SQS event serde can read from arbitrary bytes, with a fixed
 //! keyring. It must never panic or fail, must account for every record exactly once,
-//! report exactly the rejected ids, and vault each distinct value once such that it opens
-//! and re-masks to its row's blind index. Each record's outcome is also recomputed
-//! independently (SentTimestamp, body, `LoginEvent::parse`) and compared. Rows come in the
-//! store's lock order: logins by message id, vault rows by (field, blind index), bytewise.
+//! quarantine exactly the rejected ones (each body sealed to its id, opening to what was
+//! sent), report as item failures exactly the ids no column can hold, and vault each
+//! distinct value once such that it opens and re-masks to its row's blind index. Each
+//! record's outcome is also recomputed independently (id, SentTimestamp, body,
+//! `LoginEvent::parse`) and compared. Rows come in the store's lock order: logins by
+//! message id, quarantine rows by (message id, attempt), vault rows by (field, blind
+//! index), bytewise. (Replays, which need the replay queue's ARN, are not fuzzed here.)
 #![no_main]
 
 use std::collections::{BTreeMap, HashSet};
@@ -13,7 +16,7 @@ use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use libfuzzer_sys::fuzz_target;
 use login_etl::handler::{self, Rejection};
 use login_etl_core::crypto::{BlindIndex, BlindIndexer, DataKey, KeyMaterial, PiiField};
-use login_etl_core::event::{ClientIp, DeviceId, LoginEvent, RejectReason};
+use login_etl_core::event::{ClientIp, DeviceId, LoginEvent, MessageId, ReadablePii, RejectReason};
 use login_etl_core::keys::Keyring;
 
 const INDEX_KEY_VERSION: i32 = 1;
@@ -28,7 +31,10 @@ static KEYRING: LazyLock<Keyring> = LazyLock::new(|| Keyring {
 /// What the handler should do with one record, computed without the handler.
 enum Expected {
     Unidentifiable,
-    Rejected(Rejection),
+    /// An id no column can hold: an item failure.
+    Unstorable(String),
+    /// Quarantined, with the body as sent (empty when there was none).
+    Rejected(Rejection, String),
     Accepted { message_id: String, millis: i64, login: LoginEvent },
 }
 
@@ -40,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     let expected: Vec<Expected> = event.records.iter().map(expect).collect();
     let received = event.records.len();
 
-    let batch = match handler::prepare(keyring, event) {
+    let batch = match handler::prepare(keyring, event, None) {
         Ok(batch) => batch,
         Err(error) => panic!("prepare failed on a parseable event: {error}"),
     };
@@ -50,17 +56,21 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(stats.received, received, "received");
     assert_eq!(
         stats.received,
-        batch.rows.logins().len() + stats.rejections.len() + stats.unidentifiable,
-        "received != logins + rejections + unidentifiable"
+        batch.rows.logins().len() + stats.rejections.len() + stats.unidentifiable + stats.unstorable_ids,
+        "received != logins + rejections + unidentifiable + unstorable"
     );
     assert_eq!(stats.accepted, batch.rows.logins().len(), "accepted != logins");
 
-    // batchItemFailures: exactly the rejections, in order, never an empty id.
+    // batchItemFailures: exactly the unstorable ids, in order, never an empty id.
     let failures: Vec<&str> =
         batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-    let rejected: Vec<&str> = stats.rejections.iter().map(|r| r.message_id.as_str()).collect();
+    let unstorable: Vec<&str> = expected
+        .iter()
+        .filter_map(|e| if let Expected::Unstorable(id) = e { Some(id.as_str()) } else { None })
+        .collect();
     assert!(failures.iter().all(|id| !id.is_empty()), "empty id in batchItemFailures");
-    assert_eq!(failures, rejected, "batchItemFailures != rejections");
+    assert_eq!(failures, unstorable, "batchItemFailures != unstorable ids");
+    assert_eq!(stats.unstorable_ids, unstorable.len(), "unstorable_ids");
     let mut by_reason: BTreeMap<&'static str, usize> = BTreeMap::new();
     for rejection in &stats.rejections {
         assert!(!rejection.reason.code().is_empty(), "empty reject code");
@@ -71,9 +81,33 @@ fuzz_target!(|data: &[u8]| {
     // Each record's outcome, recomputed independently.
     let unidentifiable = expected.iter().filter(|e| matches!(e, Expected::Unidentifiable)).count();
     assert_eq!(stats.unidentifiable, unidentifiable, "unidentifiable");
-    let expected_rejections: Vec<&Rejection> =
-        expected.iter().filter_map(|e| if let Expected::Rejected(r) = e { Some(r) } else { None }).collect();
-    assert_eq!(stats.rejections.iter().collect::<Vec<_>>(), expected_rejections, "rejections");
+    let expected_rejections: Vec<(&Rejection, &String)> = expected
+        .iter()
+        .filter_map(|e| if let Expected::Rejected(r, body) = e { Some((r, body)) } else { None })
+        .collect();
+    assert_eq!(
+        stats.rejections.iter().collect::<Vec<_>>(),
+        expected_rejections.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        "rejections"
+    );
+    // The quarantine: one row per rejection, in (id, attempt) order, each body sealed to its
+    // id and opening to what was sent, with the masks of whatever PII can be read.
+    let mut quarantined: Vec<(&Rejection, &String)> = expected_rejections.clone();
+    quarantined.sort_by(|a, b| a.0.message_id.as_bytes().cmp(b.0.message_id.as_bytes()));
+    assert_eq!(quarantined.len(), batch.rows.quarantine().len(), "quarantine rows");
+    for (row, (rejection, body)) in batch.rows.quarantine().iter().zip(&quarantined) {
+        assert_eq!(row.message_id.as_str(), rejection.message_id, "quarantine order");
+        assert_eq!((row.attempt, row.reason_code), (0, rejection.reason.code()), "quarantine reason");
+        let opened = keyring
+            .data_key
+            .open_body(row.message_id.as_str(), row.attempt, &row.sealed)
+            .unwrap_or_else(|error| panic!("quarantined body does not open: {error}"));
+        assert_eq!(opened.as_str(), body.as_str(), "quarantined body");
+        let pii = ReadablePii::of(body);
+        let ip = pii.ip.map(|ip| keyring.indexer.index(PiiField::Ip, &ip.canonical()));
+        let device = pii.device_id.map(|d| keyring.indexer.index(PiiField::DeviceId, d.canonical()));
+        assert_eq!((&row.masked_ip, &row.masked_device_id), (&ip, &device), "quarantine masks");
+    }
     let mut accepted: Vec<(&String, i64, &LoginEvent)> = expected
         .iter()
         .filter_map(|e| match e {
@@ -156,17 +190,22 @@ fn expect(record: &SqsMessage) -> Expected {
     let Some(message_id) = record.message_id.clone().filter(|id| !id.is_empty()) else {
         return Expected::Unidentifiable;
     };
-    let reject = |reason| Expected::Rejected(Rejection { message_id: message_id.clone(), reason });
+    if MessageId::parse(message_id.clone()).is_err() {
+        return Expected::Unstorable(message_id);
+    }
+    let body = record.body.clone().unwrap_or_default();
+    let reject =
+        |reason| Expected::Rejected(Rejection { message_id: message_id.clone(), reason }, body.clone());
     let Some(millis) = record.attributes.get("SentTimestamp").and_then(|text| sent_timestamp(text)) else {
         return reject(RejectReason::InvalidSentTimestamp);
     };
-    let Some(body) = record.body.as_deref() else {
+    let Some(text) = record.body.as_deref() else {
         return reject(RejectReason::MissingBody);
     };
-    if body.trim().is_empty() {
+    if text.trim().is_empty() {
         return reject(RejectReason::EmptyBody);
     }
-    match LoginEvent::parse(body) {
+    match LoginEvent::parse(text) {
         Ok(login) => Expected::Accepted { message_id, millis, login },
         Err(reason) => reject(reason),
     }
