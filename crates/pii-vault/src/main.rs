@@ -133,7 +133,7 @@ struct PlainTarget {
 struct RevealArgs {
     #[command(flatten)]
     target: RevealTargetArgs,
-    /// Why (recorded in the audit; at least 8 visible characters).
+    /// Why (recorded in the audit; at least 8 letters or digits).
     #[arg(long)]
     reason: Option<String>,
 }
@@ -159,7 +159,7 @@ struct RevealTargetArgs {
 struct ForgetArgs {
     #[command(flatten)]
     target: ForgetTargetArgs,
-    /// Why (recorded in the audit; at least 8 visible characters).
+    /// Why (recorded in the audit; at least 8 letters or digits).
     #[arg(long)]
     reason: Option<String>,
 }
