@@ -24,7 +24,8 @@ END $$;
 
 CREATE TABLE IF NOT EXISTS login_quarantine (
     -- The SQS message id; for a replay, the original message's id.
-    message_id       varchar(128) NOT NULL CHECK (message_id <> '' AND message_id !~ '[[:cntrl:]]'),
+    -- Printable ASCII, as login_etl_core::event::MessageId takes it (SQS's ids are UUIDs).
+    message_id       varchar(128) NOT NULL CHECK (message_id ~ '^[!-~]{1,128}$'),
     -- 0 when first seen; n for the n-th replay that was rejected again.
     attempt          integer      NOT NULL CHECK (attempt BETWEEN 0 AND 1000),
     -- Where it came from: the login queue, a replay, or the dead-letter queue (import-dlq).
