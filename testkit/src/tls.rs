@@ -18,48 +18,8 @@ impl TlsCluster {
     pub fn start() -> TlsCluster {
         let dir = std::env::temp_dir().join(format!("login-etl-tls-{}", unique_suffix()));
         std::fs::create_dir_all(&dir).expect("cluster dir");
-        let run = |program: &str, args: &[&str]| {
-            let output = std::process::Command::new(program).args(args).current_dir(&dir).output();
-            let output = output.unwrap_or_else(|e| panic!("{program}: {e}"));
-            assert!(
-                output.status.success(),
-                "{program} {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        for (name, cn) in [("ca", "login-etl test CA"), ("other-ca", "a CA nobody trusts")] {
-            let (key, pem, subject) = (format!("{name}.key"), format!("{name}.pem"), format!("/CN={cn}"));
-            let mut args = vec!["req", "-x509"];
-            args.extend(ec);
-            args.extend(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject]);
-            run("openssl", &args);
-        }
-        let mut args = vec!["req"];
-        args.extend(ec);
-        args.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
-        run("openssl", &args);
-        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("ext");
-        run(
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.crt",
-                "-days",
-                "2",
-                "-extfile",
-                "san.ext",
-            ],
-        );
+        make_certificates(&dir);
+        let run = |program: &str, args: &[&str]| run_in(&dir, program, args);
 
         let root = running_as_root();
         let as_postgres = |program: &std::path::Path, args: &[&str]| {
@@ -141,6 +101,51 @@ impl Drop for TlsCluster {
         let _ = command.args(["-D", data.to_str().unwrap_or_default(), "-m", "immediate", "stop"]).output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// In `dir`: `ca.pem`/`ca.key` (a CA of its own), `other-ca.pem` (a CA nobody trusts), and
+/// `server.crt`/`server.key` for `localhost` and `127.0.0.1`, signed by the first.
+pub fn make_certificates(dir: &std::path::Path) {
+    let run = |program: &str, args: &[&str]| run_in(dir, program, args);
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for (name, cn) in [("ca", "login-etl test CA"), ("other-ca", "a CA nobody trusts")] {
+        let (key, pem, subject) = (format!("{name}.key"), format!("{name}.pem"), format!("/CN={cn}"));
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject]);
+        run("openssl", &args);
+    }
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    run("openssl", &args);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("ext");
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+}
+
+fn run_in(dir: &std::path::Path, program: &str, args: &[&str]) {
+    let output = std::process::Command::new(program).args(args).current_dir(dir).output();
+    let output = output.unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 /// Whether the tests run as root (then the server runs as `postgres`).

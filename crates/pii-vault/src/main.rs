@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 mod client;
+mod display;
 
 use client::{ClientError, VaultClient};
+use display::escaped;
 use login_etl_core::config;
 use login_etl_core::crypto::PiiField;
 use login_etl_core::error::report;
@@ -198,7 +200,13 @@ impl CliError {
             CliError::Reason(_) => exit_code(ErrorCode::BadReason),
             CliError::Client(ClientError::Service { code, .. }) => exit_code(*code),
             CliError::Client(ClientError::Credentials(_) | ClientError::Signing(_)) => 5,
-            CliError::Client(ClientError::Unreachable { .. } | ClientError::BadAnswer { .. }) => 7,
+            CliError::Client(ClientError::Url(_)) => 2,
+            CliError::Client(
+                ClientError::Unreachable { .. }
+                | ClientError::BadAnswer { .. }
+                | ClientError::Redirected { .. }
+                | ClientError::TooLarge,
+            ) => 7,
             CliError::Config(_) => 2,
         }
     }
@@ -266,8 +274,24 @@ async fn run(request: Request) -> Result<Response, CliError> {
         audit_reason(reason.as_deref())?;
     }
     let url = config::required_env("PII_VAULT_URL")?;
-    let sdk = config::aws_sdk_config().await?;
-    Ok(VaultClient::new(url, sdk).send(&request).await?)
+    let timeout = request_timeout(std::env::var("PII_VAULT_TIMEOUT_SECONDS").ok().as_deref())?;
+    let client = VaultClient::new(&url, config::aws_sdk_config().await?, timeout)?;
+    Ok(client.send(&request).await?)
+}
+
+/// `PII_VAULT_TIMEOUT_SECONDS`: 1 to 300, else the default.
+fn request_timeout(value: Option<&str>) -> Result<std::time::Duration, config::ConfigError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(client::DEFAULT_TIMEOUT),
+        Some(text) => {
+            text.parse().ok().filter(|s| (1..=300).contains(s)).map(std::time::Duration::from_secs).ok_or(
+                config::ConfigError::Malformed {
+                    var: "PII_VAULT_TIMEOUT_SECONDS",
+                    reason: "expected whole seconds from 1 to 300".into(),
+                },
+            )
+        }
+    }
 }
 
 /// 3 when a value was unknown, 4 when one was erased, else 0.
@@ -295,7 +319,7 @@ fn print(response: &Response, json: bool) {
                 println!("{}", serde_json::json!({ "field": field, "mask": mask, "rows": rows }));
                 return;
             }
-            println!("masked_{} = {mask}: {} row(s)", field.as_str(), rows.len());
+            println!("masked_{} = {}: {} row(s)", field.as_str(), escaped(mask), rows.len());
             let text = |v: &Option<String>| v.clone().unwrap_or_default();
             print_table(
                 &["sqs_message_id", "user_id", "device_type", "locale", "app_version", "create_date"],
@@ -343,7 +367,7 @@ fn print(response: &Response, json: bool) {
             if json {
                 println!("{}", serde_json::json!({"field": field, "mask": mask, "outcome": outcome}));
             } else {
-                println!("{} {mask}: {}", field.as_str(), outcome.as_str());
+                println!("{} {}: {}", field.as_str(), escaped(mask), outcome.as_str());
             }
         }
         Response::Audit { entries } => {
@@ -367,7 +391,7 @@ fn print(response: &Response, json: bool) {
                             if mask.is_empty() {
                                 String::new()
                             } else {
-                                format!("{}…", &mask[..mask.len().min(16)])
+                                format!("{}…", mask.chars().take(16).collect::<String>())
                             },
                             text(&e.target),
                             text(&e.outcome),
@@ -383,7 +407,7 @@ fn print(response: &Response, json: bool) {
             } else if created.is_empty() {
                 println!("init-keys: every key exists already");
             } else {
-                println!("init-keys: created {}", created.join(", "));
+                println!("init-keys: created {}", escaped(&created.join(", ")));
             }
         }
         Response::RotateKey { version } => {
@@ -405,7 +429,10 @@ fn print(response: &Response, json: bool) {
     }
 }
 
+/// A table of strings from the service, each cell escaped ([`display::escaped`]).
 fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let rows: Vec<Vec<String>> =
+        rows.into_iter().map(|row| row.iter().map(|cell| escaped(cell).into_owned()).collect()).collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
