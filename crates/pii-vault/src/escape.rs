@@ -1,0 +1,82 @@
+//! What the service answers is partly text from outside: a quarantined body is whatever a
+//! sender put on the queue. Before it reaches a terminal, every character that could steer
+//! it (C0 and C1 controls such as ESC, which starts ANSI sequences; DEL; bidi controls and
+//! other invisible characters that reorder or hide text; line and paragraph separators) is
+//! printed as a visible `\u{…}` escape. The rule is core's (`is_invisible`).
+
+use std::borrow::Cow;
+
+use login_etl_core::event::text::is_invisible;
+
+/// A character that must not reach a terminal as it is.
+pub fn needs_escape(c: char) -> bool {
+    c.is_control() || is_invisible(c) || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// `text` with each such character as `\u{XXXX}` (line breaks and tabs too: one record,
+/// one line).
+pub fn text(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if needs_escape(c) {
+            escaped.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// `value` as JSON whose every such character is a JSON `\uXXXX` escape (serde escapes
+/// only C0 controls): still the same JSON to a parser, inert in a terminal.
+pub fn json(value: &serde_json::Value) -> String {
+    let raw = value.to_string();
+    if !raw.chars().any(needs_escape) {
+        return raw;
+    }
+    // Outside strings JSON is ASCII without controls, so any such character is inside a
+    // string, where `\uXXXX` (a surrogate pair above U+FFFF) means the same character.
+    let mut escaped = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if needs_escape(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                escaped.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &str =
+        "a\u{1b}[2J\u{1b}]0;pwned\u{7}b\u{9b}31m\u{202e}cba\u{2066}\u{200b}\r\n\u{7f}\u{e0041}\u{2028}z";
+
+    #[test]
+    fn nothing_that_steers_a_terminal_is_left_and_the_rest_is_kept() {
+        let shown = text(HOSTILE);
+        assert!(!shown.chars().any(needs_escape), "{shown}");
+        assert!(!shown.contains('\u{1b}') && !shown.contains('\u{9b}') && !shown.contains('\u{202e}'));
+        assert_eq!(
+            shown,
+            "a\\u{001b}[2J\\u{001b}]0;pwned\\u{0007}b\\u{009b}31m\\u{202e}cba\\u{2066}\\u{200b}\\u{000d}\\u{000a}\\u{007f}\\u{e0041}\\u{2028}z"
+        );
+        assert!(matches!(text(r#"{"ip": "10.0.0.1", "é": "中"}"#), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn escaped_json_is_the_same_json() {
+        let value = serde_json::json!({"body": HOSTILE, "n": 1});
+        let printed = json(&value);
+        assert!(!printed.chars().any(needs_escape), "{printed}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&printed).expect("still JSON"), value);
+    }
+}
