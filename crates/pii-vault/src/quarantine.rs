@@ -114,7 +114,10 @@ pub async fn run(client: &VaultClient, command: QuarantineCommand, json: bool) -
                     Err(error) => break Err(error),
                 }
             };
-            print_list(&rows, json);
+            // What arrived before a failure is still shown; a refusal alone prints no table.
+            if result.is_ok() || !rows.is_empty() {
+                print_list(&rows, json);
+            }
             result?;
             Ok(ExitCode::SUCCESS)
         }
@@ -168,7 +171,9 @@ pub async fn run(client: &VaultClient, command: QuarantineCommand, json: bool) -
                     result
                 }
             };
-            print_replay(&rows, json);
+            if result.is_ok() || !rows.is_empty() {
+                print_replay(&rows, json);
+            }
             result?;
             Ok(replay_exit(&rows))
         }
