@@ -13,12 +13,15 @@ mod purge;
 mod replay;
 mod show;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::row_id;
 use crate::ServiceError;
+use login_etl_core::crypto::PiiField;
+use login_etl_core::event::MessageId;
+use login_etl_core::event::text::is_invisible;
 use login_etl_core::replay::MAX_ATTEMPT;
 use login_etl_core::store::quarantine::reason_codes;
 
@@ -31,15 +34,45 @@ pub use show::Shown;
 /// audit's outcome still has to be written after it.
 const WORK_BUDGET: Duration = Duration::from_secs(20);
 
-/// A message id as the quarantine keys it, or the refusal.
+/// A message id the quarantine's key can hold (the column's rule: 1 to 128 characters, no
+/// control character), or the refusal. Invisible characters are allowed: a row keyed by
+/// such an id (a hand-made event's) must stay reachable; the audit records it escaped.
 fn message_id(id: &str) -> Result<&str, ServiceError> {
-    row_id(id).ok_or_else(|| {
+    MessageId::parse(id.to_owned()).map(|_| id).map_err(|_| {
         ServiceError::BadRequest(format!(
-            "a message id is 1 to {} characters, without control or invisible characters",
-            super::MAX_ID_CHARS
+            "a message id is 1 to {} characters, without control characters",
+            MessageId::MAX_CHARS
         ))
     })
 }
+
+/// A message id as the audit records it: only one the key can hold, its invisible
+/// characters written as `\u{…}` so that a person reads what was asked.
+fn audit_id(id: &str) -> Option<String> {
+    let id = message_id(id).ok()?;
+    Some(
+        id.chars()
+            .map(|c| if is_invisible(c) { format!("\\u{{{:04x}}}", c as u32) } else { c.to_string() })
+            .collect(),
+    )
+}
+
+/// SQL: whether the quarantined row `q` holds a value `forget` erased from the vault. True
+/// also for a body quarantined after the forget (the function cannot read the vault, so it
+/// quarantines such a message like any other): show and replay treat it as erased, and
+/// erase it on the spot.
+static HOLDS_FORGOTTEN_VALUE: LazyLock<String> = LazyLock::new(|| {
+    let fields: Vec<String> = PiiField::ALL
+        .iter()
+        .map(|f| format!("(v.field = '{}' AND v.blind_index = q.{})", f.as_str(), f.mask_column()))
+        .collect();
+    format!("EXISTS (SELECT 1 FROM pii_vault v WHERE v.erased_at IS NOT NULL AND ({}))", fields.join(" OR "))
+});
+
+/// Erases one quarantined body found to hold a forgotten value (as `forget` would have).
+const ERASE_FORGOTTEN: &str = "UPDATE login_quarantine
+    SET key_version = NULL, nonce = NULL, ciphertext = NULL, erased_at = clock_timestamp(), erased_by = 'forget'
+    WHERE message_id = $1 AND attempt = $2 AND erased_at IS NULL";
 
 /// An attempt number as the quarantine keys it (0 when first seen, n for the n-th replay).
 fn attempt(attempt: i64) -> Result<i32, ServiceError> {
@@ -141,13 +174,20 @@ mod tests {
             "q1.1.1001.m",
             "q1.1.0.",
             "q1.1.0.m\u{1b}[2J",
-            "q1.1.0.m\u{202E}",
             &format!("q1.1.0.{}", "m".repeat(129)),
             "q1.99999999999999999999.0.m",
         ] {
             let error = Cursor::decode(bad).expect_err(bad);
             assert!(error.to_string().contains("cursor"), "{bad:?}: {error}");
         }
+    }
+
+    #[test]
+    fn forgotten_values_are_looked_up_by_each_fields_mask_column() {
+        assert!(HOLDS_FORGOTTEN_VALUE.contains("(v.field = 'ip' AND v.blind_index = q.masked_ip)"));
+        assert!(
+            HOLDS_FORGOTTEN_VALUE.contains("(v.field = 'device_id' AND v.blind_index = q.masked_device_id)")
+        );
     }
 
     #[test]
@@ -166,9 +206,14 @@ mod tests {
         );
         assert_eq!(describe_filter(Some("\u{1b}[2J"), Some("x".repeat(10_000).as_str())), None);
         assert!(message_id(&"é".repeat(128)).is_ok());
-        for bad in ["", "m\u{7}", "m\u{200B}", &"m".repeat(129)] {
+        for bad in ["", "m\u{7}", "m\u{1b}[2J", "m\u{9b}", &"m".repeat(129)] {
             assert!(matches!(message_id(bad), Err(ServiceError::BadRequest(_))), "{bad:?}");
+            assert_eq!(audit_id(bad), None, "{bad:?}");
         }
+        // Invisible characters: a key can hold them, the audit shows them.
+        assert_eq!(audit_id("m\u{202E}di\u{200B}").as_deref(), Some("m\\u{202e}di\\u{200b}"));
+        let cursor = Cursor { quarantined_at: Utc::now(), message_id: "m\u{202E}".into(), attempt: 0 };
+        assert_eq!(Cursor::decode(&cursor.encode()).ok().map(|c| c.message_id), Some("m\u{202E}".to_owned()));
         assert_eq!(attempt(1000).ok(), Some(1000));
         assert!(attempt(-1).is_err() && attempt(1001).is_err() && attempt(i64::MAX).is_err());
     }

@@ -20,7 +20,10 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 
-use super::{Cursor, WORK_BUDGET, describe_filter, message_id, reason_code, since};
+use super::{
+    Cursor, ERASE_FORGOTTEN, HOLDS_FORGOTTEN_VALUE, WORK_BUDGET, audit_id, describe_filter, message_id,
+    reason_code, since,
+};
 use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::queues::Sent;
@@ -59,7 +62,7 @@ impl Operation for Replay<'_> {
         let target = match self.selection {
             // The first id and how many: bounded, whatever was sent.
             ReplaySelection::MessageIds(ids) => {
-                ids.first().and_then(|id| message_id(id).ok()).map(|first| match ids.len() {
+                ids.first().and_then(|id| audit_id(id)).map(|first| match ids.len() {
                     1 => format!("message_id:{first}"),
                     n => format!("message_ids:{n} first:{first}"),
                 })
@@ -182,12 +185,17 @@ async fn replay_row(work: &Work<'_>, id: &str, wanted: Option<i32>) -> Result<Re
     };
     let locked = tx
         .query_opt(
-            "SELECT attempt, erased_at IS NOT NULL, replay_attempt, sent_at, key_version, nonce, ciphertext,
-                    (SELECT greatest(max(attempt), max(replay_attempt)) FROM login_quarantine WHERE message_id = $1)
-               FROM login_quarantine
-              WHERE message_id = $1
-                AND attempt = coalesce($2::int4, (SELECT max(attempt) FROM login_quarantine WHERE message_id = $1))
-                FOR UPDATE NOWAIT",
+            &format!(
+                "SELECT q.attempt, q.erased_at IS NOT NULL, q.replay_attempt, q.sent_at, q.key_version, q.nonce,
+                        q.ciphertext,
+                        (SELECT greatest(max(attempt), max(replay_attempt)) FROM login_quarantine WHERE message_id = $1),
+                        {}
+                   FROM login_quarantine q
+                  WHERE q.message_id = $1
+                    AND q.attempt = coalesce($2::int4, (SELECT max(attempt) FROM login_quarantine WHERE message_id = $1))
+                    FOR UPDATE OF q NOWAIT",
+                *HOLDS_FORGOTTEN_VALUE
+            ),
             &[&id, &wanted],
         )
         .await;
@@ -204,6 +212,12 @@ async fn replay_row(work: &Work<'_>, id: &str, wanted: Option<i32>) -> Result<Re
     let sent_at: Option<DateTime<Utc>> = row.get(3);
     let highest: i32 = row.get(7);
     if row.get::<_, bool>(1) {
+        return Ok(answer(Some(attempt), ReplayOutcome::Erased, None));
+    }
+    if row.get::<_, bool>(8) {
+        // It holds a value forgotten after it was quarantined: erased now, never sent.
+        tx.execute(ERASE_FORGOTTEN, &[&id, &attempt]).await?;
+        tx.commit().await?;
         return Ok(answer(Some(attempt), ReplayOutcome::Erased, None));
     }
     if let Some(replay_attempt) = replayed {

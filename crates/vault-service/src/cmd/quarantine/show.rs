@@ -2,12 +2,13 @@
 //! request row is committed, and the caller's daily budget charged for it
 //! ([`crate::audit::SHOW_UNITS`]: a body holds both values of a login), before the row is
 //! read or a key unwrapped. An erased body answers `erased`, a key never quarantined
-//! `unknown`; both spend the unit, as a reveal of an unknown mask does (an answer is an
-//! answer).
+//! `unknown`; both spend the units, as a reveal of an unknown mask does (an answer is an
+//! answer). A body that holds a value `forget` erased (quarantined after the forget) is
+//! erased now and answers `erased`.
 
 use zeroize::Zeroizing;
 
-use super::{attempt, message_id};
+use super::{ERASE_FORGOTTEN, HOLDS_FORGOTTEN_VALUE, attempt, audit_id, message_id};
 use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
@@ -37,7 +38,7 @@ impl Operation for Show<'_> {
 
     fn describe(&self) -> Described {
         // Only an id a row could hold is recorded (the row is written before any check).
-        let target = message_id(self.message_id).ok().map(|id| match self.attempt.map(attempt) {
+        let target = audit_id(self.message_id).map(|id| match self.attempt.map(attempt) {
             Some(Ok(n)) => format!("attempt:{n} message_id:{id}"),
             _ => format!("message_id:{id}"),
         });
@@ -56,10 +57,14 @@ impl Operation for Show<'_> {
         let client = work.client().await?;
         let row = client
             .query_opt(
-                "SELECT attempt, erased_at IS NOT NULL, key_version, nonce, ciphertext
-                   FROM login_quarantine
-                  WHERE message_id = $1 AND ($2::int4 IS NULL OR attempt = $2)
-                  ORDER BY attempt DESC LIMIT 1",
+                &format!(
+                    "SELECT q.attempt, q.erased_at IS NOT NULL, q.key_version, q.nonce, q.ciphertext,
+                            {}
+                       FROM login_quarantine q
+                      WHERE q.message_id = $1 AND ($2::int4 IS NULL OR q.attempt = $2)
+                      ORDER BY q.attempt DESC LIMIT 1",
+                    *HOLDS_FORGOTTEN_VALUE
+                ),
                 &[&id, &wanted],
             )
             .await?;
@@ -69,8 +74,14 @@ impl Operation for Show<'_> {
         };
         let found: i32 = row.get(0);
         let detail = format!("attempt {found}");
-        if row.get::<_, bool>(1) {
+        let forgotten = !row.get::<_, bool>(1) && row.get::<_, bool>(5);
+        if forgotten {
+            client.execute(ERASE_FORGOTTEN, &[&id, &found]).await?;
+        }
+        if row.get::<_, bool>(1) || forgotten {
             let shown = Shown { message_id: id, attempt: Some(found), outcome: Outcome::Erased, body: None };
+            let detail =
+                if forgotten { format!("{detail}; holds a forgotten value: erased now") } else { detail };
             return Ok(Done::new(shown, Outcome::Erased).detail(detail));
         }
         let sealed = SealedValue::from_stored(row.get(2), row.get::<_, &[u8]>(3), row.get(4))?;
