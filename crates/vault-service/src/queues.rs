@@ -4,10 +4,14 @@
 //! (`DEAD_LETTER_QUEUE_URL`). Either unset: the operation that needs it is refused with
 //! `not_configured`, the others work.
 
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
 };
+
+/// The longest one SQS call (retries included) may take.
+pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a received dead-letter message stays hidden while it is imported: far longer
 /// than a request may take, so no other import sees it meanwhile.
@@ -56,10 +60,18 @@ impl Queues {
         }
     }
 
-    /// `REPLAY_QUEUE_URL` and `DEAD_LETTER_QUEUE_URL`, each optional.
+    /// `REPLAY_QUEUE_URL` and `DEAD_LETTER_QUEUE_URL`, each optional. Each SQS call is
+    /// bounded ([`OPERATION_TIMEOUT`]), so a hung SQS cannot hold a request past the
+    /// service's timeout.
     pub fn from_env(sdk: &aws_config::SdkConfig) -> Queues {
         let var = |name| std::env::var(name).ok();
-        Queues::new(aws_sdk_sqs::Client::new(sdk), var("REPLAY_QUEUE_URL"), var("DEAD_LETTER_QUEUE_URL"))
+        let timeouts = TimeoutConfig::builder().operation_timeout(OPERATION_TIMEOUT).build();
+        let config = aws_sdk_sqs::config::Builder::from(sdk).timeout_config(timeouts).build();
+        Queues::new(
+            aws_sdk_sqs::Client::from_conf(config),
+            var("REPLAY_QUEUE_URL"),
+            var("DEAD_LETTER_QUEUE_URL"),
+        )
     }
 
     fn client(&self, setting: &'static str) -> Result<&aws_sdk_sqs::Client, QueueError> {
