@@ -360,7 +360,7 @@ pub enum ErrorCode {
     NoIdentity,
     /// The caller's role does not allow the operation.
     NotAllowed,
-    /// The caller's daily budget of reveals and finds is spent.
+    /// The caller's daily budget of reveals, finds and quarantine shows is spent.
     BudgetExhausted,
     /// No row or vault entry for that target.
     Unknown,

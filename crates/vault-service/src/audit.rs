@@ -125,9 +125,10 @@ impl<'a> Journal<'a> {
         Journal { pool }
     }
 
-    /// Records one request, committed. With a `budget` (reveals and finds per caller per
-    /// 24 hours) the caller's use is counted first, under a per-caller lock, in the same
-    /// transaction: over budget, the request is recorded refused and `Budget` returned.
+    /// Records one request, committed. With a `budget` (units of reveals, finds and shows
+    /// per caller per 24 hours) the caller's use is counted first, under a per-caller lock,
+    /// in the same transaction: over budget, the request is recorded refused and `Budget`
+    /// returned.
     pub async fn request(
         self,
         context: &RequestContext,

@@ -31,7 +31,8 @@ use login_etl_core::keys::{DataKeyCache, KeyError, Kms};
 use pii_vault_protocol::{ErrorCode, Request, Response};
 use queues::{QueueError, Queues};
 
-/// Reveals and finds per caller per 24 hours, unless `REVEAL_BUDGET_PER_DAY` says otherwise.
+/// Budget units (a reveal or find 1, a quarantine show 2) per caller per 24 hours, unless
+/// `REVEAL_BUDGET_PER_DAY` says otherwise.
 pub const DEFAULT_REVEAL_BUDGET: u32 = 100;
 
 /// `REVEAL_BUDGET_PER_DAY`, or the default.
@@ -99,7 +100,9 @@ pub enum ServiceError {
     NoIdentity,
     #[error("{caller} may not {action}")]
     NotAllowed { caller: String, action: &'static str },
-    #[error("daily budget of {budget} reveals and finds is spent ({used} used in the last 24 hours)")]
+    #[error(
+        "daily budget of {budget} units (a reveal or find 1, a quarantine show 2) is spent ({used} used in the last 24 hours)"
+    )]
     Budget { budget: u32, used: u64 },
     #[error("no vault entry and no row for that {0}")]
     Unknown(String),
