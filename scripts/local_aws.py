@@ -2,12 +2,13 @@
 """The local stack's AWS side, on any SQS/KMS endpoint (moto here, LocalStack too).
 
   local_aws.py setup [--max-receive-count N] [--visibility-timeout S]
-      creates (or updates) login-queue-dlq, login-queue with a RedrivePolicy to it, and
-      the KMS key alias/pii-vault; prints `export NAME=value` lines.
+      creates (or updates) login-queue-dlq, login-queue and login-replay-queue (where the
+      vault service sends `pii-vault quarantine replay`), each with a RedrivePolicy to the
+      DLQ, and the KMS key alias/pii-vault; prints `export NAME=value` lines.
   local_aws.py load [--file F] [--extra-bad]
       sends the exercise's messages (or F, a JSON array of bodies) to login-queue.
   local_aws.py depth
-      prints the message counts of login-queue and login-queue-dlq.
+      prints the message counts of login-queue, login-queue-dlq and login-replay-queue.
 
 Uses the AWS environment (AWS_ENDPOINT_URL, AWS_REGION, credentials).
 """
@@ -19,7 +20,7 @@ import sys
 import boto3
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-QUEUE, DLQ, ALIAS = "login-queue", "login-queue-dlq", "alias/pii-vault"
+QUEUE, DLQ, REPLAY_QUEUE, ALIAS = "login-queue", "login-queue-dlq", "login-replay-queue", "alias/pii-vault"
 
 # Bad messages of kinds the exercise's data lacks, for `load --extra-bad`.
 EXTRA_BAD = [
@@ -40,12 +41,11 @@ def setup(args) -> None:
         "VisibilityTimeout": str(args.visibility_timeout),
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(args.max_receive_count)}),
     }
-    try:
-        queue_url = sqs.create_queue(QueueName=QUEUE, Attributes=attributes)["QueueUrl"]
-    except sqs.exceptions.QueueNameExists:
-        queue_url = sqs.get_queue_url(QueueName=QUEUE)["QueueUrl"]
-    # create_queue keeps an existing queue's attributes; make them what was asked.
-    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes=attributes)
+    queue_url = queue_with(sqs, QUEUE, attributes)
+    # The replay queue: what only the vault service sends to, so the function honours the
+    # original id and date a replay carries from it (REPLAY_QUEUE_ARN) and from nowhere else.
+    replay_url = queue_with(sqs, REPLAY_QUEUE, attributes)
+    replay_arn = sqs.get_queue_attributes(QueueUrl=replay_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
     aliases = {a["AliasName"] for a in kms.list_aliases()["Aliases"]}
     if ALIAS not in aliases:
@@ -54,6 +54,21 @@ def setup(args) -> None:
     print(f"export QUEUE_URL='{queue_url}'")
     print(f"export DLQ_URL='{dlq_url}'")
     print(f"export KMS_KEY_ID='{ALIAS}'")
+    # The vault service's (replay, import-dlq) and the function's (REPLAY_QUEUE_ARN) settings.
+    print(f"export REPLAY_QUEUE_URL='{replay_url}'")
+    print(f"export REPLAY_QUEUE_ARN='{replay_arn}'")
+    print(f"export DEAD_LETTER_QUEUE_URL='{dlq_url}'")
+
+
+def queue_with(sqs, name: str, attributes: dict) -> str:
+    """The queue `name`, created or updated to have `attributes`; its URL."""
+    try:
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    except sqs.exceptions.QueueNameExists:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    # create_queue keeps an existing queue's attributes; make them what was asked.
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
 
 
 def load(args) -> None:
@@ -76,7 +91,7 @@ def load(args) -> None:
 
 def depth(_args) -> None:
     sqs = boto3.client("sqs")
-    for name in (QUEUE, DLQ):
+    for name in (QUEUE, DLQ, REPLAY_QUEUE):
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         total = sum(int(attrs.get(k, 0)) for k in (

@@ -31,7 +31,10 @@ pub use lambda::{LocalLambda, LocalVaultService, free_port, workspace_binary};
 pub use logs::LogCapture;
 pub use outage::{DatabaseProxy, Mode};
 pub use tls::TlsCluster;
-pub use vault::{REASON, cold_start, function, init_keys, key_admin, loaded_by_writer, staff, vault_service};
+pub use vault::{
+    REASON, cold_start, function, init_keys, key_admin, loaded_by_writer, quarantine_service,
+    replaying_function, staff, vault_service,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,9 +4,9 @@ use login_etl::{App, Function, handler};
 use login_etl_core::config::outage::OutagePolicy;
 use login_etl_core::keys::Kms;
 use login_etl_core::store;
-use pii_vault_service::{RequestContext, VaultService};
+use pii_vault_service::{QuarantineSettings, RequestContext, VaultService};
 
-use crate::{TestDb, load_event, unique_suffix};
+use crate::{TestDb, TestQueues, load_event, unique_suffix};
 
 /// What `pii-vault admin init-keys` does: the keys, created once (idempotent).
 pub async fn init_keys(db: &TestDb, kms: &Kms) {
@@ -42,6 +42,34 @@ pub async fn function(
 pub async fn vault_service(db: &TestDb, kms: &Kms, reveal_budget_per_day: u32) -> VaultService {
     let pool = store::pool(db.login_in("login_etl_vault_service").await.into(), 4).expect("pool");
     VaultService::new(pool, kms.clone(), reveal_budget_per_day)
+}
+
+/// The vault service with the queues' replay queue and dead-letter queue, and the default
+/// retention (14 days).
+pub async fn quarantine_service(
+    db: &TestDb,
+    kms: &Kms,
+    reveal_budget_per_day: u32,
+    queues: &TestQueues,
+) -> VaultService {
+    vault_service(db, kms, reveal_budget_per_day).await.with_quarantine(QuarantineSettings {
+        queues: queues.for_vault_service(),
+        ..QuarantineSettings::default()
+    })
+}
+
+/// The function as Lambda runs it, as a login in the writer role, honouring replays from
+/// `replay_queue_arn` (what `REPLAY_QUEUE_ARN` configures). The keys are created first.
+pub async fn replaying_function(db: &TestDb, kms: &Kms, replay_queue_arn: &str) -> Function {
+    init_keys(db, kms).await;
+    let mut config = db.app_config();
+    config.database = db.login_in("login_etl_writer").await.into();
+    config.replay_queue_arn = Some(replay_queue_arn.to_owned());
+    Function::new(
+        config,
+        kms.clone(),
+        aws_sdk_sqs::Client::new(&crate::sdk_config(&crate::aws_endpoint()).await),
+    )
 }
 
 /// A reason the vault service accepts.

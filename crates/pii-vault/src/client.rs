@@ -7,7 +7,7 @@
 //! endpoint: https only (`http://` only to a loopback address, the local stack), never a
 //! redirect (a 3xx is an error: following it would re-send body and signature to another
 //! origin, or in clear), bounded waits, and an answer bounded in size (a function URL
-//! answers at most 6 MB). What it prints of the answer goes through [`crate::display`].
+//! answers at most 6 MB). What it prints of the answer goes through [`crate::escape`].
 
 use std::time::{Duration, SystemTime};
 
@@ -27,7 +27,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The service answered with an error: its message, escaped for the terminal.
-    #[error("{}", crate::display::escaped(message))]
+    #[error("{}", crate::escape::text(message))]
     Service { code: ErrorCode, message: String },
     #[error("PII_VAULT_URL {0}")]
     Url(&'static str),

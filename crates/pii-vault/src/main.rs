@@ -7,28 +7,30 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 mod client;
-mod display;
+mod escape;
+mod quarantine;
 
 use client::{ClientError, VaultClient};
-use display::escaped;
 use login_etl_core::config;
 use login_etl_core::crypto::PiiField;
 use login_etl_core::error::report;
 use login_etl_core::event::text::{ReasonError, audit_reason};
 use pii_vault_protocol::{ErrorCode, ForgetTarget, Plaintext, Request, Response, RevealTarget};
+use quarantine::QuarantineCommand;
 
 /// The exit codes, as `pii-vault --help` lists them; [`exit_code`] maps every error code
 /// of the service to one of them.
-const EXIT_CODES: [(u8, &str); 9] = [
+const EXIT_CODES: [(u8, &str); 10] = [
     (0, "done"),
-    (1, "other error (vault ciphertext not authentic, rotation race, …)"),
+    (1, "other error (vault ciphertext not authentic, rotation race, a replayed row left unsent, …)"),
     (2, "usage error, including a missing or unusable --reason"),
-    (3, "unknown: no row or vault entry for that mask, value or user id"),
-    (4, "the value was erased (crypto-shredded) by `forget`"),
+    (3, "unknown: no row, vault entry or quarantined message for that mask, value or id"),
+    (4, "the value or quarantined body was erased (by `forget`, or by the retention's purge)"),
     (5, "not allowed for this caller, or no credentials to sign with"),
     (6, "KMS refused or unreachable (key policy, encryption context, network)"),
-    (7, "the service, its database or its audit unreachable"),
-    (8, "the caller's daily budget of reveals and finds is spent"),
+    (7, "the service, its database, its queues or its audit unreachable"),
+    (8, "the caller's daily budget of reveals, finds and shows is spent"),
+    (9, "the service lacks the setting this needs (REPLAY_QUEUE_URL, DEAD_LETTER_QUEUE_URL)"),
 ];
 
 /// The exit code of an error code the service answered with.
@@ -39,8 +41,9 @@ fn exit_code(code: ErrorCode) -> u8 {
         ErrorCode::Erased => 4,
         ErrorCode::NoIdentity | ErrorCode::NotAllowed => 5,
         ErrorCode::Keys => 6,
-        ErrorCode::Database | ErrorCode::AuditUnavailable => 7,
+        ErrorCode::Database | ErrorCode::AuditUnavailable | ErrorCode::Queue => 7,
         ErrorCode::BudgetExhausted => 8,
+        ErrorCode::NotConfigured => 9,
         ErrorCode::Unauthentic | ErrorCode::RotationRace | ErrorCode::Other => 1,
     }
 }
@@ -95,6 +98,9 @@ enum Command {
     /// Key administration (the key administrator only).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The quarantine: messages the function rejected, and what reached the dead-letter queue (staff).
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
 }
 
 #[derive(Subcommand)]
@@ -103,7 +109,7 @@ enum AdminCommand {
     InitKeys,
     /// Create a new data-key version; the function seals new values with it from its next cold start.
     RotateKey,
-    /// Re-encrypt vault rows of older data-key versions under the newest (resumable).
+    /// Re-encrypt vault rows and quarantined bodies of older data-key versions under the newest (resumable).
     Reencrypt {
         /// Rows per transaction.
         #[arg(long, default_value_t = 500)]
@@ -216,6 +222,15 @@ impl CliError {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    if let Command::Quarantine(command) = cli.command {
+        return match Box::pin(run_quarantine(command, json)).await {
+            Ok(exit) => exit,
+            Err(error) => {
+                eprintln!("pii-vault: {}", escape::text(&report(&error)));
+                ExitCode::from(error.exit_code())
+            }
+        };
+    }
     let request = request_of(cli.command);
     match Box::pin(run(request)).await {
         Ok(response) => {
@@ -223,7 +238,7 @@ async fn main() -> ExitCode {
             exit_of(&response)
         }
         Err(error) => {
-            eprintln!("pii-vault: {}", report(&error));
+            eprintln!("pii-vault: {}", escape::text(&report(&error)));
             ExitCode::from(error.exit_code())
         }
     }
@@ -264,6 +279,7 @@ fn request_of(command: Command) -> Request {
         Command::Admin(AdminCommand::InitKeys) => Request::InitKeys,
         Command::Admin(AdminCommand::RotateKey) => Request::RotateKey,
         Command::Admin(AdminCommand::Reencrypt { batch_size }) => Request::Reencrypt { batch_size },
+        Command::Quarantine(_) => unreachable!("main runs the quarantine's commands"),
     }
 }
 
@@ -273,10 +289,14 @@ async fn run(request: Request) -> Result<Response, CliError> {
     if let Request::Reveal { reason, .. } | Request::Forget { reason, .. } = &request {
         audit_reason(reason.as_deref())?;
     }
+    Ok(connect().await?.send(&request).await?)
+}
+
+/// A client of the service at `PII_VAULT_URL`, signing with the SDK's default credentials.
+async fn connect() -> Result<VaultClient, CliError> {
     let url = config::required_env("PII_VAULT_URL")?;
     let timeout = request_timeout(std::env::var("PII_VAULT_TIMEOUT_SECONDS").ok().as_deref())?;
-    let client = VaultClient::new(&url, config::aws_sdk_config().await?, timeout)?;
-    Ok(client.send(&request).await?)
+    Ok(VaultClient::new(&url, config::aws_sdk_config().await?, timeout)?)
 }
 
 /// `PII_VAULT_TIMEOUT_SECONDS`: 1 to 300, else the default.
@@ -292,6 +312,14 @@ fn request_timeout(value: Option<&str>) -> Result<std::time::Duration, config::C
             )
         }
     }
+}
+
+/// A quarantine command: its reason checked here first, then its requests.
+async fn run_quarantine(command: QuarantineCommand, json: bool) -> Result<ExitCode, CliError> {
+    if let Some(reason) = command.reason() {
+        audit_reason(reason)?;
+    }
+    quarantine::run(&connect().await?, command, json).await
 }
 
 /// 3 when a value was unknown, 4 when one was erased, else 0.
@@ -316,10 +344,13 @@ fn print(response: &Response, json: bool) {
     match response {
         Response::Find { field, mask, rows } => {
             if json {
-                println!("{}", serde_json::json!({ "field": field, "mask": mask, "rows": rows }));
+                println!(
+                    "{}",
+                    escape::json(&serde_json::json!({ "field": field, "mask": mask, "rows": rows }))
+                );
                 return;
             }
-            println!("masked_{} = {}: {} row(s)", field.as_str(), escaped(mask), rows.len());
+            println!("masked_{} = {}: {} row(s)", field.as_str(), escape::text(mask), rows.len());
             let text = |v: &Option<String>| v.clone().unwrap_or_default();
             print_table(
                 &["sqs_message_id", "user_id", "device_type", "locale", "app_version", "create_date"],
@@ -346,7 +377,7 @@ fn print(response: &Response, json: bool) {
                                            "value": v.value.as_ref().map(Plaintext::expose)})
                     })
                     .collect();
-                println!("{}", serde_json::Value::from(items));
+                println!("{}", escape::json(&serde_json::Value::from(items)));
                 return;
             }
             print_table(
@@ -365,14 +396,17 @@ fn print(response: &Response, json: bool) {
         }
         Response::Forget { field, mask, outcome } => {
             if json {
-                println!("{}", serde_json::json!({"field": field, "mask": mask, "outcome": outcome}));
+                println!(
+                    "{}",
+                    escape::json(&serde_json::json!({"field": field, "mask": mask, "outcome": outcome}))
+                );
             } else {
-                println!("{} {}: {}", field.as_str(), escaped(mask), outcome.as_str());
+                println!("{} {}: {}", field.as_str(), escape::text(mask), outcome.as_str());
             }
         }
         Response::Audit { entries } => {
             if json {
-                println!("{}", serde_json::to_string(entries).unwrap_or_default());
+                println!("{}", escape::json(&serde_json::to_value(entries).unwrap_or_default()));
                 return;
             }
             let text = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -403,11 +437,11 @@ fn print(response: &Response, json: bool) {
         }
         Response::InitKeys { created } => {
             if json {
-                println!("{}", serde_json::json!({ "created": created }));
+                println!("{}", escape::json(&serde_json::json!({ "created": created })));
             } else if created.is_empty() {
                 println!("init-keys: every key exists already");
             } else {
-                println!("init-keys: created {}", escaped(&created.join(", ")));
+                println!("init-keys: created {}", escape::text(&created.join(", ")));
             }
         }
         Response::RotateKey { version } => {
@@ -419,20 +453,35 @@ fn print(response: &Response, json: bool) {
                 );
             }
         }
-        Response::Reencrypt { reencrypted } => {
+        Response::Reencrypt { reencrypted, quarantine_reencrypted } => {
             if json {
-                println!("{}", serde_json::json!({ "reencrypted": reencrypted }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "reencrypted": reencrypted, "quarantine_reencrypted": quarantine_reencrypted })
+                );
             } else {
-                println!("reencrypt: {reencrypted} vault rows re-encrypted under the newest data key");
+                println!(
+                    "reencrypt: {reencrypted} vault rows and {quarantine_reencrypted} quarantined bodies re-encrypted under the newest data key"
+                );
             }
+        }
+        // Printed by `quarantine::run`, which sends these.
+        Response::QuarantineList { .. }
+        | Response::QuarantineShow { .. }
+        | Response::QuarantineReplay { .. }
+        | Response::QuarantineImportDlq { .. }
+        | Response::QuarantinePurge { .. } => {
+            println!("{}", escape::json(&serde_json::to_value(response).unwrap_or_default()))
         }
     }
 }
 
-/// A table of strings from the service, each cell escaped ([`display::escaped`]).
+/// A table; every cell through [`escape::text`] (service strings may hold text from outside).
 fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let rows: Vec<Vec<String>> =
-        rows.into_iter().map(|row| row.iter().map(|cell| escaped(cell).into_owned()).collect()).collect();
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| row.iter().map(|cell| escape::text(cell).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -462,8 +511,8 @@ mod tests {
             assert!(EXIT_CODES.iter().any(|(documented, _)| *documented == exit), "{code}: {exit}");
             assert!(help.contains(code.as_str()), "{code} in --help");
         }
-        assert!(
-            help.contains("  8  the caller's daily budget of reveals and finds is spent [budget_exhausted]")
-        );
+        assert!(help.contains(
+            "  8  the caller's daily budget of reveals, finds and shows is spent [budget_exhausted]"
+        ));
     }
 }

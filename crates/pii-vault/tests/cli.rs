@@ -114,3 +114,52 @@ async fn the_tool_refuses_without_reason_says_errors_once_and_names_missing_sett
             .starts_with("pii-vault: cannot reach the vault service at http://127.0.0.1:")
     );
 }
+
+/// Red team: a body is whatever a sender chose. Printed by `quarantine show` (and its id by
+/// `list`), nothing of it may reach the terminal as a control: no ESC (ANSI sequences, a
+/// retitled window), no 8-bit CSI, no bidi override or zero-width character, no line
+/// separator; `--json` gives the same body back to a parser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_quarantined_body_is_printed_inert() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = cold_start(&db, &kms).await;
+    let body =
+        "{\"user_id\": \"\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{202E}gnp.exe\u{200B}\u{2028}\r\n\u{7f}\"}";
+    let id = "hostile-id";
+    handler::handle(&app, event(&[(id.into(), body.into())])).await.expect("quarantined");
+    let service =
+        LocalVaultService::start(&db, &kms, &workspace_binary("pii-vault-service"), "local:e2e").await;
+    let url = service.url.as_str();
+
+    let inert = |output: &std::process::Output| {
+        for stream in [&output.stdout, &output.stderr] {
+            let text = String::from_utf8(stream.clone()).expect("utf-8");
+            let bad: Vec<char> = text
+                .chars()
+                .filter(|c| {
+                    *c != '\n'
+                        && (c.is_control()
+                            || login_etl_core::event::text::is_invisible(*c)
+                            || *c == '\u{2028}')
+                })
+                .collect();
+            assert!(bad.is_empty(), "{bad:?} reached the terminal: {text}");
+        }
+    };
+    let shown = pii_vault(url, &["quarantine", "show", id, "--reason", REASON]);
+    assert_eq!(shown.status.code(), Some(0), "{}", String::from_utf8_lossy(&shown.stderr));
+    inert(&shown);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("\\u{001b}[2J"), "escaped, still readable");
+    let json = pii_vault(url, &["--json", "quarantine", "show", id, "--reason", REASON]);
+    inert(&json);
+    assert_eq!(json_of(&json)["body"], body);
+    let listed = pii_vault(url, &["quarantine", "list"]);
+    assert_eq!(listed.status.code(), Some(0));
+    inert(&listed);
+    inert(&pii_vault(url, &["--json", "quarantine", "list"]));
+    // A refusal does not echo what was typed either.
+    let refused = pii_vault(url, &["quarantine", "list", "--since", "\u{1b}]0;pwned\u{7}"]);
+    assert_eq!(refused.status.code(), Some(2));
+    inert(&refused);
+}

@@ -98,7 +98,7 @@ async fn what_the_endpoint_says_is_shown_escaped_and_json_stays_exact() {
     let output = find(&endpoint);
     assert_ne!(output.status.code(), Some(0));
     assert_inert(&stderr(&output));
-    assert!(stderr(&output).contains("\\u{1b}[2J"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("\\u{001b}[2J"), "{}", stderr(&output));
 
     // An audit listing whose rows carry them (as a caller's chosen user id would).
     let row = AuditRow {
@@ -122,6 +122,7 @@ async fn what_the_endpoint_says_is_shown_escaped_and_json_stays_exact() {
     assert_inert(&shown);
     assert!(shown.contains("mallory\\u{202e}reversed"), "{shown}");
     let json = pii_vault(&endpoint.url(), endpoint.ca.as_deref(), &[], &["audit", "--json"]);
+    assert_inert(&String::from_utf8_lossy(&json.stdout));
     let rows: Vec<AuditRow> = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(rows[0].caller, HOSTILE, "--json carries the exact string");
 }

@@ -14,26 +14,206 @@ pub use login_etl_core::crypto::PiiField;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    Find { field: PiiField, value: Plaintext, reason: Option<String> },
-    Reveal { target: RevealTarget, reason: Option<String> },
-    Forget { field: PiiField, target: ForgetTarget, reason: Option<String> },
-    Audit { since: Option<DateTime<Utc>> },
+    Find {
+        field: PiiField,
+        value: Plaintext,
+        reason: Option<String>,
+    },
+    Reveal {
+        target: RevealTarget,
+        reason: Option<String>,
+    },
+    Forget {
+        field: PiiField,
+        target: ForgetTarget,
+        reason: Option<String>,
+    },
+    Audit {
+        since: Option<DateTime<Utc>>,
+    },
     InitKeys,
     RotateKey,
-    Reencrypt { batch_size: i64 },
+    Reencrypt {
+        batch_size: i64,
+    },
+    /// One page of the quarantine, without bodies or masks. `since` (RFC 3339) and `after`
+    /// (the cursor of the previous page) are text, so that a malformed one reaches the
+    /// service and is refused on the record.
+    QuarantineList {
+        since: Option<String>,
+        reason_code: Option<String>,
+        after: Option<String>,
+        limit: Option<u32>,
+    },
+    /// One quarantined body (the newest attempt of that message id without `attempt`).
+    QuarantineShow {
+        message_id: String,
+        attempt: Option<i64>,
+        reason: Option<String>,
+    },
+    /// Sends quarantined bodies back for ingestion, keeping their id and date.
+    QuarantineReplay {
+        selection: ReplaySelection,
+        reason: Option<String>,
+    },
+    /// Moves up to `max` messages of the dead-letter queue into the quarantine, sealed.
+    QuarantineImportDlq {
+        max: Option<u32>,
+    },
+    /// Erases the bodies quarantined longer than the retention.
+    QuarantinePurge,
 }
 
 /// The service's answer to a [`Request`] that succeeded.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Response {
-    Find { field: PiiField, mask: String, rows: Vec<LoginMatch> },
-    Reveal { values: Vec<Revealed> },
-    Forget { field: PiiField, mask: String, outcome: Outcome },
-    Audit { entries: Vec<AuditRow> },
-    InitKeys { created: Vec<String> },
-    RotateKey { version: i32 },
-    Reencrypt { reencrypted: u64 },
+    Find {
+        field: PiiField,
+        mask: String,
+        rows: Vec<LoginMatch>,
+    },
+    Reveal {
+        values: Vec<Revealed>,
+    },
+    Forget {
+        field: PiiField,
+        mask: String,
+        outcome: Outcome,
+    },
+    Audit {
+        entries: Vec<AuditRow>,
+    },
+    InitKeys {
+        created: Vec<String>,
+    },
+    RotateKey {
+        version: i32,
+    },
+    Reencrypt {
+        reencrypted: u64,
+        /// Quarantined bodies re-sealed (absent from an older service).
+        #[serde(default)]
+        quarantine_reencrypted: u64,
+    },
+    QuarantineList {
+        rows: Vec<QuarantinedMessage>,
+        /// The cursor of the next page; none after the last.
+        next: Option<String>,
+    },
+    QuarantineShow {
+        message_id: String,
+        attempt: Option<i32>,
+        /// `shown`, `erased` or `unknown`.
+        outcome: Outcome,
+        /// The body as it arrived, for `shown` only: attacker-controlled text.
+        body: Option<Plaintext>,
+    },
+    QuarantineReplay {
+        rows: Vec<ReplayedRow>,
+        /// For a selection by reason code: the cursor of the next page.
+        next: Option<String>,
+    },
+    QuarantineImportDlq {
+        imported: u64,
+        /// Already quarantined under the same key: kept as they were, deleted from the queue.
+        already_quarantined: u64,
+        /// Left on the queue: an id no column can hold, or a delete SQS refused.
+        left_on_queue: u64,
+        /// Whether the import stopped at `max` or for time with messages possibly left.
+        more: bool,
+    },
+    QuarantinePurge {
+        purged: u64,
+        retention_days: u32,
+        /// Whether it stopped for time with expired bodies possibly left.
+        more: bool,
+    },
+}
+
+/// What `quarantine replay` sends.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReplaySelection {
+    /// The newest attempt of each of these message ids.
+    MessageIds(Vec<String>),
+    /// Every row with this reason code (quarantined at or after `since`), one page a request.
+    ReasonCode { code: String, since: Option<String>, after: Option<String> },
+}
+
+/// A quarantined message as `quarantine list` shows it: no body, no mask.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuarantinedMessage {
+    pub message_id: String,
+    pub attempt: i32,
+    pub source: String,
+    pub reason_code: String,
+    pub field: Option<String>,
+    pub receive_count: Option<i32>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub quarantined_at: DateTime<Utc>,
+    pub erased_at: Option<DateTime<Utc>>,
+    pub erased_by: Option<String>,
+    pub replayed_at: Option<DateTime<Utc>>,
+    pub replay_attempt: Option<i32>,
+}
+
+/// One row's answer to a replay.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplayedRow {
+    pub message_id: String,
+    /// The quarantine row's attempt (none for an unknown id).
+    pub attempt: Option<i32>,
+    pub outcome: ReplayOutcome,
+    /// The attempt number the replay carried (for `replayed` and `already_replayed`).
+    pub replay_attempt: Option<i32>,
+}
+
+/// What happened to one row of a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayOutcome {
+    /// Sent to the replay queue now, and marked.
+    Replayed,
+    /// Sent before: not sent again.
+    AlreadyReplayed,
+    /// The body was erased (forget or purge): never sent.
+    Erased,
+    /// No quarantine row for that id.
+    Unknown,
+    /// The row has no SentTimestamp, so its date cannot be kept: not sent.
+    NoSentAt,
+    /// An empty body, which SQS cannot carry: not sent.
+    EmptyBody,
+    /// SQS refused the message itself (its contents or size): not sent.
+    Unsendable,
+    /// The message was replayed as often as an attempt number can say (1000).
+    AttemptsExhausted,
+    /// Another request holds the row (replaying it right now): not sent by this one.
+    Busy,
+    /// The request ran out of time before this row: not sent; run it again.
+    NotAttempted,
+    /// An outcome this build does not know (from a newer service); never sent.
+    #[serde(other)]
+    Other,
+}
+
+impl ReplayOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayOutcome::Replayed => "replayed",
+            ReplayOutcome::AlreadyReplayed => "already_replayed",
+            ReplayOutcome::Erased => "erased",
+            ReplayOutcome::Unknown => "unknown",
+            ReplayOutcome::NoSentAt => "no_sent_at",
+            ReplayOutcome::EmptyBody => "empty_body",
+            ReplayOutcome::Unsendable => "unsendable",
+            ReplayOutcome::AttemptsExhausted => "attempts_exhausted",
+            ReplayOutcome::Busy => "busy",
+            ReplayOutcome::NotAttempted => "not_attempted",
+            ReplayOutcome::Other => "other",
+        }
+    }
 }
 
 /// What to reveal.
@@ -141,6 +321,10 @@ pub enum Outcome {
     Listed,
     Failed,
     Done,
+    Shown,
+    Replayed,
+    Imported,
+    Purged,
 }
 
 impl Outcome {
@@ -155,6 +339,10 @@ impl Outcome {
             Outcome::Listed => "listed",
             Outcome::Failed => "failed",
             Outcome::Done => "done",
+            Outcome::Shown => "shown",
+            Outcome::Replayed => "replayed",
+            Outcome::Imported => "imported",
+            Outcome::Purged => "purged",
         }
     }
 }
@@ -172,7 +360,7 @@ pub enum ErrorCode {
     NoIdentity,
     /// The caller's role does not allow the operation.
     NotAllowed,
-    /// The caller's daily budget of reveals and finds is spent.
+    /// The caller's daily budget of reveals, finds and quarantine shows is spent.
     BudgetExhausted,
     /// No row or vault entry for that target.
     Unknown,
@@ -188,6 +376,10 @@ pub enum ErrorCode {
     Unauthentic,
     /// Two rotations raced for the same version.
     RotationRace,
+    /// The service lacks the setting the operation needs (a queue URL).
+    NotConfigured,
+    /// SQS refused or was unreachable.
+    Queue,
     /// A code this build does not know (from a newer service); never sent.
     #[serde(other)]
     Other,
@@ -195,7 +387,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code the service sends.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadReason,
         ErrorCode::BadRequest,
         ErrorCode::NoIdentity,
@@ -208,6 +400,8 @@ impl ErrorCode {
         ErrorCode::Database,
         ErrorCode::Unauthentic,
         ErrorCode::RotationRace,
+        ErrorCode::NotConfigured,
+        ErrorCode::Queue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -224,6 +418,8 @@ impl ErrorCode {
             ErrorCode::Database => "database",
             ErrorCode::Unauthentic => "unauthentic",
             ErrorCode::RotationRace => "rotation_race",
+            ErrorCode::NotConfigured => "not_configured",
+            ErrorCode::Queue => "queue",
             ErrorCode::Other => "other",
         }
     }
@@ -298,5 +494,45 @@ mod tests {
             serde_json::json!({"op": "reencrypt", "batch_size": 5})
         );
         assert!(format!("{:?}", Plaintext::new("10.0.0.1")).contains("redacted"));
+    }
+
+    #[test]
+    fn quarantine_requests_keep_their_json_shape() {
+        let replay = Request::QuarantineReplay {
+            selection: ReplaySelection::MessageIds(vec!["m-1".into()]),
+            reason: Some("ticket SEC-1".into()),
+        };
+        let json = serde_json::to_value(&replay).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"op": "quarantine-replay", "selection": {"message_ids": ["m-1"]},
+                               "reason": "ticket SEC-1"})
+        );
+        assert_eq!(serde_json::from_value::<Request>(json).expect("back"), replay);
+        // Optional fields may be left out.
+        let list: Request = serde_json::from_str(r#"{"op": "quarantine-list"}"#).expect("list");
+        assert_eq!(
+            list,
+            Request::QuarantineList { since: None, reason_code: None, after: None, limit: None }
+        );
+        let purge: Request = serde_json::from_str(r#"{"op": "quarantine-purge"}"#).expect("purge");
+        assert_eq!(purge, Request::QuarantinePurge);
+        // An older service's reencrypt answer still reads.
+        let old: Response = serde_json::from_str(r#"{"op": "reencrypt", "reencrypted": 3}"#).expect("old");
+        assert_eq!(old, Response::Reencrypt { reencrypted: 3, quarantine_reencrypted: 0 });
+        let outcome: ReplayOutcome = serde_json::from_str("\"some_future_outcome\"").expect("tolerated");
+        assert_eq!(outcome, ReplayOutcome::Other);
+        assert!(
+            format!(
+                "{:?}",
+                Response::QuarantineShow {
+                    message_id: "m".into(),
+                    attempt: Some(0),
+                    outcome: Outcome::Shown,
+                    body: Some(Plaintext::new("{\"ip\": \"10.0.0.1\"}")),
+                }
+            )
+            .contains("redacted")
+        );
     }
 }

@@ -20,7 +20,16 @@ pub enum Action {
     InitKeys,
     RotateKey,
     Reencrypt,
+    QuarantineList,
+    QuarantineShow,
+    QuarantineReplay,
+    QuarantineImportDlq,
+    QuarantinePurge,
 }
+
+/// What a quarantine show costs of the daily budget: a body holds both values of a login
+/// (ip and device id), which a reveal by message id would charge one unit each.
+pub const SHOW_UNITS: i64 = PiiField::ALL.len() as i64;
 
 impl Action {
     pub fn as_str(self) -> &'static str {
@@ -32,23 +41,30 @@ impl Action {
             Action::InitKeys => "init-keys",
             Action::RotateKey => "rotate-key",
             Action::Reencrypt => "reencrypt",
+            Action::QuarantineList => "quarantine-list",
+            Action::QuarantineShow => "quarantine-show",
+            Action::QuarantineReplay => "quarantine-replay",
+            Action::QuarantineImportDlq => "quarantine-import-dlq",
+            Action::QuarantinePurge => "quarantine-purge",
         }
     }
 
     /// Admin actions (key creation, rotation and re-encryption) need the key-admin role;
-    /// the others the staff role.
+    /// the others the staff role (the quarantine's included: the key administrator acts on
+    /// keys, never on data).
     pub fn is_admin(self) -> bool {
         matches!(self, Action::InitKeys | Action::RotateKey | Action::Reencrypt)
     }
 
-    /// Rows of these actions that name a field spend the caller's daily budget.
+    /// Rows of these actions spend the caller's daily budget ([`RequestRow::budget_units`]).
     pub fn spends_budget(self) -> bool {
-        matches!(self, Action::Find | Action::Reveal)
+        matches!(self, Action::Find | Action::Reveal | Action::QuarantineShow)
     }
 
-    /// A reveal or an erasure needs a reason (and the table refuses a pending one without).
+    /// A reveal, an erasure, a show or a replay needs a reason (and the table refuses a
+    /// pending reveal or erasure without).
     pub fn needs_reason(self) -> bool {
-        matches!(self, Action::Reveal | Action::Forget)
+        matches!(self, Action::Reveal | Action::Forget | Action::QuarantineShow | Action::QuarantineReplay)
     }
 }
 
@@ -68,7 +84,25 @@ impl RequestRow {
     pub fn new(action: Action) -> RequestRow {
         RequestRow { action, field: None, blind_index: None, target: None, reason: None }
     }
+
+    /// Units of the daily budget this row spends: a find's or a reveal's row that names a
+    /// field one; a quarantine show [`SHOW_UNITS`]. ([`USED`] counts them back the same way.)
+    pub fn budget_units(&self) -> i64 {
+        match self.action {
+            Action::Find | Action::Reveal if self.field.is_some() => 1,
+            Action::QuarantineShow => SHOW_UNITS,
+            _ => 0,
+        }
+    }
 }
+
+/// The units a caller spent in the last 24 hours, counted as [`RequestRow::budget_units`]
+/// counts them (refused requests spend nothing).
+const USED: &str = "
+    SELECT coalesce(sum(CASE WHEN action = 'quarantine-show' THEN $2::int8 ELSE 1 END), 0)::int8
+      FROM pii_audit
+     WHERE caller = $1 AND ((action IN ('reveal', 'find') AND field IS NOT NULL) OR action = 'quarantine-show')
+       AND at > now() - interval '24 hours' AND outcome IS DISTINCT FROM 'refused'";
 
 /// The id of a recorded row, to add its outcome to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,9 +125,10 @@ impl<'a> Journal<'a> {
         Journal { pool }
     }
 
-    /// Records one request, committed. With a `budget` (reveals and finds per caller per
-    /// 24 hours) the caller's use is counted first, under a per-caller lock, in the same
-    /// transaction: over budget, the request is recorded refused and `Budget` returned.
+    /// Records one request, committed. With a `budget` (units of reveals, finds and shows
+    /// per caller per 24 hours) the caller's use is counted first, under a per-caller lock,
+    /// in the same transaction: over budget, the request is recorded refused and `Budget`
+    /// returned.
     pub async fn request(
         self,
         context: &RequestContext,
@@ -172,7 +207,7 @@ async fn spend(
     rows: &[RequestRow],
     budget: Option<u32>,
 ) -> Result<Option<ServiceError>, ServiceError> {
-    let wanted = rows.iter().filter(|r| r.action.spends_budget() && r.field.is_some()).count() as i64;
+    let wanted: i64 = rows.iter().map(RequestRow::budget_units).sum();
     let Some(budget) = budget.filter(|_| wanted > 0) else { return Ok(None) };
     // Serializes one caller's concurrent requests, so two cannot both take the last unit.
     tx.execute(
@@ -181,16 +216,7 @@ async fn spend(
     )
     .await
     .map_err(unavailable)?;
-    let used: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM pii_audit
-              WHERE caller = $1 AND action IN ('reveal', 'find') AND field IS NOT NULL
-                AND at > now() - interval '24 hours' AND outcome IS DISTINCT FROM 'refused'",
-            &[&context.caller],
-        )
-        .await
-        .map_err(unavailable)?
-        .get(0);
+    let used: i64 = tx.query_one(USED, &[&context.caller, &SHOW_UNITS]).await.map_err(unavailable)?.get(0);
     Ok((used + wanted > i64::from(budget))
         .then(|| ServiceError::Budget { budget, used: u64::try_from(used).unwrap_or_default() }))
 }

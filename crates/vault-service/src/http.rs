@@ -144,11 +144,12 @@ async fn answer(
 }
 
 /// One CloudWatch Embedded Metric Format line per request (namespace `login-etl`,
-/// dimension `Function`): values revealed, refusals, refusals for the daily budget. The
-/// alarms of `template.yaml` watch the last two.
+/// dimension `Function`): values revealed (a quarantined body shown counts as one),
+/// refusals, refusals for the daily budget. The alarms of `template.yaml` watch them.
 pub fn metrics_line(result: &Result<Response, ServiceError>, timestamp_ms: i64) -> String {
     let revealed = match result {
         Ok(Response::Reveal { values }) => values.iter().filter(|v| v.outcome == Outcome::Revealed).count(),
+        Ok(Response::QuarantineShow { outcome: Outcome::Shown, .. }) => 1,
         _ => 0,
     };
     let refused = matches!(

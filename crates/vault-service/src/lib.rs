@@ -6,6 +6,7 @@
 //!   validate, work, record the outcome;
 //! - `cmd`: one file per operation (its checks, its SQL, its answer);
 //! - [`http`]: the function URL front;
+//! - [`queues`]: the replay queue and the dead-letter queue (the quarantine's operations);
 //! - here: the service's resources, the caller's context, and each error's code and HTTP
 //!   status.
 //!
@@ -17,17 +18,21 @@ pub mod audit;
 mod cmd;
 pub mod http;
 mod operation;
+pub mod queues;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, OnceCell};
 
+pub use cmd::{Imported, Purged, QuarantineFilter, Reencrypted, Shown};
 use login_etl_core::crypto::{BlindIndexer, PiiField, SealError};
 use login_etl_core::error::DbError;
 use login_etl_core::event::text::ReasonError;
 use login_etl_core::keys::{DataKeyCache, KeyError, Kms};
 use pii_vault_protocol::{ErrorCode, Request, Response};
+use queues::{QueueError, Queues};
 
-/// Reveals and finds per caller per 24 hours, unless `REVEAL_BUDGET_PER_DAY` says otherwise.
+/// Budget units (a reveal or find 1, a quarantine show 2) per caller per 24 hours, unless
+/// `REVEAL_BUDGET_PER_DAY` says otherwise.
 pub const DEFAULT_REVEAL_BUDGET: u32 = 100;
 
 /// `REVEAL_BUDGET_PER_DAY`, or the default.
@@ -38,6 +43,37 @@ pub fn reveal_budget_from_env() -> Result<u32, login_etl_core::config::ConfigErr
             var: "REVEAL_BUDGET_PER_DAY",
             reason: "expected a whole number".into(),
         }),
+    }
+}
+
+/// What the quarantine's operations need besides the database and KMS.
+#[derive(Debug, Clone)]
+pub struct QuarantineSettings {
+    pub queues: Queues,
+    /// `QUARANTINE_RETENTION_DAYS`: `quarantine purge` erases bodies older than this.
+    pub retention_days: u32,
+}
+
+impl Default for QuarantineSettings {
+    fn default() -> Self {
+        QuarantineSettings {
+            queues: Queues::default(),
+            retention_days: login_etl_core::store::quarantine::DEFAULT_RETENTION_DAYS,
+        }
+    }
+}
+
+impl QuarantineSettings {
+    /// `REPLAY_QUEUE_URL`, `DEAD_LETTER_QUEUE_URL` (each optional) and
+    /// `QUARANTINE_RETENTION_DAYS` (default 14).
+    pub fn from_env(
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<QuarantineSettings, login_etl_core::config::ConfigError> {
+        let retention = std::env::var("QUARANTINE_RETENTION_DAYS").ok();
+        Ok(QuarantineSettings {
+            queues: Queues::from_env(sdk),
+            retention_days: login_etl_core::store::quarantine::retention_days(retention.as_deref())?,
+        })
     }
 }
 
@@ -64,7 +100,9 @@ pub enum ServiceError {
     NoIdentity,
     #[error("{caller} may not {action}")]
     NotAllowed { caller: String, action: &'static str },
-    #[error("daily budget of {budget} reveals and finds is spent ({used} used in the last 24 hours)")]
+    #[error(
+        "daily budget of {budget} units (a reveal or find 1, a quarantine show 2) is spent ({used} used in the last 24 hours)"
+    )]
     Budget { budget: u32, used: u64 },
     #[error("no vault entry and no row for that {0}")]
     Unknown(String),
@@ -80,6 +118,8 @@ pub enum ServiceError {
     Seal(#[from] SealError),
     #[error("rotation raced with another rotation to version {0}; run it again")]
     RotationRace(i32),
+    #[error("queue")]
+    Queue(#[from] QueueError),
 }
 
 impl ServiceError {
@@ -98,6 +138,8 @@ impl ServiceError {
             ServiceError::Db(_) => ErrorCode::Database,
             ServiceError::Seal(_) => ErrorCode::Unauthentic,
             ServiceError::RotationRace(_) => ErrorCode::RotationRace,
+            ServiceError::Queue(QueueError::NotConfigured(_)) => ErrorCode::NotConfigured,
+            ServiceError::Queue(QueueError::Sqs { .. }) => ErrorCode::Queue,
         }
     }
 
@@ -112,7 +154,8 @@ impl ServiceError {
             ErrorCode::Erased => 410,
             ErrorCode::BudgetExhausted => 429,
             ErrorCode::Unauthentic | ErrorCode::Other => 500,
-            ErrorCode::Keys => 502,
+            ErrorCode::Keys | ErrorCode::Queue => 502,
+            ErrorCode::NotConfigured => 501,
             ErrorCode::Database | ErrorCode::AuditUnavailable => 503,
         }
     }
@@ -145,6 +188,15 @@ impl From<tokio_postgres::Error> for ServiceError {
     }
 }
 
+impl From<login_etl_core::store::StoreError> for ServiceError {
+    fn from(error: login_etl_core::store::StoreError) -> Self {
+        match error {
+            login_etl_core::store::StoreError::Db(db) => ServiceError::Db(db),
+            other => ServiceError::Db(DbError::other(login_etl_core::error::report(&other))),
+        }
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for ServiceError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
         ServiceError::Db(DbError::from(error))
@@ -158,6 +210,7 @@ pub struct VaultService {
     budget: u32,
     indexer: OnceCell<BlindIndexer>,
     data_keys: Mutex<DataKeyCache>,
+    quarantine: QuarantineSettings,
 }
 
 impl VaultService {
@@ -169,7 +222,14 @@ impl VaultService {
             budget: reveal_budget_per_day,
             indexer: OnceCell::new(),
             data_keys: Mutex::new(DataKeyCache::new()),
+            quarantine: QuarantineSettings::default(),
         }
+    }
+
+    /// The queues and retention the quarantine's operations use (without: replay and
+    /// import-dlq are refused `not_configured`, purge keeps 14 days).
+    pub fn with_quarantine(self, quarantine: QuarantineSettings) -> VaultService {
+        VaultService { quarantine, ..self }
     }
 
     /// Runs one request for the caller `context` names.
@@ -192,7 +252,43 @@ impl VaultService {
             },
             Request::RotateKey => Response::RotateKey { version: self.rotate_key(context).await? },
             Request::Reencrypt { batch_size } => {
-                Response::Reencrypt { reencrypted: self.reencrypt(context, batch_size).await? }
+                let done = self.reencrypt(context, batch_size).await?;
+                Response::Reencrypt { reencrypted: done.vault, quarantine_reencrypted: done.quarantine }
+            }
+            Request::QuarantineList { since, reason_code, after, limit } => {
+                let filter = QuarantineFilter { since, reason_code, after, limit };
+                let (rows, next) = self.quarantine_list(context, &filter).await?;
+                Response::QuarantineList { rows, next }
+            }
+            Request::QuarantineShow { message_id, attempt, reason } => {
+                let shown = self.quarantine_show(context, &message_id, attempt, reason.as_deref()).await?;
+                Response::QuarantineShow {
+                    message_id: shown.message_id,
+                    attempt: shown.attempt,
+                    outcome: shown.outcome,
+                    body: shown.body.map(|body| pii_vault_protocol::Plaintext::new(body.as_str())),
+                }
+            }
+            Request::QuarantineReplay { selection, reason } => {
+                let (rows, next) = self.quarantine_replay(context, &selection, reason.as_deref()).await?;
+                Response::QuarantineReplay { rows, next }
+            }
+            Request::QuarantineImportDlq { max } => {
+                let done = self.quarantine_import_dlq(context, max).await?;
+                Response::QuarantineImportDlq {
+                    imported: done.imported,
+                    already_quarantined: done.already_quarantined,
+                    left_on_queue: done.left_on_queue,
+                    more: done.more,
+                }
+            }
+            Request::QuarantinePurge => {
+                let done = self.quarantine_purge(context).await?;
+                Response::QuarantinePurge {
+                    purged: done.purged,
+                    retention_days: done.retention_days,
+                    more: done.more,
+                }
             }
         })
     }

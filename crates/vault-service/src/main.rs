@@ -10,7 +10,7 @@ use login_etl_core::error::report;
 use login_etl_core::keys::Kms;
 use login_etl_core::{store, telemetry};
 use pii_vault_service::http::{self, Access};
-use pii_vault_service::{self as vault_service, VaultService};
+use pii_vault_service::{self as vault_service, QuarantineSettings, VaultService};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -36,5 +36,11 @@ async fn init() -> Result<(VaultService, Access), Error> {
     let pool = store::pool(config.database, config.pool_size)?;
     let kms = Kms::new(aws_sdk_kms::Client::new(&sdk), config.kms_key_id);
     let budget = vault_service::reveal_budget_from_env()?;
-    Ok((VaultService::new(pool, kms, budget), Access::from_env()))
+    let quarantine = QuarantineSettings::from_env(&sdk)?;
+    if quarantine.queues.replay_queue_url().is_err() || quarantine.queues.dead_letter_queue_url().is_err() {
+        tracing::warn!(
+            "REPLAY_QUEUE_URL or DEAD_LETTER_QUEUE_URL is not set: quarantine replay / import-dlq are refused"
+        );
+    }
+    Ok((VaultService::new(pool, kms, budget).with_quarantine(quarantine), Access::from_env()))
 }

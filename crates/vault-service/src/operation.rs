@@ -17,6 +17,7 @@ use deadpool_postgres::Object;
 use tokio::sync::MutexGuard;
 
 use crate::audit::{Action, AuditId, Journal, RequestRow};
+use crate::queues::Queues;
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{BlindIndex, BlindIndexer, PiiField};
 use login_etl_core::event::text::{ReasonError, audit_reason};
@@ -120,6 +121,16 @@ impl Work<'_> {
 
     pub fn kms(&self) -> &Kms {
         &self.service.kms
+    }
+
+    /// The replay and dead-letter queues (either may be unset).
+    pub fn queues(&self) -> &Queues {
+        &self.service.quarantine.queues
+    }
+
+    /// `QUARANTINE_RETENTION_DAYS`.
+    pub fn retention_days(&self) -> u32 {
+        self.service.quarantine.retention_days
     }
 
     /// The data keys by version, each unwrapped once per process.

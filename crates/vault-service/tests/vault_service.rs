@@ -5,7 +5,7 @@
 use login_etl::handler;
 use login_etl_core::crypto::{BlindIndex, PiiField};
 use pii_vault_protocol::{ErrorCode, ForgetTarget, Outcome, Plaintext, RevealTarget};
-use pii_vault_service::{ServiceError, VaultService};
+use pii_vault_service::{Reencrypted, ServiceError, VaultService};
 use testkit::*;
 use tokio_postgres::error::SqlState;
 
@@ -340,8 +340,12 @@ async fn key_administration_goes_through_the_service_and_keeps_every_value_and_m
     handler::handle(&second, event(&[("new".into(), login_body("u-new", "203.0.113.9", "900-00-0009"))]))
         .await
         .expect("batch");
-    assert_eq!(service.reencrypt(&admin, 50).await.expect("reencrypt"), 198);
-    assert_eq!(service.reencrypt(&admin, 50).await.expect("resumable"), 0);
+    // The 99 logins' 198 values, and the malformed message's quarantined body.
+    assert_eq!(
+        service.reencrypt(&admin, 50).await.expect("reencrypt"),
+        Reencrypted { vault: 198, quarantine: 1 }
+    );
+    assert_eq!(service.reencrypt(&admin, 50).await.expect("resumable"), Reencrypted::default());
     assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE key_version < 2").await, 0);
     for login in sample_messages().iter().filter(|m| m.get("ip").is_some()) {
         let ip = login["ip"].as_str().expect("ip");

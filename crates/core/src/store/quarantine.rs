@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::table::{Column, Table};
 use crate::crypto::{BlindIndex, SealedValue};
-use crate::event::MessageId;
+use crate::event::{MessageId, RejectReason};
 
 /// Where a quarantined message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,4 +106,124 @@ pub async fn purge_expired(
             &[&days, &i64::from(limit)],
         )
         .await?)
+}
+
+/// Adds quarantined messages, in key order, in the caller's transaction; a key already
+/// there is kept as it is (`ON CONFLICT DO NOTHING`). Returns how many were added. The
+/// vault service imports what reached the dead-letter queue with it.
+pub async fn insert(
+    client: &impl tokio_postgres::GenericClient,
+    rows: &mut [QuarantineRow],
+) -> Result<u64, super::StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    rows.sort_by(|a, b| a.key().cmp(&b.key()));
+    let arrays = LOGIN_QUARANTINE.column_arrays(rows);
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        arrays.iter().map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+    Ok(client.execute(INSERT_QUARANTINE.as_str(), &params).await?)
+}
+
+/// The reason code of a message that reached the dead-letter queue with a body the
+/// function would have accepted (an outage, a crash): nothing is wrong with it.
+pub const DEAD_LETTERED: &str = "dead_lettered";
+
+/// Every reason code a quarantine row can carry: each [`RejectReason`]'s, and
+/// [`DEAD_LETTERED`]. What `pii-vault quarantine list --reason-code` accepts.
+pub fn reason_codes() -> Vec<&'static str> {
+    use crate::event::Field;
+    let field = Field::UserId;
+    let reasons = [
+        RejectReason::MissingBody,
+        RejectReason::EmptyBody,
+        RejectReason::NotJson,
+        RejectReason::NotAnObject,
+        RejectReason::MissingField(field),
+        RejectReason::NullField(field),
+        RejectReason::WrongType(field),
+        RejectReason::DuplicateField(field),
+        RejectReason::EmptyField(field),
+        RejectReason::TooLong(field),
+        RejectReason::ControlCharacter(field),
+        RejectReason::InvisibleCharacter(field),
+        RejectReason::InvalidIp,
+        RejectReason::InvalidAppVersion,
+        RejectReason::AppVersionOutOfRange,
+        RejectReason::InvalidSentTimestamp,
+        RejectReason::InvalidReplayAttributes,
+    ];
+    // Every variant is listed above: a new one fails to compile here until it is added.
+    for reason in &reasons {
+        match reason {
+            RejectReason::MissingBody
+            | RejectReason::EmptyBody
+            | RejectReason::NotJson
+            | RejectReason::NotAnObject
+            | RejectReason::MissingField(_)
+            | RejectReason::NullField(_)
+            | RejectReason::WrongType(_)
+            | RejectReason::DuplicateField(_)
+            | RejectReason::EmptyField(_)
+            | RejectReason::TooLong(_)
+            | RejectReason::ControlCharacter(_)
+            | RejectReason::InvisibleCharacter(_)
+            | RejectReason::InvalidIp
+            | RejectReason::InvalidAppVersion
+            | RejectReason::AppVersionOutOfRange
+            | RejectReason::InvalidSentTimestamp
+            | RejectReason::InvalidReplayAttributes => {}
+        }
+    }
+    reasons.iter().map(RejectReason::code).chain([DEAD_LETTERED]).collect()
+}
+
+/// How long a quarantined body is kept when `QUARANTINE_RETENTION_DAYS` is not set: the
+/// dead-letter queue's own retention.
+pub const DEFAULT_RETENTION_DAYS: u32 = 14;
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
+/// `QUARANTINE_RETENTION_DAYS` (1 to 3650; unset or blank: 14), for the scheduled purge
+/// and the vault service alike.
+pub fn retention_days(value: Option<&str>) -> Result<u32, crate::config::ConfigError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_RETENTION_DAYS),
+        Some(text) => text.parse().ok().filter(|d| (1..=MAX_RETENTION_DAYS).contains(d)).ok_or_else(|| {
+            crate::config::ConfigError::Malformed {
+                var: "QUARANTINE_RETENTION_DAYS",
+                reason: format!("expected whole days from 1 to {MAX_RETENTION_DAYS}"),
+            }
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_code_is_distinct_and_fits_the_column() {
+        let codes = reason_codes();
+        let distinct: std::collections::BTreeSet<_> = codes.iter().collect();
+        assert_eq!(distinct.len(), codes.len());
+        assert!(codes.contains(&"invalid_ip") && codes.contains(&DEAD_LETTERED));
+        // The column's CHECK: ^[a-z_]{1,64}$.
+        assert!(codes.iter().all(|c| !c.is_empty()
+            && c.len() <= 64
+            && c.bytes().all(|b| b == b'_' || b.is_ascii_lowercase())));
+    }
+
+    #[test]
+    fn the_retention_is_whole_days_in_range() {
+        assert_eq!(retention_days(None), Ok(14));
+        assert_eq!(retention_days(Some(" ")), Ok(14));
+        assert_eq!(retention_days(Some(" 30 ")), Ok(30));
+        for bad in ["0", "-1", "3651", "two weeks", "1.5"] {
+            let error = retention_days(Some(bad)).unwrap_err();
+            assert!(
+                error.to_string().starts_with("QUARANTINE_RETENTION_DAYS is malformed"),
+                "{bad}: {error}"
+            );
+        }
+    }
 }

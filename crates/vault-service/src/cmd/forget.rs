@@ -1,6 +1,9 @@
 //! `forget`: crypto-shreds one value in place. The row stays, without ciphertext, so the
 //! value can never be vaulted again. A value never seen gets such a row too (outcome
-//! `unknown`), so it is refused should it arrive later.
+//! `unknown`), so it is refused should it arrive later. In the same transaction, every
+//! quarantined body whose blind index of that field is the value's is erased too
+//! (`erased_by = 'forget'`): a rejected message holding the value can then never be shown
+//! or replayed.
 
 use zeroize::Zeroizing;
 
@@ -58,9 +61,9 @@ impl Operation for Forget<'_> {
             Target::Mask(index) => index,
             Target::Plaintext(normalized) => work.indexer().await?.index(field, &normalized),
         };
-        let row = work
-            .client()
-            .await?
+        let mut client = work.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
             .query_one(
                 // The upsert sees the newest committed row (it waits for a batch that
                 // holds the key), so it tells what it found: nothing (inserted), a sealed
@@ -74,12 +77,27 @@ impl Operation for Forget<'_> {
                 &[&field.as_str(), &index.as_str()],
             )
             .await?;
+        // The column is the field's mask column, a name from the code (PiiField), never input.
+        let quarantined = tx
+            .execute(
+                &format!(
+                    "UPDATE login_quarantine
+                        SET key_version = NULL, nonce = NULL, ciphertext = NULL,
+                            erased_at = clock_timestamp(), erased_by = 'forget'
+                      WHERE {} = $1 AND erased_at IS NULL",
+                    field.mask_column()
+                ),
+                &[&index.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
         let outcome = match (row.get::<_, bool>(0), row.get::<_, bool>(1)) {
             (true, _) => Outcome::Unknown,
             (false, true) => Outcome::Forgotten,
             (false, false) => Outcome::Erased,
         };
-        Ok(Done::new((index.clone(), outcome), outcome).mask(index))
+        let detail = format!("{quarantined} quarantined bod(ies) erased");
+        Ok(Done::new((index.clone(), outcome), outcome).mask(index).detail(detail))
     }
 }
 

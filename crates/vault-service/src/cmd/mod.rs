@@ -6,13 +6,28 @@ mod audit;
 mod find;
 mod forget;
 mod init_keys;
+mod quarantine;
 mod reencrypt;
 mod reveal;
 mod rotate_key;
 
+pub use quarantine::{Imported, Purged, QuarantineFilter, Shown};
+pub use reencrypt::Reencrypted;
+
 use crate::ServiceError;
 use login_etl_core::crypto::{BlindIndex, PiiField};
+use login_etl_core::event::text::is_invisible;
 use login_etl_core::event::{ClientIp, DeviceId};
+
+/// The width of `user_logins.user_id`, `user_logins.sqs_message_id` and
+/// `login_quarantine.message_id`.
+const MAX_ID_CHARS: usize = 128;
+
+/// `id`, if a row could hold it and a person can read it (so the audit may record it).
+fn row_id(id: &str) -> Option<&str> {
+    let fits = !id.is_empty() && id.chars().count() <= MAX_ID_CHARS;
+    (fits && !id.chars().any(|c| c.is_control() || is_invisible(c))).then_some(id)
+}
 
 /// Normalizes a plaintext as the function does, so any spelling finds the same mask.
 fn normalize(field: PiiField, plaintext: &str) -> Result<String, ServiceError> {

@@ -1,6 +1,7 @@
-//! `reencrypt` (admin): every vault row of an older data-key version re-encrypted under
-//! the newest, in batches, each its own transaction (`FOR UPDATE SKIP LOCKED`): resumable,
-//! and safe beside the function. Masks are untouched.
+//! `reencrypt` (admin): every vault row and every quarantined body of an older data-key
+//! version re-encrypted under the newest, in batches, each its own transaction (`FOR
+//! UPDATE SKIP LOCKED`): resumable, and safe beside the function and a replay (a row
+//! another session holds is left for the next run). Masks are untouched.
 
 use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
@@ -13,11 +14,18 @@ struct Reencrypt {
     batch_size: i64,
 }
 
+/// Rows re-encrypted, by table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reencrypted {
+    pub vault: u64,
+    pub quarantine: u64,
+}
+
 impl Operation for Reencrypt {
     const ACTION: Action = Action::Reencrypt;
     /// Rows per transaction.
     type Valid = i64;
-    type Output = u64;
+    type Output = Reencrypted;
 
     fn describe(&self) -> Described {
         Described::default()
@@ -30,7 +38,7 @@ impl Operation for Reencrypt {
         Ok(self.batch_size)
     }
 
-    async fn work(batch_size: i64, work: &mut Work<'_>) -> Result<Done<u64>, ServiceError> {
+    async fn work(batch_size: i64, work: &mut Work<'_>) -> Result<Done<Reencrypted>, ServiceError> {
         let mut client = work.client().await?;
         let newest =
             keys::newest_data_key_version(&**client).await?.ok_or(KeyError::NotInitialized("data"))?;
@@ -73,13 +81,70 @@ impl Operation for Reencrypt {
             tx.commit().await?;
             done += rows.len() as u64;
         }
-        Ok(Done::new(done, Outcome::Done).detail(format!("{done} row(s) under data key version {newest}")))
+        let quarantine = reencrypt_quarantine(work, &mut client, newest, batch_size).await?;
+        let detail = format!(
+            "{done} vault row(s) and {quarantine} quarantined bod(ies) under data key version {newest}"
+        );
+        Ok(Done::new(Reencrypted { vault: done, quarantine }, Outcome::Done).detail(detail))
     }
 }
 
+/// The quarantined bodies of older versions, re-sealed as the vault rows are (erased
+/// bodies have no version, so they are never picked).
+async fn reencrypt_quarantine(
+    work: &Work<'_>,
+    client: &mut deadpool_postgres::Object,
+    newest: i32,
+    batch_size: i64,
+) -> Result<u64, ServiceError> {
+    let mut done = 0u64;
+    loop {
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT message_id, attempt, key_version, nonce, ciphertext FROM login_quarantine
+                  WHERE key_version < $1 ORDER BY message_id, attempt LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&newest, &batch_size],
+            )
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let (mut ids, mut attempts, mut nonces, mut ciphertexts) = (vec![], vec![], vec![], vec![]);
+        let mut keys = work.data_keys().await;
+        for row in &rows {
+            let (id, attempt): (String, i32) = (row.get(0), row.get(1));
+            let sealed = SealedValue::from_stored(row.get(2), row.get::<_, &[u8]>(3), row.get(4))?;
+            let body =
+                keys.get(&*tx, work.kms(), sealed.key_version).await?.open_body(&id, attempt, &sealed)?;
+            let resealed = keys.get(&*tx, work.kms(), newest).await?.seal_body(&id, attempt, &body)?;
+            ids.push(id);
+            attempts.push(attempt);
+            nonces.push(resealed.nonce.to_vec());
+            ciphertexts.push(resealed.ciphertext);
+        }
+        drop(keys);
+        tx.execute(
+            "UPDATE login_quarantine q SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
+               FROM UNNEST($2::text[], $3::int4[], $4::bytea[], $5::bytea[])
+                    AS n(message_id, attempt, nonce, ciphertext)
+              WHERE (q.message_id, q.attempt) = (n.message_id, n.attempt)",
+            &[&newest, &ids, &attempts, &nonces, &ciphertexts],
+        )
+        .await?;
+        tx.commit().await?;
+        done += rows.len() as u64;
+    }
+    Ok(done)
+}
+
 impl VaultService {
-    /// Re-encrypts older vault rows under the newest data key. Admin only.
-    pub async fn reencrypt(&self, context: &RequestContext, batch_size: i64) -> Result<u64, ServiceError> {
+    /// Re-encrypts older vault rows and quarantined bodies under the newest data key. Admin only.
+    pub async fn reencrypt(
+        &self,
+        context: &RequestContext,
+        batch_size: i64,
+    ) -> Result<Reencrypted, ServiceError> {
         self.run(context, Reencrypt { batch_size }).await
     }
 }

@@ -7,12 +7,11 @@ use std::collections::BTreeSet;
 
 use zeroize::Zeroizing;
 
-use super::parse_mask;
+use super::{MAX_ID_CHARS, parse_mask, row_id};
 use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, RecordedValue, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{BlindIndex, PiiField, SealedValue};
-use login_etl_core::event::text::is_invisible;
 use pii_vault_protocol::{Outcome, Plaintext, RevealTarget, Revealed};
 
 struct Reveal<'a> {
@@ -91,15 +90,6 @@ impl Operation for Reveal<'_> {
             }
         }
     }
-}
-
-/// The width of `user_logins.user_id` and `user_logins.sqs_message_id`.
-const MAX_ID_CHARS: usize = 128;
-
-/// `id`, if a `user_logins` row could hold it (and so the audit may record it).
-fn row_id(id: &str) -> Option<&str> {
-    let fits = !id.is_empty() && id.chars().count() <= MAX_ID_CHARS;
-    (fits && !id.chars().any(|c| c.is_control() || is_invisible(c))).then_some(id)
 }
 
 fn revealed(
