@@ -2,6 +2,7 @@
 //! SQS, KMS and Secrets Manager APIs of the moto server, the binaries run as processes.
 //! Shared set-up lives in the `testkit` crate.
 
+mod attack;
 mod concurrency;
 mod faults;
 mod handler;
