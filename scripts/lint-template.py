@@ -741,10 +741,53 @@ def check_metrics(cfn: dict, emitted: set) -> list:
     return problems
 
 
+# The SQS calls the ingest function's code makes (`.name()` in src/), and the IAM action
+# each needs; the event source mapping polls with the same role.
+FUNCTION_SQS_CALLS = {
+    "change_message_visibility_batch": "sqs:changemessagevisibility",
+    "change_message_visibility": "sqs:changemessagevisibility",
+    "get_queue_url": "sqs:getqueueurl",
+}
+MAPPING_SQS_ACTIONS = {"sqs:receivemessage", "sqs:deletemessage", "sqs:getqueueattributes"}
+
+
+def function_sqs_actions(root: pathlib.Path = ROOT) -> set:
+    """The IAM actions the ingest function's own SQS calls need (scanned from src/)."""
+    text = "\n".join(path.read_text() for path in sorted((root / "src").rglob("*.rs")))
+    return {action for call, action in FUNCTION_SQS_CALLS.items() if f".{call}()" in text}
+
+
+def check_polling_rights(cfn: dict, calls=None) -> list:
+    """Every function with event source mappings may, on each queue it polls, do what the
+    mapping does and every SQS call of its own code (the failure path hides a batch with
+    GetQueueUrl + ChangeMessageVisibilityBatch: without the rights no batch is ever hidden)."""
+    problems = []
+    queues = of_type(cfn, "AWS::SQS::Queue")
+    roles = {**of_type(cfn, "AWS::IAM::Role"), **of_type(cfn, "AWS::IAM::Policy")}
+    needed = MAPPING_SQS_ACTIONS | (function_sqs_actions() if calls is None else calls)
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    for function, polled in sources_by_function(cfn, queues).items():
+        role = role_of(functions.get(function, {}))
+        statements = [s for r, res in roles.items() if r == role for s in policy_statements(res)]
+        for queue in polled:
+            name = props(queues.get(queue, {})).get("QueueName")
+            granted = set()
+            for statement in statements:
+                if statement.get("Effect") == "Allow" and any(
+                    queue_of(resource, queues) == queue or mentions(resource, queue, name)
+                    for resource in as_list(statement.get("Resource", []))
+                ):
+                    granted |= actions_of(statement)
+            if "sqs:*" not in granted:
+                for action in sorted(needed - granted):
+                    problems.append(f"{function}: its role {role} may not {action} on {queue}, which it polls")
+    return problems
+
+
 def check_invariants(sam: dict, cfn: dict, emitted=None) -> tuple:
     """All project invariants: (problems, informational lines)."""
     ride_out_problems, info = check_ride_out(sam, cfn)
-    problems = (check_event_sources(cfn) + check_queues(sam, cfn) + ride_out_problems
+    problems = (check_event_sources(cfn) + check_queues(sam, cfn) + ride_out_problems + check_polling_rights(cfn)
                 + check_replay_queue(cfn) + check_keys(cfn) + check_vault_service_invocation(cfn)
                 + check_scheduled_jobs(cfn) + check_metrics(cfn, emitted_metrics() if emitted is None else emitted))
     return problems, info

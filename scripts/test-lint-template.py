@@ -48,6 +48,12 @@ BREAKS = [
      "      QueueName: login-queue\n      VisibilityTimeout: !FindInMap [VisibilityTimeoutByFunctionTimeout, !Ref FunctionTimeout, Seconds]\n"
      "      MessageRetentionPeriod: 1209600",
      "not longer than its source LoginQueue"),
+    ("polling rights: the function's role may not GetQueueUrl (every hide of the ride-out fails)",
+     "sqs:ChangeMessageVisibility, sqs:GetQueueUrl]", "sqs:ChangeMessageVisibility]",
+     "may not sqs:getqueueurl on LoginQueue"),
+    ("polling rights: the function's role may not ChangeMessageVisibility",
+     "sqs:ChangeMessageVisibility, sqs:GetQueueUrl]", "sqs:GetQueueUrl]",
+     "may not sqs:changemessagevisibility on LoginReplayQueue"),
     ("queue: visibility timeout below 6x function timeout",
      '"30": { Seconds: 180 }', '"30": { Seconds: 60 }', "is less than 6 x function timeout 30 s"),
     ("queue: SQS-managed SSE instead of the queue key",

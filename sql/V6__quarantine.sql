@@ -93,3 +93,17 @@ GRANT UPDATE (key_version, nonce, ciphertext, erased_at, erased_by, replayed_at,
 -- The purge reads only what it needs to pick rows, and writes only what erases.
 GRANT SELECT (message_id, attempt, quarantined_at, erased_at) ON login_quarantine TO login_etl_quarantine_purge;
 GRANT UPDATE (key_version, nonce, ciphertext, erased_at, erased_by) ON login_quarantine TO login_etl_quarantine_purge;
+
+-- Row security, so that the purge's login erases nothing younger than the shortest
+-- retention (1 day) and nothing but as a purge: column grants alone would let it erase
+-- any body, or label an erasure `forget`. The other roles keep what the grants give them.
+-- (The table's owner, which migrates, is not subject to row security.)
+ALTER TABLE login_quarantine ENABLE ROW LEVEL SECURITY;
+CREATE POLICY writer_adds ON login_quarantine FOR INSERT TO login_etl_writer WITH CHECK (true);
+CREATE POLICY service_works ON login_quarantine FOR ALL TO login_etl_vault_service USING (true) WITH CHECK (true);
+CREATE POLICY purge_sees_the_expired ON login_quarantine FOR SELECT TO login_etl_quarantine_purge
+    USING (quarantined_at < now() - interval '1 day');
+CREATE POLICY purge_erases_the_expired ON login_quarantine FOR UPDATE TO login_etl_quarantine_purge
+    USING (quarantined_at < now() - interval '1 day' AND erased_at IS NULL)
+    WITH CHECK (erased_by = 'purge' AND erased_at IS NOT NULL
+                AND key_version IS NULL AND nonce IS NULL AND ciphertext IS NULL);

@@ -16,12 +16,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use chrono::Utc;
+use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::app::{App, InitError};
@@ -32,9 +34,19 @@ use login_etl_core::error::report;
 use login_etl_core::keys::Kms;
 use login_etl_core::metrics;
 
-/// Time kept back from the invocation's deadline to hide the batch on the queue (at most
-/// half of the time there is).
+/// Time kept back from the invocation's deadline to hide the batch on the queue: this, plus
+/// [`HIDING_ROUND`] per round of [`HIDE_CONCURRENCY`] calls of ten messages, at most half
+/// of the time there is.
 pub const HIDING_RESERVE: Duration = Duration::from_secs(3);
+pub const HIDING_ROUND: Duration = Duration::from_millis(250);
+/// `ChangeMessageVisibilityBatch` calls in flight at once (10,000 messages: 20 rounds).
+pub const HIDE_CONCURRENCY: usize = 50;
+
+/// The time kept back to hide `messages` messages.
+fn hiding_reserve(messages: usize) -> Duration {
+    let rounds = messages.div_ceil(10).div_ceil(HIDE_CONCURRENCY) as u32;
+    HIDING_RESERVE + HIDING_ROUND * rounds
+}
 
 pub struct Function {
     config: Config,
@@ -120,7 +132,7 @@ impl Function {
             Err(BatchError::FailingFast)
         } else {
             let left = deadline.saturating_duration_since(Instant::now());
-            let budget = left.saturating_sub(HIDING_RESERVE.min(left / 2));
+            let budget = left.saturating_sub(hiding_reserve(receipts.len()).min(left / 2));
             match tokio::time::timeout(budget, self.process(event)).await {
                 Ok(result) => result,
                 Err(_) => Err(BatchError::Timeout),
@@ -133,13 +145,23 @@ impl Function {
         if error.is_unreachable() {
             self.start_failing_fast();
         }
+        if matches!(error, BatchError::Timeout)
+            && let Some(app) = self.app.get()
+        {
+            // The cancelled attempt's connection went back to the pool, and may be dead
+            // without knowing it (a failover, a black-holed path): drop every idle one, so
+            // the next batch connects afresh instead of waiting on it again.
+            app.pool.retain(|_, _| false);
+        }
         let hiding_time = deadline.saturating_duration_since(Instant::now());
-        let hidden = tokio::time::timeout(hiding_time, self.queues.hide(&receipts, &self.config.outage))
+        let hidden = AtomicUsize::new(0);
+        if tokio::time::timeout(hiding_time, self.queues.hide(&receipts, &self.config.outage, &hidden))
             .await
-            .unwrap_or_else(|_| {
-                tracing::error!("hiding the batch on the queue ran out of time");
-                0
-            });
+            .is_err()
+        {
+            tracing::error!("hiding the batch on the queue ran out of time");
+        }
+        let hidden = hidden.load(Ordering::SeqCst);
         tracing::error!(
             error = %report(&error),
             error_type = error.error_type(),
@@ -225,17 +247,19 @@ struct Queues {
 }
 
 impl Queues {
-    /// Extends each message's visibility as the policy says; returns how many were hidden.
-    async fn hide(&self, receipts: &[Receipt], policy: &OutagePolicy) -> usize {
+    /// Extends each message's visibility as the policy says, [`HIDE_CONCURRENCY`] calls at
+    /// a time; counts the messages hidden in `hidden` as they are (so a hide cut short by
+    /// the deadline still says how far it got).
+    async fn hide(&self, receipts: &[Receipt], policy: &OutagePolicy, hidden: &AtomicUsize) {
         let mut by_queue: HashMap<&str, Vec<&Receipt>> = HashMap::new();
         for receipt in receipts {
             by_queue.entry(&receipt.queue_arn).or_default().push(receipt);
         }
-        let mut hidden = 0;
+        let mut calls = Vec::new();
         for (arn, receipts) in by_queue {
             let Some(url) = self.url(arn).await else { continue };
             for chunk in receipts.chunks(10) {
-                let entries = chunk
+                let entries: Vec<_> = chunk
                     .iter()
                     .enumerate()
                     .filter_map(|(i, receipt)| {
@@ -248,30 +272,31 @@ impl Queues {
                             .ok()
                     })
                     .collect();
-                match self
-                    .sqs
-                    .change_message_visibility_batch()
-                    .queue_url(&url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                {
+                calls.push(
+                    self.sqs
+                        .change_message_visibility_batch()
+                        .queue_url(url.clone())
+                        .set_entries(Some(entries))
+                        .send(),
+                );
+            }
+        }
+        futures_util::stream::iter(calls)
+            .buffer_unordered(HIDE_CONCURRENCY)
+            .for_each(|answer| async move {
+                match answer {
                     Ok(output) => {
-                        hidden += output.successful().len();
+                        hidden.fetch_add(output.successful().len(), Ordering::SeqCst);
                         for failure in output.failed() {
-                            tracing::warn!(
-                                code = failure.code(),
-                                "a message's visibility could not be extended"
-                            );
+                            tracing::warn!(code = failure.code(), "a message's visibility could not be extended");
                         }
                     }
                     Err(error) => {
                         tracing::error!(error = %DisplayErrorContext(error), "ChangeMessageVisibilityBatch failed");
                     }
                 }
-            }
-        }
-        hidden
+            })
+            .await;
     }
 
     /// The queue's URL, from `GetQueueUrl` (name and owner from the ARN), cached.

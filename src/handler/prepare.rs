@@ -196,7 +196,12 @@ fn quarantine_row(
         reason_code: reason.code(),
         field: reason.field().map(|f| f.name()),
         sent_at: origin.sent_at,
-        receive_count: record.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()),
+        // Unsigned as SQS sends it: a hand-made "-1" must not fail the batch's CHECK.
+        receive_count: record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse::<u32>().ok())
+            .and_then(|n| i32::try_from(n).ok()),
         masked_ip: pii.ip.map(|ip| index(PiiField::Ip, &Zeroizing::new(ip.canonical()))),
         masked_device_id: pii.device_id.as_ref().map(|id| index(PiiField::DeviceId, id.canonical())),
         sealed: keyring.data_key.seal_body(origin.key.as_str(), origin.attempt, body)?,

@@ -53,6 +53,19 @@ async fn only_the_vault_service_reads_the_quarantine_and_the_writer_only_adds_to
     refused(&purge, "DELETE FROM login_quarantine").await;
     refused(&purge, "SELECT count(*) FROM user_logins").await;
     refused(&purge, "SELECT count(*) FROM pii_vault").await;
+    // Of the rows, it sees only those old enough to be purged (row security).
+    let young = connect(&purge)
+        .await
+        .query_one("SELECT count(*) FROM (SELECT message_id, attempt FROM login_quarantine) q", &[])
+        .await
+        .expect("keys")
+        .get::<_, i64>(0);
+    assert_eq!(young, 0, "a body quarantined a moment ago is not the purge's business");
+    db.connect()
+        .await
+        .batch_execute("UPDATE login_quarantine SET quarantined_at = now() - interval '2 days'")
+        .await
+        .expect("age the row");
     let visible = connect(&purge)
         .await
         .query_one(

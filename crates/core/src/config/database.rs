@@ -119,11 +119,24 @@ fn take_tls_options(url: &str) -> (String, Option<String>, Option<String>) {
     (kept.join(" "), sslmode, sslrootcert)
 }
 
-/// A connect timeout and an application name, unless the settings give their own.
+/// How long data sent on a connection may go unacknowledged before the connection is
+/// declared dead (TCP_USER_TIMEOUT), and how soon an idle one is probed: a connection whose
+/// server vanished without a word (a failover, a black-holed path) fails in seconds, not
+/// after the kernel's quarter of an hour.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
+pub const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+
+/// A connect timeout, TCP liveness checks and an application name, unless the settings
+/// give their own.
 pub fn with_defaults(mut config: tokio_postgres::Config) -> tokio_postgres::Config {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    config.keepalives(true);
+    config.keepalives_idle(config.get_keepalives_idle().min(KEEPALIVES_IDLE));
     if config.get_application_name().is_none() {
         config.application_name("login-etl");
     }

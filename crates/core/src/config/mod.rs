@@ -129,12 +129,13 @@ pub async fn database_from_env(sdk: &SdkConfig) -> Result<database::Database, Co
 
 /// The time an invocation has left, from its context's deadline (epoch milliseconds).
 /// `cargo lambda watch` sends the timeout itself (600000) instead of an epoch time: a value
-/// no later than now is read as that, at most Lambda's 15 minutes.
+/// of at most Lambda's 15 minutes is read as that; an epoch deadline already past leaves
+/// no time.
 pub fn invocation_time_left(deadline_ms: u64) -> Duration {
     const LAMBDA_MAX_TIMEOUT_MS: u64 = 900_000;
     let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default();
     let left_ms =
-        if deadline_ms > now_ms { deadline_ms - now_ms } else { deadline_ms.min(LAMBDA_MAX_TIMEOUT_MS) };
+        if deadline_ms <= LAMBDA_MAX_TIMEOUT_MS { deadline_ms } else { deadline_ms.saturating_sub(now_ms) };
     Duration::from_millis(left_ms)
 }
 
