@@ -36,8 +36,6 @@ CREATE TABLE IF NOT EXISTS login_quarantine (
     sent_at          timestamptz,
     receive_count    integer      CHECK (receive_count >= 0),
     quarantined_at   timestamptz  NOT NULL DEFAULT now(),
-    masked_ip        varchar(64)  CHECK (octet_length(masked_ip) = 64 AND masked_ip !~ '[^0-9a-f]'),
-    masked_device_id varchar(64)  CHECK (octet_length(masked_device_id) = 64 AND masked_device_id !~ '[^0-9a-f]'),
     key_version      integer      CHECK (key_version >= 1),
     nonce            bytea        CHECK (octet_length(nonce) = 12),
     ciphertext       bytea,
@@ -56,10 +54,17 @@ CREATE TABLE IF NOT EXISTS login_quarantine (
     CONSTRAINT login_quarantine_replay_marked_whole CHECK ((replayed_at IS NULL) = (replay_attempt IS NULL))
 );
 CREATE INDEX IF NOT EXISTS login_quarantine_quarantined_at_idx ON login_quarantine (quarantined_at);
-CREATE INDEX IF NOT EXISTS login_quarantine_masked_ip_idx ON login_quarantine (masked_ip)
-    WHERE masked_ip IS NOT NULL;
-CREATE INDEX IF NOT EXISTS login_quarantine_masked_device_id_idx ON login_quarantine (masked_device_id)
-    WHERE masked_device_id IS NOT NULL;
+
+-- Which quarantined bodies hold which value: a row per readable ip or device id (a field
+-- given twice: both values; a body cut short: what it held before the cut).
+CREATE TABLE IF NOT EXISTS login_quarantine_masks (
+    message_id  varchar(128) NOT NULL CHECK (message_id ~ '^[!-~]{1,128}$'),
+    attempt     integer      NOT NULL CHECK (attempt BETWEEN 0 AND 1000),
+    field       varchar(16)  NOT NULL CHECK (field IN ('ip', 'device_id')),
+    blind_index varchar(64)  NOT NULL CHECK (octet_length(blind_index) = 64 AND blind_index !~ '[^0-9a-f]'),
+    PRIMARY KEY (message_id, attempt, field, blind_index)
+);
+CREATE INDEX IF NOT EXISTS login_quarantine_masks_value_idx ON login_quarantine_masks (field, blind_index);
 
 -- The audit knows the quarantine's operations. NOT VALID: every existing row met the
 -- narrower rule, and the check then takes its lock only for the catalog change.
@@ -74,19 +79,21 @@ ALTER TABLE pii_audit
         CHECK (outcome IN ('revealed', 'erased', 'unknown', 'forgotten', 'refused', 'found', 'listed',
                            'created', 'failed', 'done', 'shown', 'replayed', 'imported', 'purged')) NOT VALID;
 
-REVOKE ALL ON login_quarantine FROM PUBLIC, login_etl_writer, login_etl_analyst, login_etl_vault_reader,
-    login_etl_auditor, login_etl_vault_service, login_etl_quarantine_purge;
+REVOKE ALL ON login_quarantine, login_quarantine_masks FROM PUBLIC, login_etl_writer, login_etl_analyst,
+    login_etl_vault_reader, login_etl_auditor, login_etl_vault_service, login_etl_quarantine_purge;
 
 GRANT USAGE ON SCHEMA public TO login_etl_quarantine_purge;
 
 GRANT INSERT (message_id, attempt, source, reason_code, field, sent_at, receive_count,
-              masked_ip, masked_device_id, key_version, nonce, ciphertext)
+              key_version, nonce, ciphertext)
     ON login_quarantine TO login_etl_writer;
+GRANT INSERT ON login_quarantine_masks TO login_etl_writer;
 
-GRANT SELECT ON login_quarantine TO login_etl_vault_service;
+GRANT SELECT ON login_quarantine, login_quarantine_masks TO login_etl_vault_service;
 GRANT INSERT (message_id, attempt, source, reason_code, field, sent_at, receive_count,
-              masked_ip, masked_device_id, key_version, nonce, ciphertext)
+              key_version, nonce, ciphertext)
     ON login_quarantine TO login_etl_vault_service;
+GRANT INSERT ON login_quarantine_masks TO login_etl_vault_service;
 GRANT UPDATE (key_version, nonce, ciphertext, erased_at, erased_by, replayed_at, replay_attempt)
     ON login_quarantine TO login_etl_vault_service;
 

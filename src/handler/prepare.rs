@@ -187,8 +187,6 @@ fn quarantine_row(
     body: Option<&str>,
 ) -> Result<QuarantineRow, SealError> {
     let body = body.unwrap_or_default();
-    let pii = ReadablePii::of(body);
-    let index = |field, value: &str| keyring.indexer.index(field, value);
     Ok(QuarantineRow {
         message_id: origin.key.clone(),
         attempt: origin.attempt,
@@ -202,8 +200,7 @@ fn quarantine_row(
             .get("ApproximateReceiveCount")
             .and_then(|n| n.parse::<u32>().ok())
             .and_then(|n| i32::try_from(n).ok()),
-        masked_ip: pii.ip.map(|ip| index(PiiField::Ip, &Zeroizing::new(ip.canonical()))),
-        masked_device_id: pii.device_id.as_ref().map(|id| index(PiiField::DeviceId, id.canonical())),
+        masks: QuarantineRow::masks_of(&keyring.indexer, &ReadablePii::of(body)),
         sealed: keyring.data_key.seal_body(origin.key.as_str(), origin.attempt, body)?,
     })
 }

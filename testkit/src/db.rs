@@ -156,6 +156,23 @@ pub async fn quarantined_ids(db: &TestDb) -> Vec<String> {
         .collect()
 }
 
+/// The masks a quarantined message holds (`login_quarantine_masks`): (field, blind index),
+/// sorted.
+pub async fn quarantine_masks(db: &TestDb, message_id: &str) -> Vec<(String, String)> {
+    db.connect()
+        .await
+        .query(
+            "SELECT field::text, blind_index::text FROM login_quarantine_masks WHERE message_id = $1
+              ORDER BY field, blind_index",
+            &[&message_id],
+        )
+        .await
+        .expect("masks")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
 /// A connection with the function's own connect (TLS as the config asks).
 pub async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
     database::connect(&config.clone().into()).await.expect("connect to test Postgres")

@@ -32,6 +32,8 @@ async fn only_the_vault_service_reads_the_quarantine_and_the_writer_only_adds_to
         "UPDATE login_quarantine SET reason_code = 'x'",
         "UPDATE login_quarantine SET ciphertext = NULL",
         "DELETE FROM login_quarantine",
+        "SELECT count(*) FROM login_quarantine_masks",
+        "DELETE FROM login_quarantine_masks",
         // With a conflict target, the insert would need SELECT: the writer's has none.
         "INSERT INTO login_quarantine (message_id, attempt, source, reason_code, key_version, nonce, ciphertext)
          VALUES ('m', 0, 'queue', 'not_json', 1, '\\x000000000000000000000000', '\\x00')
@@ -44,11 +46,13 @@ async fn only_the_vault_service_reads_the_quarantine_and_the_writer_only_adds_to
         refused(&person, "SELECT count(*) FROM login_quarantine").await;
         refused(&person, "SELECT message_id, reason_code FROM login_quarantine").await;
         refused(&person, "INSERT INTO login_quarantine (message_id) VALUES ('m')").await;
+        refused(&person, "SELECT * FROM login_quarantine_masks").await;
     }
     // The purge's login sees keys and dates only, and can write only what erases.
     let purge = db.login_in("login_etl_quarantine_purge").await;
     refused(&purge, "SELECT ciphertext FROM login_quarantine").await;
-    refused(&purge, "SELECT reason_code, masked_ip FROM login_quarantine").await;
+    refused(&purge, "SELECT reason_code FROM login_quarantine").await;
+    refused(&purge, "SELECT * FROM login_quarantine_masks").await;
     refused(&purge, "UPDATE login_quarantine SET replayed_at = now(), replay_attempt = 1").await;
     refused(&purge, "DELETE FROM login_quarantine").await;
     refused(&purge, "SELECT count(*) FROM user_logins").await;

@@ -120,6 +120,10 @@ async fn the_quarantine_description_matches_the_migrated_table() {
     let db = TestDb::new().await;
     let client = db.connect().await;
     assert_eq!(disagreements(&client, &LOGIN_QUARANTINE).await, Vec::<String>::new());
+    assert_eq!(
+        disagreements(&client, &login_etl_core::store::quarantine::LOGIN_QUARANTINE_MASKS).await,
+        Vec::<String>::new()
+    );
     client
         .batch_execute("ALTER TABLE login_quarantine ALTER COLUMN field TYPE varchar(16)")
         .await

@@ -602,7 +602,7 @@ async fn import_dlq_moves_dead_letters_into_the_quarantine_sealed_and_leaves_no_
         .connect()
         .await
         .query(
-            "SELECT message_id, attempt, source, reason_code, sent_at IS NOT NULL, masked_ip, masked_device_id
+            "SELECT message_id, attempt, source, reason_code, sent_at IS NOT NULL
                FROM login_quarantine ORDER BY message_id",
             &[],
         )
@@ -620,11 +620,15 @@ async fn import_dlq_moves_dead_letters_into_the_quarantine_sealed_and_leaves_no_
         ),
         (0, "dead-letter", "dead_lettered", true)
     );
-    let index = |field, value| Some(app.keyring.indexer.index(field, value).as_str().to_owned());
-    assert_eq!(good_row.get::<_, Option<String>>(5), index(PiiField::Ip, "192.0.2.71"));
-    assert_eq!(good_row.get::<_, Option<String>>(6), index(PiiField::DeviceId, "dev-dlq-71"));
+    let mask = |field: PiiField, value: &str| {
+        (field.as_str().to_owned(), app.keyring.indexer.index(field, value).as_str().to_owned())
+    };
+    assert_eq!(
+        quarantine_masks(&db, &sent[0]).await,
+        vec![mask(PiiField::DeviceId, "dev-dlq-71"), mask(PiiField::Ip, "192.0.2.71")]
+    );
     assert_eq!(bad_row.get::<_, &str>(3), "invalid_ip");
-    assert_eq!(bad_row.get::<_, Option<String>>(6), index(PiiField::DeviceId, "dev-dlq-72"));
+    assert_eq!(quarantine_masks(&db, &sent[1]).await, vec![mask(PiiField::DeviceId, "dev-dlq-72")]);
     for plaintext in plaintexts {
         let found = db
             .connect()

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use zeroize::Zeroizing;
 
 use super::reject::{Field, RejectReason};
 
@@ -42,15 +43,6 @@ impl<'a> RawBody<'a> {
         }
     }
 
-    /// Parses `body` as [`RawBody::parse`] does, but keeps a field given twice (its last
-    /// value): for reading what a rejected body holds, never for accepting it.
-    pub(super) fn parse_keeping_duplicates(body: &'a str) -> Option<RawBody<'a>> {
-        match serde_json::from_str::<TopLevel<'a>>(body) {
-            Ok(TopLevel::Object(raw)) => Some(raw),
-            _ => None,
-        }
-    }
-
     /// The field's raw value, for the tests of the reader.
     #[cfg(test)]
     fn take(&mut self, field: Field) -> Result<Slot<'a>, RejectReason> {
@@ -79,6 +71,75 @@ impl<'a> RawBody<'a> {
             return Err(RejectReason::MissingField(field));
         }
         self.optional_text(field)
+    }
+}
+
+/// Every string a body gives a known field, in order, a field given twice included, read
+/// as far as the body is a JSON object: what came before a syntax error (a body cut short)
+/// is kept, and what follows the object (stray bytes) is ignored. For reading what a
+/// rejected body holds, never for accepting it. The values are PII: wiped on drop.
+pub(super) fn readable_fields(body: &str) -> Vec<(Field, Zeroizing<String>)> {
+    let mut found = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_str(body);
+    // The error (if any) only says where reading stopped; what was read is in `found`.
+    let _ = de::DeserializeSeed::deserialize(Collect(&mut found), &mut deserializer);
+    found
+}
+
+/// A top-level object's known string fields, pushed as they stream by.
+struct Collect<'v>(&'v mut Vec<(Field, Zeroizing<String>)>);
+
+impl<'de> de::DeserializeSeed<'de> for Collect<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Collect<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Known(field) => {
+                    if let Slot::Text(text) = map.next_value::<Slot<'de>>()? {
+                        self.0.push((field, Zeroizing::new(text.into_owned())));
+                    }
+                }
+                Key::Unknown => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, _: S) -> Result<(), S::Error> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 

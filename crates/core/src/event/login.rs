@@ -76,22 +76,25 @@ impl fmt::Debug for DeviceId {
 
 /// The PII a body holds where it can be read, as the function would read it: for a
 /// rejected body, so that its quarantined copy is found by the values' blind indexes
-/// (`forget` reaches it). A field given twice yields its last value.
+/// (`forget` reaches it). Every readable value counts: a field given twice gives both, and
+/// a body cut short or followed by stray bytes gives what its object holds.
 #[derive(Debug, Default)]
 pub struct ReadablePii {
-    pub ip: Option<ClientIp>,
-    pub device_id: Option<DeviceId>,
+    pub ips: Vec<ClientIp>,
+    pub device_ids: Vec<DeviceId>,
 }
 
 impl ReadablePii {
     pub fn of(body: &str) -> ReadablePii {
-        let Some(mut raw) = RawBody::parse_keeping_duplicates(body) else {
-            return ReadablePii::default();
-        };
-        ReadablePii {
-            ip: raw.text(Field::Ip).ok().and_then(|text| ClientIp::parse(&text).ok()),
-            device_id: raw.text(Field::DeviceId).ok().and_then(|text| DeviceId::parse(&text).ok()),
+        let mut pii = ReadablePii::default();
+        for (field, text) in super::body::readable_fields(body) {
+            match field {
+                Field::Ip => pii.ips.extend(ClientIp::parse(&text)),
+                Field::DeviceId => pii.device_ids.extend(DeviceId::parse(&text)),
+                _ => {}
+            }
         }
+        pii
     }
 }
 

@@ -11,7 +11,10 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::quarantine::{INSERT_QUARANTINE, LOGIN_QUARANTINE, QuarantineRow};
+use super::quarantine::{
+    INSERT_QUARANTINE, INSERT_QUARANTINE_MASKS, LOGIN_QUARANTINE, LOGIN_QUARANTINE_MASKS, QuarantineMask,
+    QuarantineRow,
+};
 use super::table::{COPY_LOGINS, Cell, INSERT_LOGINS, Table, USER_LOGINS};
 use super::{RetryPolicy, StoreError};
 use crate::crypto::{BlindIndex, PiiField, SealedValue};
@@ -53,6 +56,7 @@ impl VaultRow {
 pub struct PreparedBatch {
     logins: Vec<LoginRow>,
     quarantine: Vec<QuarantineRow>,
+    quarantine_masks: Vec<QuarantineMask>,
     vault: Vec<VaultRow>,
 }
 
@@ -66,9 +70,13 @@ impl PreparedBatch {
     ) -> PreparedBatch {
         logins.sort_by(|a, b| a.sqs_message_id.cmp(&b.sqs_message_id));
         quarantine.sort_by(|a, b| a.key().cmp(&b.key()));
+        let mut quarantine_masks: Vec<QuarantineMask> =
+            quarantine.iter().flat_map(QuarantineRow::mask_rows).collect();
+        quarantine_masks.sort_by(|a, b| a.key().cmp(&b.key()));
+        quarantine_masks.dedup();
         vault.sort_by(|a, b| a.key().cmp(&b.key()));
         vault.dedup_by(|a, b| a.key() == b.key());
-        PreparedBatch { logins, quarantine, vault }
+        PreparedBatch { logins, quarantine, quarantine_masks, vault }
     }
 
     pub fn logins(&self) -> &[LoginRow] {
@@ -103,8 +111,9 @@ pub struct WriteOutcome {
 // in the order the rows arrive; two batches holding the same values (one carrier-NAT ip, one
 // family's device, one message delivered twice) in different orders would wait on each
 // other until Postgres kills one (deadlock, 40P01). Every batch therefore writes its login
-// rows sorted by message id, then its quarantine rows sorted by (message id, attempt), then
-// its vault rows sorted by (field, blind index), bytewise
+// rows sorted by message id, then its quarantine rows sorted by (message id, attempt) and
+// their masks by (message id, attempt, field, blind index), then its vault rows sorted by
+// (field, blind index), bytewise
 // ("C" collation): all transactions take the locks they share in one global order, so none
 // waits on another in a cycle. The statements sort too (ORDER BY), so the order holds
 // whatever the caller hands in; `PreparedBatch::new` sorts for the COPY.
@@ -242,6 +251,7 @@ async fn write_on(
         insert_logins(&tx, &batch.logins).await?
     };
     let quarantined = insert_rows(&tx, &LOGIN_QUARANTINE, &INSERT_QUARANTINE, &batch.quarantine).await?;
+    insert_rows(&tx, &LOGIN_QUARANTINE_MASKS, &INSERT_QUARANTINE_MASKS, &batch.quarantine_masks).await?;
     let vault = insert_vault(&tx, &batch.vault).await?;
     tx.commit().await?;
     Ok(WriteOutcome { logins_inserted: logins, quarantined, vault_inserted: vault, retries: 0 })

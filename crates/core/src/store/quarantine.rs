@@ -1,11 +1,13 @@
-//! `login_quarantine`, described once (as [`super::table::USER_LOGINS`] is): the rows the
-//! function writes for the messages it rejects, in the same transaction as its batch.
+//! `login_quarantine` and `login_quarantine_masks`, described once (as
+//! [`super::table::USER_LOGINS`] is): the rows the function writes for the messages it
+//! rejects, in the same transaction as its batch, and the masks of the values they hold.
 
 use chrono::{DateTime, Utc};
+use zeroize::Zeroizing;
 
 use super::table::{Column, Table};
-use crate::crypto::{BlindIndex, SealedValue};
-use crate::event::{MessageId, RejectReason};
+use crate::crypto::{BlindIndex, BlindIndexer, PiiField, SealedValue};
+use crate::event::{MessageId, ReadablePii, RejectReason};
 
 /// Where a quarantined message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +45,9 @@ pub struct QuarantineRow {
     /// The SQS `SentTimestamp` (for a replay, the original's), when valid.
     pub sent_at: Option<DateTime<Utc>>,
     pub receive_count: Option<i32>,
-    /// Blind indexes of the body's ip and device id, where they could be read.
-    pub masked_ip: Option<BlindIndex>,
-    pub masked_device_id: Option<BlindIndex>,
+    /// Blind indexes of every ip and device id the body holds where they can be read
+    /// ([`crate::event::ReadablePii`]): rows of `login_quarantine_masks`.
+    pub masks: Vec<(PiiField, BlindIndex)>,
     pub sealed: SealedValue,
 }
 
@@ -53,6 +55,49 @@ impl QuarantineRow {
     /// The key, as the store orders it.
     pub fn key(&self) -> (&str, i32) {
         (self.message_id.as_str(), self.attempt)
+    }
+
+    /// The masks of every readable value in `pii`, each once, in lock order.
+    pub fn masks_of(indexer: &BlindIndexer, pii: &ReadablePii) -> Vec<(PiiField, BlindIndex)> {
+        let mut masks: Vec<(PiiField, BlindIndex)> = pii
+            .ips
+            .iter()
+            .map(|ip| (PiiField::Ip, indexer.index(PiiField::Ip, &Zeroizing::new(ip.canonical()))))
+            .chain(
+                pii.device_ids
+                    .iter()
+                    .map(|id| (PiiField::DeviceId, indexer.index(PiiField::DeviceId, id.canonical()))),
+            )
+            .collect();
+        masks.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+        masks.dedup();
+        masks
+    }
+
+    /// Its `login_quarantine_masks` rows.
+    pub fn mask_rows(&self) -> impl Iterator<Item = QuarantineMask> + '_ {
+        self.masks.iter().map(|(field, blind_index)| QuarantineMask {
+            message_id: self.message_id.clone(),
+            attempt: self.attempt,
+            field: *field,
+            blind_index: blind_index.clone(),
+        })
+    }
+}
+
+/// One `login_quarantine_masks` row: a quarantined body holds this value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineMask {
+    pub message_id: MessageId,
+    pub attempt: i32,
+    pub field: PiiField,
+    pub blind_index: BlindIndex,
+}
+
+impl QuarantineMask {
+    /// The key, as the store orders it.
+    pub fn key(&self) -> (&str, i32, &str, &str) {
+        (self.message_id.as_str(), self.attempt, self.field.as_str(), self.blind_index.as_str())
     }
 }
 
@@ -66,10 +111,6 @@ pub static LOGIN_QUARANTINE: Table<QuarantineRow> = Table {
         Column::optional_varchar("field", 32, |r| r.field),
         Column::optional_timestamptz("sent_at", |r| r.sent_at),
         Column::optional_integer("receive_count", |r| r.receive_count),
-        Column::optional_varchar("masked_ip", 64, |r| r.masked_ip.as_ref().map(BlindIndex::as_str)),
-        Column::optional_varchar("masked_device_id", 64, |r| {
-            r.masked_device_id.as_ref().map(BlindIndex::as_str)
-        }),
         Column::integer("key_version", |r| r.sealed.key_version),
         Column::bytea("nonce", |r| &r.sealed.nonce),
         Column::bytea("ciphertext", |r| &r.sealed.ciphertext),
@@ -82,6 +123,23 @@ pub static LOGIN_QUARANTINE: Table<QuarantineRow> = Table {
 
 pub static INSERT_QUARANTINE: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| LOGIN_QUARANTINE.insert_sql());
+
+/// Which quarantined bodies hold which value, so that `forget` finds every copy.
+pub static LOGIN_QUARANTINE_MASKS: Table<QuarantineMask> = Table {
+    name: "login_quarantine_masks",
+    columns: &[
+        Column::varchar("message_id", 128, |r| r.message_id.as_str()),
+        Column::integer("attempt", |r| r.attempt),
+        Column::varchar("field", 16, |r| r.field.as_str()),
+        Column::varchar("blind_index", 64, |r| r.blind_index.as_str()),
+    ],
+    key: &["message_id", "attempt", "field", "blind_index"],
+    partition_key: None,
+    filled_by_table: &[],
+};
+
+pub static INSERT_QUARANTINE_MASKS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| LOGIN_QUARANTINE_MASKS.insert_sql());
 
 /// Erases the bodies quarantined more than `retention_days` ago, at most `limit` rows in one
 /// statement (rows another session holds are skipped, not waited for); returns how many.
@@ -119,10 +177,27 @@ pub async fn insert(
         return Ok(0);
     }
     rows.sort_by(|a, b| a.key().cmp(&b.key()));
-    let arrays = LOGIN_QUARANTINE.column_arrays(rows);
+    let inserted = insert_described(client, &LOGIN_QUARANTINE, &INSERT_QUARANTINE, rows).await?;
+    let mut masks: Vec<QuarantineMask> = rows.iter().flat_map(QuarantineRow::mask_rows).collect();
+    masks.sort_by(|a, b| a.key().cmp(&b.key()));
+    masks.dedup();
+    insert_described(client, &LOGIN_QUARANTINE_MASKS, &INSERT_QUARANTINE_MASKS, &masks).await?;
+    Ok(inserted)
+}
+
+async fn insert_described<R>(
+    client: &impl tokio_postgres::GenericClient,
+    table: &Table<R>,
+    sql: &str,
+    rows: &[R],
+) -> Result<u64, super::StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let arrays = table.column_arrays(rows);
     let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
         arrays.iter().map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-    Ok(client.execute(INSERT_QUARANTINE.as_str(), &params).await?)
+    Ok(client.execute(sql, &params).await?)
 }
 
 /// The reason code of a message that reached the dead-letter queue with a body the

@@ -77,17 +77,17 @@ impl Operation for Forget<'_> {
                 &[&field.as_str(), &index.as_str()],
             )
             .await?;
-        // The column is the field's mask column, a name from the code (PiiField), never input.
+        // Every quarantined body that holds the value, by the masks kept beside it.
         let quarantined = tx
             .execute(
-                &format!(
-                    "UPDATE login_quarantine
-                        SET key_version = NULL, nonce = NULL, ciphertext = NULL,
-                            erased_at = clock_timestamp(), erased_by = 'forget'
-                      WHERE {} = $1 AND erased_at IS NULL",
-                    field.mask_column()
-                ),
-                &[&index.as_str()],
+                "UPDATE login_quarantine q
+                    SET key_version = NULL, nonce = NULL, ciphertext = NULL,
+                        erased_at = clock_timestamp(), erased_by = 'forget'
+                  WHERE q.erased_at IS NULL
+                    AND EXISTS (SELECT 1 FROM login_quarantine_masks m
+                                 WHERE m.message_id = q.message_id AND m.attempt = q.attempt
+                                   AND m.field = $1 AND m.blind_index = $2)",
+                &[&field.as_str(), &index.as_str()],
             )
             .await?;
         tx.commit().await?;

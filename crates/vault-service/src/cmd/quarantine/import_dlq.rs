@@ -23,7 +23,7 @@ use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::queues::arn_names_queue;
 use crate::{RequestContext, ServiceError, VaultService};
-use login_etl_core::crypto::{BlindIndexer, DataKey, PiiField, SealError};
+use login_etl_core::crypto::{BlindIndexer, DataKey, SealError};
 use login_etl_core::event::{LoginEvent, MessageId, ReadablePii, RejectReason};
 use login_etl_core::keys::{self, KeyError};
 use login_etl_core::replay::ReplayOrigin;
@@ -152,7 +152,6 @@ fn quarantine_row(
         Ok(()) => (DEAD_LETTERED, None),
         Err(reason) => (reason.code(), reason.field().map(|f| f.name())),
     };
-    let pii = ReadablePii::of(&body);
     Ok(Some(QuarantineRow {
         sealed: data_key.seal_body(key.as_str(), attempt, &body)?,
         message_id: key,
@@ -162,9 +161,9 @@ fn quarantine_row(
         field,
         sent_at,
         receive_count: system(MessageSystemAttributeName::ApproximateReceiveCount)
-            .and_then(|n| n.parse().ok()),
-        masked_ip: pii.ip.map(|ip| indexer.index(PiiField::Ip, &Zeroizing::new(ip.canonical()))),
-        masked_device_id: pii.device_id.as_ref().map(|id| indexer.index(PiiField::DeviceId, id.canonical())),
+            .and_then(|n| n.parse::<u32>().ok())
+            .and_then(|n| i32::try_from(n).ok()),
+        masks: QuarantineRow::masks_of(indexer, &ReadablePii::of(&body)),
     }))
 }
 
@@ -200,7 +199,7 @@ impl VaultService {
 #[cfg(test)]
 mod tests {
     use aws_sdk_sqs::types::MessageAttributeValue;
-    use login_etl_core::crypto::KeyMaterial;
+    use login_etl_core::crypto::{KeyMaterial, PiiField};
     use login_etl_core::replay::{ORIGINAL_MESSAGE_ID, ORIGINAL_SENT_TIMESTAMP, REPLAY_ATTEMPT};
 
     use super::*;
@@ -253,8 +252,13 @@ mod tests {
         assert_eq!((row.reason_code, row.field), (DEAD_LETTERED, None));
         assert_eq!(row.sent_at.map(|t| t.timestamp_millis().to_string()).as_deref(), Some(SENT_MS));
         assert_eq!(row.receive_count, Some(4));
-        assert_eq!(row.masked_ip, Some(indexer.index(PiiField::Ip, "203.0.113.9")));
-        assert_eq!(row.masked_device_id, Some(indexer.index(PiiField::DeviceId, "dev-9")));
+        assert_eq!(
+            row.masks,
+            vec![
+                (PiiField::DeviceId, indexer.index(PiiField::DeviceId, "dev-9")),
+                (PiiField::Ip, indexer.index(PiiField::Ip, "203.0.113.9")),
+            ]
+        );
         assert!(!String::from_utf8_lossy(&row.sealed.ciphertext).contains("203.0.113.9"));
         assert_eq!(key.open_body("dlq-id-1", 0, &row.sealed).expect("opens").as_str(), login());
 
@@ -262,7 +266,7 @@ mod tests {
         let row =
             quarantine_row(&message(bad, None, false), &indexer, &key, None).expect("seal").expect("row");
         assert_eq!((row.reason_code, row.field), ("missing_field", Some("app_version")));
-        assert_eq!((row.masked_ip, row.masked_device_id.is_some()), (None, true));
+        assert_eq!(row.masks, vec![(PiiField::DeviceId, indexer.index(PiiField::DeviceId, "dev-9"))]);
         let row =
             quarantine_row(&message("  ", None, false), &indexer, &key, None).expect("seal").expect("row");
         assert_eq!(row.reason_code, "empty_body");

@@ -194,7 +194,7 @@ async fn replay_row(work: &Work<'_>, id: &str, wanted: Option<i32>) -> Result<Re
                   WHERE q.message_id = $1
                     AND q.attempt = coalesce($2::int4, (SELECT max(attempt) FROM login_quarantine WHERE message_id = $1))
                     FOR UPDATE OF q NOWAIT",
-                *HOLDS_FORGOTTEN_VALUE
+                HOLDS_FORGOTTEN_VALUE
             ),
             &[&id, &wanted],
         )

@@ -63,7 +63,7 @@ impl Operation for Show<'_> {
                        FROM login_quarantine q
                       WHERE q.message_id = $1 AND ($2::int4 IS NULL OR q.attempt = $2)
                       ORDER BY q.attempt DESC LIMIT 1",
-                    *HOLDS_FORGOTTEN_VALUE
+                    HOLDS_FORGOTTEN_VALUE
                 ),
                 &[&id, &wanted],
             )
