@@ -114,3 +114,38 @@ CREATE POLICY purge_erases_the_expired ON login_quarantine FOR UPDATE TO login_e
     USING (quarantined_at < now() - interval '1 day' AND erased_at IS NULL)
     WITH CHECK (erased_by = 'purge' AND erased_at IS NOT NULL
                 AND key_version IS NULL AND nonce IS NULL AND ciphertext IS NULL);
+
+-- What the roles that work on the quarantine may change, row by row (a policy cannot see
+-- the old row, a trigger can): an erased row never changes again, a replay mark once set
+-- stays, the erasure time is the time of the erasure, and what a row says about its
+-- message (key, source, reason, dates, receive count) never changes. The table's owner
+-- and superusers (migrations, a DBA) are not bound by it.
+CREATE OR REPLACE FUNCTION login_quarantine_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       OR current_user = (SELECT tableowner FROM pg_tables WHERE schemaname = TG_TABLE_SCHEMA AND tablename = TG_TABLE_NAME) THEN
+        RETURN NEW;
+    END IF;
+    IF OLD.erased_at IS NOT NULL THEN
+        RAISE EXCEPTION 'login_quarantine: an erased row never changes' USING ERRCODE = '42501';
+    END IF;
+    IF OLD.replayed_at IS NOT NULL
+       AND (NEW.replayed_at, NEW.replay_attempt) IS DISTINCT FROM (OLD.replayed_at, OLD.replay_attempt) THEN
+        RAISE EXCEPTION 'login_quarantine: a replay mark never changes' USING ERRCODE = '42501';
+    END IF;
+    IF NEW.erased_at IS NOT NULL AND NEW.erased_at < clock_timestamp() - interval '1 minute' THEN
+        RAISE EXCEPTION 'login_quarantine: an erasure is dated when it happens' USING ERRCODE = '42501';
+    END IF;
+    IF (NEW.message_id, NEW.attempt, NEW.source, NEW.reason_code, NEW.field, NEW.sent_at, NEW.receive_count,
+        NEW.quarantined_at)
+       IS DISTINCT FROM
+       (OLD.message_id, OLD.attempt, OLD.source, OLD.reason_code, OLD.field, OLD.sent_at, OLD.receive_count,
+        OLD.quarantined_at) THEN
+        RAISE EXCEPTION 'login_quarantine: what a row says about its message never changes' USING ERRCODE = '42501';
+    END IF;
+    RETURN NEW;
+END $$;
+REVOKE ALL ON FUNCTION login_quarantine_guard() FROM PUBLIC;
+CREATE TRIGGER login_quarantine_guard BEFORE UPDATE ON login_quarantine
+    FOR EACH ROW EXECUTE FUNCTION login_quarantine_guard();

@@ -74,7 +74,8 @@ async fn state(db: &TestDb) -> Vec<(String, Option<String>, Option<String>, bool
         .collect()
 }
 
-/// BREAK. The service's own login (`login_etl_vault_service`) holds UPDATE on
+/// Was a break, fixed by the trigger `login_quarantine_guard` (sql/V6). The service's own
+/// login (`login_etl_vault_service`) holds UPDATE on
 /// `key_version, nonce, ciphertext, erased_at, erased_by, replayed_at, replay_attempt` under
 /// a `USING (true) WITH CHECK (true)` policy, so it can do more than "erase, re-seal or mark
 /// a replay" (sql/V6__quarantine.sql): it can put a body back into a row `forget` erased
@@ -82,7 +83,6 @@ async fn state(db: &TestDb) -> Vec<(String, Option<String>, Option<String>, bool
 /// (the runbook's evidence of a forget), and clear a replay's mark so that the row is sent
 /// again. The purge's login cannot (its policy checks the new row); the service's can.
 #[tokio::test]
-#[ignore = "BREAK: login_etl_vault_service may un-erase a forgotten quarantine row, relabel/re-date an erasure and clear a replay mark (no old-vs-new check on its UPDATE)"]
 async fn the_service_login_cannot_unerase_relabel_or_unreplay_a_quarantined_row() {
     let db = TestDb::new().await;
     let kms = new_kms().await;

@@ -77,7 +77,9 @@ impl Operation for ImportDlq {
         let mut done = Imported::default();
         let mut received = 0u32;
         loop {
-            if received >= max || started.elapsed() >= WORK_BUDGET {
+            // One more round is a receive and a delete, each up to OPERATION_TIMEOUT: start
+            // it only if both still fit in the budget (the function's timeout is 30 s).
+            if received >= max || started.elapsed() + 2 * crate::queues::OPERATION_TIMEOUT >= WORK_BUDGET {
                 done.more = true;
                 break;
             }
