@@ -32,7 +32,8 @@ CRATES = {
 }
 # Pure layers of the core and the crates each may use.
 PURE = {
-    "event": {"std", "core", "serde", "serde_json", "thiserror", "unicode_properties"},
+    # zeroize: the PII a rejected body holds is wiped when read (no I/O either way).
+    "event": {"std", "core", "serde", "serde_json", "thiserror", "unicode_properties", "zeroize"},
     "crypto": {"std", "core", "hmac", "sha2", "aes_gcm_siv", "rand", "zeroize", "hex", "serde", "thiserror"},
     "error": {"std", "core", "tokio_postgres", "deadpool_postgres", "thiserror"},
 }
