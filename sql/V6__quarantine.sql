@@ -4,16 +4,20 @@
 -- rows, and then reported as processed: SQS deletes it on its first receive, so no
 -- plaintext waits in any queue. The body is sealed (AES-256-GCM-SIV under the current data
 -- key, AAD = purpose, message id, attempt, key version); reason code, field and SQS
--- attributes stay readable for the runbook. Where the body's ip or device_id could be
--- read, their blind indexes are kept too, so `pii-vault forget` reaches quarantined copies.
+-- attributes stay readable for the runbook. The blind indexes of every ip and device id
+-- the body holds where they can be read are kept beside it (login_quarantine_masks), so
+-- `pii-vault forget` reaches every quarantined copy of a value.
 --
---   login_etl_writer              INSERT (the columns below) only: no SELECT, so the
---                                 INSERT is `ON CONFLICT DO NOTHING` without a target.
+--   login_etl_writer              INSERT (the columns below, and masks) only: no SELECT, so
+--                                 the INSERT is `ON CONFLICT DO NOTHING` without a target.
 --   login_etl_vault_service       reads it (list, show, replay, forget, re-encrypt) and
 --                                 writes only the columns that erase, re-seal or mark a
 --                                 replay; imports what reached the DLQ.
---   login_etl_quarantine_purge    the scheduled purge: erases bodies past the retention.
+--   login_etl_quarantine_purge    the scheduled purge: erases bodies older than a day
+--                                 (row security) and past the retention.
 --   people (analyst, vault reader, auditor): nothing.
+-- A trigger (login_quarantine_guard, at the end) holds every role but the owner to those
+-- changes, row by row.
 
 DO $$
 BEGIN
