@@ -29,7 +29,7 @@ pub use events::{FIRST_SENT_MS, event, failed_ids, load_event, login_body, many_
 pub use https::{Answer, HostileEndpoint};
 pub use lambda::{LocalLambda, LocalVaultService, free_port, workspace_binary};
 pub use logs::LogCapture;
-pub use outage::{DatabaseProxy, Mode};
+pub use outage::{DatabaseProxy, Mode, tcp_target, via_loopback};
 pub use tls::TlsCluster;
 pub use vault::{
     REASON, cold_start, function, init_keys, key_admin, loaded_by_writer, quarantine_service,

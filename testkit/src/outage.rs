@@ -52,24 +52,8 @@ impl DatabaseProxy {
 
     /// A proxy in front of `config`'s server, and `config` pointed at it.
     pub async fn in_front_of(config: &tokio_postgres::Config) -> (DatabaseProxy, tokio_postgres::Config) {
-        let host = match config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            other => panic!("the test server must be reached over TCP, not {other:?}"),
-        };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        let proxy = DatabaseProxy::start(format!("{host}:{port}")).await;
-        let mut proxied = tokio_postgres::Config::new();
-        proxied.host("127.0.0.1").port(proxy.port);
-        if let Some(user) = config.get_user() {
-            proxied.user(user);
-        }
-        if let Some(password) = config.get_password() {
-            proxied.password(password);
-        }
-        if let Some(dbname) = config.get_dbname() {
-            proxied.dbname(dbname);
-        }
-        proxied.ssl_mode(config.get_ssl_mode());
+        let proxy = DatabaseProxy::start(tcp_target(config)).await;
+        let proxied = via_loopback(config, proxy.port);
         (proxy, proxied)
     }
 
@@ -77,6 +61,32 @@ impl DatabaseProxy {
         self.mode.store(mode as u8, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
     }
+}
+
+/// `host:port` of a TCP config of the test server.
+pub fn tcp_target(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        other => panic!("the test server must be reached over TCP, not {other:?}"),
+    };
+    format!("{host}:{}", config.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// `config`'s login and database on `port` of loopback (where a proxy listens). A new
+/// config: `host` and `port` of an existing one add to its lists.
+pub fn via_loopback(config: &tokio_postgres::Config, port: u16) -> tokio_postgres::Config {
+    let mut proxied = tokio_postgres::Config::new();
+    proxied.host("127.0.0.1").port(port).ssl_mode(config.get_ssl_mode());
+    if let Some(user) = config.get_user() {
+        proxied.user(user);
+    }
+    if let Some(password) = config.get_password() {
+        proxied.password(password);
+    }
+    if let Some(dbname) = config.get_dbname() {
+        proxied.dbname(dbname);
+    }
+    proxied
 }
 
 async fn pass(mut client: TcpStream, target: &str, mut ended: watch::Receiver<u64>) {

@@ -155,32 +155,6 @@ async fn connection(id: u64, client: TcpStream, server: TcpStream, faults: Arc<F
     }
 }
 
-/// host:port of a tokio-postgres config.
-fn target_of(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        other => panic!("TCP only: {other:?}"),
-    };
-    format!("{host}:{}", config.get_ports().first().copied().unwrap_or(5432))
-}
-
-/// `config`'s login and database on `port` of loopback (`host` and `port` of a config add
-/// to its lists, so a new one).
-fn via(config: &tokio_postgres::Config, port: u16) -> tokio_postgres::Config {
-    let mut proxied = tokio_postgres::Config::new();
-    proxied.host("127.0.0.1").port(port).ssl_mode(config.get_ssl_mode());
-    if let Some(user) = config.get_user() {
-        proxied.user(user);
-    }
-    if let Some(password) = config.get_password() {
-        proxied.password(password);
-    }
-    if let Some(dbname) = config.get_dbname() {
-        proxied.dbname(dbname);
-    }
-    proxied
-}
-
 // ---------------------------------------------------------------------------------------
 // The function, real queues and real receipts.
 // ---------------------------------------------------------------------------------------
@@ -394,10 +368,11 @@ struct Hidden {
 /// base, 2 s) are visible again 2.5 s later; the others stay in flight for 300 s.
 async fn hide_on_a_hung_database(tag: &str, n: usize, delay_ms: u64, timeout: Duration) -> Hidden {
     let setup = Setup::new(10, 300).await;
-    let db_proxy = FaultProxy::start(target_of(&setup.db.config)).await;
+    let db_proxy = FaultProxy::start(tcp_target(&setup.db.config)).await;
     let sqs_proxy = FaultProxy::start(aws_endpoint().trim_start_matches("http://").to_owned()).await;
     let sqs_endpoint = format!("http://127.0.0.1:{}", sqs_proxy.port);
-    let function = setup.function(via(&setup.db.config, db_proxy.port), &sqs_endpoint, POLICY, None).await;
+    let function =
+        setup.function(via_loopback(&setup.db.config, db_proxy.port), &sqs_endpoint, POLICY, None).await;
     let messages = setup.send_and_receive(&bodies(tag, n)).await;
     function.ready().await.expect("resources");
     db_proxy.black_hole_open_connections();
@@ -468,13 +443,14 @@ async fn attack_network_a_hide_cut_short_reports_what_it_hid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_network_a_connection_cut_after_commit_writes_each_message_exactly_once() {
     let setup = Setup::new(10, 60).await;
-    let proxy = FaultProxy::start(target_of(&setup.db.config)).await;
+    let proxy = FaultProxy::start(tcp_target(&setup.db.config)).await;
     let mut bodies = bodies("cut", 8);
     bodies.extend(["not json 1".to_owned(), "{\"ip\": \"198.51.100.250\"}".to_owned()]);
     let messages = setup.send_and_receive(&bodies).await;
 
     // Retries on: the cut commit is retried inside the invocation.
-    let function = setup.function(via(&setup.db.config, proxy.port), &aws_endpoint(), POLICY, None).await;
+    let function =
+        setup.function(via_loopback(&setup.db.config, proxy.port), &aws_endpoint(), POLICY, None).await;
     function.ready().await.expect("resources");
     proxy.faults.on_commit.store(ON_COMMIT_CUT, Ordering::SeqCst);
     let (result, _) = handle(&function, setup.event(&messages[..5]), Duration::from_secs(10)).await;
@@ -485,7 +461,7 @@ async fn attack_network_a_connection_cut_after_commit_writes_each_message_exactl
 
     // Retries off: the invocation fails and hides; the redelivery writes nothing twice.
     let function = setup
-        .function(via(&setup.db.config, proxy.port), &aws_endpoint(), POLICY, Some(Duration::ZERO))
+        .function(via_loopback(&setup.db.config, proxy.port), &aws_endpoint(), POLICY, Some(Duration::ZERO))
         .await;
     proxy.faults.on_commit.store(ON_COMMIT_PASS, Ordering::SeqCst);
     function.ready().await.expect("resources");
@@ -513,11 +489,12 @@ async fn attack_network_a_connection_cut_after_commit_writes_each_message_exactl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_network_a_commit_whose_answer_never_comes_is_hidden_and_written_once() {
     let setup = Setup::new(10, 60).await;
-    let proxy = FaultProxy::start(target_of(&setup.db.config)).await;
+    let proxy = FaultProxy::start(tcp_target(&setup.db.config)).await;
     let mut bodies = bodies("lost", 6);
     bodies.push("not json".to_owned());
     let messages = setup.send_and_receive(&bodies).await;
-    let function = setup.function(via(&setup.db.config, proxy.port), &aws_endpoint(), POLICY, None).await;
+    let function =
+        setup.function(via_loopback(&setup.db.config, proxy.port), &aws_endpoint(), POLICY, None).await;
     function.ready().await.expect("resources");
     proxy.faults.on_commit.store(ON_COMMIT_SWALLOW, Ordering::SeqCst);
     let (result, elapsed) = handle(&function, setup.event(&messages), Duration::from_secs(6)).await;
@@ -548,9 +525,10 @@ async fn attack_network_a_commit_whose_answer_never_comes_is_hidden_and_written_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_network_a_silently_dead_pooled_connection_does_not_wedge_the_instance() {
     let setup = Setup::new(10, 60).await;
-    let proxy = FaultProxy::start(target_of(&setup.db.config)).await;
+    let proxy = FaultProxy::start(tcp_target(&setup.db.config)).await;
     let messages = setup.send_and_receive(&bodies("nat", 30)).await;
-    let function = setup.function(via(&setup.db.config, proxy.port), &aws_endpoint(), POLICY, None).await;
+    let function =
+        setup.function(via_loopback(&setup.db.config, proxy.port), &aws_endpoint(), POLICY, None).await;
     let (result, _) = handle(&function, setup.event(&messages[..10]), Duration::from_secs(6)).await;
     result.expect("first batch");
 
