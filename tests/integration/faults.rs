@@ -33,7 +33,7 @@ async fn concurrent_init_keys_end_with_one_key_per_purpose_and_all_instances_agr
     for init in inits {
         created += init.await.expect("task").expect("init-keys").len();
     }
-    assert_eq!(created, 3, "each key created by exactly one of the racing calls");
+    assert_eq!(created, KeyPurpose::ALL.len(), "each key created by exactly one of the racing calls");
     let mut apps = Vec::new();
     for _ in 0..4 {
         apps.push(App::init(&config, &kms).await.expect("init"));
@@ -45,7 +45,16 @@ async fn concurrent_init_keys_end_with_one_key_per_purpose_and_all_instances_agr
         .await
         .expect("keys");
     let per_purpose: Vec<(String, i64)> = per_purpose.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(per_purpose, vec![("data".into(), 1), ("index:device_id".into(), 1), ("index:ip".into(), 1)]);
+    assert_eq!(
+        per_purpose,
+        vec![
+            ("audit".into(), 1),
+            ("data".into(), 1),
+            ("erasure".into(), 1),
+            ("index:device_id".into(), 1),
+            ("index:ip".into(), 1)
+        ]
+    );
     // All instances agree: same masks, and each can open what another sealed.
     let index = apps[0].keyring.indexer.index(PiiField::DeviceId, "123-45-6789");
     let sealed = apps[0].keyring.data_key.seal(PiiField::DeviceId, &index, "123-45-6789").expect("seal");
@@ -63,7 +72,7 @@ async fn keys_are_stored_only_wrapped_and_bound_to_their_encryption_context() {
     let app = cold_start(&db, &kms).await;
     let client = db.connect().await;
     let stored = keys::latest_wrapped_keys(&client).await.expect("keys");
-    assert_eq!(stored.len(), 3);
+    assert_eq!(stored.len(), KeyPurpose::ALL.len());
     let data = stored.iter().find(|k| k.purpose == KeyPurpose::Data).expect("data key");
 
     // Unwrapped with its own context it is the key in use.

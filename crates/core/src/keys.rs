@@ -261,6 +261,18 @@ pub async fn load_indexer(db: &impl GenericClient, kms: &Kms) -> Result<BlindInd
     Ok(BlindIndexer::new(&ip_key, &device_id_key))
 }
 
+/// The newest key of one purpose, unwrapped (the audit and erasure keys: one version each).
+pub async fn load_key(
+    db: &impl GenericClient,
+    kms: &Kms,
+    purpose: KeyPurpose,
+) -> Result<KeyMaterial, KeyError> {
+    let stored = latest_wrapped_keys(db).await?;
+    let wrapped =
+        stored.iter().find(|k| k.purpose == purpose).ok_or(KeyError::NotInitialized(purpose.as_str()))?;
+    kms.unwrap(wrapped).await
+}
+
 /// Data keys by version, each unwrapped through KMS at most once per process.
 #[derive(Debug)]
 pub struct DataKeyCache {

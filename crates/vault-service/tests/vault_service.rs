@@ -3,7 +3,7 @@
 //! and its races, and key administration.
 
 use login_etl::handler;
-use login_etl_core::crypto::{BlindIndex, PiiField};
+use login_etl_core::crypto::{BlindIndex, KeyPurpose, PiiField};
 use pii_vault_protocol::{ErrorCode, ForgetTarget, Outcome, Plaintext, RevealTarget};
 use pii_vault_service::{Reencrypted, ServiceError, VaultService};
 use testkit::*;
@@ -330,7 +330,7 @@ async fn key_administration_goes_through_the_service_and_keeps_every_value_and_m
     let kms = new_kms().await;
     let service = vault_service(&db, &kms, 1000).await;
     let admin = key_admin();
-    assert_eq!(service.init_keys(&admin).await.expect("init").len(), 3);
+    assert_eq!(service.init_keys(&admin).await.expect("init").len(), KeyPurpose::ALL.len());
     assert!(service.init_keys(&admin).await.expect("idempotent").is_empty());
     let first = loaded_by_writer(&db, &kms).await;
 

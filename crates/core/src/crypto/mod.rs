@@ -89,23 +89,34 @@ impl fmt::Display for PiiField {
     }
 }
 
-/// What a key is for: the blind index of one field, or sealing vault values.
-/// `pii_keys.purpose` and the KMS encryption context carry [`KeyPurpose::as_str`].
+/// What a key is for: the blind index of one field, sealing vault values, chaining and
+/// hashing the audit (the service's alone), or marking erased values (see docs/security.md).
+/// `pii_keys.purpose` and the KMS encryption context carry [`KeyPurpose::as_str`], so the
+/// KMS key policy can say which role may unwrap which purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KeyPurpose {
     Index(PiiField),
     Data,
+    Audit,
+    Erasure,
 }
 
 impl KeyPurpose {
-    pub const ALL: [KeyPurpose; 3] =
-        [KeyPurpose::Index(PiiField::Ip), KeyPurpose::Index(PiiField::DeviceId), KeyPurpose::Data];
+    pub const ALL: [KeyPurpose; 5] = [
+        KeyPurpose::Index(PiiField::Ip),
+        KeyPurpose::Index(PiiField::DeviceId),
+        KeyPurpose::Data,
+        KeyPurpose::Audit,
+        KeyPurpose::Erasure,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             KeyPurpose::Index(PiiField::Ip) => "index:ip",
             KeyPurpose::Index(PiiField::DeviceId) => "index:device_id",
             KeyPurpose::Data => "data",
+            KeyPurpose::Audit => "audit",
+            KeyPurpose::Erasure => "erasure",
         }
     }
 

@@ -63,42 +63,62 @@ impl Operation for Forget<'_> {
         };
         let mut client = work.client().await?;
         let tx = client.transaction().await?;
-        let row = tx
-            .query_one(
-                // The upsert sees the newest committed row (it waits for a batch that
-                // holds the key), so it tells what it found: nothing (inserted), a sealed
-                // value (erased now), or an erased one (its erasure time kept).
-                "WITH now AS (SELECT clock_timestamp() AS t)
+        let erased = erase_value(&tx, field, &index).await?;
+        tx.commit().await?;
+        let detail = format!("{} quarantined bod(ies) erased", erased.quarantined);
+        let outcome = erased.outcome;
+        Ok(Done::new((index.clone(), outcome), outcome).mask(index).detail(detail))
+    }
+}
+
+/// What erasing one value found.
+pub(super) struct Erased {
+    /// `Unknown` (never vaulted), `Forgotten` (sealed until now) or `Erased` (already).
+    pub outcome: Outcome,
+    /// Quarantined bodies erased with it.
+    pub quarantined: u64,
+}
+
+/// Erases one value inside `tx`: the vault row loses its ciphertext (or a tombstone is
+/// made for a value never seen), and every quarantined body that holds it is erased.
+pub(super) async fn erase_value(
+    tx: &deadpool_postgres::Transaction<'_>,
+    field: PiiField,
+    index: &BlindIndex,
+) -> Result<Erased, ServiceError> {
+    let row = tx
+        .query_one(
+            // The upsert sees the newest committed row (it waits for a batch that
+            // holds the key), so it tells what it found: nothing (inserted), a sealed
+            // value (erased now), or an erased one (its erasure time kept).
+            "WITH now AS (SELECT clock_timestamp() AS t)
                  INSERT INTO pii_vault (field, blind_index, erased_at) VALUES ($1, $2, (SELECT t FROM now))
                  ON CONFLICT (field, blind_index) DO UPDATE
                      SET key_version = NULL, nonce = NULL, ciphertext = NULL,
                          erased_at = coalesce(pii_vault.erased_at, EXCLUDED.erased_at)
                  RETURNING xmax = 0, erased_at = (SELECT t FROM now)",
-                &[&field.as_str(), &index.as_str()],
-            )
-            .await?;
-        // Every quarantined body that holds the value, by the masks kept beside it.
-        let quarantined = tx
-            .execute(
-                "UPDATE login_quarantine q
+            &[&field.as_str(), &index.as_str()],
+        )
+        .await?;
+    // Every quarantined body that holds the value, by the masks kept beside it.
+    let quarantined = tx
+        .execute(
+            "UPDATE login_quarantine q
                     SET key_version = NULL, nonce = NULL, ciphertext = NULL,
                         erased_at = clock_timestamp(), erased_by = 'forget'
                   WHERE q.erased_at IS NULL
                     AND EXISTS (SELECT 1 FROM login_quarantine_masks m
                                  WHERE m.message_id = q.message_id AND m.attempt = q.attempt
                                    AND m.field = $1 AND m.blind_index = $2)",
-                &[&field.as_str(), &index.as_str()],
-            )
-            .await?;
-        tx.commit().await?;
-        let outcome = match (row.get::<_, bool>(0), row.get::<_, bool>(1)) {
-            (true, _) => Outcome::Unknown,
-            (false, true) => Outcome::Forgotten,
-            (false, false) => Outcome::Erased,
-        };
-        let detail = format!("{quarantined} quarantined bod(ies) erased");
-        Ok(Done::new((index.clone(), outcome), outcome).mask(index).detail(detail))
-    }
+            &[&field.as_str(), &index.as_str()],
+        )
+        .await?;
+    let outcome = match (row.get::<_, bool>(0), row.get::<_, bool>(1)) {
+        (true, _) => Outcome::Unknown,
+        (false, true) => Outcome::Forgotten,
+        (false, false) => Outcome::Erased,
+    };
+    Ok(Erased { outcome, quarantined })
 }
 
 impl VaultService {
