@@ -3,8 +3,11 @@
 //!
 //! - [`blind_index`]: `hex(HMAC-SHA256(index key of the field, normalized value))`
 //! - [`seal`]: AES-256-GCM-SIV with a random nonce, AAD bound to the vault row
+//! - [`keyed_hash`]: domain-separated HMAC-SHA256 under the audit key (the audit's hash
+//!   chain, digests of masks and of what the audit must not keep)
 
 pub mod blind_index;
+pub mod keyed_hash;
 pub mod seal;
 
 use std::fmt;
@@ -12,6 +15,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 pub use blind_index::{BlindIndex, BlindIndexer};
+pub use keyed_hash::{AuditKey, Canonical, ChainValue};
 pub use seal::{DataKey, NONCE_LEN, SealError, SealedValue};
 
 pub const KEY_LEN: usize = 32;
