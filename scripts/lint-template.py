@@ -35,6 +35,9 @@ DLQ_RETENTION_SECONDS = 1209600  # 14 days, the longest SQS keeps a message
 
 USE_ACTIONS = {"kms:decrypt", "kms:generatedatakey", "kms:encrypt", "kms:reencrypt*", "kms:*", "*"}
 PII_CONTEXT_KEYS = {"app", "purpose", "key_version"}
+# The key purposes (pii_keys.purpose, the encryption context's `purpose`) that a principal
+# other than the vault service may unwrap: never `audit`, the key of the audit's hash chain.
+NON_AUDIT_PURPOSES = {"index:ip", "index:device_id", "data", "erasure"}
 # Rights that let a principal grant itself (or anyone) use of a key, or rewrite its policy.
 GRANTING = {"kms:*", "kms:create*", "kms:creategrant", "kms:put*", "kms:putkeypolicy"}
 HUMAN_ROLE_PARAMETERS = ("StaffRoleArn", "KeyAdminRoleArn")
@@ -433,7 +436,12 @@ def check_keys(cfn: dict) -> list:
     by_key = {}
     for name, queue in queues.items():
         by_key.setdefault(resolve(props(queue).get("KmsMasterKeyId")), []).append(name)
-    pii = {resolve(environment(f).get("KMS_KEY_ID")) for f in of_type(cfn, "AWS::Lambda::Function").values()}
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    pii = {resolve(environment(f).get("KMS_KEY_ID")) for f in functions.values()}
+    # The vault service: the function behind a function URL.
+    vault_roles = {role_of(functions[target(props(url).get("TargetFunctionArn"))])
+                   for url in of_type(cfn, "AWS::Lambda::Url").values()
+                   if target(props(url).get("TargetFunctionArn")) in functions}
     if not keys:
         problems.append("no KMS key")
     for name, key in keys.items():
@@ -442,14 +450,16 @@ def check_keys(cfn: dict) -> list:
         if name in by_key:
             problems += check_queue_key_policy(name, key, by_key[name], cfn)
         else:
-            problems += check_pii_key_policy(name, key)
+            problems += check_pii_key_policy(name, key, vault_roles)
         problems += check_key_administration(name, key)
     return problems
 
 
-def check_pii_key_policy(name: str, key: dict) -> list:
+def check_pii_key_policy(name: str, key: dict, vault_roles: set) -> list:
     """The PII key unwraps only the project's keys: every use requires an encryption
-    context whose keys are exactly app, purpose, key_version."""
+    context whose keys are exactly app, purpose, key_version; and every principal but the
+    vault service's role only for the purposes in NON_AUDIT_PURPOSES (StringEquals on
+    kms:EncryptionContext:purpose), so nothing else can unwrap the audit key."""
     problems = []
     for statement in as_list(props(key).get("KeyPolicy", {}).get("Statement", [])):
         uses = uses_key(actions_of(statement))
@@ -462,6 +472,14 @@ def check_pii_key_policy(name: str, key: dict) -> list:
             problems.append(
                 f"{name}: statement {statement.get('Sid')} allows {sorted(uses)} without requiring "
                 f"exactly the encryption context keys {sorted(PII_CONTEXT_KEYS)}"
+            )
+        others = [target(p) or json.dumps(p) for p in principals_of(statement) if target(p) not in vault_roles]
+        purposes = as_list(condition.get("StringEquals", {}).get("kms:EncryptionContext:purpose") or [])
+        if others and (not purposes or not set(purposes) <= NON_AUDIT_PURPOSES):
+            problems.append(
+                f"{name}: statement {statement.get('Sid')} lets {', '.join(map(str, others))} use the key without "
+                f"limiting kms:EncryptionContext:purpose to {sorted(NON_AUDIT_PURPOSES)} "
+                "(only the vault service may unwrap the audit key)"
             )
     return problems
 

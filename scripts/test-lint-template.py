@@ -114,6 +114,15 @@ BREAKS = [
      '              "Null":\n                "kms:EncryptionContextKeys": "false"\n          - Sid: VaultServiceWrapsAndUnwrapsProjectKeysOnly',
      "          - Sid: VaultServiceWrapsAndUnwrapsProjectKeysOnly",
      "PiiKey: statement FunctionUnwrapsProjectKeysOnly allows ['kms:decrypt'] without requiring exactly the encryption context keys"),
+    ("pii key: the function may unwrap the audit key",
+     '"kms:EncryptionContext:purpose": ["index:ip", "index:device_id", data, erasure]',
+     '"kms:EncryptionContext:purpose": ["index:ip", "index:device_id", data, erasure, audit]',
+     "PiiKey: statement FunctionUnwrapsProjectKeysOnly lets FunctionRole use the key without limiting "
+     "kms:EncryptionContext:purpose"),
+    ("pii key: the function's Decrypt not limited by purpose",
+     '                "kms:EncryptionContext:purpose": ["index:ip", "index:device_id", data, erasure]\n', "",
+     "PiiKey: statement FunctionUnwrapsProjectKeysOnly lets FunctionRole use the key without limiting "
+     "kms:EncryptionContext:purpose"),
     ("pii key: account root may decrypt",
      "Action: [kms:DescribeKey, kms:GetKeyPolicy, kms:GetKeyRotationStatus,",
      "Action: [kms:Decrypt, kms:DescribeKey, kms:GetKeyPolicy, kms:GetKeyRotationStatus,",
