@@ -92,6 +92,24 @@ impl TestDb {
             .await
     }
 
+    /// What the audit's owner can do: removes the audit's entries after `last_kept` (the
+    /// trigger in the way is disabled, then enabled again) and moves the chain head back
+    /// to it, so that the service goes on from there.
+    pub async fn cut_audit_tail(&self, last_kept: i64) {
+        self.connect()
+            .await
+            .batch_execute(&format!(
+                "SET ROLE login_etl_audit_owner;
+                 ALTER TABLE pii_audit_entries DISABLE TRIGGER pii_audit_append_only;
+                 DELETE FROM pii_audit_entries WHERE seq > {last_kept};
+                 UPDATE pii_audit_chain_head SET (seq, chain) =
+                     (SELECT seq, chain FROM pii_audit_entries WHERE seq = {last_kept});
+                 ALTER TABLE pii_audit_entries ENABLE TRIGGER pii_audit_append_only"
+            ))
+            .await
+            .expect("the owner cuts the audit's tail");
+    }
+
     /// Flips one bit of the ciphertext of the vault row (`field`, `mask`), as an attacker
     /// with write access to the table would: opening it must then fail.
     pub async fn tamper_vault_row(&self, field: &str, mask: &str) {

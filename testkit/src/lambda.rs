@@ -114,13 +114,24 @@ impl LocalVaultService {
     /// `service_binary`: [`workspace_binary`]`("pii-vault-service")`, or the test's own
     /// `env!("CARGO_BIN_EXE_pii-vault-service")`.
     pub async fn start(db: &TestDb, kms: &Kms, service_binary: &str, identity: &str) -> LocalVaultService {
+        LocalVaultService::start_logging_to(db, kms, service_binary, identity, None).await
+    }
+
+    /// As [`LocalVaultService::start`], its log (the service's log stream) written to `log`.
+    pub async fn start_logging_to(
+        db: &TestDb,
+        kms: &Kms,
+        service_binary: &str,
+        identity: &str,
+        log: Option<&Path>,
+    ) -> LocalVaultService {
         let env = [
             ("DATABASE_URL", url_of(&db.login_in("login_etl_vault_service").await)),
             ("KMS_KEY_ID", kms.key_id().to_owned()),
             ("PII_VAULT_LOCAL_IDENTITY", identity.to_owned()),
             ("REVEAL_BUDGET_PER_DAY", "100000".to_owned()),
         ];
-        let lambda = LocalLambda::start(service_binary, &env, None).await;
+        let lambda = LocalLambda::start(service_binary, &env, log).await;
         // Ready when the service itself answers: a GET is refused with 400 before it is
         // audited (only POSTed requests are operations).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -32,7 +32,7 @@ pub use logs::LogCapture;
 pub use outage::{DatabaseProxy, Mode, tcp_target, via_loopback};
 pub use tls::TlsCluster;
 pub use vault::{
-    REASON, cold_start, function, init_keys, key_admin, loaded_by_writer, quarantine_service,
+    REASON, audit_digest, cold_start, function, init_keys, key_admin, loaded_by_writer, quarantine_service,
     replaying_function, staff, vault_service,
 };
 

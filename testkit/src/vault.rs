@@ -2,6 +2,7 @@
 
 use login_etl::{App, Function, handler};
 use login_etl_core::config::outage::OutagePolicy;
+use login_etl_core::crypto::BlindIndex;
 use login_etl_core::keys::Kms;
 use login_etl_core::store;
 use pii_vault_service::{QuarantineSettings, RequestContext, VaultService};
@@ -106,4 +107,18 @@ pub fn key_admin() -> RequestContext {
         staff: false,
         key_admin: true,
     }
+}
+
+/// What the audit records for `mask` of `field`: its keyed digest under the audit key.
+pub async fn audit_digest(
+    db: &TestDb,
+    kms: &Kms,
+    field: login_etl_core::crypto::PiiField,
+    mask: &BlindIndex,
+) -> String {
+    let key =
+        login_etl_core::keys::load_key(&db.connect().await, kms, login_etl_core::crypto::KeyPurpose::Audit)
+            .await
+            .expect("the audit key");
+    login_etl_core::crypto::AuditKey::new(&key).mask_digest(Some(field), mask.as_str())
 }

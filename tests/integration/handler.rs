@@ -447,7 +447,7 @@ async fn the_writer_role_copies_and_falls_back_but_cannot_copy_anything_out() {
     assert_eq!((first.written, again.written, again.already_present), (1000, 0, 1000));
     let writer = connect(&writer_login).await;
     // (It reads the wrapped keys, by design: decision 8.)
-    for table in ["user_logins", "pii_vault", "pii_audit"] {
+    for table in ["user_logins", "pii_vault", "pii_audit_entries"] {
         let error = writer
             .copy_out(&format!("COPY {table} TO STDOUT") as &str)
             .await

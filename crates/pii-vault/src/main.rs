@@ -4,8 +4,8 @@
 
 use std::process::ExitCode;
 
-use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
+mod audit;
 mod client;
 mod escape;
 mod quarantine;
@@ -20,7 +20,7 @@ use quarantine::QuarantineCommand;
 
 /// The exit codes, as `pii-vault --help` lists them; [`exit_code`] maps every error code
 /// of the service to one of them.
-const EXIT_CODES: [(u8, &str); 10] = [
+const EXIT_CODES: [(u8, &str); 11] = [
     (0, "done"),
     (1, "other error (vault ciphertext not authentic, rotation race, a replayed row left unsent, …)"),
     (2, "usage error, including a missing or unusable --reason"),
@@ -31,7 +31,11 @@ const EXIT_CODES: [(u8, &str); 10] = [
     (7, "the service, its database, its queues or its audit unreachable"),
     (8, "the caller's daily budget of reveals, finds and shows is spent"),
     (9, "the service lacks the setting this needs (REPLAY_QUEUE_URL, DEAD_LETTER_QUEUE_URL)"),
+    (VERIFY_FAILED, "`audit verify`: an audit entry was rewritten, forged, deleted or truncated"),
 ];
+
+/// `audit verify` found the chain broken.
+const VERIFY_FAILED: u8 = 10;
 
 /// The exit code of an error code the service answered with.
 fn exit_code(code: ErrorCode) -> u8 {
@@ -89,12 +93,8 @@ enum Command {
     Reveal(RevealArgs),
     /// Erase one value for good (crypto-shred); masks stay; audited; needs --reason.
     Forget(ForgetArgs),
-    /// Who did what, when and why.
-    Audit {
-        /// Only entries at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
-        #[arg(long)]
-        since: Option<DateTime<Utc>>,
-    },
+    /// Who did what, when and why, one page at a time; `audit verify` checks the hash chain.
+    Audit(audit::AuditArgs),
     /// Key administration (the key administrator only).
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -198,6 +198,9 @@ enum CliError {
     Client(#[from] ClientError),
     #[error("configuration")]
     Config(#[from] config::ConfigError),
+    /// A bad argument the CLI itself reads (a log file).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
@@ -213,7 +216,7 @@ impl CliError {
                 | ClientError::Redirected { .. }
                 | ClientError::TooLarge,
             ) => 7,
-            CliError::Config(_) => 2,
+            CliError::Config(_) | CliError::Usage(_) => 2,
         }
     }
 }
@@ -222,26 +225,16 @@ impl CliError {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    if let Command::Quarantine(command) = cli.command {
-        return match Box::pin(run_quarantine(command, json)).await {
-            Ok(exit) => exit,
-            Err(error) => {
-                eprintln!("pii-vault: {}", escape::text(&report(&error)));
-                ExitCode::from(error.exit_code())
-            }
-        };
+    match cli.command {
+        Command::Quarantine(command) => return exit_with(Box::pin(run_quarantine(command, json)).await),
+        Command::Audit(args) => return exit_with(Box::pin(run_audit(args, json)).await),
+        _ => {}
     }
     let request = request_of(cli.command);
-    match Box::pin(run(request)).await {
-        Ok(response) => {
-            print(&response, json);
-            exit_of(&response)
-        }
-        Err(error) => {
-            eprintln!("pii-vault: {}", escape::text(&report(&error)));
-            ExitCode::from(error.exit_code())
-        }
-    }
+    exit_with(Box::pin(run(request)).await.map(|response| {
+        print(&response, json);
+        exit_of(&response)
+    }))
 }
 
 fn request_of(command: Command) -> Request {
@@ -275,11 +268,10 @@ fn request_of(command: Command) -> Request {
             };
             Request::Forget { field, target, reason }
         }
-        Command::Audit { since } => Request::Audit { since },
         Command::Admin(AdminCommand::InitKeys) => Request::InitKeys,
         Command::Admin(AdminCommand::RotateKey) => Request::RotateKey,
         Command::Admin(AdminCommand::Reencrypt { batch_size }) => Request::Reencrypt { batch_size },
-        Command::Quarantine(_) => unreachable!("main runs the quarantine's commands"),
+        Command::Quarantine(_) | Command::Audit(_) => unreachable!("main runs these commands"),
     }
 }
 
@@ -320,6 +312,19 @@ async fn run_quarantine(command: QuarantineCommand, json: bool) -> Result<ExitCo
         audit_reason(reason)?;
     }
     quarantine::run(&connect().await?, command, json).await
+}
+
+/// A command's exit, its error said once on stderr.
+fn exit_with(result: Result<ExitCode, CliError>) -> ExitCode {
+    result.unwrap_or_else(|error| {
+        eprintln!("pii-vault: {}", escape::text(&report(&error)));
+        ExitCode::from(error.exit_code())
+    })
+}
+
+/// An audit command: its pages, or its verification.
+async fn run_audit(args: audit::AuditArgs, json: bool) -> Result<ExitCode, CliError> {
+    audit::run(&connect().await?, args, json).await
 }
 
 /// 3 when a value was unknown, 4 when one was erased, else 0.
@@ -404,37 +409,6 @@ fn print(response: &Response, json: bool) {
                 println!("{} {}: {}", field.as_str(), escape::text(mask), outcome.as_str());
             }
         }
-        Response::Audit { entries } => {
-            if json {
-                println!("{}", escape::json(&serde_json::to_value(entries).unwrap_or_default()));
-                return;
-            }
-            let text = |v: &Option<String>| v.clone().unwrap_or_default();
-            print_table(
-                &["id", "at", "caller", "action", "field", "mask", "target", "outcome", "reason"],
-                entries
-                    .iter()
-                    .map(|e| {
-                        let mask = e.blind_index.as_deref().unwrap_or_default();
-                        vec![
-                            e.id.to_string(),
-                            e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                            e.caller.clone(),
-                            e.action.clone(),
-                            text(&e.field),
-                            if mask.is_empty() {
-                                String::new()
-                            } else {
-                                format!("{}…", mask.chars().take(16).collect::<String>())
-                            },
-                            text(&e.target),
-                            text(&e.outcome),
-                            text(&e.reason),
-                        ]
-                    })
-                    .collect(),
-            );
-        }
         Response::InitKeys { created } => {
             if json {
                 println!("{}", escape::json(&serde_json::json!({ "created": created })));
@@ -465,8 +439,10 @@ fn print(response: &Response, json: bool) {
                 );
             }
         }
-        // Printed by `quarantine::run`, which sends these.
-        Response::QuarantineList { .. }
+        // Printed by `quarantine::run` and `audit::run`, which send these.
+        Response::Audit { .. }
+        | Response::AuditVerify(_)
+        | Response::QuarantineList { .. }
         | Response::QuarantineShow { .. }
         | Response::QuarantineReplay { .. }
         | Response::QuarantineImportDlq { .. }

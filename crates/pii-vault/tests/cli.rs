@@ -31,7 +31,9 @@ async fn the_pii_vault_binary_does_everything_through_the_running_service() {
 
     // Keys by the admin operation, through the service; then the function loads them.
     let created = json_of(&pii_vault(url, &["admin", "init-keys", "--json"]));
-    assert_eq!(created["created"].as_array().map(Vec::len), Some(3));
+    // Every purpose but the audit key's, which the service made for this request's own entry.
+    let purposes = login_etl_core::crypto::KeyPurpose::ALL.len();
+    assert_eq!(created["created"].as_array().map(Vec::len), Some(purposes - 1));
     let mut config = db.app_config();
     config.database = db.login_in("login_etl_writer").await.into();
     let app = App::init(&config, &kms).await.expect("keys exist");
@@ -162,4 +164,48 @@ async fn a_hostile_quarantined_body_is_printed_inert() {
     let refused = pii_vault(url, &["quarantine", "list", "--since", "\u{1b}]0;pwned\u{7}"]);
     assert_eq!(refused.status.code(), Some(2));
     inert(&refused);
+}
+
+/// `audit verify` against the real service and its log file (the local stand-in for its
+/// CloudWatch log stream): the untouched audit verifies; after the table's owner rewrites
+/// a caller by a type change, or cuts the tail, it exits 10 naming the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_checks_the_chain_against_the_services_log() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
+    let log = std::env::temp_dir().join(format!("pii-vault-service-{}.log", unique_suffix()));
+    let service = LocalVaultService::start_logging_to(
+        &db,
+        &kms,
+        &workspace_binary("pii-vault-service"),
+        "local:e2e-auditor",
+        Some(&log),
+    )
+    .await;
+    let url = service.url.as_str();
+    for _ in 0..3 {
+        json_of(&pii_vault(url, &["reveal", "--masked-ip", index.as_str(), "--reason", REASON, "--json"]));
+    }
+    // One page at a time unless --all: the cursor of the next is said on stderr.
+    let page = pii_vault(url, &["audit", "--limit", "2", "--json"]);
+    assert_eq!(json_of(&page).as_array().map(Vec::len), Some(2));
+    assert!(String::from_utf8_lossy(&page.stderr).contains("more entries follow: --after"));
+    let all = json_of(&pii_vault(url, &["audit", "--limit", "2", "--all", "--json"]));
+    assert!(all.as_array().map(Vec::len) >= Some(4), "{all}");
+
+    let log_arg = log.to_str().expect("utf-8 path");
+    let verified = pii_vault(url, &["audit", "verify", "--log", log_arg]);
+    assert_eq!(verified.status.code(), Some(0), "{}", String::from_utf8_lossy(&verified.stderr));
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("chained entries verified"));
+
+    // The owner cuts the last two entries and moves the head back.
+    let end = db.count("SELECT max(seq) FROM pii_audit_entries").await;
+    db.cut_audit_tail(end - 2).await;
+    let caught = pii_vault(url, &["audit", "verify", "--log", log_arg, "--json"]);
+    assert_eq!(caught.status.code(), Some(10), "{}", String::from_utf8_lossy(&caught.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&caught.stdout).expect("json");
+    assert!(report["broken"]["seq"].as_i64() >= Some(end - 1), "{report}");
+    let _ = std::fs::remove_file(&log);
 }

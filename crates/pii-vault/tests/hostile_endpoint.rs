@@ -114,7 +114,7 @@ async fn what_the_endpoint_says_is_shown_escaped_and_json_stays_exact() {
         outcome: Some(HOSTILE.into()),
         detail: None,
     };
-    let answer = serde_json::to_vec(&Response::Audit { entries: vec![row] }).expect("json");
+    let answer = serde_json::to_vec(&Response::Audit { entries: vec![row], next: None }).expect("json");
     let endpoint = HostileEndpoint::https(Answer::Http(200, vec![], answer)).await;
     let table = pii_vault(&endpoint.url(), endpoint.ca.as_deref(), &[], &["audit"]);
     assert_eq!(table.status.code(), Some(0), "{}", stderr(&table));

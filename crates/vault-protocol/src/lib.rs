@@ -28,8 +28,23 @@ pub enum Request {
         target: ForgetTarget,
         reason: Option<String>,
     },
+    /// One page of the audit: requests at or after `since`, with ids after `after` (the
+    /// cursor of the previous page), at most `limit` of them (and never more bytes than
+    /// [`AUDIT_PAGE_BYTES`]).
     Audit {
         since: Option<DateTime<Utc>>,
+        #[serde(default)]
+        after: Option<i64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Recomputes one page of the audit's hash chain. `after` is the cursor the previous
+    /// page answered (`SEQ:CHAIN`, none to start at the first chained entry); `head` a link
+    /// the service's log stream recorded (`SEQ:CHAIN`), which the chain must reach and
+    /// agree with. Text, so that a malformed one is refused on the record.
+    AuditVerify {
+        after: Option<String>,
+        head: Option<String>,
     },
     InitKeys,
     RotateKey,
@@ -83,7 +98,11 @@ pub enum Response {
     },
     Audit {
         entries: Vec<AuditRow>,
+        /// The cursor of the next page (`after`); none after the last.
+        #[serde(default)]
+        next: Option<i64>,
     },
+    AuditVerify(VerifyPage),
     InitKeys {
         created: Vec<String>,
     },
@@ -292,6 +311,48 @@ impl LoginMatch {
     ];
 }
 
+/// The most an `audit` page holds in JSON: far below the function URL's 6 MB answer.
+pub const AUDIT_PAGE_BYTES: usize = 1 << 20;
+
+/// What one page of `audit verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerifyPage {
+    /// Entries of schema versions before the chain, which it does not cover.
+    pub unchained: u64,
+    /// Entries whose link this page recomputed and found as stored.
+    pub verified: u64,
+    /// The last entry verified, as `SEQ:CHAIN` (the form of the service's log lines).
+    pub last: Option<String>,
+    /// The cursor of the next page; none once the page reached the end of the chain.
+    pub next: Option<String>,
+    /// The first entry that does not verify, and why; none while the chain holds.
+    pub broken: Option<Broken>,
+}
+
+impl VerifyPage {
+    /// Nothing verified yet: what the pages of one verification add up in.
+    pub fn empty() -> VerifyPage {
+        VerifyPage { unchained: 0, verified: 0, last: None, next: None, broken: None }
+    }
+
+    /// Adds the next page; the cursor to ask for next, none once verification ended (at the
+    /// end of the chain, or at a break).
+    pub fn add(&mut self, page: VerifyPage) -> Option<String> {
+        self.unchained = page.unchained;
+        self.verified += page.verified;
+        self.last = page.last.or(self.last.take());
+        self.broken = page.broken;
+        page.next.filter(|_| self.broken.is_none())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Broken {
+    /// The sequence number (or, for an unchained entry, the id) at fault.
+    pub seq: i64,
+    pub problem: String,
+}
+
 /// An audit row as the `audit` listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditRow {
@@ -300,6 +361,9 @@ pub struct AuditRow {
     pub caller: String,
     pub action: String,
     pub field: Option<String>,
+    /// Entries since the chain (schema version 8): the mask's keyed digest under the
+    /// service's audit key, equal for equal masks and useless without the key; older
+    /// entries: the mask itself.
     pub blind_index: Option<String>,
     pub target: Option<String>,
     pub reason: Option<String>,

@@ -1,14 +1,21 @@
 //! The audit journal. A request is recorded ([`Journal::request`]) in a transaction of its
 //! own, committed before the service authorizes, checks, reads or computes anything; its
-//! outcome is recorded afterwards ([`Journal::outcome`]). Today the outcome is written into
-//! the request's row (the table lets an outcome be added once and nothing else change);
-//! when it becomes a row of its own, only this file changes.
+//! outcome is recorded afterwards ([`Journal::outcome`]) as an entry of its own that refers
+//! to the request's. Entries are never changed: each is chained ([`Entry::canonical`],
+//! `pii_audit_entries.chain`) under the audit key, in the order a one-row head table
+//! serializes, and each committed link is logged ([`CHAIN_LOG_MESSAGE`]) to the service's
+//! log stream, so that `audit verify` can tell a rewritten, inserted, deleted or truncated
+//! entry (docs/security.md, "The audit"). A mask is recorded as its keyed digest
+//! ([`AuditKey::mask_digest`]), never in clear.
 
-use deadpool_postgres::Pool;
+use chrono::{DateTime, Utc};
+use tokio::sync::OnceCell;
+use tokio_postgres::Row;
 
-use crate::{RequestContext, ServiceError};
-use login_etl_core::crypto::{BlindIndex, PiiField};
-use login_etl_core::error::DbError;
+use crate::{RequestContext, ServiceError, VaultService};
+use login_etl_core::crypto::{AuditKey, BlindIndex, Canonical, ChainValue, KeyPurpose, PiiField};
+use login_etl_core::error::{DbError, report};
+use login_etl_core::keys::{self, KeyError, Kms};
 use pii_vault_protocol::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +32,7 @@ pub enum Action {
     QuarantineReplay,
     QuarantineImportDlq,
     QuarantinePurge,
+    AuditVerify,
 }
 
 /// What a quarantine show costs of the daily budget: a body holds both values of a login
@@ -46,6 +54,7 @@ impl Action {
             Action::QuarantineReplay => "quarantine-replay",
             Action::QuarantineImportDlq => "quarantine-import-dlq",
             Action::QuarantinePurge => "quarantine-purge",
+            Action::AuditVerify => "audit-verify",
         }
     }
 
@@ -104,25 +113,137 @@ const USED: &str = "
      WHERE caller = $1 AND ((action IN ('reveal', 'find') AND field IS NOT NULL) OR action = 'quarantine-show')
        AND at > now() - interval '24 hours' AND outcome IS DISTINCT FROM 'refused'";
 
-/// The id of a recorded row, to add its outcome to.
+/// The id of a recorded request entry, to add its outcome to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditId(i64);
 
-const INSERT: &str = "
-    INSERT INTO pii_audit (caller, action, field, blind_index, target, reason, request_id, outcome,
-                           outcome_at, detail)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8::text IS NULL THEN NULL ELSE clock_timestamp() END, $9)
-    RETURNING id";
+/// The message of the log line each committed entry writes (fields `seq` and `chain`): the
+/// service's log stream (CloudWatch Logs; locally `.stack/vault-service.log`) holds every
+/// link of the chain, outside the database's trust.
+pub const CHAIN_LOG_MESSAGE: &str = "audit chain";
 
-/// The journal, on the service's pool.
+/// The audit key, unwrapped once per process; created on first use if `init-keys` has not
+/// run since the purpose was added (its own entry needs it).
+#[derive(Debug, Default)]
+pub struct AuditKeyCell(OnceCell<AuditKey>);
+
+impl AuditKeyCell {
+    pub(crate) async fn get(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        kms: &Kms,
+    ) -> Result<&AuditKey, ServiceError> {
+        self.0
+            .get_or_try_init(|| async {
+                let client = pool.get().await.map_err(unavailable)?;
+                let key = match keys::load_key(&**client, kms, KeyPurpose::Audit).await {
+                    Err(KeyError::NotInitialized(_)) => {
+                        let (_, wrapped) =
+                            kms.generate(KeyPurpose::Audit, 1).await.map_err(key_unavailable)?;
+                        keys::insert_wrapped_key(&**client, &wrapped).await.map_err(key_unavailable)?;
+                        // The winner of a race is the key.
+                        keys::load_key(&**client, kms, KeyPurpose::Audit).await
+                    }
+                    other => other,
+                }
+                .map_err(key_unavailable)?;
+                Ok(AuditKey::new(&key))
+            })
+            .await
+    }
+}
+
+/// Every column of an entry of `pii_audit_entries`, as stored; the chain covers them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: i64,
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub db_user: String,
+    pub caller: String,
+    pub action: String,
+    pub field: Option<String>,
+    /// A chained entry holds the mask's keyed digest here, never the mask.
+    pub blind_index: Option<String>,
+    pub target: Option<String>,
+    pub reason: Option<String>,
+    pub request_id: Option<String>,
+    pub outcome: Option<String>,
+    pub outcome_at: Option<DateTime<Utc>>,
+    pub detail: Option<String>,
+    /// For an outcome entry, the id of its request's entry.
+    pub outcome_of: Option<i64>,
+}
+
+/// The columns [`Entry::from_row`] reads, in its order.
+pub const ENTRY_COLUMNS: &str = "seq, id, at, db_user, caller, action, field, blind_index, target, reason, \
+     request_id, outcome, outcome_at, detail, outcome_of";
+
+impl Entry {
+    /// The bytes the chain covers: every column, in [`ENTRY_COLUMNS`] order, times in
+    /// microseconds (PostgreSQL's precision).
+    pub fn canonical(&self) -> Canonical {
+        Canonical::new()
+            .int(self.seq)
+            .int(self.id)
+            .int(self.at.timestamp_micros())
+            .text(Some(&self.db_user))
+            .text(Some(&self.caller))
+            .text(Some(&self.action))
+            .text(self.field.as_deref())
+            .text(self.blind_index.as_deref())
+            .text(self.target.as_deref())
+            .text(self.reason.as_deref())
+            .text(self.request_id.as_deref())
+            .text(self.outcome.as_deref())
+            .opt_int(self.outcome_at.map(|t| t.timestamp_micros()))
+            .text(self.detail.as_deref())
+            .opt_int(self.outcome_of)
+    }
+
+    /// A row selected as [`ENTRY_COLUMNS`]; `None` for a row the chain does not cover.
+    pub fn from_row(row: &Row) -> Result<Option<Entry>, tokio_postgres::Error> {
+        let Some(seq) = row.try_get::<_, Option<i64>>(0)? else { return Ok(None) };
+        Ok(Some(Entry {
+            seq,
+            id: row.try_get(1)?,
+            at: row.try_get(2)?,
+            db_user: row.try_get(3)?,
+            caller: row.try_get(4)?,
+            action: row.try_get(5)?,
+            field: row.try_get(6)?,
+            blind_index: row.try_get(7)?,
+            target: row.try_get(8)?,
+            reason: row.try_get(9)?,
+            request_id: row.try_get(10)?,
+            outcome: row.try_get(11)?,
+            outcome_at: row.try_get(12)?,
+            detail: row.try_get(13)?,
+            outcome_of: row.try_get(14)?,
+        }))
+    }
+}
+
+/// A committed link: logged once its transaction commits.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    seq: i64,
+    chain: ChainValue,
+}
+
+/// The journal, on the service's pool, chaining under the service's audit key.
 #[derive(Debug, Clone, Copy)]
 pub struct Journal<'a> {
-    pool: &'a Pool,
+    service: &'a VaultService,
 }
 
 impl<'a> Journal<'a> {
-    pub fn new(pool: &'a Pool) -> Journal<'a> {
-        Journal { pool }
+    pub fn new(service: &'a VaultService) -> Journal<'a> {
+        Journal { service }
+    }
+
+    async fn key(self) -> Result<&'a AuditKey, ServiceError> {
+        self.service.audit_key.get(&self.service.pool, &self.service.kms).await
     }
 
     /// Records one request, committed. With a `budget` (units of reveals, finds and shows
@@ -135,12 +256,7 @@ impl<'a> Journal<'a> {
         row: &RequestRow,
         budget: Option<u32>,
     ) -> Result<AuditId, ServiceError> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        let refused = spend(&tx, context, std::slice::from_ref(row), budget).await?;
-        let id = insert(&tx, context, row, refusal(&refused)).await?;
-        tx.commit().await.map_err(unavailable)?;
-        refused.map_or(Ok(id), Err)
+        self.values(context, std::slice::from_ref(row), budget).await.map(|ids| ids[0])
     }
 
     /// Records several rows (the values of one reveal) in one committed transaction, under
@@ -151,15 +267,18 @@ impl<'a> Journal<'a> {
         rows: &[RequestRow],
         budget: Option<u32>,
     ) -> Result<Vec<AuditId>, ServiceError> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let key = self.key().await?;
+        let mut client = self.service.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
         let refused = spend(&tx, context, rows, budget).await?;
-        let mut ids = Vec::with_capacity(rows.len());
+        let mut links = Vec::with_capacity(rows.len());
         for row in rows {
-            ids.push(insert(&tx, context, row, refusal(&refused)).await?);
+            let entry = request_entry(key, context, row, refusal(&refused));
+            links.push(append(&tx, key, entry).await?);
         }
         tx.commit().await.map_err(unavailable)?;
-        refused.map_or(Ok(ids), Err)
+        logged(&links);
+        refused.map_or(Ok(links.iter().map(|(id, _)| *id).collect()), Err)
     }
 
     /// Records a request together with its refusal, for a request the table cannot hold
@@ -170,14 +289,19 @@ impl<'a> Journal<'a> {
         row: &RequestRow,
         detail: &str,
     ) -> Result<(), ServiceError> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let key = self.key().await?;
+        let mut client = self.service.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
-        insert(&tx, context, row, Some((Outcome::Refused, detail.to_owned()))).await?;
-        tx.commit().await.map_err(unavailable)
+        let entry = request_entry(key, context, row, Some((Outcome::Refused, detail.to_owned())));
+        let link = append(&tx, key, entry).await?;
+        tx.commit().await.map_err(unavailable)?;
+        logged(&[link]);
+        Ok(())
     }
 
-    /// Records the outcome of a recorded request (and its mask, when that was computed
-    /// after the request was recorded).
+    /// Records the outcome of a recorded request (and its mask's digest, when the mask was
+    /// computed after the request was recorded): an entry of its own, naming the request's
+    /// caller, action and request id. A request has at most one (a unique index).
     pub async fn outcome(
         self,
         id: AuditId,
@@ -185,17 +309,153 @@ impl<'a> Journal<'a> {
         blind_index: Option<&BlindIndex>,
         detail: Option<&str>,
     ) -> Result<(), ServiceError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
-        client
-            .execute(
-                "UPDATE pii_audit SET outcome = $2, outcome_at = clock_timestamp(),
-                        blind_index = coalesce(blind_index, $3), detail = coalesce($4, detail)
-                  WHERE id = $1 AND outcome IS NULL",
-                &[&id.0, &outcome.as_str(), &blind_index.map(BlindIndex::as_str), &detail],
+        let key = self.key().await?;
+        let mut client = self.service.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let request = tx
+            .query_one(
+                "SELECT caller, action, field, request_id FROM pii_audit_entries WHERE id = $1",
+                &[&id.0],
             )
             .await
             .map_err(unavailable)?;
+        let field: Option<String> = request.get(2);
+        let entry = Pending {
+            caller: request.get(0),
+            action: request.get(1),
+            blind_index: blind_index
+                .map(|mask| key.mask_digest(field.as_deref().and_then(PiiField::from_db), mask.as_str())),
+            field,
+            target: None,
+            reason: None,
+            request_id: request.get(3),
+            outcome: Some(outcome.as_str().to_owned()),
+            detail: detail.map(str::to_owned),
+            outcome_of: Some(id.0),
+        };
+        let link = append(&tx, key, entry).await?;
+        tx.commit().await.map_err(unavailable)?;
+        logged(&[link]);
         Ok(())
+    }
+}
+
+/// What an entry says before the journal gives it its place (seq, id, time, login).
+struct Pending {
+    caller: String,
+    action: String,
+    field: Option<String>,
+    blind_index: Option<String>,
+    target: Option<String>,
+    reason: Option<String>,
+    request_id: Option<String>,
+    outcome: Option<String>,
+    detail: Option<String>,
+    outcome_of: Option<i64>,
+}
+
+fn request_entry(
+    key: &AuditKey,
+    context: &RequestContext,
+    row: &RequestRow,
+    outcome: Option<(Outcome, String)>,
+) -> Pending {
+    let (outcome, detail) = outcome.unzip();
+    Pending {
+        caller: context.caller.clone(),
+        action: row.action.as_str().to_owned(),
+        field: row.field.map(|f| f.as_str().to_owned()),
+        blind_index: row.blind_index.as_ref().map(|mask| key.mask_digest(row.field, mask.as_str())),
+        target: row.target.clone(),
+        reason: row.reason.clone(),
+        request_id: Some(context.request_id.clone()),
+        outcome: outcome.map(|o| o.as_str().to_owned()),
+        detail,
+        outcome_of: None,
+    }
+}
+
+/// Appends one entry at the chain's head: the head row stays locked until `tx` ends, so
+/// entries are chained in commit order and numbered without gaps.
+async fn append(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &AuditKey,
+    pending: Pending,
+) -> Result<(AuditId, Link), ServiceError> {
+    let head = tx
+        .query_one("SELECT seq, chain FROM pii_audit_chain_head FOR UPDATE", &[])
+        .await
+        .map_err(unavailable)?;
+    let prev = match head.get::<_, Option<Vec<u8>>>(1) {
+        None => ChainValue::GENESIS,
+        Some(bytes) => ChainValue::from_slice(&bytes).ok_or_else(|| {
+            ServiceError::AuditUnavailable(DbError::other("the chain head is not 32 bytes"))
+        })?,
+    };
+    let place = tx
+        .query_one(
+            "SELECT nextval(pg_get_serial_sequence('pii_audit_entries', 'id')), clock_timestamp(), session_user::text",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+    let at: DateTime<Utc> = place.get(1);
+    let entry = Entry {
+        seq: head.get::<_, i64>(0) + 1,
+        id: place.get(0),
+        at,
+        db_user: place.get(2),
+        caller: pending.caller,
+        action: pending.action,
+        field: pending.field,
+        blind_index: pending.blind_index,
+        target: pending.target,
+        reason: pending.reason,
+        request_id: pending.request_id,
+        outcome_at: pending.outcome.as_ref().map(|_| at),
+        outcome: pending.outcome,
+        detail: pending.detail,
+        outcome_of: pending.outcome_of,
+    };
+    let chain = key.chain_step(&prev, &entry.canonical());
+    tx.execute(
+        "INSERT INTO pii_audit_entries (seq, id, at, db_user, caller, action, field, blind_index, target,
+                                        reason, request_id, outcome, outcome_at, detail, outcome_of, chain)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        &[
+            &entry.seq,
+            &entry.id,
+            &entry.at,
+            &entry.db_user,
+            &entry.caller,
+            &entry.action,
+            &entry.field,
+            &entry.blind_index,
+            &entry.target,
+            &entry.reason,
+            &entry.request_id,
+            &entry.outcome,
+            &entry.outcome_at,
+            &entry.detail,
+            &entry.outcome_of,
+            &chain.as_bytes().as_slice(),
+        ],
+    )
+    .await
+    .map_err(unavailable)?;
+    tx.execute(
+        "UPDATE pii_audit_chain_head SET seq = $1, chain = $2",
+        &[&entry.seq, &chain.as_bytes().as_slice()],
+    )
+    .await
+    .map_err(unavailable)?;
+    Ok((AuditId(entry.id), Link { seq: entry.seq, chain }))
+}
+
+/// Writes committed links to the log stream (after the commit: a logged link exists).
+fn logged(links: &[(AuditId, Link)]) {
+    for (_, link) in links {
+        tracing::info!(seq = link.seq, chain = %link.chain, "{CHAIN_LOG_MESSAGE}");
     }
 }
 
@@ -226,33 +486,11 @@ fn refusal(refused: &Option<ServiceError>) -> Option<(Outcome, String)> {
     refused.as_ref().map(|error| (Outcome::Refused, error.to_string()))
 }
 
-async fn insert(
-    tx: &deadpool_postgres::Transaction<'_>,
-    context: &RequestContext,
-    row: &RequestRow,
-    outcome: Option<(Outcome, String)>,
-) -> Result<AuditId, ServiceError> {
-    let (outcome, detail) = outcome.unzip();
-    let inserted = tx
-        .query_one(
-            INSERT,
-            &[
-                &context.caller,
-                &row.action.as_str(),
-                &row.field.map(PiiField::as_str),
-                &row.blind_index.as_ref().map(BlindIndex::as_str),
-                &row.target,
-                &row.reason,
-                &context.request_id,
-                &outcome.map(Outcome::as_str),
-                &detail,
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
-    Ok(AuditId(inserted.get(0)))
-}
-
 fn unavailable(error: impl Into<DbError>) -> ServiceError {
     ServiceError::AuditUnavailable(error.into())
+}
+
+/// The audit key could not be had: nothing can be recorded, so nothing is done.
+fn key_unavailable(error: KeyError) -> ServiceError {
+    ServiceError::AuditUnavailable(DbError::other(report(&error)))
 }

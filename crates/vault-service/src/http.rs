@@ -114,7 +114,7 @@ async fn answer(
                 staff: false,
                 key_admin: false,
             };
-            Journal::new(service.pool())
+            Journal::new(service)
                 .refused(&anonymous, &RequestRow::new(Action::Audit), &error.to_string())
                 .await?;
             return Err(error);

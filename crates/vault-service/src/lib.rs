@@ -23,7 +23,7 @@ pub mod queues;
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, OnceCell};
 
-pub use cmd::{Imported, Purged, QuarantineFilter, Reencrypted, Shown};
+pub use cmd::{Imported, Link, Purged, QuarantineFilter, Reencrypted, Shown};
 use login_etl_core::crypto::{BlindIndexer, PiiField, SealError};
 use login_etl_core::error::DbError;
 use login_etl_core::event::text::ReasonError;
@@ -210,6 +210,7 @@ pub struct VaultService {
     budget: u32,
     indexer: OnceCell<BlindIndexer>,
     data_keys: Mutex<DataKeyCache>,
+    audit_key: audit::AuditKeyCell,
     quarantine: QuarantineSettings,
 }
 
@@ -222,6 +223,7 @@ impl VaultService {
             budget: reveal_budget_per_day,
             indexer: OnceCell::new(),
             data_keys: Mutex::new(DataKeyCache::new()),
+            audit_key: audit::AuditKeyCell::default(),
             quarantine: QuarantineSettings::default(),
         }
     }
@@ -246,7 +248,13 @@ impl VaultService {
                 let (mask, outcome) = self.forget(context, field, &target, reason.as_deref()).await?;
                 Response::Forget { field, mask: mask.as_str().to_owned(), outcome }
             }
-            Request::Audit { since } => Response::Audit { entries: self.audit(context, since).await? },
+            Request::Audit { since, after, limit } => {
+                let (entries, next) = self.audit(context, since, after, limit).await?;
+                Response::Audit { entries, next }
+            }
+            Request::AuditVerify { after, head } => {
+                Response::AuditVerify(self.audit_verify(context, after, head).await?)
+            }
             Request::InitKeys => Response::InitKeys {
                 created: self.init_keys(context).await?.iter().map(|p| p.as_str().to_owned()).collect(),
             },

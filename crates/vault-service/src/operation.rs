@@ -19,7 +19,7 @@ use tokio::sync::MutexGuard;
 use crate::audit::{Action, AuditId, Journal, RequestRow};
 use crate::queues::Queues;
 use crate::{RequestContext, ServiceError, VaultService};
-use login_etl_core::crypto::{BlindIndex, BlindIndexer, PiiField};
+use login_etl_core::crypto::{AuditKey, BlindIndex, BlindIndexer, PiiField};
 use login_etl_core::event::text::{ReasonError, audit_reason};
 use login_etl_core::keys::{self, DataKeyCache, Kms};
 use pii_vault_protocol::Outcome;
@@ -119,6 +119,11 @@ impl Work<'_> {
             .await
     }
 
+    /// The audit key (`audit verify` recomputes the chain with it).
+    pub async fn audit_key(&self) -> Result<&AuditKey, ServiceError> {
+        self.service.audit_key.get(&self.service.pool, &self.service.kms).await
+    }
+
     pub fn kms(&self) -> &Kms {
         &self.service.kms
     }
@@ -154,7 +159,7 @@ impl Work<'_> {
             })
             .collect();
         let budget = self.action.spends_budget().then_some(self.service.budget);
-        let ids = Journal::new(&self.service.pool).values(self.context, &rows, budget).await?;
+        let ids = Journal::new(self.service).values(self.context, &rows, budget).await?;
         self.open.extend(&ids);
         Ok(ids
             .into_iter()
@@ -169,7 +174,7 @@ impl Work<'_> {
         value: &RecordedValue,
         outcome: Outcome,
     ) -> Result<(), ServiceError> {
-        Journal::new(&self.service.pool).outcome(value.id, outcome, None, None).await?;
+        Journal::new(self.service).outcome(value.id, outcome, None, None).await?;
         self.open.retain(|id| *id != value.id);
         Ok(())
     }
@@ -183,7 +188,7 @@ impl VaultService {
         op: Op,
     ) -> Result<Op::Output, ServiceError> {
         let action = Op::ACTION;
-        let journal = Journal::new(&self.pool);
+        let journal = Journal::new(self);
         let reason = reason_of(action, op.reason());
         let described = op.describe();
         let row = RequestRow {

@@ -182,7 +182,7 @@ async fn show_is_refused_without_a_committed_audit_row() {
     owner.batch_execute("GRANT SELECT ON login_quarantine TO login_etl_vault_service").await.expect("grant");
 
     // The audit cannot be written: nothing is read, nothing answered.
-    db.fail_inserts_into("pii_audit", "audit storage unavailable (simulated)").await;
+    db.fail_inserts_into("pii_audit_entries", "audit storage unavailable (simulated)").await;
     let xia = staff("xia");
     let error = service.quarantine_show(&xia, SAMPLE_BAD_ID, None, Some(REASON)).await.expect_err("no audit");
     assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");

@@ -32,8 +32,8 @@ async fn no_human_role_reaches_the_vault_or_the_keys_and_the_writer_only_appends
         let person = connect(&db.login_in(role).await).await;
         denied(&person, "SELECT * FROM pii_vault").await;
         denied(&person, "SELECT * FROM pii_keys").await;
-        denied(&person, "INSERT INTO pii_audit (caller, action) VALUES ('x', 'find')").await;
-        denied(&person, "UPDATE pii_audit SET reason = 'x'").await;
+        denied(&person, "INSERT INTO pii_audit_entries (caller, action) VALUES ('x', 'find')").await;
+        denied(&person, "UPDATE pii_audit_entries SET reason = 'x'").await;
         // Nothing in the schema that a person may execute returns vault content: no
         // function of the schema is executable by the role at all.
         let executable: i64 = person
@@ -79,13 +79,16 @@ async fn no_human_role_reaches_the_vault_or_the_keys_and_the_writer_only_appends
     )
     .await;
 
-    // Not even the owner rewrites history.
+    // Not even the owner rewrites history with DML (what it can do with DDL, `audit verify`
+    // catches: tests/audit_chain.rs).
     let owner = db.connect().await;
-    owner
-        .batch_execute("INSERT INTO pii_audit (caller, action, outcome) VALUES ('x', 'audit', 'listed')")
-        .await
-        .expect("insert");
-    for sql in ["UPDATE pii_audit SET caller = 'y'", "DELETE FROM pii_audit", "TRUNCATE pii_audit"] {
+    owner.batch_execute("SET ROLE login_etl_audit_owner").await.expect("the owner");
+    vault_service(&db, &kms, 100).await.audit(&staff("ann"), None, None, None).await.expect("an entry");
+    for sql in [
+        "UPDATE pii_audit_entries SET caller = 'y'",
+        "DELETE FROM pii_audit_entries",
+        "TRUNCATE pii_audit_entries",
+    ] {
         let error = owner.batch_execute(sql).await.expect_err(sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
     }
@@ -147,8 +150,9 @@ async fn the_audit_row_is_committed_before_the_vault_is_read_and_without_it_noth
     let error =
         service.reveal(&staff("bob"), &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("fails");
     assert!(matches!(error, ServiceError::Db(_)), "{error}");
+    let digest = audit_digest(&db, &kms, PiiField::Ip, &index).await;
     assert_eq!(
-        db.count(&format!("SELECT count(*) FROM pii_audit WHERE action = 'reveal' AND blind_index = '{index}' AND outcome = 'failed'")).await,
+        db.count(&format!("SELECT count(*) FROM pii_audit WHERE action = 'reveal' AND blind_index = '{digest}' AND outcome = 'failed'")).await,
         1
     );
     db.connect()
@@ -158,7 +162,7 @@ async fn the_audit_row_is_committed_before_the_vault_is_read_and_without_it_noth
         .expect("grant");
 
     // The audit cannot be written: nothing is read, nothing answered.
-    db.fail_inserts_into("pii_audit", "audit storage unavailable (simulated)").await;
+    db.fail_inserts_into("pii_audit_entries", "audit storage unavailable (simulated)").await;
     let error =
         service.reveal(&staff("bob"), &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("no audit");
     assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
@@ -330,7 +334,8 @@ async fn key_administration_goes_through_the_service_and_keeps_every_value_and_m
     let kms = new_kms().await;
     let service = vault_service(&db, &kms, 1000).await;
     let admin = key_admin();
-    assert_eq!(service.init_keys(&admin).await.expect("init").len(), KeyPurpose::ALL.len());
+    // The audit key came first: the service made it for init-keys' own audit entry.
+    assert_eq!(service.init_keys(&admin).await.expect("init").len(), KeyPurpose::ALL.len() - 1);
     assert!(service.init_keys(&admin).await.expect("idempotent").is_empty());
     let first = loaded_by_writer(&db, &kms).await;
 
@@ -459,7 +464,7 @@ async fn every_operation_refused_for_lack_of_a_role_leaves_its_request_recorded_
 
     // Each operation, with arguments that would pass, from a caller in no role: the
     // request as asked (field, mask, target, reason) on the record, refused.
-    let (ip, mask) = (some("ip"), some(index.as_str()));
+    let (ip, mask) = (some("ip"), some(&audit_digest(&db, &kms, PiiField::Ip, &index).await));
     let reason = some(REASON);
     let cases = vec![
         ("find", ip.clone(), None, None, None),
@@ -481,7 +486,7 @@ async fn every_operation_refused_for_lack_of_a_role_leaves_its_request_recorded_
                 .forget(&caller, PiiField::Ip, &ForgetTarget::Mask(index.as_str().into()), Some(REASON))
                 .await
                 .map(drop),
-            4 => service.audit(&caller, None).await.map(drop),
+            4 => service.audit(&caller, None, None, None).await.map(drop),
             5 => service.init_keys(&caller).await.map(drop),
             6 => service.rotate_key(&caller).await.map(drop),
             _ => service.reencrypt(&caller, 10).await.map(drop),
@@ -520,7 +525,7 @@ async fn a_bad_reason_or_argument_leaves_the_request_recorded_and_refused_and_sp
     let row = (
         "reveal".into(),
         some("ip"),
-        some(index.as_str()),
+        some(&audit_digest(&db, &kms, PiiField::Ip, &index).await),
         None,
         None,
         some("refused"),
@@ -590,7 +595,7 @@ async fn the_request_is_recorded_before_it_is_authorized_or_checked() {
 
     // With the audit down, no step after the record runs: not even the refusal of a caller
     // in no role, or of a malformed argument, is answered.
-    db.fail_inserts_into("pii_audit", "audit storage unavailable (simulated)").await;
+    db.fail_inserts_into("pii_audit_entries", "audit storage unavailable (simulated)").await;
     let results = [
         service.reveal(&nobody(), &mask_target(&index), Some(REASON)).await.map(drop),
         service.rotate_key(&nobody()).await.map(drop),
@@ -604,7 +609,7 @@ async fn the_request_is_recorded_before_it_is_authorized_or_checked() {
             .await
             .map(drop),
         service.reencrypt(&key_admin(), 0).await.map(drop),
-        service.audit(&staff("max"), None).await.map(drop),
+        service.audit(&staff("max"), None, None, None).await.map(drop),
     ];
     for result in results {
         let error = result.expect_err("no audit, no answer");

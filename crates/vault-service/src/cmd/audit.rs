@@ -1,42 +1,65 @@
-//! `audit`: the audit, listed (the listing itself on the record).
+//! `audit`: one page of the audit, oldest first (the listing itself on the record). A page
+//! holds at most `limit` requests (default [`DEFAULT_PAGE_ROWS`], at most
+//! [`MAX_PAGE_ROWS`]) and at most [`AUDIT_PAGE_BYTES`] of JSON, so no answer nears the
+//! function URL's 6 MB; `next` is the cursor of the following page.
 
 use chrono::{DateTime, Utc};
 
 use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
-use pii_vault_protocol::{AuditRow, Outcome};
+use pii_vault_protocol::{AUDIT_PAGE_BYTES, AuditRow, Outcome};
+
+pub const DEFAULT_PAGE_ROWS: u32 = 1000;
+pub const MAX_PAGE_ROWS: u32 = 5000;
 
 struct Audit {
     since: Option<DateTime<Utc>>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+struct Valid {
+    since: Option<DateTime<Utc>>,
+    after: Option<i64>,
+    limit: u32,
 }
 
 impl Operation for Audit {
     const ACTION: Action = Action::Audit;
-    type Valid = Option<DateTime<Utc>>;
-    type Output = Vec<AuditRow>;
+    type Valid = Valid;
+    type Output = (Vec<AuditRow>, Option<i64>);
 
     fn describe(&self) -> Described {
         Described::default()
     }
 
-    fn validate(self) -> Result<Self::Valid, ServiceError> {
-        Ok(self.since)
+    fn validate(self) -> Result<Valid, ServiceError> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE_ROWS);
+        if !(1..=MAX_PAGE_ROWS).contains(&limit) {
+            return Err(ServiceError::BadRequest(format!("a page is 1 to {MAX_PAGE_ROWS} rows")));
+        }
+        Ok(Valid { since: self.since, after: self.after, limit })
     }
 
-    async fn work(since: Self::Valid, work: &mut Work<'_>) -> Result<Done<Self::Output>, ServiceError> {
+    async fn work(valid: Valid, work: &mut Work<'_>) -> Result<Done<Self::Output>, ServiceError> {
+        // One row more than the page, to know whether another page follows.
         let rows = work
             .client()
             .await?
             .query(
                 "SELECT id, at, caller, action, field, blind_index, target, reason, request_id, outcome, detail
-                   FROM pii_audit WHERE $1::timestamptz IS NULL OR at >= $1 ORDER BY id",
-                &[&since],
+                   FROM pii_audit
+                  WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::int8 IS NULL OR id > $2)
+                  ORDER BY id LIMIT $3",
+                &[&valid.since, &valid.after, &(i64::from(valid.limit) + 1)],
             )
             .await?;
-        let rows: Vec<AuditRow> = rows
-            .iter()
-            .map(|r| AuditRow {
+        let mut page = Vec::with_capacity(rows.len().min(valid.limit as usize));
+        let mut bytes = 0;
+        let mut full = rows.len() > valid.limit as usize;
+        for r in rows.iter().take(valid.limit as usize) {
+            let row = AuditRow {
                 id: r.get(0),
                 at: r.get(1),
                 caller: r.get(2),
@@ -48,20 +71,31 @@ impl Operation for Audit {
                 request_id: r.get(8),
                 outcome: r.get(9),
                 detail: r.get(10),
-            })
-            .collect();
-        let detail = format!("{} row(s)", rows.len());
-        Ok(Done::new(rows, Outcome::Listed).detail(detail))
+            };
+            // Each row's columns are bounded, so one row always fits.
+            bytes += serde_json::to_vec(&row).map_or(0, |json| json.len() + 1);
+            if bytes > AUDIT_PAGE_BYTES && !page.is_empty() {
+                full = true;
+                break;
+            }
+            page.push(row);
+        }
+        let next = full.then(|| page.last().map(|row: &AuditRow| row.id)).flatten();
+        let detail = format!("{} row(s)", page.len());
+        Ok(Done::new((page, next), Outcome::Listed).detail(detail))
     }
 }
 
 impl VaultService {
-    /// The audit since `since` (all of it without).
+    /// One page of the audit: requests at or after `since`, after the cursor `after`, at
+    /// most `limit`; and the cursor of the next page.
     pub async fn audit(
         &self,
         context: &RequestContext,
         since: Option<DateTime<Utc>>,
-    ) -> Result<Vec<AuditRow>, ServiceError> {
-        self.run(context, Audit { since }).await
+        after: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<AuditRow>, Option<i64>), ServiceError> {
+        self.run(context, Audit { since, after, limit }).await
     }
 }

@@ -3,6 +3,7 @@
 //! [`crate::VaultService`] that runs it through the combinator, the only way it runs.
 
 mod audit;
+mod audit_verify;
 mod find;
 mod forget;
 mod init_keys;
@@ -11,6 +12,7 @@ mod reencrypt;
 mod reveal;
 mod rotate_key;
 
+pub use audit_verify::Link;
 pub use quarantine::{Imported, Purged, QuarantineFilter, Shown};
 pub use reencrypt::Reencrypted;
 
