@@ -84,6 +84,7 @@ if [ -n "$user" ]; then
   echo "  Reveal the first row's PII through the vault service (audited before it is answered):"
   echo "    source .stack/env; target/debug/pii-vault reveal --user-id $user --reason 'demo: ticket 1'"
   echo "    target/debug/pii-vault audit"
+  echo "    target/debug/pii-vault audit verify --log .stack/vault-service.log   # the hash chain, against the service's log"
 fi
 echo "  The audit, as the auditor sees it:  psql '$(as_login login_etl_demo_auditor)' -c 'SELECT * FROM pii_audit'"
 echo "  Try the roles with psql:  psql '$(as_login login_etl_demo_analyst)' -c 'SELECT * FROM pii_vault'"

@@ -561,6 +561,28 @@ mod tests {
     }
 
     #[test]
+    fn an_audit_request_or_answer_of_an_older_peer_still_reads_and_pages_add_up() {
+        let request: Request =
+            serde_json::from_str(r#"{"op": "audit", "since": null}"#).expect("old request");
+        assert_eq!(request, Request::Audit { since: None, after: None, limit: None });
+        let answer: Response = serde_json::from_str(r#"{"op": "audit", "entries": []}"#).expect("old answer");
+        assert_eq!(answer, Response::Audit { entries: vec![], next: None });
+
+        let page = |verified, last: &str, next: Option<&str>, broken: Option<i64>| VerifyPage {
+            unchained: 3,
+            verified,
+            last: Some(last.to_owned()),
+            next: next.map(str::to_owned),
+            broken: broken.map(|seq| Broken { seq, problem: "p".into() }),
+        };
+        let mut total = VerifyPage::empty();
+        assert_eq!(total.add(page(2, "2:aa", Some("2:aa"), None)), Some("2:aa".to_owned()));
+        assert_eq!(total.add(page(1, "3:bb", Some("3:bb"), Some(4))), None, "a break ends it");
+        assert_eq!((total.verified, total.last.as_deref(), total.unchained), (3, Some("3:bb"), 3));
+        assert_eq!(total.broken.map(|b| b.seq), Some(4));
+    }
+
+    #[test]
     fn quarantine_requests_keep_their_json_shape() {
         let replay = Request::QuarantineReplay {
             selection: ReplaySelection::MessageIds(vec!["m-1".into()]),
