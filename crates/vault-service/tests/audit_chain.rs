@@ -200,6 +200,19 @@ async fn an_entry_forged_by_the_services_login_without_the_key_is_caught() {
         .await
         .expect_err("unchained");
     assert_eq!(error.code(), Some(&SqlState::CHECK_VIOLATION), "{error}");
+    // (By privilege, not only by the trigger, which raises the same error code.)
+    let rights = login
+        .query_one(
+            "SELECT has_any_column_privilege('pii_audit_entries', 'UPDATE'),
+                    has_table_privilege('pii_audit_entries', 'DELETE'),
+                    has_table_privilege('pii_audit_entries', 'TRUNCATE'),
+                    has_table_privilege('pii_audit_entries', 'INSERT')",
+            &[],
+        )
+        .await
+        .expect("privileges");
+    let rights: (bool, bool, bool, bool) = (rights.get(0), rights.get(1), rights.get(2), rights.get(3));
+    assert_eq!(rights, (false, false, false, true), "update, delete, truncate, insert");
     for sql in ["UPDATE pii_audit_entries SET caller = 'y'", "DELETE FROM pii_audit_entries"] {
         let error = login.batch_execute(sql).await.expect_err(sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
