@@ -238,6 +238,39 @@ async fn an_entry_forged_by_the_services_login_without_the_key_is_caught() {
 }
 
 #[tokio::test]
+async fn entries_the_owner_slips_in_unchained_or_twice_are_caught() {
+    let (db, service) = setup().await;
+    history(&service).await;
+    let owner = db.connect().await;
+    // An entry without a chain, after the chain began (the CHECK that refuses it dropped).
+    let id = db.count("SELECT max(id) + 1000 FROM pii_audit_entries").await;
+    owner
+        .batch_execute(&owner_sql(&format!(
+            "ALTER TABLE pii_audit_entries DROP CONSTRAINT pii_audit_entries_chained;
+             INSERT INTO pii_audit_entries (id, caller, action, outcome) VALUES ({id}, 'someone', 'audit', 'listed')"
+        )))
+        .await
+        .expect("the owner inserts");
+    let broken = verify(&service, None).await.broken.expect("caught");
+    assert_eq!(broken.seq, id, "{broken:?}");
+    assert!(broken.problem.contains("no chain"), "{broken:?}");
+
+    // A valid entry copied under the same number (the unique index dropped).
+    owner
+        .batch_execute(&owner_sql(&format!(
+            "ALTER TABLE pii_audit_entries DISABLE TRIGGER pii_audit_append_only;
+             DELETE FROM pii_audit_entries WHERE id = {id};
+             DROP INDEX pii_audit_entries_seq_idx;
+             INSERT INTO pii_audit_entries (seq, chain, caller, action, outcome, at, db_user, request_id)
+                 SELECT seq, chain, caller, action, outcome, at, db_user, request_id FROM pii_audit_entries WHERE seq = 3"
+        )))
+        .await
+        .expect("the owner copies an entry");
+    let broken = verify(&service, None).await.broken.expect("caught");
+    assert_eq!(broken.seq, 3, "{broken:?}");
+}
+
+#[tokio::test]
 async fn a_deleted_entry_is_caught_and_a_truncated_tail_is_caught_with_the_logs_head() {
     let (db, service) = setup().await;
     let (capture, _guard) = capture_logs();

@@ -106,9 +106,13 @@ impl Operation for Verify {
         for row in &rows {
             let seq: i64 = row.try_get::<_, Option<i64>>(0).ok().flatten().unwrap_or(expected);
             if seq != expected {
-                page.broken = Some(Broken {
-                    seq: expected,
-                    problem: format!("entries {expected} to {} are missing (deleted)", seq - 1),
+                page.broken = Some(if seq < expected {
+                    Broken { seq, problem: format!("entry {seq} appears more than once") }
+                } else {
+                    Broken {
+                        seq: expected,
+                        problem: format!("entries {expected} to {} are missing (deleted)", seq - 1),
+                    }
                 });
                 break;
             }
