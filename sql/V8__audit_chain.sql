@@ -13,13 +13,20 @@
 -- Entries of earlier versions keep seq and chain NULL (not covered; `audit verify` says
 -- so) and keep their masks in clear: the audit is never rewritten.
 
+-- Roles are cluster-wide: databases of one cluster migrated at the same time race here.
 DO $$
 BEGIN
     CREATE ROLE login_etl_audit_owner NOLOGIN;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN
     NULL;
 END $$;
-GRANT login_etl_audit_owner TO CURRENT_USER;
+-- The migrating role acts as the owner (SET ROLE below; later migrations do the same).
+DO $$
+BEGIN
+    GRANT login_etl_audit_owner TO CURRENT_USER;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END $$;
 GRANT USAGE, CREATE ON SCHEMA public TO login_etl_audit_owner;
 
 ALTER TABLE pii_audit RENAME TO pii_audit_entries;
