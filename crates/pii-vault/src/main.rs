@@ -220,6 +220,8 @@ impl CliError {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // A closed pipe ends the tool as it ends `cat`, instead of a panic in `println!`.
+    sigpipe::reset();
     let cli = Cli::parse();
     let json = cli.json;
     if let Command::Quarantine(command) = cli.command {
