@@ -61,6 +61,16 @@ fn seen(answer: Result<Vec<Revealed>, ServiceError>) -> String {
     }
 }
 
+/// `quarantine show` answers the body erased, and shows nothing.
+async fn shown_erased(service: &VaultService, message_id: &str) {
+    let shown = service.quarantine_show(&staff("erin"), message_id, None, Some(REASON)).await;
+    assert!(
+        matches!(&shown, Ok(s) if s.outcome == Outcome::Erased && s.body.is_none())
+            || matches!(shown, Err(ServiceError::Erased(_))),
+        "{message_id}: a body with the erased value is shown"
+    );
+}
+
 fn by_mask(field: PiiField, mask: &str) -> RevealTarget {
     RevealTarget::Mask { field, mask: mask.to_owned() }
 }
@@ -124,16 +134,18 @@ async fn after_forget_nothing_a_person_reaches_links_the_value_to_its_rows() {
         seen(service.reveal(&staff("erin"), &by_mask(PiiField::Ip, unseen.as_str()), Some(REASON)).await),
     );
     // The quarantined body that held it is erased.
-    let shown = service.quarantine_show(&staff("erin"), "e-bad", None, Some(REASON)).await;
-    assert!(
-        matches!(&shown, Ok(s) if s.outcome == Outcome::Erased && s.body.is_none())
-            || matches!(shown, Err(ServiceError::Erased(_))),
-        "the body is not erased"
-    );
+    shown_erased(&service, "e-bad").await;
 
-    // Forgetting it again finds the same token, and keeps it.
+    // Forgetting it again, by the value or by the token a reveal answered, keeps the token.
     assert_eq!(forget_ip(&service, ip).await, Outcome::Erased);
+    let by_token = ForgetTarget::Mask(token.clone());
+    let (_, outcome) =
+        service.forget(&staff("erin"), PiiField::Ip, &by_token, Some(REASON)).await.expect("forget a token");
+    assert_eq!(outcome, Outcome::Erased);
     assert_eq!(masked_ip(&db, "e-1").await, token);
+    assert_eq!(db.count("SELECT count(*) FROM pii_erasures").await, 1);
+    batch(&app, &[("e-5", login_body("u-e5", ip, "dev-e5"))]).await;
+    assert_eq!(masked_ip(&db, "e-5").await, token, "a later login still joins its erased rows");
 }
 
 #[tokio::test]
@@ -180,12 +192,7 @@ async fn a_later_login_with_an_erased_value_gets_its_token_and_is_never_vaulted(
     assert!(outcomes.contains(&(PiiField::DeviceId, Outcome::Revealed)), "{outcomes:?}");
     // The body quarantined later carries the token: show erases it and answers erased.
     assert!(quarantine_masks(&db, "l-bad").await.contains(&("ip".to_owned(), token.clone())));
-    let shown = service.quarantine_show(&staff("erin"), "l-bad", None, Some(REASON)).await;
-    assert!(
-        matches!(&shown, Ok(s) if s.outcome == Outcome::Erased && s.body.is_none())
-            || matches!(shown, Err(ServiceError::Erased(_))),
-        "a body with the erased value is shown"
-    );
+    shown_erased(&service, "l-bad").await;
 }
 
 /// A writer that bypasses the lookup (a plain INSERT of the sealed value under its raw
@@ -445,4 +452,41 @@ async fn only_an_erasure_rewrites_a_mask_and_no_person_reads_the_markers() {
         let error = writer.batch_execute(&sql).await.expect_err(&sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
     }
+}
+
+/// The other writer of masks, `quarantine import-dlq`, looks the markers up as the
+/// function does: a dead letter holding an erased value is kept with its token, and shown
+/// as erased.
+#[tokio::test]
+async fn a_dead_letter_with_an_erased_value_is_imported_with_its_token() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = cold_start(&db, &kms).await;
+    let queues = TestQueues::new(3, 2).await;
+    let service = quarantine_service(&db, &kms, 100, &queues).await;
+    let ip = "203.0.113.95";
+    assert_eq!(forget_ip(&service, ip).await, Outcome::Unknown);
+    let token: String =
+        db.connect().await.query_one("SELECT token FROM pii_erasures", &[]).await.expect("one").get(0);
+
+    let sent = queues
+        .sqs
+        .send_message()
+        .queue_url(&queues.dlq_url)
+        .message_body(login_body("u-dlq", ip, "dev-dlq"))
+        .send()
+        .await
+        .expect("send");
+    let id = sent.message_id().expect("id").to_owned();
+    let imported = service.quarantine_import_dlq(&staff("erin"), None).await.expect("import");
+    assert_eq!(imported.imported, 1, "{imported:?}");
+    assert_eq!(
+        quarantine_masks(&db, &id).await,
+        vec![
+            ("device_id".to_owned(), app.keyring.indexer.index(PiiField::DeviceId, "dev-dlq").to_string()),
+            ("ip".to_owned(), token)
+        ]
+    );
+    assert_eq!(holders(&db, app.keyring.indexer.index(PiiField::Ip, ip).as_str()).await, 0);
+    shown_erased(&service, &id).await;
 }

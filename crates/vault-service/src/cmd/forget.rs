@@ -100,6 +100,15 @@ pub(super) async fn erase_value(
 ) -> Result<Erased, ServiceError> {
     erasure::lock_exclusive(&**tx).await?;
     let (field_name, mask) = (field.as_str(), index.as_str());
+    // A token given as a mask (a reveal answers it) is an erasure already: erasing it as a
+    // value would give its rows a second token, apart from the later logins of the value.
+    let is_token = tx
+        .query_opt("SELECT 1 FROM pii_erasures WHERE field = $1 AND token = $2", &[&field_name, &mask])
+        .await?
+        .is_some();
+    if is_token {
+        return Ok(Erased { outcome: Outcome::Erased, quarantined: 0, logins: 0 });
+    }
     let marker = erasure_key.marker(field, index);
     let existing = tx
         .query_opt(
