@@ -31,6 +31,10 @@ GRANT SELECT, INSERT ON pii_erasures TO login_etl_vault_service;
 GRANT UPDATE (masked_ip, masked_device_id) ON user_logins TO login_etl_vault_service;
 GRANT UPDATE (blind_index) ON login_quarantine_masks TO login_etl_vault_service;
 GRANT DELETE ON pii_vault TO login_etl_vault_service;
+-- Erasure no longer keeps a row, so the service needs neither to insert a vault row nor to
+-- date one: without them it cannot make a tombstone or turn one back into a sealed value.
+REVOKE INSERT ON pii_vault FROM login_etl_vault_service;
+REVOKE UPDATE (erased_at) ON pii_vault FROM login_etl_vault_service;
 
 -- The service's new right on the masks is exactly that: a mask may only become a token of
 -- its field's erasures (a policy cannot see the old row, a trigger can). The trigger's

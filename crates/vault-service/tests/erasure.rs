@@ -420,6 +420,8 @@ async fn only_an_erasure_rewrites_a_mask_and_no_person_reads_the_markers() {
     for sql in [
         "UPDATE user_logins SET user_id = 'x'",
         "DELETE FROM user_logins",
+        "UPDATE pii_vault SET erased_at = NULL",
+        "INSERT INTO pii_vault (field, blind_index, erased_at) VALUES ('ip', repeat('a', 64), now())",
         "UPDATE login_quarantine_masks SET field = 'device_id'",
         "UPDATE pii_erasures SET token = marker",
         "DELETE FROM pii_erasures",

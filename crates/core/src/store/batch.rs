@@ -150,8 +150,8 @@ pub struct WriteOutcome {
 }
 
 // Lock order. First the erasure lock, shared ([`erasure`]; a forget holds it exclusive,
-// and takes row locks only after it). Then: `INSERT … ON CONFLICT DO NOTHING` and `COPY` take each row's unique-key lock
-// in the order the rows arrive; two batches holding the same values (one carrier-NAT ip, one
+// and takes row locks only after it). Then the rows: `INSERT … ON CONFLICT DO NOTHING`
+// and `COPY` take each row's unique-key lock in the order the rows arrive; two batches holding the same values (one carrier-NAT ip, one
 // family's device, one message delivered twice) in different orders would wait on each
 // other until Postgres kills one (deadlock, 40P01). Every batch therefore writes its login
 // rows sorted by message id, then its quarantine rows sorted by (message id, attempt) and
