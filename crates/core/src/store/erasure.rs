@@ -27,7 +27,7 @@ const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(hashtextextended('log
 /// Takes the erasure lock exclusive until the end of the caller's transaction: no writer
 /// of masks is between its lookup and its commit meanwhile.
 pub async fn lock_exclusive(tx: &impl GenericClient) -> Result<(), StoreError> {
-    tx.execute(LOCK_EXCLUSIVE, &[]).await?;
+    tx.batch_execute(LOCK_EXCLUSIVE).await?;
     Ok(())
 }
 
@@ -84,18 +84,20 @@ pub async fn erased(tx: &impl GenericClient, values: &[MarkedValue]) -> Result<E
         return Ok(Erased::default());
     }
     // First the lock, then the lookup: its snapshot must be taken after any forget that
-    // held the lock committed.
-    tx.execute(LOCK_SHARED, &[]).await?;
-    let fields: Vec<&str> = values.iter().map(|v| v.field.as_str()).collect();
-    let markers: Vec<&str> = values.iter().map(|v| v.marker.as_str()).collect();
-    let rows = tx
-        .query(
+    // held the lock committed. The lookup is prepared meanwhile (pipelined: the lock is
+    // answered first, and a prepare reads nothing), so the two cost two round trips.
+    let (locked, lookup) = tokio::join!(
+        tx.batch_execute(LOCK_SHARED),
+        tx.prepare(
             "SELECT e.field, e.marker, e.token FROM pii_erasures e
                JOIN UNNEST($1::text[], $2::text[]) AS v(field, marker)
-                 ON e.field = v.field AND e.marker = v.marker",
-            &[&fields, &markers],
+                 ON e.field = v.field AND e.marker = v.marker"
         )
-        .await?;
+    );
+    locked?;
+    let fields: Vec<&str> = values.iter().map(|v| v.field.as_str()).collect();
+    let markers: Vec<&str> = values.iter().map(|v| v.marker.as_str()).collect();
+    let rows = tx.query(&lookup?, &[&fields, &markers]).await?;
     if rows.is_empty() {
         return Ok(Erased::default());
     }
