@@ -24,7 +24,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, OnceCell};
 
 pub use cmd::{Imported, Link, Purged, QuarantineFilter, Reencrypted, Shown};
-use login_etl_core::crypto::{BlindIndexer, PiiField, SealError};
+use login_etl_core::crypto::{BlindIndexer, ErasureKey, PiiField, SealError};
 use login_etl_core::error::DbError;
 use login_etl_core::event::text::ReasonError;
 use login_etl_core::keys::{DataKeyCache, KeyError, Kms};
@@ -209,6 +209,7 @@ pub struct VaultService {
     kms: Kms,
     budget: u32,
     indexer: OnceCell<BlindIndexer>,
+    erasure_key: OnceCell<ErasureKey>,
     data_keys: Mutex<DataKeyCache>,
     audit_key: audit::AuditKeyCell,
     quarantine: QuarantineSettings,
@@ -222,6 +223,7 @@ impl VaultService {
             kms,
             budget: reveal_budget_per_day,
             indexer: OnceCell::new(),
+            erasure_key: OnceCell::new(),
             data_keys: Mutex::new(DataKeyCache::new()),
             audit_key: audit::AuditKeyCell::default(),
             quarantine: QuarantineSettings::default(),

@@ -483,7 +483,10 @@ async fn forget_and_purge_erase_quarantined_bodies_which_are_then_never_shown_or
         .await
         .expect("forget");
     assert_eq!(outcome, Outcome::Unknown, "the value itself was never vaulted");
-    assert_eq!(rows_of(&db, &amy.request_id).await[0].4.as_deref(), Some("2 quarantined bod(ies) erased"));
+    assert_eq!(
+        rows_of(&db, &amy.request_id).await[0].4.as_deref(),
+        Some("0 login row(s) unlinked, 2 quarantined bod(ies) erased")
+    );
     // Forget a device id by its mask: its body too.
     let device_mask = app.keyring.indexer.index(PiiField::DeviceId, "dev-q4");
     service

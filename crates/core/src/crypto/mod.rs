@@ -5,8 +5,10 @@
 //! - [`seal`]: AES-256-GCM-SIV with a random nonce, AAD bound to the vault row
 //! - [`keyed_hash`]: domain-separated HMAC-SHA256 under the audit key (the audit's hash
 //!   chain, digests of masks and of what the audit must not keep)
+//! - [`erasure`]: the markers that recognise an erased value, and its random token
 
 pub mod blind_index;
+pub mod erasure;
 pub mod keyed_hash;
 pub mod seal;
 
@@ -15,6 +17,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 pub use blind_index::{BlindIndex, BlindIndexer};
+pub use erasure::{ErasureKey, ErasureMarker};
 pub use keyed_hash::{AuditKey, Canonical, ChainValue};
 pub use seal::{DataKey, NONCE_LEN, SealError, SealedValue};
 

@@ -1,9 +1,8 @@
-//! `forget`: crypto-shreds one value in place. The row stays, without ciphertext, so the
-//! value can never be vaulted again. A value never seen gets such a row too (outcome
-//! `unknown`), so it is refused should it arrive later. In the same transaction, every
-//! quarantined body whose blind index of that field is the value's is erased too
-//! (`erased_by = 'forget'`): a rejected message holding the value can then never be shown
-//! or replayed.
+//! `forget`: erases one value so that nothing a person can reach links it to its rows
+//! ([`erase_value`]; docs/security.md, "Erasure"). A value never seen is marked too
+//! (outcome `unknown`), so it is refused should it arrive later. In the same transaction,
+//! every quarantined body that holds the value is erased (`erased_by = 'forget'`): a
+//! rejected message holding it can then never be shown or replayed.
 
 use zeroize::Zeroizing;
 
@@ -11,7 +10,10 @@ use super::{normalize, parse_mask};
 use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
-use login_etl_core::crypto::{BlindIndex, PiiField};
+use login_etl_core::crypto::erasure::new_token;
+use login_etl_core::crypto::{BlindIndex, ErasureKey, PiiField};
+use login_etl_core::store::erasure;
+use login_etl_core::store::table::USER_LOGINS;
 use pii_vault_protocol::{ForgetTarget, Outcome};
 
 struct Forget<'a> {
@@ -63,9 +65,12 @@ impl Operation for Forget<'_> {
         };
         let mut client = work.client().await?;
         let tx = client.transaction().await?;
-        let erased = erase_value(&tx, field, &index).await?;
+        let erased = erase_value(&tx, work.erasure_key().await?, field, &index).await?;
         tx.commit().await?;
-        let detail = format!("{} quarantined bod(ies) erased", erased.quarantined);
+        let detail = format!(
+            "{} login row(s) unlinked, {} quarantined bod(ies) erased",
+            erased.logins, erased.quarantined
+        );
         let outcome = erased.outcome;
         Ok(Done::new((index.clone(), outcome), outcome).mask(index).detail(detail))
     }
@@ -77,30 +82,63 @@ pub(super) struct Erased {
     pub outcome: Outcome,
     /// Quarantined bodies erased with it.
     pub quarantined: u64,
+    /// `user_logins` rows whose mask became the value's token.
+    pub logins: u64,
 }
 
-/// Erases one value inside `tx`: the vault row loses its ciphertext (or a tombstone is
-/// made for a value never seen), and every quarantined body that holds it is erased.
+/// Erases one value inside `tx`, so that nothing a person can reach links it to its rows
+/// (docs/security.md, "Erasure"): under the erasure lock (exclusive: no batch is between
+/// its lookup and its commit), the value's token (drawn at its first erasure) replaces its
+/// mask in `user_logins` and `login_quarantine_masks`, its marker keeps the ingest from
+/// writing the mask or vaulting the value again, its vault row (sealed, or a tombstone of
+/// an older version) is deleted, and every quarantined body that holds it is erased.
 pub(super) async fn erase_value(
     tx: &deadpool_postgres::Transaction<'_>,
+    erasure_key: &ErasureKey,
     field: PiiField,
     index: &BlindIndex,
 ) -> Result<Erased, ServiceError> {
-    let row = tx
-        .query_one(
-            // The upsert sees the newest committed row (it waits for a batch that
-            // holds the key), so it tells what it found: nothing (inserted), a sealed
-            // value (erased now), or an erased one (its erasure time kept).
-            "WITH now AS (SELECT clock_timestamp() AS t)
-                 INSERT INTO pii_vault (field, blind_index, erased_at) VALUES ($1, $2, (SELECT t FROM now))
-                 ON CONFLICT (field, blind_index) DO UPDATE
-                     SET key_version = NULL, nonce = NULL, ciphertext = NULL,
-                         erased_at = coalesce(pii_vault.erased_at, EXCLUDED.erased_at)
-                 RETURNING xmax = 0, erased_at = (SELECT t FROM now)",
-            &[&field.as_str(), &index.as_str()],
+    erasure::lock_exclusive(&**tx).await?;
+    let (field_name, mask) = (field.as_str(), index.as_str());
+    // A token given as a mask (a reveal answers it) is an erasure already: erasing it as a
+    // value would give its rows a second token, apart from the later logins of the value.
+    let is_token = tx
+        .query_opt("SELECT 1 FROM pii_erasures WHERE field = $1 AND token = $2", &[&field_name, &mask])
+        .await?
+        .is_some();
+    if is_token {
+        return Ok(Erased { outcome: Outcome::Erased, quarantined: 0, logins: 0 });
+    }
+    let marker = erasure_key.marker(field, index);
+    let existing = tx
+        .query_opt(
+            "SELECT token FROM pii_erasures WHERE field = $1 AND marker = $2",
+            &[&field_name, &marker.as_str()],
         )
         .await?;
-    // Every quarantined body that holds the value, by the masks kept beside it.
+    let already = existing.is_some();
+    let token = match existing {
+        Some(row) => row.get::<_, String>(0),
+        None => {
+            let token = new_token();
+            tx.execute(
+                "INSERT INTO pii_erasures (field, marker, token) VALUES ($1, $2, $3)",
+                &[&field_name, &marker.as_str(), &token.as_str()],
+            )
+            .await?;
+            token.as_str().to_owned()
+        }
+    };
+    // Sealed (true), a tombstone kept by an older version with the raw mask (false), none.
+    let vaulted = tx
+        .query_opt(
+            "DELETE FROM pii_vault WHERE field = $1 AND blind_index = $2 RETURNING erased_at IS NULL",
+            &[&field_name, &mask],
+        )
+        .await?
+        .map(|row| row.get::<_, bool>(0));
+    // Every quarantined body that holds the value, by the masks kept beside it (a body
+    // quarantined after an earlier erasure carries the token).
     let quarantined = tx
         .execute(
             "UPDATE login_quarantine q
@@ -109,16 +147,28 @@ pub(super) async fn erase_value(
                   WHERE q.erased_at IS NULL
                     AND EXISTS (SELECT 1 FROM login_quarantine_masks m
                                  WHERE m.message_id = q.message_id AND m.attempt = q.attempt
-                                   AND m.field = $1 AND m.blind_index = $2)",
-            &[&field.as_str(), &index.as_str()],
+                                   AND m.field = $1 AND m.blind_index IN ($2, $3))",
+            &[&field_name, &mask, &token],
         )
         .await?;
-    let outcome = match (row.get::<_, bool>(0), row.get::<_, bool>(1)) {
-        (true, _) => Outcome::Unknown,
-        (false, true) => Outcome::Forgotten,
-        (false, false) => Outcome::Erased,
+    tx.execute(
+        "UPDATE login_quarantine_masks SET blind_index = $3 WHERE field = $1 AND blind_index = $2",
+        &[&field_name, &mask, &token],
+    )
+    .await?;
+    let column = field.mask_column();
+    let logins = tx
+        .execute(
+            &format!("UPDATE {} SET {column} = $2 WHERE {column} = $1", USER_LOGINS.name),
+            &[&mask, &token],
+        )
+        .await?;
+    let outcome = match (already, vaulted) {
+        (true, _) | (false, Some(false)) => Outcome::Erased,
+        (false, Some(true)) => Outcome::Forgotten,
+        (false, None) => Outcome::Unknown,
     };
-    Ok(Erased { outcome, quarantined })
+    Ok(Erased { outcome, quarantined, logins })
 }
 
 impl VaultService {
