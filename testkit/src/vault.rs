@@ -1,9 +1,11 @@
 //! The keys, a cold start of the function, the vault service in process, and its callers.
 
+use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
 use login_etl::{App, Function, handler};
 use login_etl_core::config::outage::OutagePolicy;
 use login_etl_core::keys::Kms;
 use login_etl_core::store;
+use pii_vault_service::http::Access;
 use pii_vault_service::{QuarantineSettings, RequestContext, VaultService};
 
 use crate::{TestDb, TestQueues, load_event, unique_suffix};
@@ -105,5 +107,25 @@ pub fn key_admin() -> RequestContext {
         request_id: format!("req-{}", unique_suffix()),
         staff: false,
         key_admin: true,
+    }
+}
+
+/// The function URL's event for `body` POSTed by `user_arn`, as SigV4 proves it.
+pub fn url_request(user_arn: &str, body: &str) -> LambdaFunctionUrlRequest {
+    serde_json::from_value(serde_json::json!({
+        "version": "2.0", "rawPath": "/", "rawQueryString": "", "headers": {},
+        "requestContext": {"requestId": "r", "timeEpoch": 0, "http": {"method": "POST", "path": "/"},
+                           "authorizer": {"iam": {"userArn": user_arn}}},
+        "body": body, "isBase64Encoded": false,
+    }))
+    .expect("function URL event")
+}
+
+/// The roles of [`staff`] and [`key_admin`], as the service's environment names them.
+pub fn staff_and_key_admin_roles() -> Access {
+    Access {
+        staff_role: Some("arn:aws:iam::123456789012:role/pii-vault-staff".into()),
+        key_admin_role: Some("arn:aws:iam::123456789012:role/pii-vault-key-admin".into()),
+        local_identity: None,
     }
 }

@@ -31,7 +31,11 @@ async fn the_pii_vault_binary_does_everything_through_the_running_service() {
 
     // Keys by the admin operation, through the service; then the function loads them.
     let created = json_of(&pii_vault(url, &["admin", "init-keys", "--json"]));
-    assert_eq!(created["created"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        created["created"].as_array().map(Vec::len),
+        Some(5),
+        "index:ip, index:device_id, data, audit, erasure"
+    );
     let mut config = db.app_config();
     config.database = db.login_in("login_etl_writer").await.into();
     let app = App::init(&config, &kms).await.expect("keys exist");
@@ -53,11 +57,19 @@ async fn the_pii_vault_binary_does_everything_through_the_running_service() {
     assert_eq!(found["rows"][0]["user_id"], logins[0]["user_id"]);
     let forgotten = json_of(&pii_vault(url, &["forget", "--ip", ip, "--reason", REASON, "--json"]));
     assert_eq!(forgotten["outcome"], "forgotten");
+    assert!(forgotten.get("mask").is_none(), "a forget by value answers no mask: {forgotten}");
+    let user = logins[1]["user_id"].as_str().expect("user");
+    let erased_user = json_of(&pii_vault(url, &["forget", "--user-id", user, "--reason", REASON, "--json"]));
+    assert_eq!((erased_user["user_id"].as_str(), erased_user["erased"].as_u64()), (Some(user), Some(2)));
     let mask = found["mask"].as_str().expect("mask");
     let erased = pii_vault(url, &["reveal", "--masked-ip", mask, "--reason", REASON]);
     assert_eq!(erased.status.code(), Some(4));
     assert_eq!(json_of(&pii_vault(url, &["admin", "rotate-key", "--json"]))["version"], 2);
-    assert_eq!(json_of(&pii_vault(url, &["admin", "reencrypt", "--json"]))["reencrypted"], 197);
+    assert_eq!(
+        json_of(&pii_vault(url, &["admin", "reencrypt", "--json"]))["reencrypted"],
+        195,
+        "198 values, 3 erased"
+    );
     let audit = json_of(&pii_vault(url, &["audit", "--json"]));
     let rows = audit.as_array().expect("rows");
     assert!(rows.iter().all(

@@ -28,6 +28,12 @@ pub enum Request {
         target: ForgetTarget,
         reason: Option<String>,
     },
+    /// Erases every ip and device id of this user's rows (an erasure request names a
+    /// person); spends the erasure quota, not the reveal budget.
+    ForgetUser {
+        user_id: String,
+        reason: Option<String>,
+    },
     Audit {
         since: Option<DateTime<Utc>>,
     },
@@ -76,10 +82,18 @@ pub enum Response {
     Reveal {
         values: Vec<Revealed>,
     },
+    /// Always `forgotten`, whether or not the value was ever vaulted: the answer is no
+    /// oracle for a guess (and carries no mask).
     Forget {
         field: PiiField,
-        mask: String,
         outcome: Outcome,
+    },
+    ForgetUser {
+        user_id: String,
+        /// Distinct values (ip and device id) of the user's rows, now erased.
+        erased: u64,
+        /// Of those, values other users' rows hold too (erased for them as well).
+        shared: u64,
     },
     Audit {
         entries: Vec<AuditRow>,
@@ -360,7 +374,8 @@ pub enum ErrorCode {
     NoIdentity,
     /// The caller's role does not allow the operation.
     NotAllowed,
-    /// The caller's daily budget of reveals, finds and quarantine shows is spent.
+    /// A daily budget is spent: the caller's (reveals, finds, forgets of a value, quarantine
+    /// shows), the staff role's, or the caller's erasure quota.
     BudgetExhausted,
     /// No row or vault entry for that target.
     Unknown,

@@ -11,6 +11,7 @@ mod reencrypt;
 mod reveal;
 mod rotate_key;
 
+pub use forget::UserErased;
 pub use quarantine::{Imported, Purged, QuarantineFilter, Shown};
 pub use reencrypt::Reencrypted;
 
