@@ -415,3 +415,32 @@ async fn concurrent_finds_and_reveals_by_user_spend_exactly_the_budget() {
         .await;
     assert!(counted <= 5, "{counted} rows spent");
 }
+
+/// Held: concurrent finds under many session names never spend more than the role's
+/// ceiling (the role's row is locked before the person's, by every request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_finds_under_many_session_names_spend_at_most_the_role_ceiling() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let limits = Limits { reveals_per_person: 2, reveals_per_role: 5, erasures_per_person: 10 };
+    let service = std::sync::Arc::new(vault_service(&db, &kms, 2).await.with_limits(limits));
+    let mut tasks = Vec::new();
+    let ips: Vec<String> =
+        sample_messages().iter().filter_map(|m| m["ip"].as_str().map(str::to_owned)).take(16).collect();
+    for (n, ip) in ips.into_iter().enumerate() {
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            service.find(&staff(&format!("sam-{}", n % 8)), PiiField::Ip, &ip, None).await
+        }));
+    }
+    let mut answered = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => answered += 1,
+            Err(ServiceError::Budget { .. } | ServiceError::RoleBudget { .. }) => {}
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert_eq!(answered, 5, "{answered} finds answered on a role ceiling of 5");
+}
