@@ -90,7 +90,8 @@ enum Command {
     Find(FindArgs),
     /// Decrypt the original ip and device id behind masks (audited; needs --reason).
     Reveal(RevealArgs),
-    /// Erase one value for good (crypto-shred); masks stay; audited; needs --reason.
+    /// Erase one value (spends a reveal unit; answers `forgotten` whether or not it was there), or
+    /// every value of a user (--user-id; spends the erasure quota), for good; audited; needs --reason.
     Forget(ForgetArgs),
     /// Who did what, when and why.
     Audit {

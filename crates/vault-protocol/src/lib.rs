@@ -509,6 +509,19 @@ mod tests {
             serde_json::json!({"op": "reencrypt", "batch_size": 5})
         );
         assert!(format!("{:?}", Plaintext::new("10.0.0.1")).contains("redacted"));
+        let erase = Request::ForgetUser { user_id: "u-1".into(), reason: Some("erasure request 77".into()) };
+        let json = serde_json::to_value(&erase).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"op": "forget-user", "user_id": "u-1", "reason": "erasure request 77"})
+        );
+        assert_eq!(serde_json::from_value::<Request>(json).expect("back"), erase);
+        // A forget's answer has no mask to carry.
+        let forgotten = Response::Forget { field: PiiField::Ip, outcome: Outcome::Forgotten };
+        assert_eq!(
+            serde_json::to_value(forgotten).expect("json"),
+            serde_json::json!({"op": "forget", "field": "ip", "outcome": "forgotten"})
+        );
     }
 
     #[test]
