@@ -198,7 +198,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
 
         // Its vault statement alone (INSERT … ON CONFLICT DO NOTHING), into a fresh database.
         let vault_rows = prepared.rows.vault().to_vec();
-        let vault_only = PreparedBatch::new(Vec::new(), Vec::new(), vault_rows);
+        let vault_only = PreparedBatch::new(Vec::new(), Vec::new(), vault_rows, &app.keyring.erasure);
         let fresh = TestDb::new().await;
         let writer = cold_start(&fresh, &kms).await;
         let started = Instant::now();

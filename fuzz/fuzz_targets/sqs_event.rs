@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use libfuzzer_sys::fuzz_target;
 use login_etl::handler::{self, Rejection};
-use login_etl_core::crypto::{BlindIndex, BlindIndexer, DataKey, KeyMaterial, PiiField};
+use login_etl_core::crypto::{BlindIndex, BlindIndexer, DataKey, ErasureKey, KeyMaterial, PiiField};
 use login_etl_core::event::{ClientIp, DeviceId, LoginEvent, MessageId, ReadablePii, RejectReason};
 use login_etl_core::keys::Keyring;
 
@@ -26,6 +26,7 @@ static KEYRING: LazyLock<Keyring> = LazyLock::new(|| Keyring {
     indexer: BlindIndexer::new(&KeyMaterial::from_bytes([1; 32]), &KeyMaterial::from_bytes([2; 32])),
     index_key_version: INDEX_KEY_VERSION,
     data_key: DataKey::new(DATA_KEY_VERSION, &KeyMaterial::from_bytes([3; 32])),
+    erasure: ErasureKey::new(&KeyMaterial::from_bytes([4; 32])),
 });
 
 /// What the handler should do with one record, computed without the handler.

@@ -117,7 +117,7 @@ pub fn prepare(
         })
         .collect::<Result<Vec<_>, SealError>>()?;
 
-    Ok(Prepared { rows: PreparedBatch::new(logins, quarantine, vault), response, stats })
+    Ok(Prepared { rows: PreparedBatch::new(logins, quarantine, vault, &keyring.erasure), response, stats })
 }
 
 /// Who a record is, for the rows: its own id and `SentTimestamp`, or, for a replay from
@@ -247,7 +247,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use login_etl_core::crypto::{BlindIndexer, DataKey, KeyMaterial};
+    use login_etl_core::crypto::{BlindIndexer, DataKey, ErasureKey, KeyMaterial};
 
     fn keyring() -> Keyring {
         let key = |seed| KeyMaterial::from_bytes([seed; 32]);
@@ -255,6 +255,7 @@ mod tests {
             indexer: BlindIndexer::new(&key(1), &key(2)),
             index_key_version: 1,
             data_key: DataKey::new(1, &key(3)),
+            erasure: ErasureKey::new(&key(4)),
         }
     }
 

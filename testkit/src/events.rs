@@ -65,6 +65,16 @@ pub fn login_body(user: &str, ip: &str, device_id: &str) -> String {
     .to_string()
 }
 
+/// A body the function rejects (its app version) whose ip and device id it can read: it is
+/// quarantined with the masks of both.
+pub fn rejected_login_body(user: &str, ip: &str, device_id: &str) -> String {
+    json!({
+        "user_id": user, "app_version": "not-a-version", "device_type": "ios",
+        "ip": ip, "locale": "DE", "device_id": device_id,
+    })
+    .to_string()
+}
+
 /// The ids the response reports as failed, sorted.
 pub fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
     let mut ids: Vec<String> =

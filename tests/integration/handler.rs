@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::NaiveDate;
 use login_etl::handler;
 use login_etl_core::crypto::SealedValue;
-use login_etl_core::crypto::{BlindIndex, PiiField};
+use login_etl_core::crypto::{BlindIndex, KeyPurpose, PiiField};
 use login_etl_core::store::batch::COPY_MIN_ROWS;
 use serde_json::Value;
 use testkit::*;
@@ -277,7 +277,7 @@ async fn redelivery_adds_nothing_and_a_new_cold_start_keeps_the_masks() {
 
     // A second instance: unwraps the stored keys, creates none, masks the same.
     let second = cold_start(&db, &kms).await;
-    assert_eq!(db.count("SELECT count(*) FROM pii_keys").await, 3);
+    assert_eq!(db.count("SELECT count(*) FROM pii_keys").await, KeyPurpose::ALL.len() as i64);
     handler::handle(&second, event).await.expect("redelivery to a new instance");
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
     let ip = "198.51.100.23";

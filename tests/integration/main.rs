@@ -4,6 +4,7 @@
 
 mod attack;
 mod concurrency;
+mod erasure;
 mod faults;
 mod handler;
 mod hostile;

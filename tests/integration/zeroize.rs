@@ -1,7 +1,7 @@
 //! Key material is wiped when its holder is dropped: each key-holding type is built in a
 //! buffer of its own, dropped in place, and the buffer searched for key bytes.
 
-use login_etl_core::crypto::{BlindIndexer, DataKey, KeyMaterial, PiiField};
+use login_etl_core::crypto::{BlindIndexer, DataKey, ErasureKey, KeyMaterial, PiiField};
 
 const KEY: [u8; 32] = [
     0x3c, 0x91, 0x5e, 0xa7, 0x12, 0xd4, 0x6b, 0xf0, 0x88, 0x2a, 0xc5, 0x7e, 0x19, 0xb3, 0x4d, 0xe6, 0x71,
@@ -55,6 +55,19 @@ fn the_blind_index_keys_are_wiped_on_drop() {
     indexer.index(PiiField::DeviceId, "123-45-6789");
     let size = std::mem::size_of::<BlindIndexer>();
     let memory = left_after_drop(indexer);
+    assert_eq!(key_runs(&memory), 0, "raw key bytes remain");
+    let non_zero = memory.iter().filter(|b| **b != 0).count();
+    assert_eq!(non_zero, 0, "{non_zero} of {size} bytes non-zero after drop");
+}
+
+#[test]
+fn the_erasure_key_is_wiped_on_drop() {
+    let key = ErasureKey::new(&KeyMaterial::from_bytes(KEY));
+    let mask = BlindIndexer::new(&KeyMaterial::from_bytes([1; 32]), &KeyMaterial::from_bytes([2; 32]))
+        .index(PiiField::Ip, "10.0.0.1");
+    key.marker(PiiField::Ip, &mask);
+    let size = std::mem::size_of::<ErasureKey>();
+    let memory = left_after_drop(key);
     assert_eq!(key_runs(&memory), 0, "raw key bytes remain");
     let non_zero = memory.iter().filter(|b| **b != 0).count();
     assert_eq!(non_zero, 0, "{non_zero} of {size} bytes non-zero after drop");

@@ -15,7 +15,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use tokio_postgres::GenericClient;
 
-use crate::crypto::{BlindIndexer, DataKey, KEY_LEN, KeyMaterial, KeyPurpose, PiiField};
+use crate::crypto::{BlindIndexer, DataKey, ErasureKey, KEY_LEN, KeyMaterial, KeyPurpose, PiiField};
 use crate::error::DbError;
 
 /// The encryption context every wrapped key is bound to. Its keys are the ones the KMS
@@ -189,13 +189,15 @@ impl Kms {
     }
 }
 
-/// The keys the function works with: the blind indexer and the newest data key.
+/// The keys the function works with: the blind indexer, the newest data key and the
+/// erasure key (the markers of its values, looked up before each write).
 #[derive(Debug)]
 pub struct Keyring {
     pub indexer: BlindIndexer,
     /// Version of the index keys; index keys never rotate (masks must stay comparable).
     pub index_key_version: i32,
     pub data_key: DataKey,
+    pub erasure: ErasureKey,
 }
 
 /// Loads the newest key of every purpose (the function's and the service's cold start).
@@ -205,13 +207,15 @@ pub async fn load_keyring(db: &impl GenericClient, kms: &Kms) -> Result<Keyring,
     let find = |purpose: KeyPurpose| {
         stored.iter().find(|k| k.purpose == purpose).ok_or(KeyError::NotInitialized(purpose.as_str()))
     };
-    let [ip, device_id, data] =
-        [PiiField::Ip.index_key(), PiiField::DeviceId.index_key(), KeyPurpose::Data].map(find);
-    let (ip, device_id, data) = (ip?, device_id?, data?);
+    let [ip, device_id, data, erasure] =
+        [PiiField::Ip.index_key(), PiiField::DeviceId.index_key(), KeyPurpose::Data, KeyPurpose::Erasure]
+            .map(find);
+    let (ip, device_id, data, erasure) = (ip?, device_id?, data?, erasure?);
     Ok(Keyring {
         indexer: BlindIndexer::new(&kms.unwrap(ip).await?, &kms.unwrap(device_id).await?),
         index_key_version: ip.version,
         data_key: DataKey::new(data.version, &kms.unwrap(data).await?),
+        erasure: ErasureKey::new(&kms.unwrap(erasure).await?),
     })
 }
 

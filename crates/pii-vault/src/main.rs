@@ -113,7 +113,8 @@ enum AdminCommand {
     InitKeys,
     /// Create a new data-key version; the function seals new values with it from its next cold start.
     RotateKey,
-    /// Re-encrypt vault rows and quarantined bodies of older data-key versions under the newest (resumable).
+    /// Re-encrypt vault rows and quarantined bodies of older data-key versions under the newest (resumable);
+    /// then convert erasures made before schema version 10 (their masks become tokens).
     Reencrypt {
         /// Rows per transaction.
         #[arg(long, default_value_t = 500)]
@@ -228,6 +229,8 @@ impl CliError {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // A closed pipe ends the tool as it ends `cat`, instead of a panic in `println!`.
+    sigpipe::reset();
     let cli = Cli::parse();
     let json = cli.json;
     if let Command::Quarantine(command) = cli.command {

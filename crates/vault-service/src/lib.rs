@@ -27,7 +27,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use budget::Limits;
 pub use cmd::{Imported, Purged, QuarantineFilter, Reencrypted, Shown, UserErased};
-use login_etl_core::crypto::{BlindIndexer, PiiField, SealError};
+use login_etl_core::crypto::{BlindIndexer, ErasureKey, PiiField, SealError};
 use login_etl_core::error::DbError;
 use login_etl_core::event::text::ReasonError;
 use login_etl_core::keys::{DataKeyCache, KeyError, Kms};
@@ -210,6 +210,7 @@ pub struct VaultService {
     kms: Kms,
     limits: Limits,
     indexer: OnceCell<BlindIndexer>,
+    erasure_key: OnceCell<ErasureKey>,
     data_keys: Mutex<DataKeyCache>,
     quarantine: QuarantineSettings,
 }
@@ -223,6 +224,7 @@ impl VaultService {
             kms,
             limits: Limits::per_person(reveal_budget_per_day),
             indexer: OnceCell::new(),
+            erasure_key: OnceCell::new(),
             data_keys: Mutex::new(DataKeyCache::new()),
             quarantine: QuarantineSettings::default(),
         }

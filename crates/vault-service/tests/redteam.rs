@@ -99,17 +99,19 @@ async fn a_caller_in_no_role_cannot_write_megabytes_into_the_append_only_audit()
     assert!(rows[0].1.unwrap_or_default() <= 256, "target of {:?} bytes recorded", rows[0].1);
 }
 
-/// Pre-existing (2558d80 too), against DESIGN 14 ("after forget, nothing a person can
-/// reach links the erased value to its rows"): a find of the erased plaintext still
-/// answers its rows.
+/// Regression (2558d80 too, closed by erasure that unlinks), against DESIGN 14 ("after
+/// forget, nothing a person can reach links the erased value to its rows"): a find of the
+/// erased plaintext answered its rows. It must now answer exactly what a find of a value
+/// never seen answers (an `erased` answer would confirm the guess as well).
 #[tokio::test]
-#[ignore = "a known hole, older than this layout: closed by the vault hardening (docs/security.md, limits)"]
 async fn after_forget_a_find_no_longer_links_the_value_to_its_rows() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
     loaded_by_writer(&db, &kms).await;
     let service = vault_service(&db, &kms, 100).await;
     let ip = sample_messages()[0]["ip"].as_str().expect("ip").to_owned();
+    let (_, before) = service.find(&staff("pia"), PiiField::Ip, &ip, None).await.expect("find");
+    assert!(!before.is_empty(), "the value has rows before the forget");
 
     let outcome = service
         .forget(
@@ -121,11 +123,15 @@ async fn after_forget_a_find_no_longer_links_the_value_to_its_rows() {
         .await
         .expect("forget");
     assert_eq!(outcome, Outcome::Forgotten);
-    match service.find(&staff("pia"), PiiField::Ip, &ip, None).await {
-        Err(ServiceError::Erased(_)) => {}
-        Ok((_, rows)) => assert!(rows.is_empty(), "find links the erased value to {} row(s)", rows.len()),
-        Err(error) => panic!("{error}"),
-    }
+    let answer = |found: Result<(_, Vec<_>), ServiceError>| match found {
+        Ok((_, rows)) => format!("found {} row(s)", rows.len()),
+        Err(error) => format!("error {:?}", error.code()),
+    };
+    assert_eq!(
+        answer(service.find(&staff("pia"), PiiField::Ip, &ip, None).await),
+        answer(service.find(&staff("pia"), PiiField::Ip, "203.0.113.199", None).await),
+        "find answers the erased value unlike a value never seen"
+    );
 }
 
 /// Was a hole (2558d80 too), against DESIGN 14 ("no operation is an oracle for guesses
@@ -193,8 +199,8 @@ async fn forget_by_plaintext_is_no_oracle_once_the_budget_is_spent() {
         let rows = rows_of(&db, &caller.request_id).await;
         assert_eq!(rows.iter().map(|r| r.0.as_deref()).collect::<Vec<_>>(), vec![Some("refused")]);
     }
-    let tombstones = db.count("SELECT count(*) FROM pii_vault WHERE erased_at IS NOT NULL").await;
-    assert_eq!(tombstones, 2, "over budget, a guess was tombstoned");
+    let markers = db.count("SELECT count(*) FROM pii_erasures").await;
+    assert_eq!(markers, 2, "over budget, a guess was marked erased");
 }
 
 /// Was a hole (2558d80 too), against DESIGN 14 ("budgets and audit name the person, not a
@@ -342,8 +348,9 @@ async fn an_unknown_operation_from_a_proven_caller_is_on_the_record() {
 }
 
 /// Was a hole (2558d80 too), DESIGN 14 as above: a second forget of the erased plaintext
-/// answered its mask, and the mask finds its rows in `user_logins`. Now no forget answers
-/// a mask, nor lists one on the record, whether the value was erased before or not.
+/// answered its mask, and the mask found its rows in `user_logins`. Now no forget answers
+/// a mask, nor lists one on the record, whether the value was erased before or not; and
+/// erasure unlinks, so the erased value's mask finds no row anyway.
 #[tokio::test]
 async fn after_forget_a_second_forget_does_not_answer_the_mask_of_the_erased_value() {
     let db = TestDb::new().await;
@@ -374,6 +381,8 @@ async fn after_forget_a_second_forget_does_not_answer_the_mask_of_the_erased_val
     let listed =
         serde_json::to_string(&service.audit(&staff("pia"), None).await.expect("audit")).expect("json");
     assert!(!listed.contains(mask.as_str()), "the audit lists the erased value's mask");
+    let rows = db.count(&format!("SELECT count(*) FROM user_logins WHERE masked_ip = '{mask}'")).await;
+    assert_eq!(rows, 0, "the erased value's mask finds {rows} row(s)");
 }
 
 /// Held: concurrent finds and reveals by user of one caller never spend more than the

@@ -1,11 +1,11 @@
 //! The vault as an audited service, on real Postgres logins in the migrations' roles and
-//! the moto KMS: what every role can reach, audit first, budgets, reasons, erasure in place
-//! and its races, and key administration.
+//! the moto KMS: what every role can reach, audit first, budgets, reasons and key
+//! administration (erasure and its races: tests/erasure.rs).
 
 use login_etl::handler;
 use login_etl_core::crypto::{BlindIndex, KeyPurpose, PiiField};
 use pii_vault_protocol::{ErrorCode, ForgetTarget, Outcome, Plaintext, RevealTarget};
-use pii_vault_service::{Reencrypted, ServiceError, VaultService};
+use pii_vault_service::{Reencrypted, ServiceError};
 use testkit::*;
 use tokio_postgres::error::SqlState;
 
@@ -213,119 +213,6 @@ async fn over_budget_is_refused_and_audited_and_bad_reasons_are_refused() {
 }
 
 #[tokio::test]
-async fn forget_erases_in_place_and_nothing_brings_the_value_back() {
-    let db = TestDb::new().await;
-    let kms = new_kms().await;
-    let app = loaded_by_writer(&db, &kms).await;
-    let service = vault_service(&db, &kms, 100).await;
-    let device_id = "593-47-5928";
-    let index = app.keyring.indexer.index(PiiField::DeviceId, device_id);
-
-    let outcome = service
-        .forget(
-            &staff("gina"),
-            PiiField::DeviceId,
-            &ForgetTarget::Plaintext(Plaintext::new(device_id)),
-            Some(REASON),
-        )
-        .await
-        .expect("forget");
-    assert_eq!(outcome, Outcome::Forgotten);
-    let revealed = service
-        .reveal(&staff("gina"), &mask(PiiField::DeviceId, &index), Some(REASON))
-        .await
-        .expect("reveal");
-    assert_eq!((revealed[0].outcome, revealed[0].value.is_none()), (Outcome::Erased, true));
-    assert_eq!(
-        db.count(&format!("SELECT count(*) FROM user_logins WHERE masked_device_id = '{index}'")).await,
-        1
-    );
-
-    // The function meets the value again: ON CONFLICT DO NOTHING keeps it erased.
-    let again = event(&[("again".into(), login_body("u-again", "192.0.2.55", device_id))]);
-    handler::handle(&app, again).await.expect("batch");
-    let erased = format!(
-        "SELECT count(*) FROM pii_vault WHERE blind_index = '{index}' AND erased_at IS NOT NULL AND ciphertext IS NULL"
-    );
-    assert_eq!(db.count(&erased).await, 1);
-    // A plain INSERT by the writer cannot resurrect it either.
-    let writer = connect(&db.login_in("login_etl_writer").await).await;
-    let error = writer
-        .batch_execute(&format!(
-            "INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext)
-             VALUES ('device_id', '{index}', 1, '\\x000000000000000000000000', '\\x00')"
-        ))
-        .await
-        .expect_err("unique");
-    assert_eq!(error.code(), Some(&SqlState::UNIQUE_VIOLATION));
-    assert_eq!(db.count(&erased).await, 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forget_racing_a_batch_with_the_same_value_leaves_it_erased() {
-    let db = TestDb::new().await;
-    let kms = new_kms().await;
-    let app = loaded_by_writer(&db, &kms).await;
-    let service = vault_service(&db, &kms, 100).await;
-    let value = "race-device-1";
-    let index = app.keyring.indexer.index(PiiField::DeviceId, value);
-
-    // The writer's batch holds the row's lock, uncommitted, while the forget runs.
-    let mut writer = connect(&db.login_in("login_etl_writer").await).await;
-    let tx = writer.transaction().await.expect("tx");
-    let sealed = app.keyring.data_key.seal(PiiField::DeviceId, &index, value).expect("seal");
-    tx.execute(
-        "INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext) VALUES ('device_id', $1, $2, $3, $4)
-         ON CONFLICT DO NOTHING",
-        &[&index.as_str(), &sealed.key_version, &sealed.nonce.as_slice(), &sealed.ciphertext],
-    )
-    .await
-    .expect("insert");
-    let forget = {
-        let target = ForgetTarget::Mask(index.as_str().to_owned());
-        let service: &'static VaultService = Box::leak(Box::new(service));
-        tokio::spawn(async move {
-            service.forget(&staff("hank"), PiiField::DeviceId, &target, Some(REASON)).await
-        })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!forget.is_finished(), "the forget waits for the batch's row lock");
-    tx.commit().await.expect("commit");
-    let outcome = forget.await.expect("task").expect("forget");
-    assert_eq!(outcome, Outcome::Forgotten);
-    assert_eq!(
-        db.count(&format!(
-            "SELECT count(*) FROM pii_vault WHERE blind_index = '{index}' AND erased_at IS NOT NULL"
-        ))
-        .await,
-        1
-    );
-    // And the other order: a forget of a value never seen keeps it out for good.
-    let service = vault_service(&db, &kms, 100).await;
-    let unseen = app.keyring.indexer.index(PiiField::Ip, "203.0.113.250");
-    let outcome = service
-        .forget(
-            &staff("hank"),
-            PiiField::Ip,
-            &ForgetTarget::Plaintext(Plaintext::new("203.0.113.250")),
-            Some(REASON),
-        )
-        .await
-        .expect("pre-emptive");
-    assert_eq!(outcome, Outcome::Forgotten, "the same answer as for a value that was there");
-    handler::handle(&app, event(&[("later".into(), login_body("u-later", "203.0.113.250", "d-later"))]))
-        .await
-        .expect("batch");
-    assert_eq!(
-        db.count(&format!(
-            "SELECT count(*) FROM pii_vault WHERE blind_index = '{unseen}' AND ciphertext IS NULL"
-        ))
-        .await,
-        1
-    );
-}
-
-#[tokio::test]
 async fn key_administration_goes_through_the_service_and_keeps_every_value_and_mask() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
@@ -344,7 +231,7 @@ async fn key_administration_goes_through_the_service_and_keeps_every_value_and_m
     // The 99 logins' 198 values, and the malformed message's quarantined body.
     assert_eq!(
         service.reencrypt(&admin, 50).await.expect("reencrypt"),
-        Reencrypted { vault: 198, quarantine: 1 }
+        Reencrypted { vault: 198, quarantine: 1, tombstones: 0 }
     );
     assert_eq!(service.reencrypt(&admin, 50).await.expect("resumable"), Reencrypted::default());
     assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE key_version < 2").await, 0);

@@ -3,8 +3,10 @@
 //!
 //! - [`blind_index`]: `hex(HMAC-SHA256(index key of the field, normalized value))`
 //! - [`seal`]: AES-256-GCM-SIV with a random nonce, AAD bound to the vault row
+//! - [`erasure`]: the markers that recognise an erased value, and its random token
 
 pub mod blind_index;
+pub mod erasure;
 pub mod seal;
 
 use std::fmt;
@@ -12,6 +14,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 pub use blind_index::{BlindIndex, BlindIndexer};
+pub use erasure::{ErasureKey, ErasureMarker};
 pub use seal::{DataKey, NONCE_LEN, SealError, SealedValue};
 
 pub const KEY_LEN: usize = 32;

@@ -11,13 +11,14 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use super::erasure::{self, Erased, MarkedValue};
 use super::quarantine::{
     INSERT_QUARANTINE, INSERT_QUARANTINE_MASKS, LOGIN_QUARANTINE, LOGIN_QUARANTINE_MASKS, QuarantineMask,
     QuarantineRow,
 };
 use super::table::{COPY_LOGINS, Cell, INSERT_LOGINS, Table, USER_LOGINS};
 use super::{RetryPolicy, StoreError};
-use crate::crypto::{BlindIndex, PiiField, SealedValue};
+use crate::crypto::{BlindIndex, ErasureKey, PiiField, SealedValue};
 use crate::event::LoginDetails;
 
 /// One `user_logins` row, PII already masked. Its columns are read by [`USER_LOGINS`].
@@ -51,22 +52,25 @@ impl VaultRow {
 
 /// The rows of one batch, in the order the store writes them (its lock order, below):
 /// login rows by message id, quarantined messages by (message id, attempt), vault rows by
-/// (field, blind index), each value once.
+/// (field, blind index), each value once; and the erasure marker of every value it masks.
 #[derive(Debug, Default)]
 pub struct PreparedBatch {
     logins: Vec<LoginRow>,
     quarantine: Vec<QuarantineRow>,
     quarantine_masks: Vec<QuarantineMask>,
     vault: Vec<VaultRow>,
+    marked: Vec<MarkedValue>,
 }
 
 impl PreparedBatch {
-    /// Puts the rows in lock order (bytewise, as the statements' "C" collation orders) and
-    /// keeps each vault value once.
+    /// Puts the rows in lock order (bytewise, as the statements' "C" collation orders),
+    /// keeps each vault value once, and marks every masked value under the erasure key
+    /// (the write looks the markers up: an erased value is written as its token).
     pub fn new(
         mut logins: Vec<LoginRow>,
         mut quarantine: Vec<QuarantineRow>,
         mut vault: Vec<VaultRow>,
+        erasure_key: &ErasureKey,
     ) -> PreparedBatch {
         logins.sort_by(|a, b| a.sqs_message_id.cmp(&b.sqs_message_id));
         quarantine.sort_by(|a, b| a.key().cmp(&b.key()));
@@ -76,7 +80,45 @@ impl PreparedBatch {
         quarantine_masks.dedup();
         vault.sort_by(|a, b| a.key().cmp(&b.key()));
         vault.dedup_by(|a, b| a.key() == b.key());
-        PreparedBatch { logins, quarantine, quarantine_masks, vault }
+        let marked = erasure::mark(
+            erasure_key,
+            logins
+                .iter()
+                .flat_map(|l| [(PiiField::Ip, &l.masked_ip), (PiiField::DeviceId, &l.masked_device_id)])
+                .chain(quarantine_masks.iter().map(|m| (m.field, &m.blind_index)))
+                .chain(vault.iter().map(|v| (v.field, &v.blind_index))),
+        );
+        PreparedBatch { logins, quarantine, quarantine_masks, vault, marked }
+    }
+
+    /// The batch as it is written when some of its values were erased: their masks
+    /// replaced by their tokens, their vault rows dropped (an erased value is never
+    /// vaulted again). Rare: built only then, the common batch is written as it is.
+    fn erasing(&self, erased: &Erased) -> PreparedBatch {
+        let logins = self
+            .logins
+            .iter()
+            .map(|l| LoginRow {
+                masked_ip: erased.masked(PiiField::Ip, &l.masked_ip),
+                masked_device_id: erased.masked(PiiField::DeviceId, &l.masked_device_id),
+                ..l.clone()
+            })
+            .collect();
+        let mut quarantine_masks: Vec<QuarantineMask> = self
+            .quarantine_masks
+            .iter()
+            .map(|m| QuarantineMask { blind_index: erased.masked(m.field, &m.blind_index), ..m.clone() })
+            .collect();
+        quarantine_masks.sort_by(|a, b| a.key().cmp(&b.key()));
+        let vault =
+            self.vault.iter().filter(|v| erased.token(v.field, &v.blind_index).is_none()).cloned().collect();
+        PreparedBatch {
+            logins,
+            quarantine: self.quarantine.clone(),
+            quarantine_masks,
+            vault,
+            marked: Vec::new(),
+        }
     }
 
     pub fn logins(&self) -> &[LoginRow] {
@@ -107,8 +149,9 @@ pub struct WriteOutcome {
     pub retries: u32,
 }
 
-// Lock order. `INSERT … ON CONFLICT DO NOTHING` and `COPY` take each row's unique-key lock
-// in the order the rows arrive; two batches holding the same values (one carrier-NAT ip, one
+// Lock order. First the erasure lock, shared ([`erasure`]; a forget holds it exclusive,
+// and takes row locks only after it). Then the rows: `INSERT … ON CONFLICT DO NOTHING`
+// and `COPY` take each row's unique-key lock in the order the rows arrive; two batches holding the same values (one carrier-NAT ip, one
 // family's device, one message delivered twice) in different orders would wait on each
 // other until Postgres kills one (deadlock, 40P01). Every batch therefore writes its login
 // rows sorted by message id, then its quarantine rows sorted by (message id, attempt) and
@@ -228,13 +271,22 @@ async fn write_once(
     written
 }
 
-/// The login rows, the quarantined messages, the vault rows, then COMMIT.
+/// The erasures of the batch's values (under the erasure lock, held to the commit), the
+/// login rows, the quarantined messages, the vault rows, then COMMIT.
 async fn write_on(
     client: &mut deadpool_postgres::Client,
     batch: &PreparedBatch,
     load: &mut LoginLoad,
 ) -> Result<WriteOutcome, StoreError> {
     let tx = client.transaction().await?;
+    let erased = erasure::erased(&*tx, &batch.marked).await?;
+    let erasing;
+    let batch = if erased.is_empty() {
+        batch
+    } else {
+        erasing = batch.erasing(&erased);
+        &erasing
+    };
     let logins = if *load == LoginLoad::Copy && batch.logins.len() >= COPY_MIN_ROWS {
         tx.batch_execute("SAVEPOINT logins").await?;
         match copy_logins(&tx, &batch.logins).await {

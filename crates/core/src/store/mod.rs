@@ -7,6 +7,7 @@ use crate::error::DbError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 pub mod batch;
+pub mod erasure;
 pub mod quarantine;
 pub mod retry;
 pub mod table;

@@ -167,14 +167,28 @@ pub async fn purge_expired(
 }
 
 /// Adds quarantined messages, in key order, in the caller's transaction; a key already
-/// there is kept as it is (`ON CONFLICT DO NOTHING`). Returns how many were added. The
-/// vault service imports what reached the dead-letter queue with it.
+/// there is kept as it is (`ON CONFLICT DO NOTHING`). An erased value's masks are written
+/// as its token ([`super::erasure`]; the caller's transaction holds the erasure lock
+/// until it ends). Returns how many were added. The vault service imports what reached
+/// the dead-letter queue with it.
 pub async fn insert(
     client: &impl tokio_postgres::GenericClient,
     rows: &mut [QuarantineRow],
+    erasure_key: &crate::crypto::ErasureKey,
 ) -> Result<u64, super::StoreError> {
     if rows.is_empty() {
         return Ok(0);
+    }
+    let marked =
+        super::erasure::mark(erasure_key, rows.iter().flat_map(|r| r.masks.iter().map(|(f, m)| (*f, m))));
+    let erased = super::erasure::erased(client, &marked).await?;
+    if !erased.is_empty() {
+        for row in rows.iter_mut() {
+            for (field, mask) in &mut row.masks {
+                *mask = erased.masked(*field, mask);
+            }
+            row.masks.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+        }
     }
     rows.sort_by(|a, b| a.key().cmp(&b.key()));
     let inserted = insert_described(client, &LOGIN_QUARANTINE, &INSERT_QUARANTINE, rows).await?;

@@ -1,14 +1,14 @@
-//! `forget`: crypto-shreds one value in place. The row stays, without ciphertext, so the
-//! value can never be vaulted again. A value never seen gets such a row too, so it is
-//! refused should it arrive later. In the same transaction, every quarantined body whose
-//! blind index of that field is the value's is erased too (`erased_by = 'forget'`): a
-//! rejected message holding the value can then never be shown or replayed.
+//! `forget`: erases one value so that nothing a person can reach links it to its rows
+//! ([`erase_value`]; docs/security.md, "Erasure"). A value never seen is marked too
+//! (answered `forgotten` like the rest), so it is refused should it arrive later. In the same transaction,
+//! every quarantined body that holds the value is erased (`erased_by = 'forget'`): a
+//! rejected message holding it can then never be shown or replayed.
 //!
 //! A forget of a value spends one reveal unit, like a find, and its answer and its audit
 //! row are the same whether or not the value was there (no mask computed from a plaintext,
-//! no found/unknown, no count of quarantined bodies): with or without budget it is no
-//! oracle for guesses. `forget --user-id` erases every value of one user's rows
-//! ([`ForgetUser`]) and spends the erasure quota instead.
+//! no found/unknown, no counts): with or without budget it is no oracle for guesses.
+//! `forget --user-id` erases every value of one user's rows ([`ForgetUser`]) and spends
+//! the erasure quota instead.
 
 use zeroize::Zeroizing;
 
@@ -16,8 +16,10 @@ use super::{normalize, parse_mask, row_id};
 use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
-use login_etl_core::crypto::{BlindIndex, PiiField};
+use login_etl_core::crypto::erasure::new_token;
+use login_etl_core::crypto::{BlindIndex, ErasureKey, PiiField};
 use login_etl_core::error::DbError;
+use login_etl_core::store::erasure;
 use login_etl_core::store::table::USER_LOGINS;
 use pii_vault_protocol::{ForgetTarget, Outcome};
 
@@ -72,7 +74,7 @@ impl Operation for Forget<'_> {
         let tx = client.transaction().await?;
         // What it found (and the mask of a plaintext) stays here: the answer and the audit
         // row say the same for a value that was there and one that never was.
-        erase_value(&tx, field, &index).await?;
+        erase_value(&tx, work.erasure_key().await?, field, &index).await?;
         tx.commit().await?;
         Ok(Done::new(Outcome::Forgotten, Outcome::Forgotten))
     }
@@ -116,17 +118,19 @@ impl Operation for ForgetUser<'_> {
         })
     }
 
-    /// A value other users share is erased too: it is one vault entry, and the person's
-    /// erasure wins. Their rows keep their masks (they still link those rows to each
-    /// other) but the value can no longer be revealed for them either.
+    /// A value other users share is erased too: it is one value, and the person's erasure
+    /// wins. Their rows get the value's token as well (so they still share it with each
+    /// other, and with nothing else) and the value can no longer be revealed for them.
     async fn work(user_id: Self::Valid, work: &mut Work<'_>) -> Result<Done<Self::Output>, ServiceError> {
+        let erasure_key = work.erasure_key().await?;
         let mut client = work.client().await?;
         let tx = client.transaction().await?;
         let mut done = UserErased { erased: 0, shared: 0 };
-        let (mut before, mut quarantined) = (0u64, 0u64);
+        let (mut before, mut quarantined, mut logins) = (0u64, 0u64, 0u64);
         for field in PiiField::ALL {
             let column = field.mask_column();
             let table = USER_LOGINS.name;
+            // Read before any erasure: erasing a value rewrites its masks to its token.
             let masks = tx
                 .query(
                     &format!(
@@ -143,16 +147,18 @@ impl Operation for ForgetUser<'_> {
                 let index = BlindIndex::parse(&mask).ok_or_else(|| {
                     ServiceError::Db(DbError::other(format!("a {column} of {table} is no mask")))
                 })?;
-                let erased = erase_value(&tx, field, &index).await?;
+                let erased = erase_value(&tx, erasure_key, field, &index).await?;
                 before += u64::from(erased.outcome == Outcome::Erased);
                 quarantined += erased.quarantined;
+                logins += erased.logins;
                 done.erased += 1;
                 done.shared += u64::from(row.get::<_, bool>(1));
             }
         }
         tx.commit().await?;
         let detail = format!(
-            "{} value(s) erased ({before} already), {} shared with other users, {quarantined} quarantined bod(ies)",
+            "{} value(s) erased ({before} already), {} shared with other users, {logins} login row(s) unlinked, \
+             {quarantined} quarantined bod(ies)",
             done.erased, done.shared
         );
         Ok(Done::new(done, Outcome::Forgotten).detail(detail))
@@ -165,30 +171,63 @@ pub(super) struct Erased {
     pub outcome: Outcome,
     /// Quarantined bodies erased with it.
     pub quarantined: u64,
+    /// `user_logins` rows whose mask became the value's token.
+    pub logins: u64,
 }
 
-/// Erases one value inside `tx`: the vault row loses its ciphertext (or a tombstone is
-/// made for a value never seen), and every quarantined body that holds it is erased.
+/// Erases one value inside `tx`, so that nothing a person can reach links it to its rows
+/// (docs/security.md, "Erasure"): under the erasure lock (exclusive: no batch is between
+/// its lookup and its commit), the value's token (drawn at its first erasure) replaces its
+/// mask in `user_logins` and `login_quarantine_masks`, its marker keeps the ingest from
+/// writing the mask or vaulting the value again, its vault row (sealed, or a tombstone of
+/// an older version) is deleted, and every quarantined body that holds it is erased.
 pub(super) async fn erase_value(
     tx: &deadpool_postgres::Transaction<'_>,
+    erasure_key: &ErasureKey,
     field: PiiField,
     index: &BlindIndex,
 ) -> Result<Erased, ServiceError> {
-    let row = tx
-        .query_one(
-            // The upsert sees the newest committed row (it waits for a batch that
-            // holds the key), so it tells what it found: nothing (inserted), a sealed
-            // value (erased now), or an erased one (its erasure time kept).
-            "WITH now AS (SELECT clock_timestamp() AS t)
-                 INSERT INTO pii_vault (field, blind_index, erased_at) VALUES ($1, $2, (SELECT t FROM now))
-                 ON CONFLICT (field, blind_index) DO UPDATE
-                     SET key_version = NULL, nonce = NULL, ciphertext = NULL,
-                         erased_at = coalesce(pii_vault.erased_at, EXCLUDED.erased_at)
-                 RETURNING xmax = 0, erased_at = (SELECT t FROM now)",
-            &[&field.as_str(), &index.as_str()],
+    erasure::lock_exclusive(&**tx).await?;
+    let (field_name, mask) = (field.as_str(), index.as_str());
+    // A token given as a mask (a reveal answers it) is an erasure already: erasing it as a
+    // value would give its rows a second token, apart from the later logins of the value.
+    let is_token = tx
+        .query_opt("SELECT 1 FROM pii_erasures WHERE field = $1 AND token = $2", &[&field_name, &mask])
+        .await?
+        .is_some();
+    if is_token {
+        return Ok(Erased { outcome: Outcome::Erased, quarantined: 0, logins: 0 });
+    }
+    let marker = erasure_key.marker(field, index);
+    let existing = tx
+        .query_opt(
+            "SELECT token FROM pii_erasures WHERE field = $1 AND marker = $2",
+            &[&field_name, &marker.as_str()],
         )
         .await?;
-    // Every quarantined body that holds the value, by the masks kept beside it.
+    let already = existing.is_some();
+    let token = match existing {
+        Some(row) => row.get::<_, String>(0),
+        None => {
+            let token = new_token();
+            tx.execute(
+                "INSERT INTO pii_erasures (field, marker, token) VALUES ($1, $2, $3)",
+                &[&field_name, &marker.as_str(), &token.as_str()],
+            )
+            .await?;
+            token.as_str().to_owned()
+        }
+    };
+    // Sealed (true), a tombstone kept by an older version with the raw mask (false), none.
+    let vaulted = tx
+        .query_opt(
+            "DELETE FROM pii_vault WHERE field = $1 AND blind_index = $2 RETURNING erased_at IS NULL",
+            &[&field_name, &mask],
+        )
+        .await?
+        .map(|row| row.get::<_, bool>(0));
+    // Every quarantined body that holds the value, by the masks kept beside it (a body
+    // quarantined after an earlier erasure carries the token).
     let quarantined = tx
         .execute(
             "UPDATE login_quarantine q
@@ -197,16 +236,28 @@ pub(super) async fn erase_value(
                   WHERE q.erased_at IS NULL
                     AND EXISTS (SELECT 1 FROM login_quarantine_masks m
                                  WHERE m.message_id = q.message_id AND m.attempt = q.attempt
-                                   AND m.field = $1 AND m.blind_index = $2)",
-            &[&field.as_str(), &index.as_str()],
+                                   AND m.field = $1 AND m.blind_index IN ($2, $3))",
+            &[&field_name, &mask, &token],
         )
         .await?;
-    let outcome = match (row.get::<_, bool>(0), row.get::<_, bool>(1)) {
-        (true, _) => Outcome::Unknown,
-        (false, true) => Outcome::Forgotten,
-        (false, false) => Outcome::Erased,
+    tx.execute(
+        "UPDATE login_quarantine_masks SET blind_index = $3 WHERE field = $1 AND blind_index = $2",
+        &[&field_name, &mask, &token],
+    )
+    .await?;
+    let column = field.mask_column();
+    let logins = tx
+        .execute(
+            &format!("UPDATE {} SET {column} = $2 WHERE {column} = $1", USER_LOGINS.name),
+            &[&mask, &token],
+        )
+        .await?;
+    let outcome = match (already, vaulted) {
+        (true, _) | (false, Some(false)) => Outcome::Erased,
+        (false, Some(true)) => Outcome::Forgotten,
+        (false, None) => Outcome::Unknown,
     };
-    Ok(Erased { outcome, quarantined })
+    Ok(Erased { outcome, quarantined, logins })
 }
 
 impl VaultService {

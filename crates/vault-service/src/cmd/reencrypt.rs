@@ -1,7 +1,10 @@
 //! `reencrypt` (admin): every vault row and every quarantined body of an older data-key
 //! version re-encrypted under the newest, in batches, each its own transaction (`FOR
 //! UPDATE SKIP LOCKED`): resumable, and safe beside the function and a replay (a row
-//! another session holds is left for the next run). Masks are untouched.
+//! another session holds is left for the next run). Masks are untouched. Then the
+//! erasures of versions before 10 (vault tombstones that kept the raw mask) are converted,
+//! each as `forget` erases a value today ([`super::forget::erase_value`]): a migration
+//! cannot, the markers need the erasure key.
 
 use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
@@ -14,11 +17,13 @@ struct Reencrypt {
     batch_size: i64,
 }
 
-/// Rows re-encrypted, by table.
+/// Rows re-encrypted, by table, and older erasures converted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reencrypted {
     pub vault: u64,
     pub quarantine: u64,
+    /// Vault tombstones of versions before 10, now erasures that unlink.
+    pub tombstones: u64,
 }
 
 impl Operation for Reencrypt {
@@ -82,10 +87,12 @@ impl Operation for Reencrypt {
             done += rows.len() as u64;
         }
         let quarantine = reencrypt_quarantine(work, &mut client, newest, batch_size).await?;
+        let tombstones = convert_tombstones(work, &mut client, batch_size).await?;
         let detail = format!(
-            "{done} vault row(s) and {quarantine} quarantined bod(ies) under data key version {newest}"
+            "{done} vault row(s) and {quarantine} quarantined bod(ies) under data key version {newest}, \
+             {tombstones} older erasure(s) converted"
         );
-        Ok(Done::new(Reencrypted { vault: done, quarantine }, Outcome::Done).detail(detail))
+        Ok(Done::new(Reencrypted { vault: done, quarantine, tombstones }, Outcome::Done).detail(detail))
     }
 }
 
@@ -132,6 +139,39 @@ async fn reencrypt_quarantine(
             &[&newest, &ids, &attempts, &nonces, &ciphertexts],
         )
         .await?;
+        tx.commit().await?;
+        done += rows.len() as u64;
+    }
+    Ok(done)
+}
+
+/// The vault tombstones older versions kept (the raw mask, no ciphertext), each erased
+/// again as `forget` erases now: a token over its rows' masks, a marker, the row gone.
+/// `batch_size` values a transaction; each holds the erasure lock only that long.
+async fn convert_tombstones(
+    work: &Work<'_>,
+    client: &mut deadpool_postgres::Object,
+    batch_size: i64,
+) -> Result<u64, ServiceError> {
+    let mut done = 0u64;
+    loop {
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT field, blind_index FROM pii_vault WHERE erased_at IS NOT NULL
+                  ORDER BY field, blind_index LIMIT $1",
+                &[&batch_size],
+            )
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let erasure_key = work.erasure_key().await?;
+        for row in &rows {
+            let field = PiiField::from_db(row.get(0)).ok_or(SealError::Unauthentic)?;
+            let index = BlindIndex::parse(row.get(1)).ok_or(SealError::Unauthentic)?;
+            super::forget::erase_value(&tx, erasure_key, field, &index).await?;
+        }
         tx.commit().await?;
         done += rows.len() as u64;
     }

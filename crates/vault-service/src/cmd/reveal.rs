@@ -150,9 +150,18 @@ async fn open(
     let client = work.client().await?;
     let row = client
         .query_opt(
+            // A row's mask may be an erased value's token (docs/security.md, "Erasure"):
+            // erased, and nothing of the value is left to reveal. The raw mask of an
+            // erased value has no row at all: unknown, as a value never seen.
+            // A vault row of an erased value (one a writer put back, bypassing the
+            // ingest's lookup) is never opened: its marker says erased.
             "SELECT erased_at IS NOT NULL, key_version, nonce, ciphertext FROM pii_vault
-              WHERE field = $1 AND blind_index = $2",
-            &[&field.as_str(), &index.as_str()],
+              WHERE field = $1 AND blind_index = $2
+                AND NOT EXISTS (SELECT 1 FROM pii_erasures WHERE field = $1 AND marker = $3)
+             UNION ALL
+             SELECT true, NULL, NULL, NULL FROM pii_erasures WHERE field = $1 AND token = $2
+             LIMIT 1",
+            &[&field.as_str(), &index.as_str(), &work.erasure_key().await?.marker(field, index).as_str()],
         )
         .await?;
     let Some(row) = row else { return Ok((Outcome::Unknown, None)) };

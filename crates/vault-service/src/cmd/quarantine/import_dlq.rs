@@ -71,6 +71,7 @@ impl Operation for ImportDlq {
         let replay_queue = queues.replay_queue_url().ok();
         let started = Instant::now();
         let indexer = work.indexer().await?;
+        let erasure_key = work.erasure_key().await?;
         let mut client = work.client().await?;
         let newest =
             keys::newest_data_key_version(&**client).await?.ok_or(KeyError::NotInitialized("data"))?;
@@ -104,7 +105,7 @@ impl Operation for ImportDlq {
                 }
             }
             let tx = client.transaction().await?;
-            let inserted = quarantine::insert(&*tx, &mut rows).await?;
+            let inserted = quarantine::insert(&*tx, &mut rows, erasure_key).await?;
             tx.commit().await?;
             // Committed: only now may the queue let go of them.
             done.imported += inserted;

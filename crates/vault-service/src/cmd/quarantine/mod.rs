@@ -49,13 +49,17 @@ fn audit_id(id: &str) -> Option<String> {
     message_id(id).ok().map(str::to_owned)
 }
 
-/// SQL: whether the quarantined row `q` holds a value `forget` erased from the vault. True
-/// also for a body quarantined after the forget (the function cannot read the vault, so it
-/// quarantines such a message like any other): show and replay treat it as erased, and
-/// erase it on the spot.
+/// SQL: whether the quarantined row `q` holds a value `forget` erased: a mask of the body
+/// is an erasure token, or (erased by an older version, not yet converted) a vault
+/// tombstone's mask. True also for a body quarantined after the forget (the function
+/// quarantines such a message like any other, its masks written as the token): show and
+/// replay treat it as erased, and erase it on the spot.
 const HOLDS_FORGOTTEN_VALUE: &str = "EXISTS (SELECT 1 FROM login_quarantine_masks m
-              JOIN pii_vault v ON v.field = m.field AND v.blind_index = m.blind_index
-             WHERE m.message_id = q.message_id AND m.attempt = q.attempt AND v.erased_at IS NOT NULL)";
+             WHERE m.message_id = q.message_id AND m.attempt = q.attempt
+               AND (EXISTS (SELECT 1 FROM pii_erasures e WHERE e.field = m.field AND e.token = m.blind_index)
+                    OR EXISTS (SELECT 1 FROM pii_vault v
+                                WHERE v.field = m.field AND v.blind_index = m.blind_index
+                                  AND v.erased_at IS NOT NULL)))";
 
 /// Erases one quarantined body found to hold a forgotten value (as `forget` would have).
 const ERASE_FORGOTTEN: &str = "UPDATE login_quarantine

@@ -1,0 +1,70 @@
+-- login-etl schema, version 10: erasure that unlinks (docs/security.md, "Erasure").
+--
+-- `forget` no longer keeps the erased value's mask anywhere a person can reach it. It
+-- draws one random token per erased value and writes it over the value's masks in
+-- user_logins and login_quarantine_masks (a token has a mask's shape, so every column and
+-- CHECK that holds a mask holds it: rows that shared the value still share the token),
+-- deletes the value's vault row, and keeps here the value's marker,
+-- HMAC(erasure key, domain || field || mask), beside the token. The ingest looks the
+-- markers of its batch up here and writes the token for an erased value (never vaulting
+-- it); the service recognises a token here (a reveal answers `erased`). No role a person
+-- uses can read this table, and without the erasure key a guess cannot become a marker.
+--
+-- Tombstones of older versions (pii_vault rows with erased_at and the raw mask) stay
+-- until `pii-vault admin reencrypt` converts them (it needs the erasure key, which a
+-- migration has not): until then they keep refusing the value as before.
+CREATE TABLE IF NOT EXISTS pii_erasures (
+    field      text        NOT NULL CHECK (field IN ('ip', 'device_id')),
+    marker     varchar(64) NOT NULL CHECK (octet_length(marker) = 64 AND marker !~ '[^0-9a-f]'),
+    token      varchar(64) NOT NULL CHECK (octet_length(token) = 64 AND token !~ '[^0-9a-f]'),
+    erased_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (field, marker),
+    UNIQUE (field, token)
+);
+
+REVOKE ALL ON pii_erasures FROM PUBLIC, login_etl_writer, login_etl_analyst, login_etl_vault_reader,
+    login_etl_auditor, login_etl_vault_service, login_etl_quarantine_purge;
+-- The ingest looks its batch's markers up (it holds the erasure key, never adds one).
+GRANT SELECT ON pii_erasures TO login_etl_writer;
+GRANT SELECT, INSERT ON pii_erasures TO login_etl_vault_service;
+-- forget: the token over the masks, the vault row gone.
+GRANT UPDATE (masked_ip, masked_device_id) ON user_logins TO login_etl_vault_service;
+GRANT UPDATE (blind_index) ON login_quarantine_masks TO login_etl_vault_service;
+GRANT DELETE ON pii_vault TO login_etl_vault_service;
+-- Erasure no longer keeps a row, so the service needs neither to insert a vault row nor to
+-- date one: without them it cannot make a tombstone or turn one back into a sealed value.
+REVOKE INSERT ON pii_vault FROM login_etl_vault_service;
+REVOKE UPDATE (erased_at) ON pii_vault FROM login_etl_vault_service;
+
+-- The service's new right on the masks is exactly that: a mask may only become a token of
+-- its field's erasures (a policy cannot see the old row, a trigger can). The trigger's
+-- arguments are pairs (mask column, field); an empty field is the row's `field` column.
+-- The table's owner and superusers (migrations, a DBA) are not bound by it.
+CREATE OR REPLACE FUNCTION erasure_token_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_row jsonb := to_jsonb(OLD);
+    new_row jsonb := to_jsonb(NEW);
+    mask_column text;
+    field_name text;
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       OR current_user = (SELECT tableowner FROM pg_tables WHERE schemaname = TG_TABLE_SCHEMA AND tablename = TG_TABLE_NAME) THEN
+        RETURN NEW;
+    END IF;
+    FOR i IN 0 .. TG_NARGS / 2 - 1 LOOP
+        mask_column := TG_ARGV[2 * i];
+        field_name := coalesce(nullif(TG_ARGV[2 * i + 1], ''), old_row->>'field');
+        IF new_row->>mask_column IS DISTINCT FROM old_row->>mask_column
+           AND NOT EXISTS (SELECT 1 FROM public.pii_erasures e
+                            WHERE e.field = field_name AND e.token = new_row->>mask_column) THEN
+            RAISE EXCEPTION '%: a mask only ever becomes an erasure token', TG_TABLE_NAME USING ERRCODE = '42501';
+        END IF;
+    END LOOP;
+    RETURN NEW;
+END $$;
+REVOKE ALL ON FUNCTION erasure_token_guard() FROM PUBLIC;
+CREATE TRIGGER user_logins_erasure_token_guard BEFORE UPDATE ON user_logins
+    FOR EACH ROW EXECUTE FUNCTION erasure_token_guard('masked_ip', 'ip', 'masked_device_id', 'device_id');
+CREATE TRIGGER login_quarantine_masks_erasure_token_guard BEFORE UPDATE ON login_quarantine_masks
+    FOR EACH ROW EXECUTE FUNCTION erasure_token_guard('blind_index', '');
