@@ -40,7 +40,10 @@ PII_CONTEXT_KEYS = {"app", "purpose", "key_version"}
 NON_AUDIT_PURPOSES = {"index:ip", "index:device_id", "data", "erasure"}
 # Rights that let a principal grant itself (or anyone) use of a key, or rewrite its policy.
 GRANTING = {"kms:*", "kms:create*", "kms:creategrant", "kms:put*", "kms:putkeypolicy"}
-HUMAN_ROLE_PARAMETERS = ("StaffRoleArn", "KeyAdminRoleArn")
+# The roles people use: the staff's (shipped, StaffRole) and the key administrator's.
+HUMAN_ROLES = {"StaffRole": {"Fn::GetAtt": ["StaffRole", "Arn"]}, "KeyAdminRoleArn": {"Ref": "KeyAdminRoleArn"}}
+# The staff role's trust: the session name must be the IAM user name (docs/security.md).
+SESSION_NAME_IS_USER_NAME = ("sts:RoleSessionName", "${aws:username}")
 
 # AWS namespaces a dashboard or alarm may use, with the metrics those services publish
 # (AWS SQS developer guide, "Available CloudWatch metrics"; Lambda developer guide,
@@ -163,8 +166,8 @@ def is_account_root(principal) -> bool:
     return ":root" in json.dumps(principal)
 
 
-def is_parameter(principal, name: str) -> bool:
-    return principal == {"Ref": name}
+def is_human(principal, name: str) -> bool:
+    return principal == HUMAN_ROLES[name]
 
 
 def uses_key(actions: set) -> set:
@@ -503,8 +506,8 @@ def check_queue_key_policy(name: str, key: dict, encrypted: list, cfn: dict) -> 
             problems.append(f"{name}: statement {sid} allows {sorted(actions)}; a queue key needs only "
                             "kms:GenerateDataKey (senders) and kms:Decrypt")
         principals = principals_of(statement)
-        for human in HUMAN_ROLE_PARAMETERS:
-            if any(is_parameter(p, human) for p in principals):
+        for human in HUMAN_ROLES:
+            if any(is_human(p, human) for p in principals):
                 problems.append(f"{name}: statement {sid} lets the human role {human} use the queue key {sorted(uses)}")
         if any(is_account_root(p) for p in principals):
             problems.append(f"{name}: statement {sid} lets the account root use the queue key: any IAM principal could")
@@ -549,10 +552,10 @@ def check_key_administration(name: str, key: dict) -> list:
         principals = principals_of(statement)
         if is_any_principal(statement):
             problems.append(f"{name}: statement {sid} allows any principal")
-        if any(is_parameter(p, "StaffRoleArn") for p in principals) and actions:
+        if any(is_human(p, "StaffRole") for p in principals) and actions:
             problems.append(f"{name}: statement {sid} gives the staff role KMS actions {sorted(actions)}; "
                             "staff reach the vault only through the vault service")
-        if any(is_parameter(p, "KeyAdminRoleArn") for p in principals) and uses_key(actions):
+        if any(is_human(p, "KeyAdminRoleArn") for p in principals) and uses_key(actions):
             problems.append(f"{name}: statement {sid} lets the key administrator use the key {sorted(uses_key(actions))}")
         if any(is_account_root(p) for p in principals) and actions & GRANTING:
             problems.append(f"{name}: statement {sid} gives the account root {sorted(actions & GRANTING)}: "
@@ -586,7 +589,7 @@ def check_vault_service_invocation(cfn: dict) -> list:
         function = target(props(url).get("TargetFunctionArn"))
         if function in functions:
             vaults[function] = props(functions[function]).get("FunctionName")
-    named_roles = [{"Ref": r} for r in HUMAN_ROLE_PARAMETERS]
+    named_roles = list(HUMAN_ROLES.values())
     for vault, physical in vaults.items():
         about = lambda value: mentions(value, vault, physical)
         for name, permission in of_type(cfn, "AWS::Lambda::Permission").items():
@@ -618,6 +621,33 @@ def check_vault_service_invocation(cfn: dict) -> list:
     for name, function in functions.items():
         if "PII_VAULT_LOCAL_IDENTITY" in environment(function):
             problems.append(f"{name}: PII_VAULT_LOCAL_IDENTITY is for the local stack only; deployed, the caller is the IAM principal")
+    return problems
+
+
+def check_staff_trust(cfn: dict) -> list:
+    """The staff role is shipped, the vault service's STAFF_ROLE_ARN, and assumable only
+    with sts:RoleSessionName = ${aws:username}: the session name, which the service records
+    and budgets, is then the person's IAM user name, not a label the caller chooses."""
+    role = of_type(cfn, "AWS::IAM::Role").get("StaffRole")
+    if role is None:
+        return ["StaffRole: the template must ship the staff role (its trust policy binds the session name to the user)"]
+    problems = []
+    for name, function in of_type(cfn, "AWS::Lambda::Function").items():
+        staff = environment(function).get("STAFF_ROLE_ARN")
+        if staff is not None and staff != HUMAN_ROLES["StaffRole"]:
+            problems.append(f"{name}: STAFF_ROLE_ARN must be the shipped StaffRole, not {staff}")
+    key, value = SESSION_NAME_IS_USER_NAME
+    for statement in as_list(props(role).get("AssumeRolePolicyDocument", {}).get("Statement", [])):
+        if statement.get("Effect") != "Allow":
+            continue
+        sid = statement.get("Sid")
+        actions = actions_of(statement)
+        if actions != {"sts:assumerole"}:
+            problems.append(f"StaffRole: trust statement {sid} allows {sorted(actions)}; only sts:AssumeRole, "
+                            "by IAM users (who have an aws:username)")
+        if statement.get("Condition", {}).get("StringEquals", {}).get(key) != value:
+            problems.append(f"StaffRole: trust statement {sid} lets a caller choose its session name; it needs "
+                            f"StringEquals {key} = {value}")
     return problems
 
 
@@ -806,7 +836,7 @@ def check_invariants(sam: dict, cfn: dict, emitted=None) -> tuple:
     """All project invariants: (problems, informational lines)."""
     ride_out_problems, info = check_ride_out(sam, cfn)
     problems = (check_event_sources(cfn) + check_queues(sam, cfn) + ride_out_problems + check_polling_rights(cfn)
-                + check_replay_queue(cfn) + check_keys(cfn) + check_vault_service_invocation(cfn)
+                + check_replay_queue(cfn) + check_keys(cfn) + check_vault_service_invocation(cfn) + check_staff_trust(cfn)
                 + check_scheduled_jobs(cfn) + check_metrics(cfn, emitted_metrics() if emitted is None else emitted))
     return problems, info
 

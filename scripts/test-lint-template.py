@@ -140,7 +140,7 @@ BREAKS = [
      "PiiKey: the key policy must deny kms:CreateGrant", 1),
     ("pii key: staff may decrypt",
      "          - Sid: FunctionUnwrapsProjectKeysOnly\n",
-     "          - Sid: StaffDecrypts\n            Effect: Allow\n            Principal: { AWS: !Ref StaffRoleArn }\n"
+     "          - Sid: StaffDecrypts\n            Effect: Allow\n            Principal: { AWS: !GetAtt StaffRole.Arn }\n"
      "            Action: kms:Decrypt\n            Resource: \"*\"\n            Condition:\n"
      "              \"ForAllValues:StringEquals\":\n                \"kms:EncryptionContextKeys\": [app, purpose, key_version]\n"
      "              \"Null\":\n                \"kms:EncryptionContextKeys\": \"false\"\n"
@@ -164,12 +164,12 @@ BREAKS = [
      "kms:EncryptionContext:aws:sqs:arn"),
     ("queue key: staff may decrypt",
      "          - Sid: FunctionReceivesFromSourceQueues\n",
-     "          - Sid: StaffReadsTheQueues\n            Effect: Allow\n            Principal: { AWS: !Ref StaffRoleArn }\n"
+     "          - Sid: StaffReadsTheQueues\n            Effect: Allow\n            Principal: { AWS: !GetAtt StaffRole.Arn }\n"
      "            Action: kms:Decrypt\n            Resource: \"*\"\n            Condition:\n              StringEquals:\n"
      "                \"kms:ViaService\": !Sub \"sqs.${AWS::Region}.amazonaws.com\"\n"
      "                \"kms:EncryptionContext:aws:sqs:arn\": !Sub \"arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:login-queue-dlq\"\n"
      "          - Sid: FunctionReceivesFromSourceQueues\n",
-     "QueueKey: statement StaffReadsTheQueues lets the human role StaffRoleArn use the queue key ['kms:decrypt']"),
+     "QueueKey: statement StaffReadsTheQueues lets the human role StaffRole use the queue key ['kms:decrypt']"),
     ("queue key: wildcard principal",
      "            Principal: { AWS: !Ref ProducerRoleArns }", '            Principal: { AWS: "*" }',
      "QueueKey: statement ProducersSendToLoginQueue allows any principal"),
@@ -196,12 +196,24 @@ BREAKS = [
      "      FunctionUrlConfig:\n        AuthType: AWS_IAM", "      FunctionUrlConfig:\n        AuthType: NONE",
      "VaultServiceFunctionUrl: a function URL must use AuthType AWS_IAM"),
     ("vault service: URL invocable by anyone",
-     "      Principal: !Ref StaffRoleArn\n      FunctionUrlAuthType: AWS_IAM",
+     "      Principal: !GetAtt StaffRole.Arn\n      FunctionUrlAuthType: AWS_IAM",
      "      Principal: \"*\"\n      FunctionUrlAuthType: AWS_IAM",
      "StaffInvokeVaultServiceUrl: lets * lambda:InvokeFunctionUrl the vault service"),
     ("vault service: lambda:InvokeFunction without InvokedViaFunctionUrl (a direct invoke)",
      "      InvokedViaFunctionUrl: true\n", "",
-     "StaffInvokeVaultServiceViaUrl: lets {'Ref': 'StaffRoleArn'} lambda:InvokeFunction the vault service", 1),
+     "StaffInvokeVaultServiceViaUrl: lets {'Fn::GetAtt': ['StaffRole', 'Arn']} lambda:InvokeFunction the vault service", 1),
+    # Who the staff are: the session name is the IAM user name
+    ("staff role: a caller chooses its session name",
+     '              StringEquals:\n                "sts:RoleSessionName": "${aws:username}"\n',
+     '              StringLike:\n                "sts:RoleSessionName": "*"\n',
+     "StaffRole: trust statement StaffAssumeItAsThemselves lets a caller choose its session name"),
+    ("staff role: assumable by web identity",
+     "            Action: sts:AssumeRole\n            Condition:\n              StringEquals:\n                \"sts:RoleSessionName\"",
+     "            Action: [sts:AssumeRole, sts:AssumeRoleWithWebIdentity]\n            Condition:\n              StringEquals:\n                \"sts:RoleSessionName\"",
+     "StaffRole: trust statement StaffAssumeItAsThemselves allows ['sts:assumerole', 'sts:assumerolewithwebidentity']"),
+    ("staff role: the service trusts another role as staff",
+     "          STAFF_ROLE_ARN: !GetAtt StaffRole.Arn", "          STAFF_ROLE_ARN: !GetAtt FunctionRole.Arn",
+     "VaultServiceFunction: STAFF_ROLE_ARN must be the shipped StaffRole"),
     ("vault service: a schedule targets it",
      "      FunctionUrlConfig:\n        AuthType: AWS_IAM",
      "      FunctionUrlConfig:\n        AuthType: AWS_IAM\n      Events:\n        Nightly:\n          Type: Schedule\n"

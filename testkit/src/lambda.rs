@@ -130,6 +130,7 @@ impl LocalVaultService {
             ("KMS_KEY_ID", kms.key_id().to_owned()),
             ("PII_VAULT_LOCAL_IDENTITY", identity.to_owned()),
             ("REVEAL_BUDGET_PER_DAY", "100000".to_owned()),
+            ("REVEAL_BUDGET_PER_ROLE_PER_DAY", "100000".to_owned()),
         ];
         let lambda = LocalLambda::start(service_binary, &env, log).await;
         // Ready when the service itself answers: a GET is refused with 400 before it is

@@ -36,7 +36,7 @@ pub use outage::{DatabaseProxy, Mode, tcp_target, via_loopback};
 pub use tls::TlsCluster;
 pub use vault::{
     REASON, audit_digest, cold_start, function, init_keys, key_admin, loaded_by_writer, quarantine_service,
-    replaying_function, staff, vault_service,
+    replaying_function, staff, staff_and_key_admin_roles, url_request, vault_service,
 };
 
 use std::path::{Path, PathBuf};

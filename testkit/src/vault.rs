@@ -1,10 +1,12 @@
 //! The keys, a cold start of the function, the vault service in process, and its callers.
 
+use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
 use login_etl::{App, Function, handler};
 use login_etl_core::config::outage::OutagePolicy;
 use login_etl_core::crypto::BlindIndex;
 use login_etl_core::keys::Kms;
 use login_etl_core::store;
+use pii_vault_service::http::Access;
 use pii_vault_service::{QuarantineSettings, RequestContext, VaultService};
 
 use crate::{TestDb, TestQueues, load_event, unique_suffix};
@@ -121,4 +123,24 @@ pub async fn audit_digest(
             .await
             .expect("the audit key");
     login_etl_core::crypto::AuditKey::new(&key).mask_digest(Some(field), mask.as_str())
+}
+
+/// The function URL's event for `body` POSTed by `user_arn`, as SigV4 proves it.
+pub fn url_request(user_arn: &str, body: &str) -> LambdaFunctionUrlRequest {
+    serde_json::from_value(serde_json::json!({
+        "version": "2.0", "rawPath": "/", "rawQueryString": "", "headers": {},
+        "requestContext": {"requestId": "r", "timeEpoch": 0, "http": {"method": "POST", "path": "/"},
+                           "authorizer": {"iam": {"userArn": user_arn}}},
+        "body": body, "isBase64Encoded": false,
+    }))
+    .expect("function URL event")
+}
+
+/// The roles of [`staff`] and [`key_admin`], as the service's environment names them.
+pub fn staff_and_key_admin_roles() -> Access {
+    Access {
+        staff_role: Some("arn:aws:iam::123456789012:role/pii-vault-staff".into()),
+        key_admin_role: Some("arn:aws:iam::123456789012:role/pii-vault-key-admin".into()),
+        local_identity: None,
+    }
 }

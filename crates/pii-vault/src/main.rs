@@ -29,7 +29,10 @@ const EXIT_CODES: [(u8, &str); 11] = [
     (5, "not allowed for this caller, or no credentials to sign with"),
     (6, "KMS refused or unreachable (key policy, encryption context, network)"),
     (7, "the service, its database, its queues or its audit unreachable"),
-    (8, "the caller's daily budget of reveals, finds and shows is spent"),
+    (
+        8,
+        "a daily budget is spent: yours (reveals, finds, forgets, shows), the staff role's, or your erasure quota",
+    ),
     (9, "the service lacks the setting this needs (REPLAY_QUEUE_URL, DEAD_LETTER_QUEUE_URL)"),
     (VERIFY_FAILED, "`audit verify`: an audit entry was rewritten, forged, deleted or truncated"),
 ];
@@ -91,7 +94,8 @@ enum Command {
     Find(FindArgs),
     /// Decrypt the original ip and device id behind masks (audited; needs --reason).
     Reveal(RevealArgs),
-    /// Erase one value for good (crypto-shred); masks stay; audited; needs --reason.
+    /// Erase one value (spends a reveal unit; answers `forgotten` whether or not it was there), or
+    /// every value of a user (--user-id; spends the erasure quota), for good; audited; needs --reason.
     Forget(ForgetArgs),
     /// Who did what, when and why, one page at a time; `audit verify` checks the hash chain.
     Audit(audit::AuditArgs),
@@ -188,6 +192,10 @@ struct ForgetTargetArgs {
     /// A masked_device_id value from user_logins.
     #[arg(long)]
     masked_device_id: Option<String>,
+    /// Every ip and device id of this user's rows (spends the erasure quota, not the
+    /// reveal budget; a value other users share is erased for them too).
+    #[arg(long)]
+    user_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +269,9 @@ fn request_of(command: Command) -> Request {
             };
             Request::Reveal { target, reason }
         }
+        Command::Forget(ForgetArgs { target: ForgetTargetArgs { user_id: Some(user_id), .. }, reason }) => {
+            Request::ForgetUser { user_id, reason }
+        }
         Command::Forget(ForgetArgs { target: t, reason }) => {
             let (field, target) = match (t.ip, t.masked_ip, t.device_id, t.masked_device_id) {
                 (_, Some(mask), ..) => (PiiField::Ip, ForgetTarget::Mask(mask)),
@@ -281,7 +292,10 @@ fn request_of(command: Command) -> Request {
 /// Sends the request to the vault service, signed with the caller's AWS credentials.
 async fn run(request: Request) -> Result<Response, CliError> {
     // Refuse an unusable reason before contacting anything.
-    if let Request::Reveal { reason, .. } | Request::Forget { reason, .. } = &request {
+    if let Request::Reveal { reason, .. }
+    | Request::Forget { reason, .. }
+    | Request::ForgetUser { reason, .. } = &request
+    {
         audit_reason(reason.as_deref())?;
     }
     Ok(connect().await?.send(&request).await?)
@@ -402,14 +416,30 @@ fn print(response: &Response, json: bool) {
                     .collect(),
             );
         }
-        Response::Forget { field, mask, outcome } => {
+        Response::Forget { field, outcome } => {
+            if json {
+                println!("{}", escape::json(&serde_json::json!({"field": field, "outcome": outcome})));
+            } else {
+                println!(
+                    "{}: {} (if it was ever vaulted, it can no longer be revealed)",
+                    field.as_str(),
+                    outcome.as_str()
+                );
+            }
+        }
+        Response::ForgetUser { user_id, erased, shared } => {
             if json {
                 println!(
                     "{}",
-                    escape::json(&serde_json::json!({"field": field, "mask": mask, "outcome": outcome}))
+                    escape::json(
+                        &serde_json::json!({"user_id": user_id, "erased": erased, "shared": shared})
+                    )
                 );
             } else {
-                println!("{} {}: {}", field.as_str(), escape::text(mask), outcome.as_str());
+                println!(
+                    "user {}: {erased} value(s) erased, {shared} of them shared with other users (erased for them too)",
+                    escape::text(user_id)
+                );
             }
         }
         Response::InitKeys { created } => {
@@ -491,7 +521,7 @@ mod tests {
             assert!(help.contains(code.as_str()), "{code} in --help");
         }
         assert!(help.contains(
-            "  8  the caller's daily budget of reveals, finds and shows is spent [budget_exhausted]"
+            "  8  a daily budget is spent: yours (reveals, finds, forgets, shows), the staff role's, or your erasure quota [budget_exhausted]"
         ));
     }
 }

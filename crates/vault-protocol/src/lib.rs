@@ -28,6 +28,12 @@ pub enum Request {
         target: ForgetTarget,
         reason: Option<String>,
     },
+    /// Erases every ip and device id of this user's rows (an erasure request names a
+    /// person); spends the erasure quota, not the reveal budget.
+    ForgetUser {
+        user_id: String,
+        reason: Option<String>,
+    },
     /// One page of the audit: requests at or after `since`, with ids after `after` (the
     /// cursor of the previous page), at most `limit` of them (and never more bytes than
     /// [`AUDIT_PAGE_BYTES`]).
@@ -91,10 +97,18 @@ pub enum Response {
     Reveal {
         values: Vec<Revealed>,
     },
+    /// Always `forgotten`, whether or not the value was ever vaulted: the answer is no
+    /// oracle for a guess (and carries no mask).
     Forget {
         field: PiiField,
-        mask: String,
         outcome: Outcome,
+    },
+    ForgetUser {
+        user_id: String,
+        /// Distinct values (ip and device id) of the user's rows, now erased.
+        erased: u64,
+        /// Of those, values other users' rows hold too (erased for them as well).
+        shared: u64,
     },
     Audit {
         entries: Vec<AuditRow>,
@@ -424,7 +438,8 @@ pub enum ErrorCode {
     NoIdentity,
     /// The caller's role does not allow the operation.
     NotAllowed,
-    /// The caller's daily budget of reveals, finds and quarantine shows is spent.
+    /// A daily budget is spent: the caller's (reveals, finds, forgets of a value, quarantine
+    /// shows), the staff role's, or the caller's erasure quota.
     BudgetExhausted,
     /// No row or vault entry for that target.
     Unknown,
@@ -558,6 +573,19 @@ mod tests {
             serde_json::json!({"op": "reencrypt", "batch_size": 5})
         );
         assert!(format!("{:?}", Plaintext::new("10.0.0.1")).contains("redacted"));
+        let erase = Request::ForgetUser { user_id: "u-1".into(), reason: Some("erasure request 77".into()) };
+        let json = serde_json::to_value(&erase).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"op": "forget-user", "user_id": "u-1", "reason": "erasure request 77"})
+        );
+        assert_eq!(serde_json::from_value::<Request>(json).expect("back"), erase);
+        // A forget's answer has no mask to carry.
+        let forgotten = Response::Forget { field: PiiField::Ip, outcome: Outcome::Forgotten };
+        assert_eq!(
+            serde_json::to_value(forgotten).expect("json"),
+            serde_json::json!({"op": "forget", "field": "ip", "outcome": "forgotten"})
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 use tokio_postgres::Row;
 
+use crate::budget::{self, Kind, Limits, SHOW_UNITS};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{AuditKey, BlindIndex, Canonical, ChainValue, KeyPurpose, PiiField};
 use login_etl_core::error::{DbError, report};
@@ -34,10 +35,6 @@ pub enum Action {
     QuarantinePurge,
     AuditVerify,
 }
-
-/// What a quarantine show costs of the daily budget: a body holds both values of a login
-/// (ip and device id), which a reveal by message id would charge one unit each.
-pub const SHOW_UNITS: i64 = PiiField::ALL.len() as i64;
 
 impl Action {
     pub fn as_str(self) -> &'static str {
@@ -65,9 +62,9 @@ impl Action {
         matches!(self, Action::InitKeys | Action::RotateKey | Action::Reencrypt)
     }
 
-    /// Rows of these actions spend the caller's daily budget ([`RequestRow::budget_units`]).
+    /// Rows of these actions spend the caller's budgets ([`RequestRow::cost`]).
     pub fn spends_budget(self) -> bool {
-        matches!(self, Action::Find | Action::Reveal | Action::QuarantineShow)
+        matches!(self, Action::Find | Action::Reveal | Action::Forget | Action::QuarantineShow)
     }
 
     /// A reveal, an erasure, a show or a replay needs a reason (and the table refuses a
@@ -94,24 +91,18 @@ impl RequestRow {
         RequestRow { action, field: None, blind_index: None, target: None, reason: None }
     }
 
-    /// Units of the daily budget this row spends: a find's or a reveal's row that names a
-    /// field one; a quarantine show [`SHOW_UNITS`]. ([`USED`] counts them back the same way.)
-    pub fn budget_units(&self) -> i64 {
+    /// What recording this row spends ([`budget`]): a find's, a reveal's or a forget's row
+    /// that names a field one reveal unit; a show [`SHOW_UNITS`]; a forget of a user one
+    /// erasure.
+    pub fn cost(&self) -> budget::Cost {
         match self.action {
-            Action::Find | Action::Reveal if self.field.is_some() => 1,
-            Action::QuarantineShow => SHOW_UNITS,
-            _ => 0,
+            Action::Find | Action::Reveal | Action::Forget if self.field.is_some() => Some((Kind::Reveal, 1)),
+            Action::Forget if self.target.is_some() => Some((Kind::Erasure, 1)),
+            Action::QuarantineShow => Some((Kind::Reveal, SHOW_UNITS)),
+            _ => None,
         }
     }
 }
-
-/// The units a caller spent in the last 24 hours, counted as [`RequestRow::budget_units`]
-/// counts them (refused requests spend nothing).
-const USED: &str = "
-    SELECT coalesce(sum(CASE WHEN action = 'quarantine-show' THEN $2::int8 ELSE 1 END), 0)::int8
-      FROM pii_audit
-     WHERE caller = $1 AND ((action IN ('reveal', 'find') AND field IS NOT NULL) OR action = 'quarantine-show')
-       AND at > now() - interval '24 hours' AND outcome IS DISTINCT FROM 'refused'";
 
 /// The id of a recorded request entry, to add its outcome to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,15 +237,14 @@ impl<'a> Journal<'a> {
         self.service.audit_key.get(&self.service.pool, &self.service.kms).await
     }
 
-    /// Records one request, committed. With a `budget` (units of reveals, finds and shows
-    /// per caller per 24 hours) the caller's use is counted first, under a per-caller lock,
-    /// in the same transaction: over budget, the request is recorded refused and `Budget`
-    /// returned.
+    /// Records one request, committed. With `budget` limits the caller's use is counted
+    /// first, under the caller's budget locks, in the same transaction ([`budget`]): over a
+    /// limit, the request is recorded refused and the refusal returned.
     pub async fn request(
         self,
         context: &RequestContext,
         row: &RequestRow,
-        budget: Option<u32>,
+        budget: Option<Limits>,
     ) -> Result<AuditId, ServiceError> {
         self.values(context, std::slice::from_ref(row), budget).await.map(|ids| ids[0])
     }
@@ -265,16 +255,21 @@ impl<'a> Journal<'a> {
         self,
         context: &RequestContext,
         rows: &[RequestRow],
-        budget: Option<u32>,
+        budget: Option<Limits>,
     ) -> Result<Vec<AuditId>, ServiceError> {
         let key = self.key().await?;
         let mut client = self.service.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
-        let refused = spend(&tx, context, rows, budget).await?;
+        let costs: Vec<_> = rows.iter().map(RequestRow::cost).collect();
+        let refused = budget::check(&tx, context, &costs, budget).await?;
         let mut links = Vec::with_capacity(rows.len());
         for row in rows {
             let entry = request_entry(key, context, row, refusal(&refused));
             links.push(append(&tx, key, entry).await?);
+        }
+        if refused.is_none() {
+            budget::record(&tx, context, &costs, &links.iter().map(|(id, _)| id.0).collect::<Vec<_>>())
+                .await?;
         }
         tx.commit().await.map_err(unavailable)?;
         logged(&links);
@@ -334,6 +329,10 @@ impl<'a> Journal<'a> {
             outcome_of: Some(id.0),
         };
         let link = append(&tx, key, entry).await?;
+        // A request refused after it was recorded spends nothing.
+        if outcome == Outcome::Refused {
+            budget::refund(&tx, id.0).await?;
+        }
         tx.commit().await.map_err(unavailable)?;
         logged(&[link]);
         Ok(())
@@ -457,28 +456,6 @@ fn logged(links: &[(AuditId, Link)]) {
     for (_, link) in links {
         tracing::info!(seq = link.seq, chain = %link.chain, "{CHAIN_LOG_MESSAGE}");
     }
-}
-
-/// Counts the caller's budget for `rows`, under a per-caller lock held until `tx` ends:
-/// `Budget` if they would exceed it, so they are recorded refused.
-async fn spend(
-    tx: &deadpool_postgres::Transaction<'_>,
-    context: &RequestContext,
-    rows: &[RequestRow],
-    budget: Option<u32>,
-) -> Result<Option<ServiceError>, ServiceError> {
-    let wanted: i64 = rows.iter().map(RequestRow::budget_units).sum();
-    let Some(budget) = budget.filter(|_| wanted > 0) else { return Ok(None) };
-    // Serializes one caller's concurrent requests, so two cannot both take the last unit.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('pii-vault-budget:' || $1, 0))",
-        &[&context.caller],
-    )
-    .await
-    .map_err(unavailable)?;
-    let used: i64 = tx.query_one(USED, &[&context.caller, &SHOW_UNITS]).await.map_err(unavailable)?.get(0);
-    Ok((used + wanted > i64::from(budget))
-        .then(|| ServiceError::Budget { budget, used: u64::try_from(used).unwrap_or_default() }))
 }
 
 /// The outcome a row is inserted with: none, or refused for the budget.

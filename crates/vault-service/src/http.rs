@@ -11,6 +11,7 @@ use aws_lambda_events::lambda_function_urls::{LambdaFunctionUrlRequest, LambdaFu
 use base64::Engine;
 
 use crate::audit::{Action, Journal, RequestRow};
+use crate::principal::assumes;
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::error::report;
 use pii_vault_protocol::{ErrorBody, Outcome, Request, Response};
@@ -60,23 +61,6 @@ impl Access {
             if local { (true, true) } else { (in_role(&self.staff_role), in_role(&self.key_admin_role)) };
         Ok(RequestContext { caller, request_id: request_id.to_owned(), staff, key_admin })
     }
-}
-
-/// Whether `caller` (an `assumed-role` session or the role itself) is `role_arn`.
-fn assumes(caller: &str, role_arn: &str) -> bool {
-    if caller == role_arn {
-        return true;
-    }
-    // arn:aws:iam::123:role/path/Name  <->  arn:aws:sts::123:assumed-role/Name/session
-    let Some((prefix, role_path)) = role_arn.split_once(":role/") else { return false };
-    let Some(partition_account) = prefix.strip_prefix("arn:").and_then(|p| p.split_once(":iam:")) else {
-        return false;
-    };
-    let name = role_path.rsplit('/').next().unwrap_or(role_path);
-    let (partition, account) = partition_account;
-    caller
-        .strip_prefix(&format!("arn:{partition}:sts:{account}:assumed-role/{name}/"))
-        .is_some_and(|session| !session.is_empty() && !session.contains('/'))
 }
 
 /// One function-URL invocation.
@@ -157,9 +141,16 @@ pub fn metrics_line(result: &Result<Response, ServiceError>, timestamp_ms: i64) 
         Err(ServiceError::Reason(_)
             | ServiceError::NotAllowed { .. }
             | ServiceError::NoIdentity
-            | ServiceError::Budget { .. })
+            | ServiceError::Budget { .. }
+            | ServiceError::RoleBudget { .. }
+            | ServiceError::ErasureQuota { .. })
     );
-    let budget = matches!(result, Err(ServiceError::Budget { .. }));
+    let budget = matches!(
+        result,
+        Err(ServiceError::Budget { .. }
+            | ServiceError::RoleBudget { .. }
+            | ServiceError::ErasureQuota { .. })
+    );
     login_etl_core::metrics::line(
         &[("Function", "pii-vault-service")],
         &[
@@ -205,17 +196,6 @@ mod tests {
             (line["RevealedValues"].as_f64(), line["BudgetRefusals"].as_f64()),
             (Some(1.0), Some(0.0))
         );
-    }
-
-    #[test]
-    fn an_assumed_role_session_is_its_role_and_nothing_else_is() {
-        let role = "arn:aws:iam::123456789012:role/team/pii-vault-staff";
-        assert!(assumes("arn:aws:sts::123456789012:assumed-role/pii-vault-staff/alice", role));
-        assert!(assumes(role, role));
-        assert!(!assumes("arn:aws:sts::999999999999:assumed-role/pii-vault-staff/alice", role));
-        assert!(!assumes("arn:aws:sts::123456789012:assumed-role/pii-vault-staff-x/alice", role));
-        assert!(!assumes("arn:aws:sts::123456789012:assumed-role/pii-vault-staff/", role));
-        assert!(!assumes("arn:aws:iam::123456789012:user/pii-vault-staff", role));
     }
 
     fn request_from(user_arn: Option<&str>) -> LambdaFunctionUrlRequest {

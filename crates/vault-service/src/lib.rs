@@ -10,41 +10,29 @@
 //! - here: the service's resources, the caller's context, and each error's code and HTTP
 //!   status.
 //!
-//! Reveals and finds spend a per-caller budget per 24 hours. The caller is the IAM
-//! principal the transport proved (SigV4 on the function URL), never a name the caller
-//! typed. The wire types are `pii-vault-protocol`'s.
+//! Finds, reveals, forgets and shows spend a budget per person and per role per 24 hours,
+//! erasures of a user a quota of their own ([`budget`]). The caller is the IAM principal
+//! the transport proved (SigV4 on the function URL), never a name the caller typed. The wire types are `pii-vault-protocol`'s.
 
 pub mod audit;
+pub mod budget;
 mod cmd;
 pub mod http;
 mod operation;
+mod principal;
 pub mod queues;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, OnceCell};
 
-pub use cmd::{Imported, Link, Purged, QuarantineFilter, Reencrypted, Shown};
+use budget::Limits;
+pub use cmd::{Imported, Link, Purged, QuarantineFilter, Reencrypted, Shown, UserErased};
 use login_etl_core::crypto::{BlindIndexer, ErasureKey, PiiField, SealError};
 use login_etl_core::error::DbError;
 use login_etl_core::event::text::ReasonError;
 use login_etl_core::keys::{DataKeyCache, KeyError, Kms};
 use pii_vault_protocol::{ErrorCode, Request, Response};
 use queues::{QueueError, Queues};
-
-/// Budget units (a reveal or find 1, a quarantine show 2) per caller per 24 hours, unless
-/// `REVEAL_BUDGET_PER_DAY` says otherwise.
-pub const DEFAULT_REVEAL_BUDGET: u32 = 100;
-
-/// `REVEAL_BUDGET_PER_DAY`, or the default.
-pub fn reveal_budget_from_env() -> Result<u32, login_etl_core::config::ConfigError> {
-    match std::env::var("REVEAL_BUDGET_PER_DAY") {
-        Err(_) => Ok(DEFAULT_REVEAL_BUDGET),
-        Ok(text) => text.trim().parse().map_err(|_| login_etl_core::config::ConfigError::Malformed {
-            var: "REVEAL_BUDGET_PER_DAY",
-            reason: "expected a whole number".into(),
-        }),
-    }
-}
 
 /// What the quarantine's operations need besides the database and KMS.
 #[derive(Debug, Clone)]
@@ -101,9 +89,17 @@ pub enum ServiceError {
     #[error("{caller} may not {action}")]
     NotAllowed { caller: String, action: &'static str },
     #[error(
-        "daily budget of {budget} units (a reveal or find 1, a quarantine show 2) is spent ({used} used in the last 24 hours)"
+        "daily budget of {budget} units (a reveal, find or forget 1, a quarantine show 2) is spent ({used} used in the last 24 hours)"
     )]
     Budget { budget: u32, used: u64 },
+    #[error(
+        "the staff role's daily budget of {budget} units, shared by all its sessions, is spent ({used} used in the last 24 hours)"
+    )]
+    RoleBudget { budget: u32, used: u64 },
+    #[error("daily erasure quota of {quota} users is spent ({used} erased in the last 24 hours)")]
+    ErasureQuota { quota: u32, used: u64 },
+    #[error("another request held your budget longer than the lock timeout; nothing was done, try again")]
+    BudgetBusy(#[source] DbError),
     #[error("no vault entry and no row for that {0}")]
     Unknown(String),
     #[error("the {0} value was erased (crypto-shredded); it cannot be revealed")]
@@ -130,7 +126,10 @@ impl ServiceError {
             ServiceError::BadRequest(_) => ErrorCode::BadRequest,
             ServiceError::NoIdentity => ErrorCode::NoIdentity,
             ServiceError::NotAllowed { .. } => ErrorCode::NotAllowed,
-            ServiceError::Budget { .. } => ErrorCode::BudgetExhausted,
+            ServiceError::Budget { .. }
+            | ServiceError::RoleBudget { .. }
+            | ServiceError::ErasureQuota { .. } => ErrorCode::BudgetExhausted,
+            ServiceError::BudgetBusy(_) => ErrorCode::Database,
             ServiceError::Unknown(_) => ErrorCode::Unknown,
             ServiceError::Erased(_) => ErrorCode::Erased,
             ServiceError::AuditUnavailable(_) => ErrorCode::AuditUnavailable,
@@ -169,6 +168,8 @@ impl ServiceError {
                 | ServiceError::NoIdentity
                 | ServiceError::NotAllowed { .. }
                 | ServiceError::Budget { .. }
+                | ServiceError::RoleBudget { .. }
+                | ServiceError::ErasureQuota { .. }
         )
     }
 }
@@ -207,7 +208,7 @@ impl From<deadpool_postgres::PoolError> for ServiceError {
 pub struct VaultService {
     pool: Pool,
     kms: Kms,
-    budget: u32,
+    limits: Limits,
     indexer: OnceCell<BlindIndexer>,
     erasure_key: OnceCell<ErasureKey>,
     data_keys: Mutex<DataKeyCache>,
@@ -216,12 +217,13 @@ pub struct VaultService {
 }
 
 impl VaultService {
-    /// `pool` connects as a login in `login_etl_vault_service`.
+    /// `pool` connects as a login in `login_etl_vault_service`; the other limits are
+    /// their defaults ([`VaultService::with_limits`]).
     pub fn new(pool: Pool, kms: Kms, reveal_budget_per_day: u32) -> VaultService {
         VaultService {
             pool,
             kms,
-            budget: reveal_budget_per_day,
+            limits: Limits::per_person(reveal_budget_per_day),
             indexer: OnceCell::new(),
             erasure_key: OnceCell::new(),
             data_keys: Mutex::new(DataKeyCache::new()),
@@ -236,6 +238,11 @@ impl VaultService {
         VaultService { quarantine, ..self }
     }
 
+    /// The daily budgets and the erasure quota.
+    pub fn with_limits(self, limits: Limits) -> VaultService {
+        VaultService { limits, ..self }
+    }
+
     /// Runs one request for the caller `context` names.
     pub async fn handle(&self, context: &RequestContext, request: Request) -> Result<Response, ServiceError> {
         Ok(match request {
@@ -246,9 +253,13 @@ impl VaultService {
             Request::Reveal { target, reason } => {
                 Response::Reveal { values: self.reveal(context, &target, reason.as_deref()).await? }
             }
-            Request::Forget { field, target, reason } => {
-                let (mask, outcome) = self.forget(context, field, &target, reason.as_deref()).await?;
-                Response::Forget { field, mask: mask.as_str().to_owned(), outcome }
+            Request::Forget { field, target, reason } => Response::Forget {
+                field,
+                outcome: self.forget(context, field, &target, reason.as_deref()).await?,
+            },
+            Request::ForgetUser { user_id, reason } => {
+                let done = self.forget_user(context, &user_id, reason.as_deref()).await?;
+                Response::ForgetUser { user_id, erased: done.erased, shared: done.shared }
             }
             Request::Audit { since, after, limit } => {
                 let (entries, next) = self.audit(context, since, after, limit).await?;

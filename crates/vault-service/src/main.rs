@@ -35,12 +35,17 @@ async fn init() -> Result<(VaultService, Access), Error> {
     let config = Config::from_env(&sdk).await?;
     let pool = store::pool(config.database, config.pool_size)?;
     let kms = Kms::new(aws_sdk_kms::Client::new(&sdk), config.kms_key_id);
-    let budget = vault_service::reveal_budget_from_env()?;
+    let limits = vault_service::budget::Limits::from_env()?;
     let quarantine = QuarantineSettings::from_env(&sdk)?;
     if quarantine.queues.replay_queue_url().is_err() || quarantine.queues.dead_letter_queue_url().is_err() {
         tracing::warn!(
             "REPLAY_QUEUE_URL or DEAD_LETTER_QUEUE_URL is not set: quarantine replay / import-dlq are refused"
         );
     }
-    Ok((VaultService::new(pool, kms, budget).with_quarantine(quarantine), Access::from_env()))
+    Ok((
+        VaultService::new(pool, kms, limits.reveals_per_person)
+            .with_limits(limits)
+            .with_quarantine(quarantine),
+        Access::from_env(),
+    ))
 }

@@ -1,7 +1,7 @@
 //! The one path every operation takes ([`VaultService::run`]):
 //!
-//! 1. record the request (an audit row, committed, before anything else; finds and reveals
-//!    spend the caller's budget in that same transaction);
+//! 1. record the request (an audit row, committed, before anything else; finds, reveals,
+//!    forgets and shows spend the caller's budget in that same transaction);
 //! 2. authorize (the caller's role for the action; a refusal is recorded as the outcome);
 //! 3. validate (the reason rules, then the operation's own checks; a refusal is recorded);
 //! 4. work;
@@ -171,7 +171,7 @@ impl Work<'_> {
                 ..RequestRow::new(self.action)
             })
             .collect();
-        let budget = self.action.spends_budget().then_some(self.service.budget);
+        let budget = self.action.spends_budget().then_some(self.service.limits);
         let ids = Journal::new(self.service).values(self.context, &rows, budget).await?;
         self.open.extend(&ids);
         Ok(ids
@@ -224,7 +224,7 @@ impl VaultService {
         }
 
         // 1. The request, on the record (over budget: recorded refused, and answered so).
-        let id = journal.request(context, &row, action.spends_budget().then_some(self.budget)).await?;
+        let id = journal.request(context, &row, action.spends_budget().then_some(self.limits)).await?;
 
         // 2 and 3. Authorized, then valid; a refusal is the outcome.
         let checked = authorize(context, action)

@@ -4,12 +4,13 @@
 //! of their fix: `cargo test -p pii-vault-service --test redteam -- --ignored` shows each
 //! failing while the hole stands (docs/security.md lists them).
 
-use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
 use login_etl_core::crypto::PiiField;
 use pii_vault_protocol::{ForgetTarget, Outcome, RevealTarget};
-use pii_vault_service::http::{self, Access};
+use pii_vault_service::budget::Limits;
+use pii_vault_service::http;
 use pii_vault_service::{RequestContext, ServiceError};
 use testkit::*;
+use tokio_postgres::error::SqlState;
 
 /// A caller the transport proved, in neither role.
 fn nobody() -> RequestContext {
@@ -112,7 +113,7 @@ async fn after_forget_a_find_no_longer_links_the_value_to_its_rows() {
     let (_, before) = service.find(&staff("pia"), PiiField::Ip, &ip, None).await.expect("find");
     assert!(!before.is_empty(), "the value has rows before the forget");
 
-    let (_, outcome) = service
+    let outcome = service
         .forget(
             &staff("pia"),
             PiiField::Ip,
@@ -133,80 +134,191 @@ async fn after_forget_a_find_no_longer_links_the_value_to_its_rows() {
     );
 }
 
-/// Pre-existing (2558d80 too), against DESIGN 14 ("no operation is an oracle for guesses
-/// without spending budget"): with the budget spent, a forget by plaintext still tells
-/// whether a guessed value is in the vault (forgotten / unknown) and answers its mask,
-/// which `user_logins` (the analyst's table) maps to the value's rows.
+/// Was a hole (2558d80 too), against DESIGN 14 ("no operation is an oracle for guesses
+/// without spending budget"): a forget by plaintext spent nothing and answered whether a
+/// guessed value was in the vault (forgotten / unknown) with its mask, which
+/// `user_logins` (the analyst's table) maps to the value's rows. Now a forget spends a
+/// unit like a find, and its answer and the audit row staff can list are the same for a
+/// value that was there and a guess that was not; with the budget spent it is refused.
 #[tokio::test]
-#[ignore = "a known hole, older than this layout: closed by the vault hardening (docs/security.md, limits)"]
 async fn forget_by_plaintext_is_no_oracle_once_the_budget_is_spent() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
     loaded_by_writer(&db, &kms).await;
-    let service = vault_service(&db, &kms, 1).await;
+    let service = vault_service(&db, &kms, 3).await;
     let sample = sample_messages();
-    let seen = sample[1]["ip"].as_str().expect("ip").to_owned();
+    let (seen, other) = (sample[1]["ip"].as_str().expect("ip"), sample[2]["ip"].as_str().expect("ip"));
+    let arn = "arn:aws:sts::123456789012:assumed-role/pii-vault-staff/quinn";
+    let forget = |ip: &str| {
+        serde_json::json!({"op": "forget", "field": "ip", "target": {"plaintext": ip}, "reason": REASON})
+            .to_string()
+    };
 
-    service
-        .find(&staff("quinn"), PiiField::Ip, sample[0]["ip"].as_str().expect("ip"), None)
-        .await
-        .expect("one unit");
-    let error = service.find(&staff("quinn"), PiiField::Ip, &seen, None).await.expect_err("spent");
+    // With budget: a value that was there and a guess that was not, answered alike.
+    let there =
+        http::handle(&service, &staff_and_key_admin_roles(), url_request(arn, &forget(seen)), "q-seen").await;
+    let guess = http::handle(
+        &service,
+        &staff_and_key_admin_roles(),
+        url_request(arn, &forget("203.0.113.77")),
+        "q-guess",
+    )
+    .await;
+    assert_eq!((there.status_code, guess.status_code), (200, 200));
+    assert_eq!(there.body, guess.body, "the answer tells a vaulted value from a guess");
+    let body = there.body.unwrap_or_default();
+    assert!(!body.contains("mask"), "the answer carries a mask: {body}");
+    // ... and on the record as staff can list it.
+    let entries = service.audit(&staff("quinn"), None, None, None).await.expect("audit").0;
+    let of = |request_id: &str| {
+        let e = entries.iter().find(|e| e.request_id.as_deref() == Some(request_id)).expect("recorded");
+        (
+            e.action.clone(),
+            e.field.clone(),
+            e.blind_index.clone(),
+            e.target.clone(),
+            e.outcome.clone(),
+            e.detail.clone(),
+        )
+    };
+    assert_eq!(of("q-seen"), of("q-guess"), "the audit tells a vaulted value from a guess");
+    assert_eq!(of("q-seen").2, None, "the audit lists the mask of a plaintext");
+
+    // Each forget spent a unit: one find left, then forgets are refused, on the record.
+    service.find(&staff("quinn"), PiiField::Ip, other, None).await.expect("the last unit");
+    let error = service.find(&staff("quinn"), PiiField::Ip, seen, None).await.expect_err("spent");
     assert!(matches!(error, ServiceError::Budget { .. }), "{error}");
-
     let guess = |ip: &str| ForgetTarget::Plaintext(pii_vault_protocol::Plaintext::new(ip));
-    let answers = [
-        service.forget(&staff("quinn"), PiiField::Ip, &guess(&seen), Some(REASON)).await,
-        service.forget(&staff("quinn"), PiiField::Ip, &guess("203.0.113.77"), Some(REASON)).await,
-    ];
-    for answer in answers {
-        match answer {
+    for ip in [other, "203.0.113.78"] {
+        let caller = staff("quinn");
+        match service.forget(&caller, PiiField::Ip, &guess(ip), Some(REASON)).await {
             Err(ServiceError::Budget { .. }) => {}
-            Ok((mask, outcome)) => panic!("over budget, a guess answered {outcome:?} and its mask {mask}"),
+            Ok(outcome) => panic!("over budget, a guess answered {outcome:?}"),
             Err(error) => panic!("{error}"),
         }
+        let rows = rows_of(&db, &caller.request_id).await;
+        assert_eq!(rows.iter().map(|r| r.0.as_deref()).collect::<Vec<_>>(), vec![Some("refused")]);
     }
+    let markers = db.count("SELECT count(*) FROM pii_erasures").await;
+    assert_eq!(markers, 2, "over budget, a guess was marked erased");
 }
 
-fn event(user_arn: &str, body: &str) -> LambdaFunctionUrlRequest {
-    serde_json::from_value(serde_json::json!({
-        "version": "2.0", "rawPath": "/", "rawQueryString": "", "headers": {},
-        "requestContext": {"requestId": "r", "timeEpoch": 0, "http": {"method": "POST", "path": "/"},
-                           "authorizer": {"iam": {"userArn": user_arn}}},
-        "body": body, "isBase64Encoded": false,
-    }))
-    .expect("event")
-}
-
-fn access() -> Access {
-    Access {
-        staff_role: Some("arn:aws:iam::123456789012:role/pii-vault-staff".into()),
-        key_admin_role: Some("arn:aws:iam::123456789012:role/pii-vault-key-admin".into()),
-        local_identity: None,
-    }
-}
-
-/// Pre-existing (2558d80 too), against DESIGN 14 ("budgets and audit name the person, not
-/// a label the caller chooses"): the budget is per assumed-role session ARN, and the
-/// session name is whatever the person passed to `sts:AssumeRole` (the stack constrains
-/// neither `sts:RoleSessionName` nor a source identity). A new session name, a new budget.
+/// Was a hole (2558d80 too), against DESIGN 14 ("budgets and audit name the person, not a
+/// label the caller chooses"): the budget was per session ARN, and one person under five
+/// session names had five budgets. Now the budget is the person's (the session name,
+/// which the staff role's trust policy makes the IAM user name, compared as IAM does,
+/// case-insensitively), and the role has a ceiling that all its session names share.
 #[tokio::test]
-#[ignore = "a known hole, older than this layout: closed by the vault hardening (docs/security.md, limits)"]
 async fn a_new_session_name_is_not_a_new_budget() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
     loaded_by_writer(&db, &kms).await;
-    let service = vault_service(&db, &kms, 1).await;
+    let limits = Limits { reveals_per_person: 1, reveals_per_role: 3, erasures_per_person: 10 };
+    let service = vault_service(&db, &kms, 1).await.with_limits(limits);
     let sample = sample_messages();
-    let mut statuses = Vec::new();
-    for (n, login) in sample.iter().take(3).enumerate() {
-        let body = serde_json::json!({"op": "find", "field": "ip", "value": login["ip"], "reason": null});
-        let arn = format!("arn:aws:sts::123456789012:assumed-role/pii-vault-staff/alice-{n}");
-        let answer =
-            http::handle(&service, &access(), event(&arn, &body.to_string()), &format!("r-{n}")).await;
-        statuses.push(answer.status_code);
+    let mut answers = Vec::new();
+    let sessions = ["alice", "Alice", "ALICE", "bob", "carol", "alice.2", "dave"];
+    for (n, session) in sessions.iter().enumerate() {
+        let body = serde_json::json!({"op": "find", "field": "ip", "value": sample[n]["ip"], "reason": null});
+        let arn = format!("arn:aws:sts::123456789012:assumed-role/pii-vault-staff/{session}");
+        let answer = http::handle(
+            &service,
+            &staff_and_key_admin_roles(),
+            url_request(&arn, &body.to_string()),
+            &format!("r-{n}"),
+        )
+        .await;
+        answers.push((answer.status_code, answer.body.unwrap_or_default()));
     }
-    assert_eq!(statuses, vec![200, 429, 429], "one person, three session names, three budgets");
+    let statuses: Vec<i64> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(
+        statuses,
+        vec![200, 429, 429, 200, 200, 429, 429],
+        "one person, one budget; one role, one ceiling"
+    );
+    assert!(answers[1].1.contains("daily budget of 1"), "{}", answers[1].1);
+    assert!(answers[5].1.contains("role's daily budget of 3"), "{}", answers[5].1);
+    let spent = db.count("SELECT count(*) FROM pii_audit WHERE action = 'find' AND outcome = 'found'").await;
+    assert_eq!(spent, 3, "values answered beyond the role's ceiling");
+}
+
+/// Was a hole: the budget was serialized by `pg_advisory_lock(hashtextextended(
+/// 'pii-vault-budget:' || arn, 0))`, which any database login can take, stopping that
+/// staff member's finds and reveals. Now it is a row lock on `pii_budget_keys`, which no
+/// other role may read or lock, and the old advisory lock stops nothing.
+#[tokio::test]
+async fn no_other_login_can_take_a_staff_members_budget_lock() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let ip = sample_messages()[0]["ip"].as_str().expect("ip").to_owned();
+    service.find(&staff("vic"), PiiField::Ip, &ip, None).await.expect("the budget rows exist");
+
+    for group in ["login_etl_analyst", "login_etl_vault_reader", "login_etl_auditor", "login_etl_writer"] {
+        let mut other = connect(&db.login_in(group).await).await;
+        for sql in [
+            "SELECT key FROM pii_budget_keys FOR UPDATE",
+            "SELECT key FROM pii_budget_keys FOR KEY SHARE",
+            "INSERT INTO pii_budget_keys (key) SELECT 'person:' || 'x' ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key",
+            "LOCK TABLE pii_budget_keys IN ACCESS EXCLUSIVE MODE",
+            "LOCK TABLE pii_budget_spent IN ACCESS EXCLUSIVE MODE",
+            "SELECT count(*) FROM pii_budget_spent",
+        ] {
+            let tx = other.transaction().await.expect("tx");
+            let error = tx.batch_execute(sql).await.expect_err(sql);
+            assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{group}: {sql}: {error}");
+        }
+        // The lock the service used to take: held, it stops nothing now.
+        let tx = other.transaction().await.expect("tx");
+        tx.batch_execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('pii-vault-budget:arn:aws:sts::123456789012:assumed-role/pii-vault-staff/vic', 0))",
+        )
+        .await
+        .expect("anyone may take an advisory lock");
+        let started = std::time::Instant::now();
+        service.find(&staff("vic"), PiiField::Ip, &ip, None).await.expect("not stopped");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{group}: {:?}", started.elapsed());
+        drop(tx);
+    }
+}
+
+/// A budget row held too long (here by the tables' owner, the only other one who can)
+/// makes the service fail fast with a clear error, within `lock_timeout`, not hang to the
+/// function's timeout; nothing is done, and the budget is not spent.
+#[tokio::test]
+async fn a_held_budget_lock_fails_fast_with_a_clear_error() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let ip = sample_messages()[0]["ip"].as_str().expect("ip").to_owned();
+    service.find(&staff("wes"), PiiField::Ip, &ip, None).await.expect("the budget rows exist");
+
+    let mut owner = db.connect().await;
+    let tx = owner.transaction().await.expect("tx");
+    tx.batch_execute("SELECT key FROM pii_budget_keys WHERE key LIKE 'person:%/wes' FOR UPDATE")
+        .await
+        .expect("lock");
+    let started = std::time::Instant::now();
+    let answer = http::handle(
+        &service,
+        &staff_and_key_admin_roles(),
+        url_request(
+            "arn:aws:sts::123456789012:assumed-role/pii-vault-staff/wes",
+            &serde_json::json!({"op": "find", "field": "ip", "value": ip, "reason": null}).to_string(),
+        ),
+        "held",
+    )
+    .await;
+    let waited = started.elapsed();
+    assert!(waited < login_etl_core::store::LOCK_TIMEOUT + std::time::Duration::from_secs(2), "{waited:?}");
+    assert_eq!(answer.status_code, 503, "{:?}", answer.body);
+    let body = answer.body.unwrap_or_default();
+    assert!(body.contains("lock timeout"), "{body}");
+    drop(tx);
+    let spent = db.count("SELECT count(*) FROM pii_budget_spent").await;
+    assert_eq!(spent, 1, "the failed request spent budget");
 }
 
 /// Pre-existing (2558d80 too): a proven caller's malformed body or unknown operation is
@@ -222,7 +334,9 @@ async fn an_unknown_operation_from_a_proven_caller_is_on_the_record() {
     for (n, body) in
         [r#"{"op": "dump-vault"}"#, r#"{"op": "find", "field": "ip"}"#, "not json"].iter().enumerate()
     {
-        let answer = http::handle(&service, &access(), event(arn, body), &format!("u-{n}")).await;
+        let answer =
+            http::handle(&service, &staff_and_key_admin_roles(), url_request(arn, body), &format!("u-{n}"))
+                .await;
         assert_eq!(answer.status_code, 400, "{:?}", answer.body);
     }
     assert_eq!(
@@ -233,22 +347,42 @@ async fn an_unknown_operation_from_a_proven_caller_is_on_the_record() {
     );
 }
 
-/// Regression (2558d80 too, closed by erasure that unlinks), DESIGN 14 as above: a second
-/// forget of the erased plaintext answered its mask, and the mask found its rows in
-/// `user_logins`. Whatever a forget answers, the erased value's mask finds no row.
+/// Was a hole (2558d80 too), DESIGN 14 as above: a second forget of the erased plaintext
+/// answered its mask, and the mask found its rows in `user_logins`. Now no forget answers
+/// a mask, nor lists one on the record, whether the value was erased before or not; and
+/// erasure unlinks, so the erased value's mask finds no row anyway.
 #[tokio::test]
 async fn after_forget_a_second_forget_does_not_answer_the_mask_of_the_erased_value() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
-    loaded_by_writer(&db, &kms).await;
+    let app = loaded_by_writer(&db, &kms).await;
     let service = vault_service(&db, &kms, 100).await;
     let ip = sample_messages()[0]["ip"].as_str().expect("ip").to_owned();
-    let target = ForgetTarget::Plaintext(pii_vault_protocol::Plaintext::new(&*ip));
+    let mask = app.keyring.indexer.index(PiiField::Ip, &ip);
+    let arn = "arn:aws:sts::123456789012:assumed-role/pii-vault-staff/pia";
+    let body =
+        serde_json::json!({"op": "forget", "field": "ip", "target": {"plaintext": ip}, "reason": REASON});
 
-    service.forget(&staff("pia"), PiiField::Ip, &target, Some(REASON)).await.expect("forget");
-    let (mask, _) = service.forget(&staff("pia"), PiiField::Ip, &target, Some(REASON)).await.expect("again");
+    let mut answers = Vec::new();
+    for n in 0..2 {
+        let answer = http::handle(
+            &service,
+            &staff_and_key_admin_roles(),
+            url_request(arn, &body.to_string()),
+            &format!("f-{n}"),
+        )
+        .await;
+        assert_eq!(answer.status_code, 200, "{:?}", answer.body);
+        let text = answer.body.unwrap_or_default();
+        assert!(!text.contains(mask.as_str()), "forget {n} answered the mask: {text}");
+        answers.push(text);
+    }
+    assert_eq!(answers[0], answers[1], "the second forget tells the value was erased before");
+    let listed =
+        serde_json::to_string(&service.audit(&staff("pia"), None, None, None).await.expect("audit").0).expect("json");
+    assert!(!listed.contains(mask.as_str()), "the audit lists the erased value's mask");
     let rows = db.count(&format!("SELECT count(*) FROM user_logins WHERE masked_ip = '{mask}'")).await;
-    assert_eq!(rows, 0, "the erased value's answered mask finds {rows} row(s)");
+    assert_eq!(rows, 0, "the erased value's mask finds {rows} row(s)");
 }
 
 /// Held: concurrent finds and reveals by user of one caller never spend more than the
@@ -289,4 +423,33 @@ async fn concurrent_finds_and_reveals_by_user_spend_exactly_the_budget() {
         .count("SELECT count(*) FROM pii_audit WHERE caller LIKE '%/ray' AND field IS NOT NULL AND outcome IS DISTINCT FROM 'refused'")
         .await;
     assert!(counted <= 5, "{counted} rows spent");
+}
+
+/// Held: concurrent finds under many session names never spend more than the role's
+/// ceiling (the role's row is locked before the person's, by every request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_finds_under_many_session_names_spend_at_most_the_role_ceiling() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let limits = Limits { reveals_per_person: 2, reveals_per_role: 5, erasures_per_person: 10 };
+    let service = std::sync::Arc::new(vault_service(&db, &kms, 2).await.with_limits(limits));
+    let mut tasks = Vec::new();
+    let ips: Vec<String> =
+        sample_messages().iter().filter_map(|m| m["ip"].as_str().map(str::to_owned)).take(16).collect();
+    for (n, ip) in ips.into_iter().enumerate() {
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            service.find(&staff(&format!("sam-{}", n % 8)), PiiField::Ip, &ip, None).await
+        }));
+    }
+    let mut answered = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => answered += 1,
+            Err(ServiceError::Budget { .. } | ServiceError::RoleBudget { .. }) => {}
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert_eq!(answered, 5, "{answered} finds answered on a role ceiling of 5");
 }

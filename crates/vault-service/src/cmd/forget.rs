@@ -1,17 +1,24 @@
 //! `forget`: erases one value so that nothing a person can reach links it to its rows
 //! ([`erase_value`]; docs/security.md, "Erasure"). A value never seen is marked too
-//! (outcome `unknown`), so it is refused should it arrive later. In the same transaction,
+//! (answered `forgotten` like the rest), so it is refused should it arrive later. In the same transaction,
 //! every quarantined body that holds the value is erased (`erased_by = 'forget'`): a
 //! rejected message holding it can then never be shown or replayed.
+//!
+//! A forget of a value spends one reveal unit, like a find, and its answer and its audit
+//! row are the same whether or not the value was there (no mask computed from a plaintext,
+//! no found/unknown, no counts): with or without budget it is no oracle for guesses.
+//! `forget --user-id` erases every value of one user's rows ([`ForgetUser`]) and spends
+//! the erasure quota instead.
 
 use zeroize::Zeroizing;
 
-use super::{normalize, parse_mask};
+use super::{normalize, parse_mask, row_id};
 use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::erasure::new_token;
 use login_etl_core::crypto::{BlindIndex, ErasureKey, PiiField};
+use login_etl_core::error::DbError;
 use login_etl_core::store::erasure;
 use login_etl_core::store::table::USER_LOGINS;
 use pii_vault_protocol::{ForgetTarget, Outcome};
@@ -31,7 +38,7 @@ enum Target {
 impl Operation for Forget<'_> {
     const ACTION: Action = Action::Forget;
     type Valid = (PiiField, Target);
-    type Output = (BlindIndex, Outcome);
+    type Output = Outcome;
 
     fn describe(&self) -> Described {
         let blind_index = match self.target {
@@ -65,14 +72,96 @@ impl Operation for Forget<'_> {
         };
         let mut client = work.client().await?;
         let tx = client.transaction().await?;
-        let erased = erase_value(&tx, work.erasure_key().await?, field, &index).await?;
+        // What it found (and the mask of a plaintext) stays here: the answer and the audit
+        // row say the same for a value that was there and one that never was.
+        erase_value(&tx, work.erasure_key().await?, field, &index).await?;
+        tx.commit().await?;
+        Ok(Done::new(Outcome::Forgotten, Outcome::Forgotten))
+    }
+}
+
+/// `forget --user-id`: every value of one user's rows.
+struct ForgetUser<'a> {
+    user_id: &'a str,
+    reason: Option<&'a str>,
+}
+
+/// What `forget --user-id` erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserErased {
+    /// Distinct values of the user's rows, each erased (already erased ones included).
+    pub erased: u64,
+    /// Of those, the values other users' rows hold too.
+    pub shared: u64,
+}
+
+impl Operation for ForgetUser<'_> {
+    const ACTION: Action = Action::Forget;
+    type Valid = String;
+    type Output = UserErased;
+
+    fn describe(&self) -> Described {
+        // The target is what spends the erasure quota; an id no row can hold is refused.
+        let target = row_id(self.user_id).map(|id| format!("user_id:{id}"));
+        Described { target, ..Described::default() }
+    }
+
+    fn reason(&self) -> Option<&str> {
+        self.reason
+    }
+
+    fn validate(self) -> Result<Self::Valid, ServiceError> {
+        row_id(self.user_id).map(str::to_owned).ok_or_else(|| {
+            ServiceError::BadRequest(
+                "a user id is 1 to 128 characters, none of them control or invisible".into(),
+            )
+        })
+    }
+
+    /// A value other users share is erased too: it is one value, and the person's erasure
+    /// wins. Their rows get the value's token as well (so they still share it with each
+    /// other, and with nothing else) and the value can no longer be revealed for them.
+    async fn work(user_id: Self::Valid, work: &mut Work<'_>) -> Result<Done<Self::Output>, ServiceError> {
+        let erasure_key = work.erasure_key().await?;
+        let mut client = work.client().await?;
+        let tx = client.transaction().await?;
+        let mut done = UserErased { erased: 0, shared: 0 };
+        let (mut before, mut quarantined, mut logins) = (0u64, 0u64, 0u64);
+        for field in PiiField::ALL {
+            let column = field.mask_column();
+            let table = USER_LOGINS.name;
+            // Read before any erasure: erasing a value rewrites its masks to its token.
+            let masks = tx
+                .query(
+                    &format!(
+                        "SELECT u.{column}, EXISTS (SELECT 1 FROM {table} o
+                                                     WHERE o.{column} = u.{column} AND o.user_id <> $1)
+                           FROM (SELECT DISTINCT {column} FROM {table}
+                                  WHERE user_id = $1 AND {column} IS NOT NULL) u"
+                    ),
+                    &[&user_id],
+                )
+                .await?;
+            for row in masks {
+                let mask: String = row.get(0);
+                let index = BlindIndex::parse(&mask).ok_or_else(|| {
+                    ServiceError::Db(DbError::other(format!("a {column} of {table} is no mask")))
+                })?;
+                let erased = erase_value(&tx, erasure_key, field, &index).await?;
+                before += u64::from(erased.outcome == Outcome::Erased);
+                quarantined += erased.quarantined;
+                logins += erased.logins;
+                done.erased += 1;
+                done.shared += u64::from(row.get::<_, bool>(1));
+            }
+        }
         tx.commit().await?;
         let detail = format!(
-            "{} login row(s) unlinked, {} quarantined bod(ies) erased",
-            erased.logins, erased.quarantined
+            "{} value(s) erased ({before} already), {} shared with other users, {logins} login row(s) unlinked, \
+             {quarantined} quarantined bod(ies)",
+            done.erased, done.shared
         );
-        let outcome = erased.outcome;
-        Ok(Done::new((index.clone(), outcome), outcome).mask(index).detail(detail))
+        Ok(Done::new(done, Outcome::Forgotten).detail(detail))
     }
 }
 
@@ -172,14 +261,24 @@ pub(super) async fn erase_value(
 }
 
 impl VaultService {
-    /// Erases one value for good.
+    /// Erases one value for good. Answers `forgotten` whatever it found.
     pub async fn forget(
         &self,
         context: &RequestContext,
         field: PiiField,
         target: &ForgetTarget,
         reason: Option<&str>,
-    ) -> Result<(BlindIndex, Outcome), ServiceError> {
+    ) -> Result<Outcome, ServiceError> {
         self.run(context, Forget { field, target, reason }).await
+    }
+
+    /// Erases every ip and device id of `user_id`'s rows.
+    pub async fn forget_user(
+        &self,
+        context: &RequestContext,
+        user_id: &str,
+        reason: Option<&str>,
+    ) -> Result<UserErased, ServiceError> {
+        self.run(context, ForgetUser { user_id, reason }).await
     }
 }

@@ -1,6 +1,6 @@
 //! `quarantine show`: one quarantined body, opened. Audited first as a reveal is: the
 //! request row is committed, and the caller's daily budget charged for it
-//! ([`crate::audit::SHOW_UNITS`]: a body holds both values of a login), before the row is
+//! ([`crate::budget::SHOW_UNITS`]: a body holds both values of a login), before the row is
 //! read or a key unwrapped. An erased body answers `erased`, a key never quarantined
 //! `unknown`; both spend the units, as a reveal of an unknown mask does (an answer is an
 //! answer). A body that holds a value `forget` erased (quarantined after the forget) is
