@@ -25,6 +25,8 @@ pub enum Action {
     QuarantineReplay,
     QuarantineImportDlq,
     QuarantinePurge,
+    /// A request that did not parse far enough to name an operation (or named none).
+    Request,
 }
 
 /// What a quarantine show costs of the daily budget: a body holds both values of a login
@@ -46,7 +48,28 @@ impl Action {
             Action::QuarantineReplay => "quarantine-replay",
             Action::QuarantineImportDlq => "quarantine-import-dlq",
             Action::QuarantinePurge => "quarantine-purge",
+            Action::Request => "request",
         }
+    }
+
+    /// The action of a request's `op` (the protocol's tag is the action's name); `None`
+    /// for an op the service does not have.
+    pub fn of_op(op: &str) -> Option<Action> {
+        const OPS: [Action; 12] = [
+            Action::Find,
+            Action::Reveal,
+            Action::Forget,
+            Action::Audit,
+            Action::InitKeys,
+            Action::RotateKey,
+            Action::Reencrypt,
+            Action::QuarantineList,
+            Action::QuarantineShow,
+            Action::QuarantineReplay,
+            Action::QuarantineImportDlq,
+            Action::QuarantinePurge,
+        ];
+        OPS.into_iter().find(|action| action.as_str() == op)
     }
 
     /// Admin actions (key creation, rotation and re-encryption) need the key-admin role;
@@ -162,8 +185,11 @@ impl<'a> Journal<'a> {
         refused.map_or(Ok(ids), Err)
     }
 
-    /// Records a request together with its refusal, for a request the table cannot hold
-    /// pending (a reveal or erasure without a usable reason) and for an anonymous knock.
+    /// Records a request together with its refusal, for a request refused before it has a
+    /// row: one the table cannot hold pending (a reveal or erasure without a usable
+    /// reason), a malformed one, one from a caller in no role, an anonymous knock. Beyond
+    /// [`REFUSAL_ROWS_PER_MINUTE`] refused rows of the caller, the refusal is counted in
+    /// `pii_audit_refusals_over_limit` instead, so refusals cannot flood the audit.
     pub async fn refused(
         self,
         context: &RequestContext,
@@ -172,7 +198,11 @@ impl<'a> Journal<'a> {
     ) -> Result<(), ServiceError> {
         let mut client = self.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
-        insert(&tx, context, row, Some((Outcome::Refused, detail.to_owned()))).await?;
+        if over_refusal_limit(&tx, context).await? {
+            tx.execute(COUNT_OVER_LIMIT, &[&context.caller]).await.map_err(unavailable)?;
+        } else {
+            insert(&tx, context, row, Some((Outcome::Refused, detail.to_owned()))).await?;
+        }
         tx.commit().await.map_err(unavailable)
     }
 
@@ -219,6 +249,40 @@ async fn spend(
     let used: i64 = tx.query_one(USED, &[&context.caller, &SHOW_UNITS]).await.map_err(unavailable)?.get(0);
     Ok((used + wanted > i64::from(budget))
         .then(|| ServiceError::Budget { budget, used: u64::try_from(used).unwrap_or_default() }))
+}
+
+/// Refused rows a caller leaves in the audit per minute (sliding); the refusals beyond are
+/// counted per caller and minute in `pii_audit_refusals_over_limit`. The one place the
+/// limit lives.
+pub const REFUSAL_ROWS_PER_MINUTE: i64 = 30;
+
+const COUNT_OVER_LIMIT: &str = "
+    INSERT INTO pii_audit_refusals_over_limit (caller, minute, refused)
+    VALUES ($1, date_trunc('minute', now()), 1)
+    ON CONFLICT (caller, minute) DO UPDATE SET refused = pii_audit_refusals_over_limit.refused + 1";
+
+/// Whether the caller has left [`REFUSAL_ROWS_PER_MINUTE`] refused rows in the last minute,
+/// under a per-caller lock held until `tx` ends (so concurrent refusals cannot all pass).
+async fn over_refusal_limit(
+    tx: &deadpool_postgres::Transaction<'_>,
+    context: &RequestContext,
+) -> Result<bool, ServiceError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('pii-vault-refusals:' || $1, 0))",
+        &[&context.caller],
+    )
+    .await
+    .map_err(unavailable)?;
+    let recent: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM pii_audit
+              WHERE caller = $1 AND outcome = 'refused' AND at > now() - interval '1 minute'",
+            &[&context.caller],
+        )
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    Ok(recent >= REFUSAL_ROWS_PER_MINUTE)
 }
 
 /// The outcome a row is inserted with: none, or refused for the budget.

@@ -98,49 +98,141 @@ pub async fn handle(
     }
 }
 
+/// The largest body the service reads; a larger one is refused unread. The largest
+/// legitimate request (a replay of 100 ids of 128 characters, with a reason of 500) is
+/// under 16 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Identity, then the caller's role, then the request's form; whatever is refused on the
+/// way is recorded (op, size, keyed hash of the body; never the body) before it is
+/// answered. A well-formed request from a caller in a role goes on to the one path of
+/// `operation.rs`, which records it with its fields.
 async fn answer(
     service: &VaultService,
     access: &Access,
     request: LambdaFunctionUrlRequest,
     request_id: &str,
 ) -> Result<Response, ServiceError> {
-    let context = match access.context(&request, request_id) {
+    let identity = access.context(&request, request_id);
+    let envelope = Envelope::of(request);
+    let context = match identity {
         Ok(context) => context,
         Err(error) => {
-            // Knocking without an identity is on the record too.
+            // Knocking without an identity is on the record too (one caller for all).
             let anonymous = RequestContext {
                 caller: "(no IAM identity)".into(),
                 request_id: request_id.to_owned(),
                 staff: false,
                 key_admin: false,
             };
-            Journal::new(service.pool())
-                .refused(&anonymous, &RequestRow::new(Action::Audit), &error.to_string())
-                .await?;
-            return Err(error);
+            return Err(refuse(service, &anonymous, &envelope, error).await);
         }
     };
-    let method = request.request_context.http.method.as_deref().unwrap_or_default();
-    let path = request.raw_path.as_deref().unwrap_or("/");
-    if !method.eq_ignore_ascii_case("POST") || !matches!(path, "/" | "") {
-        return Err(ServiceError::BadRequest(format!("POST a JSON request to / (got {method} {path})")));
-    }
-    let body = match (request.body, request.is_base64_encoded) {
-        (Some(body), true) => base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .map_err(|_| ServiceError::BadRequest("body is not valid base64".into()))?,
-        (Some(body), false) => body.into_bytes(),
-        (None, _) => Vec::new(),
+    // Authorize first: a caller in no role may do nothing, whatever it sent.
+    let parsed = if context.staff || context.key_admin {
+        envelope.request()
+    } else {
+        let action = match envelope.action() {
+            Action::Request => "call the vault service",
+            action => action.as_str(),
+        };
+        Err(ServiceError::NotAllowed { caller: context.caller.clone(), action })
     };
-    // serde's messages can quote input (PII in a find): say only where it failed.
-    let request: Request = serde_json::from_slice(&body).map_err(|e| {
-        ServiceError::BadRequest(format!(
-            "the body is not a valid request (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    Box::pin(service.handle(&context, request)).await
+    match parsed {
+        Ok(request) => Box::pin(service.handle(&context, request)).await,
+        Err(error) => Err(refuse(service, &context, &envelope, error).await),
+    }
+}
+
+/// What arrived, before anything is believed about it.
+struct Envelope {
+    method: String,
+    path_is_root: bool,
+    /// The body as sent (base64 decoded when it is flagged so and decodes).
+    body: Vec<u8>,
+    base64_ok: bool,
+}
+
+impl Envelope {
+    fn of(request: LambdaFunctionUrlRequest) -> Envelope {
+        let method = request.request_context.http.method.unwrap_or_default();
+        let path_is_root = matches!(request.raw_path.as_deref(), None | Some("/" | ""));
+        let (body, base64_ok) = match (request.body, request.is_base64_encoded) {
+            (Some(body), true) => match base64::engine::general_purpose::STANDARD.decode(&body) {
+                Ok(decoded) => (decoded, true),
+                Err(_) => (body.into_bytes(), false),
+            },
+            (Some(body), false) => (body.into_bytes(), true),
+            (None, _) => (Vec::new(), true),
+        };
+        Envelope { method, path_is_root, body, base64_ok }
+    }
+
+    /// The request, or why it is not one. No message quotes the input (a malformed
+    /// `find` carries a plaintext).
+    fn request(&self) -> Result<Request, ServiceError> {
+        let bad = |message: String| Err(ServiceError::BadRequest(message));
+        if !self.method.eq_ignore_ascii_case("POST") || !self.path_is_root {
+            return bad("POST a JSON request to /".into());
+        }
+        if self.body.len() > MAX_BODY_BYTES {
+            return bad(format!("a request body is at most {MAX_BODY_BYTES} bytes"));
+        }
+        if !self.base64_ok {
+            return bad("body is not valid base64".into());
+        }
+        serde_json::from_slice(&self.body).or_else(|e| {
+            bad(format!("the body is not a valid request (line {}, column {})", e.line(), e.column()))
+        })
+    }
+
+    /// The operation the body names, if it is small enough to read and names one the
+    /// service has; else [`Action::Request`].
+    fn action(&self) -> Action {
+        #[derive(serde::Deserialize)]
+        struct Op {
+            op: String,
+        }
+        (self.body.len() <= MAX_BODY_BYTES)
+            .then(|| serde_json::from_slice::<Op>(&self.body).ok())
+            .flatten()
+            .and_then(|op| Action::of_op(&op.op))
+            .unwrap_or(Action::Request)
+    }
+
+    /// How the request came, in the service's words (a method it does not know, a path it
+    /// does not serve, are named as such, not echoed).
+    fn summary(&self) -> String {
+        const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+        let method =
+            METHODS.into_iter().find(|m| m.eq_ignore_ascii_case(&self.method)).unwrap_or("another method");
+        let path = if self.path_is_root { "/" } else { "another path" };
+        format!("{method} {path}")
+    }
+}
+
+/// Records the refusal of a request that has no row yet (within the caller's limit of
+/// refusal rows, `Journal::refused`) and returns it; if it cannot be recorded, the answer
+/// is `audit_unavailable` instead.
+async fn refuse(
+    service: &VaultService,
+    context: &RequestContext,
+    envelope: &Envelope,
+    error: ServiceError,
+) -> ServiceError {
+    let digest = match service.request_digester().await {
+        Ok(digester) => digester.digest(&envelope.body),
+        Err(keys) => format!("unavailable ({})", keys.code().as_str()),
+    };
+    let detail = format!(
+        "{error}; {}, body of {} bytes, hmac-sha256 {digest}",
+        envelope.summary(),
+        envelope.body.len()
+    );
+    match Journal::new(service.pool()).refused(context, &RequestRow::new(envelope.action()), &detail).await {
+        Ok(()) => error,
+        Err(unrecorded) => unrecorded,
+    }
 }
 
 /// One CloudWatch Embedded Metric Format line per request (namespace `login-etl`,

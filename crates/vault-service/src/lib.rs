@@ -24,10 +24,10 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, OnceCell};
 
 pub use cmd::{Imported, Purged, QuarantineFilter, Reencrypted, Shown};
-use login_etl_core::crypto::{BlindIndexer, PiiField, SealError};
+use login_etl_core::crypto::{BlindIndexer, KeyPurpose, PiiField, RequestDigester, SealError};
 use login_etl_core::error::DbError;
 use login_etl_core::event::text::ReasonError;
-use login_etl_core::keys::{DataKeyCache, KeyError, Kms};
+use login_etl_core::keys::{self, DataKeyCache, KeyError, Kms};
 use pii_vault_protocol::{ErrorCode, Request, Response};
 use queues::{QueueError, Queues};
 
@@ -209,6 +209,8 @@ pub struct VaultService {
     kms: Kms,
     budget: u32,
     indexer: OnceCell<BlindIndexer>,
+    /// The audit key, for the digest of a refused request's body.
+    request_digester: OnceCell<RequestDigester>,
     data_keys: Mutex<DataKeyCache>,
     quarantine: QuarantineSettings,
 }
@@ -221,6 +223,7 @@ impl VaultService {
             kms,
             budget: reveal_budget_per_day,
             indexer: OnceCell::new(),
+            request_digester: OnceCell::new(),
             data_keys: Mutex::new(DataKeyCache::new()),
             quarantine: QuarantineSettings::default(),
         }
@@ -291,6 +294,17 @@ impl VaultService {
                 }
             }
         })
+    }
+
+    /// The digest of request bodies under the audit key, unwrapped once per process.
+    pub(crate) async fn request_digester(&self) -> Result<&RequestDigester, ServiceError> {
+        self.request_digester
+            .get_or_try_init(|| async {
+                let client = self.pool.get().await?;
+                let key = keys::load_key(&**client, &self.kms, KeyPurpose::Audit).await?;
+                Ok::<_, ServiceError>(RequestDigester::new(&key))
+            })
+            .await
     }
 
     /// The service's database pool (its login is in `login_etl_vault_service`).

@@ -3,8 +3,11 @@
 //!
 //! - [`blind_index`]: `hex(HMAC-SHA256(index key of the field, normalized value))`
 //! - [`seal`]: AES-256-GCM-SIV with a random nonce, AAD bound to the vault row
+//! - [`request_digest`]: `hex(HMAC-SHA256(audit key, domain || body))`, what the audit
+//!   records of a request body it cannot parse
 
 pub mod blind_index;
+pub mod request_digest;
 pub mod seal;
 
 use std::fmt;
@@ -12,6 +15,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 pub use blind_index::{BlindIndex, BlindIndexer};
+pub use request_digest::RequestDigester;
 pub use seal::{DataKey, NONCE_LEN, SealError, SealedValue};
 
 pub const KEY_LEN: usize = 32;
