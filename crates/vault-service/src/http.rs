@@ -1,8 +1,9 @@
 //! The service's front: a Lambda function URL with `AuthType: AWS_IAM`. The caller is the
 //! IAM principal in the request context, which SigV4 makes unforgeable; a request without
-//! one is refused, unless the explicit local-identity setting (for the local stack, where
-//! `cargo lambda watch` serves the URL without IAM) names the caller. `template.yaml`
-//! never sets it, and `make lint-template` rejects a template that does.
+//! one is refused. Nothing here names a caller otherwise: the local stack's binary
+//! (`pii-vault-service-local`, crates/local-tools) puts its identity into the request
+//! context before [`handle`], and the deployed binary does not contain it
+//! (`scripts/check-bootstrap.py` fails an artifact that does).
 //!
 //! One route: `POST /` with a JSON [`Request`]; the answer is a JSON [`Response`], or an
 //! [`ErrorBody`] (`{"error": {"code", "message"}}`) with the HTTP status of its code.
@@ -22,19 +23,12 @@ pub struct Access {
     pub staff_role: Option<String>,
     /// IAM role ARN of the key administrator (`KEY_ADMIN_ROLE_ARN`): the admin operations.
     pub key_admin_role: Option<String>,
-    /// `PII_VAULT_LOCAL_IDENTITY`: the caller to assume when a request carries no IAM
-    /// identity (local stack only; both roles).
-    pub local_identity: Option<String>,
 }
 
 impl Access {
     pub fn from_env() -> Access {
         let var = |name| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        Access {
-            staff_role: var("STAFF_ROLE_ARN"),
-            key_admin_role: var("KEY_ADMIN_ROLE_ARN"),
-            local_identity: var("PII_VAULT_LOCAL_IDENTITY"),
-        }
+        Access { staff_role: var("STAFF_ROLE_ARN"), key_admin_role: var("KEY_ADMIN_ROLE_ARN") }
     }
 
     /// The proven caller and what it may do, or why not.
@@ -43,21 +37,16 @@ impl Access {
         request: &LambdaFunctionUrlRequest,
         request_id: &str,
     ) -> Result<RequestContext, ServiceError> {
-        let proven = request
+        let caller = request
             .request_context
             .authorizer
             .as_ref()
             .and_then(|a| a.iam.as_ref())
             .and_then(|iam| iam.user_arn.clone())
-            .filter(|arn| !arn.is_empty());
-        let (caller, local) = match (proven, &self.local_identity) {
-            (Some(arn), _) => (arn, false),
-            (None, Some(local)) => (local.clone(), true),
-            (None, None) => return Err(ServiceError::NoIdentity),
-        };
+            .filter(|arn| !arn.is_empty())
+            .ok_or(ServiceError::NoIdentity)?;
         let in_role = |role: &Option<String>| role.as_deref().is_some_and(|role| assumes(&caller, role));
-        let (staff, key_admin) =
-            if local { (true, true) } else { (in_role(&self.staff_role), in_role(&self.key_admin_role)) };
+        let (staff, key_admin) = (in_role(&self.staff_role), in_role(&self.key_admin_role));
         Ok(RequestContext { caller, request_id: request_id.to_owned(), staff, key_admin })
     }
 }
@@ -324,11 +313,10 @@ mod tests {
     }
 
     #[test]
-    fn no_identity_is_refused_unless_the_local_identity_is_set() {
+    fn no_identity_is_refused_and_a_proven_one_has_its_roles_only() {
         let access = Access {
             staff_role: Some("arn:aws:iam::123456789012:role/staff".into()),
             key_admin_role: Some("arn:aws:iam::123456789012:role/keys".into()),
-            local_identity: None,
         };
         assert!(matches!(access.context(&request_from(None), "r"), Err(ServiceError::NoIdentity)));
         let staff =
@@ -341,13 +329,5 @@ mod tests {
             access.context(&request_from(Some("arn:aws:sts::123456789012:assumed-role/other/c")), "r");
         let stranger = stranger.expect("a caller, with no rights");
         assert!(!stranger.staff && !stranger.key_admin);
-
-        let local = Access { local_identity: Some("local:dev".into()), ..access };
-        let context = local.context(&request_from(None), "r").expect("local");
-        assert_eq!(context.caller, "local:dev");
-        // A real identity always wins over the local setting.
-        let proven =
-            local.context(&request_from(Some("arn:aws:sts::123456789012:assumed-role/other/c")), "r");
-        assert_eq!(proven.expect("proven").caller, "arn:aws:sts::123456789012:assumed-role/other/c");
     }
 }

@@ -6,6 +6,7 @@
 //!   validate, work, record the outcome;
 //! - `cmd`: one file per operation (its checks, its SQL, its answer);
 //! - [`http`]: the function URL front;
+//! - [`function`]: the Lambda function's life (init, then one request per invocation);
 //! - [`queues`]: the replay queue and the dead-letter queue (the quarantine's operations);
 //! - here: the service's resources, the caller's context, and each error's code and HTTP
 //!   status.
@@ -16,6 +17,7 @@
 
 pub mod audit;
 mod cmd;
+pub mod function;
 pub mod http;
 mod operation;
 pub mod queues;
@@ -80,7 +82,7 @@ impl QuarantineSettings {
 /// Who asks, as the transport proved it, and what the caller may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestContext {
-    /// The IAM principal's ARN (or the local stack's configured identity).
+    /// The IAM principal's ARN.
     pub caller: String,
     /// The Lambda request id, recorded with each audit row.
     pub request_id: String,

@@ -176,7 +176,6 @@ fn access() -> Access {
     Access {
         staff_role: Some("arn:aws:iam::123456789012:role/pii-vault-staff".into()),
         key_admin_role: Some("arn:aws:iam::123456789012:role/pii-vault-key-admin".into()),
-        local_identity: None,
     }
 }
 
@@ -227,15 +226,7 @@ async fn an_unknown_operation_from_a_proven_caller_is_on_the_record() {
         assert_eq!(recorded, 3, "{who}: each request is on the record, with its digest");
     }
     // The op is recorded when the body names one the service has, never the caller's text.
-    let actions: Vec<String> = db
-        .connect()
-        .await
-        .query("SELECT action FROM pii_audit WHERE caller LIKE '%/sam' ORDER BY id", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let actions = db.texts("SELECT action FROM pii_audit WHERE caller LIKE '%/sam' ORDER BY id", &[]).await;
     assert_eq!(actions, ["request", "find", "request"]);
 }
 
@@ -348,15 +339,9 @@ async fn a_get_or_another_path_from_a_caller_in_no_role_is_refused_on_the_record
         let answer = http::handle(&service, &access(), request, &format!("v-{n}")).await;
         assert_eq!(answer.status_code, 403, "{method} {path}: {:?}", answer.body);
     }
-    let details: Vec<String> = db
-        .connect()
-        .await
-        .query("SELECT detail FROM pii_audit WHERE caller = $1 AND outcome = 'refused' ORDER BY id", &[&arn])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let details = db
+        .texts("SELECT detail FROM pii_audit WHERE caller = $1 AND outcome = 'refused' ORDER BY id", &[&arn])
+        .await;
     assert_eq!(details.len(), 3, "{details:?}");
     assert!(details[0].contains("GET /") && details[1].contains("POST another path"), "{details:?}");
     assert!(details[2].contains("another method"), "{details:?}");
