@@ -12,6 +12,7 @@ use aws_lambda_events::lambda_function_urls::{LambdaFunctionUrlRequest, LambdaFu
 use base64::Engine;
 
 use crate::audit::{Action, Journal, RequestRow};
+use crate::operation::authorize;
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::error::report;
 use pii_vault_protocol::{ErrorBody, Outcome, Request, Response};
@@ -117,9 +118,11 @@ async fn answer(
             return Err(refuse(service, &anonymous, &envelope, error).await);
         }
     };
-    // Authorize first: a caller in no role may do nothing, whatever it sent.
+    // Authorize first: a caller in no role may do nothing, whatever it sent; a caller in a
+    // role may not ask for an operation of the other (refused here, so within the limit of
+    // refusal rows; the operation's path checks the role again).
     let parsed = if context.staff || context.key_admin {
-        envelope.request()
+        envelope.request().and_then(|request| authorize(&context, envelope.action()).map(|()| request))
     } else {
         let action = match envelope.action() {
             Action::Request => "call the vault service",

@@ -379,6 +379,16 @@ async fn a_flood_of_refusals_leaves_at_most_the_limit_of_rows_and_counts_the_res
         assert_eq!(rows, limit, "{caller}: rows");
         assert_eq!(rows + counted, flood, "{caller}: every refusal on the record, as a row or counted");
     }
+    // Staff flooding with an operation of the other role: refused the same way.
+    let staff = "arn:aws:sts::123456789012:assumed-role/pii-vault-staff/sid";
+    for n in 0..flood {
+        let answer =
+            http::handle(&service, &access(), event(staff, r#"{"op": "rotate-key"}"#), &format!("s-{n}"))
+                .await;
+        assert_eq!(answer.status_code, 403);
+    }
+    assert_eq!(db.count(&format!("SELECT count(*) FROM pii_audit WHERE caller = '{staff}'")).await, limit);
+    assert_eq!(db.count("SELECT count(*) FROM pii_keys WHERE version > 1").await, 0, "nothing rotated");
     let other = "arn:aws:sts::123456789012:assumed-role/other/walter";
     let answer = http::handle(&service, &access(), event(other, "not json"), "w").await;
     assert_eq!(answer.status_code, 403);
