@@ -181,14 +181,10 @@ impl Envelope {
     /// The operation the body names, if it is small enough to read and names one the
     /// service has; else [`Action::Request`].
     fn action(&self) -> Action {
-        #[derive(serde::Deserialize)]
-        struct Op {
-            op: String,
-        }
         (self.body.len() <= MAX_BODY_BYTES)
-            .then(|| serde_json::from_slice::<Op>(&self.body).ok())
+            .then(|| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&self.body).ok())
             .flatten()
-            .and_then(|op| Action::of_op(&op.op))
+            .and_then(|object| object.get("op").and_then(|op| op.as_str()).and_then(Action::of_op))
             .unwrap_or(Action::Request)
     }
 
@@ -313,6 +309,38 @@ mod tests {
             event["requestContext"]["authorizer"] = serde_json::json!({"iam": {"userArn": arn}});
         }
         serde_json::from_value(event).expect("function URL event")
+    }
+
+    fn envelope(body: &str) -> Envelope {
+        let mut request = request_from(None);
+        request.body = Some(body.to_owned());
+        Envelope::of(request)
+    }
+
+    #[test]
+    fn a_request_is_recorded_under_the_action_its_op_names_and_nothing_else() {
+        for body in [
+            r#"{"op": "find", "field": "ip", "value": "10.0.0.1"}"#,
+            r#"{"op": "audit"}"#,
+            r#"{"op": "init-keys"}"#,
+            r#"{"op": "rotate-key"}"#,
+            r#"{"op": "reencrypt", "batch_size": 10}"#,
+            r#"{"op": "quarantine-list"}"#,
+            r#"{"op": "quarantine-show", "message_id": "m"}"#,
+            r#"{"op": "quarantine-import-dlq"}"#,
+            r#"{"op": "quarantine-purge"}"#,
+        ] {
+            let envelope = envelope(body);
+            assert!(envelope.request().is_ok(), "{body}");
+            let op: serde_json::Value = serde_json::from_str(body).expect("json");
+            assert_eq!(Some(envelope.action().as_str()), op["op"].as_str(), "{body}");
+        }
+        for body in [r#"{"op": "dump-vault"}"#, "not json", r#"{"op": 7}"#, r#"["find"]"#] {
+            assert_eq!(envelope(body).action(), Action::Request, "{body}");
+        }
+        let huge = format!(r#"{{"op": "find", "value": "{}"}}"#, "1".repeat(MAX_BODY_BYTES));
+        assert_eq!(envelope(&huge).action(), Action::Request, "a body over the limit is not read");
+        assert!(matches!(envelope(&huge).request(), Err(ServiceError::BadRequest(_))));
     }
 
     #[test]
