@@ -8,10 +8,10 @@ PROGRESS := scripts/progress.sh
 CARGO_NOISE := '^ *(Compiling|Checking|Downloaded|Downloading|Finished|Updating|Locking|Adding|Executable) '
 WITH_ENV := source .stack/env &&
 
-.PHONY: deps check-layers init-keys stack bench bench-smoke test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package rust-target sam sam-build deploy lint-template test-lint-template venv fuzz fuzz-build
+.PHONY: deps check-layers init-keys stack bench bench-smoke test run up down migrate watch invoke fmt lint check-fmt check-compose unit build package rust-target sam sam-build deploy lint-template test-lint-template test-check-bootstrap venv fuzz fuzz-build
 
 ## Everything CI checks: formatting, clippy, unit and integration tests on the local stack.
-test: check-fmt lint check-layers stack check-compose test-lint-template
+test: check-fmt lint check-layers stack check-compose test-lint-template test-check-bootstrap
 	$(WITH_ENV) $(PROGRESS) "cargo build (tests)" crates $(CARGO_NOISE) cargo test --workspace --lib --bins --tests --no-run
 	$(WITH_ENV) cargo test --workspace --lib --bins --tests --no-fail-fast
 
@@ -71,6 +71,10 @@ lint-template: venv
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} .venv/bin/python scripts/lint-template.py $(TEMPLATE)
 
 ## Proves lint-template rejects templates broken in events, redrive and key policy.
+## The bootstrap check refuses what it must (a local-only identity, a wrong architecture, a new glibc).
+test-check-bootstrap:
+	python3 scripts/check-bootstrap.py --self-test
+
 test-lint-template: venv
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} .venv/bin/python scripts/test-lint-template.py
 

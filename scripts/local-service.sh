@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The vault service on the local stack, on the same path as in AWS: `pii-vault` signs its
 # request and POSTs it to a function URL; `cargo lambda watch` serves that URL and the
-# Lambda runtime API, and the real `pii-vault-service` binary answers through the runtime
-# API. cargo-lambda's URLs carry no IAM identity, so the service runs with
-# PII_VAULT_LOCAL_IDENTITY (never set in template.yaml; the template lint rejects it).
+# Lambda runtime API, and the service answers through the runtime API. cargo-lambda's URLs
+# carry no IAM identity, so the service runs as `pii-vault-service-local` (crates/local-tools:
+# the same service, which takes PII_VAULT_LOCAL_IDENTITY as the caller of a request without
+# an identity); the deployed `pii-vault-service` has no such path.
 #
 #   scripts/local-service.sh up     migrate, demo logins, (re)start the service; adds
 #                                   PII_VAULT_URL to .stack/env
@@ -34,7 +35,7 @@ up() {
   source "$state/env"
   # A line of progress every 10 s instead of cargo's line per crate (`make run` has built them).
   scripts/progress.sh "cargo build" crates '^ *(Compiling|Downloaded|Downloading|Finished|Updating|Locking|Adding) ' \
-    cargo build --bin migrate --bin pii-vault-service --bin pii-vault
+    cargo build --bin migrate --bin pii-vault-service-local --bin pii-vault
   target/debug/migrate >/dev/null
   # Demo logins in the roles (no password: the throwaway cluster trusts loopback).
   for login in writer analyst auditor vault_service; do
@@ -53,18 +54,18 @@ up() {
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.2
   done
-  log "pii-vault-service (logs: $state/vault-service.log)"
+  log "pii-vault-service-local (logs: $state/vault-service.log)"
   # `pii-vault quarantine replay` sends to the replay queue, `import-dlq` empties the DLQ.
   DATABASE_URL=$service_url PII_VAULT_LOCAL_IDENTITY="local:${USER:-developer}" \
     REPLAY_QUEUE_URL=${REPLAY_QUEUE_URL:-} DEAD_LETTER_QUEUE_URL=${DEAD_LETTER_QUEUE_URL:-} \
     QUARANTINE_RETENTION_DAYS=${QUARANTINE_RETENTION_DAYS:-} \
     AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt" AWS_LAMBDA_FUNCTION_NAME=pii-vault-service \
     AWS_LAMBDA_FUNCTION_VERSION='$LATEST' AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256 \
-    nohup target/debug/pii-vault-service >"$state/vault-service.log" 2>&1 &
+    nohup target/debug/pii-vault-service-local >"$state/vault-service.log" 2>&1 &
   echo $! >"$state/vault-service.pid"
   sleep 0.5
   if ! kill -0 "$(cat "$state/vault-service.pid")" 2>/dev/null; then
-    log "pii-vault-service did not start:"; tail -5 "$state/vault-service.log" >&2; exit 1
+    log "pii-vault-service-local did not start:"; tail -5 "$state/vault-service.log" >&2; exit 1
   fi
   # With --only-lambda-apis, cargo-lambda serves the one function as `_`.
   sed -i '/^export PII_VAULT_URL=/d' "$state/env"

@@ -20,7 +20,7 @@ echo "== building (cargo build: a few minutes the first time); migrating; starti
 # All the binaries at once, so that local-service.sh finds them built. cargo's line per
 # crate is replaced by a line of progress every 10 s; warnings and errors are shown.
 scripts/progress.sh "cargo build" crates '^ *(Compiling|Downloaded|Downloading|Finished|Updating|Locking|Adding) ' \
-  cargo build --bin migrate --bin esm-local --bin pii-vault-service --bin pii-vault
+  cargo build --bin migrate --bin esm-local --bin pii-vault-service-local --bin pii-vault
 scripts/local-service.sh up
 source .stack/env
 

@@ -128,6 +128,15 @@ impl TestDb {
         self.connect().await.query_one(sql, &[]).await.expect(sql).get(0)
     }
 
+    /// The first column of each row of `sql`, as text.
+    pub async fn texts(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<String> {
+        self.connect().await.query(sql, params).await.expect(sql).iter().map(|r| r.get(0)).collect()
+    }
+
     /// The function's configuration against this database.
     pub fn app_config(&self) -> Config {
         Config {

@@ -107,14 +107,15 @@ impl Drop for LocalLambda {
 pub struct LocalVaultService {
     /// The function URL to give `pii-vault` as `PII_VAULT_URL`.
     pub url: String,
-    _lambda: LocalLambda,
+    lambda: LocalLambda,
 }
 
 impl LocalVaultService {
-    /// `service_binary`: [`workspace_binary`]`("pii-vault-service")`, or the test's own
-    /// `env!("CARGO_BIN_EXE_pii-vault-service")`.
+    /// `service_binary`: [`workspace_binary`]`("pii-vault-service-local")` (the service with
+    /// `identity` as the caller of cargo-lambda's requests, which carry no IAM identity;
+    /// both roles unless `env` names `STAFF_ROLE_ARN` / `KEY_ADMIN_ROLE_ARN`).
     pub async fn start(db: &TestDb, kms: &Kms, service_binary: &str, identity: &str) -> LocalVaultService {
-        LocalVaultService::start_logging_to(db, kms, service_binary, identity, None).await
+        LocalVaultService::start_with(db, kms, service_binary, identity, &[], None).await
     }
 
     /// As [`LocalVaultService::start`], its log (the service's log stream) written to `log`.
@@ -125,20 +126,34 @@ impl LocalVaultService {
         identity: &str,
         log: Option<&Path>,
     ) -> LocalVaultService {
-        let env = [
+        LocalVaultService::start_with(db, kms, service_binary, identity, &[], log).await
+    }
+
+    /// [`LocalVaultService::start`] with more environment, its log written to `log`.
+    pub async fn start_with(
+        db: &TestDb,
+        kms: &Kms,
+        service_binary: &str,
+        identity: &str,
+        more: &[(&str, String)],
+        log: Option<&Path>,
+    ) -> LocalVaultService {
+        let mut env = vec![
             ("DATABASE_URL", url_of(&db.login_in("login_etl_vault_service").await)),
             ("KMS_KEY_ID", kms.key_id().to_owned()),
             ("PII_VAULT_LOCAL_IDENTITY", identity.to_owned()),
             ("REVEAL_BUDGET_PER_DAY", "100000".to_owned()),
             ("REVEAL_BUDGET_PER_ROLE_PER_DAY", "100000".to_owned()),
         ];
+        env.extend(more.iter().cloned());
         let lambda = LocalLambda::start(service_binary, &env, log).await;
-        // Ready when the service itself answers: a GET is refused with 400 before it is
-        // audited (only POSTed requests are operations).
+        // Ready when the service itself answers: a GET is refused (400 in a role, 403 in
+        // none), on the record as a `request` refused.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while lambda.http.get(lambda.url()).send().await.map(|answer| answer.status()).ok()
-            != Some(StatusCode::BAD_REQUEST)
-        {
+        while !matches!(
+            lambda.http.get(lambda.url()).send().await.map(|answer| answer.status()),
+            Ok(StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN)
+        ) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "pii-vault-service did not answer on {}",
@@ -146,7 +161,15 @@ impl LocalVaultService {
             );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        LocalVaultService { url: lambda.url(), _lambda: lambda }
+        LocalVaultService { url: lambda.url(), lambda }
+    }
+
+    /// POSTs `body` to the function URL unsigned (cargo-lambda adds no identity): the
+    /// status and the answer's body.
+    pub async fn post(&self, body: Vec<u8>) -> (u16, String) {
+        let answer =
+            self.lambda.http.post(&self.url).body(body).send().await.expect("the function URL answers");
+        (answer.status().as_u16(), answer.text().await.unwrap_or_default())
     }
 }
 

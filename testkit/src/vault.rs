@@ -141,6 +141,5 @@ pub fn staff_and_key_admin_roles() -> Access {
     Access {
         staff_role: Some("arn:aws:iam::123456789012:role/pii-vault-staff".into()),
         key_admin_role: Some("arn:aws:iam::123456789012:role/pii-vault-key-admin".into()),
-        local_identity: None,
     }
 }

@@ -34,6 +34,8 @@ pub enum Action {
     QuarantineImportDlq,
     QuarantinePurge,
     AuditVerify,
+    /// A request that did not parse far enough to name an operation (or named none).
+    Request,
 }
 
 impl Action {
@@ -52,7 +54,28 @@ impl Action {
             Action::QuarantineImportDlq => "quarantine-import-dlq",
             Action::QuarantinePurge => "quarantine-purge",
             Action::AuditVerify => "audit-verify",
+            Action::Request => "request",
         }
+    }
+
+    /// The action of a request's `op` (the protocol's tag is the action's name); `None`
+    /// for an op the service does not have.
+    pub fn of_op(op: &str) -> Option<Action> {
+        const OPS: [Action; 12] = [
+            Action::Find,
+            Action::Reveal,
+            Action::Forget,
+            Action::Audit,
+            Action::InitKeys,
+            Action::RotateKey,
+            Action::Reencrypt,
+            Action::QuarantineList,
+            Action::QuarantineShow,
+            Action::QuarantineReplay,
+            Action::QuarantineImportDlq,
+            Action::QuarantinePurge,
+        ];
+        OPS.into_iter().find(|action| action.as_str() == op)
     }
 
     /// Admin actions (key creation, rotation and re-encryption) need the key-admin role;
@@ -276,8 +299,11 @@ impl<'a> Journal<'a> {
         refused.map_or(Ok(links.iter().map(|(id, _)| *id).collect()), Err)
     }
 
-    /// Records a request together with its refusal, for a request the table cannot hold
-    /// pending (a reveal or erasure without a usable reason) and for an anonymous knock.
+    /// Records a request together with its refusal, for a request refused before it has a
+    /// row: one the table cannot hold pending (a reveal or erasure without a usable
+    /// reason), a malformed one, one from a caller in no role, an anonymous knock. Beyond
+    /// [`REFUSAL_ROWS_PER_MINUTE`] refused rows of the caller, the refusal is counted in
+    /// `pii_audit_refusals_over_limit` instead, so refusals cannot flood the audit.
     pub async fn refused(
         self,
         context: &RequestContext,
@@ -287,10 +313,16 @@ impl<'a> Journal<'a> {
         let key = self.key().await?;
         let mut client = self.service.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
-        let entry = request_entry(key, context, row, Some((Outcome::Refused, detail.to_owned())));
-        let link = append(&tx, key, entry).await?;
+        let over = over_refusal_limit(&tx, context).await?;
+        let link = if over {
+            tx.execute(COUNT_OVER_LIMIT, &[&context.caller]).await.map_err(unavailable)?;
+            None
+        } else {
+            let entry = request_entry(key, context, row, Some((Outcome::Refused, detail.to_owned())));
+            Some(append(&tx, key, entry).await?)
+        };
         tx.commit().await.map_err(unavailable)?;
-        logged(&[link]);
+        logged(link.as_slice());
         Ok(())
     }
 
@@ -456,6 +488,36 @@ fn logged(links: &[(AuditId, Link)]) {
     for (_, link) in links {
         tracing::info!(seq = link.seq, chain = %link.chain, "{CHAIN_LOG_MESSAGE}");
     }
+}
+
+/// Refused rows a caller leaves in the audit per minute (sliding); the refusals beyond are
+/// counted per caller and minute in `pii_audit_refusals_over_limit`. The one place the
+/// limit lives.
+pub const REFUSAL_ROWS_PER_MINUTE: i64 = 30;
+
+const COUNT_OVER_LIMIT: &str = "
+    INSERT INTO pii_audit_refusals_over_limit (caller, minute, refused)
+    VALUES ($1, date_trunc('minute', now()), 1)
+    ON CONFLICT (caller, minute) DO UPDATE SET refused = pii_audit_refusals_over_limit.refused + 1";
+
+/// Whether the caller has left [`REFUSAL_ROWS_PER_MINUTE`] refused entries in the last
+/// minute. Under the chain head's row lock, held until `tx` ends, which every audit write
+/// takes anyway (so concurrent refusals cannot all pass, and no other login can take it).
+async fn over_refusal_limit(
+    tx: &deadpool_postgres::Transaction<'_>,
+    context: &RequestContext,
+) -> Result<bool, ServiceError> {
+    tx.execute("SELECT 1 FROM pii_audit_chain_head FOR UPDATE", &[]).await.map_err(unavailable)?;
+    let recent: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM pii_audit_entries
+              WHERE caller = $1 AND outcome = 'refused' AND at > now() - interval '1 minute'",
+            &[&context.caller],
+        )
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    Ok(recent >= REFUSAL_ROWS_PER_MINUTE)
 }
 
 /// The outcome a row is inserted with: none, or refused for the budget.

@@ -6,6 +6,7 @@
 //!   validate, work, record the outcome;
 //! - `cmd`: one file per operation (its checks, its SQL, its answer);
 //! - [`http`]: the function URL front;
+//! - [`function`]: the Lambda function's life (init, then one request per invocation);
 //! - [`queues`]: the replay queue and the dead-letter queue (the quarantine's operations);
 //! - here: the service's resources, the caller's context, and each error's code and HTTP
 //!   status.
@@ -17,6 +18,7 @@
 pub mod audit;
 pub mod budget;
 mod cmd;
+pub mod function;
 pub mod http;
 mod operation;
 mod principal;
@@ -68,7 +70,7 @@ impl QuarantineSettings {
 /// Who asks, as the transport proved it, and what the caller may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestContext {
-    /// The IAM principal's ARN (or the local stack's configured identity).
+    /// The IAM principal's ARN.
     pub caller: String,
     /// The Lambda request id, recorded with each audit row.
     pub request_id: String,
@@ -312,6 +314,12 @@ impl VaultService {
                 }
             }
         })
+    }
+
+    /// The digest of request bodies under the audit key, unwrapped once per process.
+    /// The audit key (the journal's), for digests of what the audit must not keep.
+    pub(crate) async fn audit_key(&self) -> Result<&login_etl_core::crypto::AuditKey, ServiceError> {
+        self.audit_key.get(&self.pool, &self.kms).await
     }
 
     /// The service's database pool (its login is in `login_etl_vault_service`).

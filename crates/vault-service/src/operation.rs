@@ -260,7 +260,7 @@ impl VaultService {
 }
 
 /// The caller's role for the action, or the refusal.
-fn authorize(context: &RequestContext, action: Action) -> Result<(), ServiceError> {
+pub(crate) fn authorize(context: &RequestContext, action: Action) -> Result<(), ServiceError> {
     let allowed = if action.is_admin() { context.key_admin } else { context.staff };
     if allowed {
         Ok(())

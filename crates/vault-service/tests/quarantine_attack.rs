@@ -262,7 +262,6 @@ async fn a_show_of_the_largest_and_most_escaped_body_fits_the_function_urls_answ
     let access = Access {
         staff_role: Some("arn:aws:iam::123456789012:role/pii-vault-staff".into()),
         key_admin_role: None,
-        local_identity: None,
     };
     let show = serde_json::json!({"op": "quarantine-show", "message_id": "qa-huge", "attempt": null, "reason": REASON});
     let answer = http::handle(

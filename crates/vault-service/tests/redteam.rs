@@ -321,30 +321,222 @@ async fn a_held_budget_lock_fails_fast_with_a_clear_error() {
     assert_eq!(spent, 1, "the failed request spent budget");
 }
 
-/// Pre-existing (2558d80 too): a proven caller's malformed body or unknown operation is
-/// answered 400 and leaves no row: not every request is on the record.
+/// Regression (issue 18, item 5): a proven caller's malformed body or unknown operation
+/// was answered 400 and left no row, validated before it was authorized. Now a caller in
+/// no role is refused first (403), staff get 400, and every one of them is on the record.
 #[tokio::test]
-#[ignore = "a known hole, older than this layout: closed by the vault hardening (docs/security.md, limits)"]
 async fn an_unknown_operation_from_a_proven_caller_is_on_the_record() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
     loaded_by_writer(&db, &kms).await;
     let service = vault_service(&db, &kms, 100).await;
-    let arn = "arn:aws:sts::123456789012:assumed-role/other/mallory";
-    for (n, body) in
-        [r#"{"op": "dump-vault"}"#, r#"{"op": "find", "field": "ip"}"#, "not json"].iter().enumerate()
-    {
+    let bodies = [r#"{"op": "dump-vault"}"#, r#"{"op": "find", "field": "ip"}"#, "not json"];
+    for (who, status) in [("other/mallory", 403), ("pii-vault-staff/sam", 400)] {
+        let arn = format!("arn:aws:sts::123456789012:assumed-role/{who}");
+        for (n, body) in bodies.iter().enumerate() {
+            let answer = http::handle(
+                &service,
+                &staff_and_key_admin_roles(),
+                url_request(&arn, body),
+                &format!("{who}-{n}"),
+            )
+            .await;
+            assert_eq!(answer.status_code, status, "{who}: {:?}", answer.body);
+        }
+        let recorded = db
+            .count(&format!(
+                "SELECT count(*) FROM pii_audit WHERE caller = '{arn}' AND outcome = 'refused' AND detail ~ 'hmac-sha256 [0-9a-f]{{64}}'"
+            ))
+            .await;
+        assert_eq!(recorded, 3, "{who}: each request is on the record, with its digest");
+    }
+    // The op is recorded when the body names one the service has, never the caller's text.
+    let actions = db.texts("SELECT action FROM pii_audit WHERE caller LIKE '%/sam' ORDER BY id", &[]).await;
+    assert_eq!(actions, ["request", "find", "request"]);
+}
+
+/// Issue 18, item 5: a malformed `find` carries a plaintext ip; its refusal records the op,
+/// the size and a keyed hash of the body, never the body. Equal bodies, equal digests (a
+/// repeated knock is recognisable); the digest is not a hash anyone could recompute.
+#[tokio::test]
+async fn a_malformed_find_is_recorded_without_its_plaintext() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let arn = "arn:aws:sts::123456789012:assumed-role/pii-vault-staff/tess";
+    let body = r#"{"op": "find", "field": "ip", "value": "198.51.100.203", "reason": 7}"#;
+    for n in 0..2 {
         let answer =
-            http::handle(&service, &staff_and_key_admin_roles(), url_request(arn, body), &format!("u-{n}"))
+            http::handle(&service, &staff_and_key_admin_roles(), url_request(arn, body), &format!("t-{n}"))
                 .await;
         assert_eq!(answer.status_code, 400, "{:?}", answer.body);
+        assert!(!answer.body.unwrap_or_default().contains("198.51.100"), "the answer quotes the ip");
+    }
+    let rows = db
+        .connect()
+        .await
+        .query("SELECT action, field, target, reason, detail FROM pii_audit WHERE caller = $1", &[&arn])
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 2);
+    let detail = |n: usize| rows[n].get::<_, String>(4);
+    for (n, row) in rows.iter().enumerate() {
+        assert_eq!(row.get::<_, String>(0), "find");
+        assert_eq!((row.get::<_, Option<String>>(1), row.get::<_, Option<String>>(2)), (None, None));
+        assert!(!detail(n).contains("198.51.100"), "the plaintext is in the audit: {}", detail(n));
+        assert!(detail(n).contains(&format!("body of {} bytes", body.len())), "{}", detail(n));
+    }
+    assert_eq!(detail(0), detail(1), "equal bodies, equal records");
+    let unkeyed: String = db
+        .connect()
+        .await
+        .query_one("SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", &[&body])
+        .await
+        .expect("sha256")
+        .get(0);
+    assert!(!detail(0).contains(&unkeyed), "an unkeyed hash lets anyone test guesses");
+}
+
+/// Issue 18, item 5: "three reveals by a 2 MB user id wrote 6.3 MB into pii_audit". A body
+/// over the limit is refused unread (400 for staff, 403 for a caller in no role), on the
+/// record with its size, each row small, no budget spent.
+#[tokio::test]
+async fn a_two_megabyte_user_id_is_refused_unread_and_recorded_small() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let body = serde_json::json!({"op": "reveal", "target": {"user_id": "A".repeat(2 << 20)},
+                                  "reason": REASON})
+    .to_string();
+    for (who, status) in [("other/mallory", 403), ("pii-vault-staff/uma", 400)] {
+        let arn = format!("arn:aws:sts::123456789012:assumed-role/{who}");
+        for n in 0..3 {
+            let answer = http::handle(
+                &service,
+                &staff_and_key_admin_roles(),
+                url_request(&arn, &body),
+                &format!("{who}-{n}"),
+            )
+            .await;
+            assert_eq!(answer.status_code, status, "{who}: {:?}", answer.body);
+        }
+        let rows = db
+            .connect()
+            .await
+            .query(
+                "SELECT action, outcome, octet_length(pii_audit::text), detail FROM pii_audit WHERE caller = $1",
+                &[&arn],
+            )
+            .await
+            .expect("rows");
+        assert_eq!(rows.len(), 3, "{who}: each attempt on the record");
+        for row in &rows {
+            assert_eq!(
+                (row.get::<_, String>(0).as_str(), row.get::<_, Option<String>>(1).as_deref()),
+                ("request", Some("refused")),
+                "{who}: refused unread (its op not even parsed)"
+            );
+            let size: i32 = row.get(2);
+            assert!(size < 1024, "{who}: a row of {size} bytes");
+            assert!(row.get::<_, String>(3).contains(&format!("body of {} bytes", body.len())));
+        }
     }
     assert_eq!(
-        db.count("SELECT count(*) FROM pii_audit WHERE caller LIKE '%/mallory' AND outcome = 'refused'")
-            .await,
-        3,
-        "each request is on the record"
+        db.count(
+            "SELECT count(*) FROM pii_audit WHERE outcome IS DISTINCT FROM 'refused'
+               AND (caller LIKE '%/mallory' OR caller LIKE '%/uma')"
+        )
+        .await,
+        0,
+        "nothing but refusals"
     );
+}
+
+/// Issue 18, item 5: a principal in no role that sends a GET or another path is refused
+/// before its request is looked at (403, not 400), on the record, without its path.
+#[tokio::test]
+async fn a_get_or_another_path_from_a_caller_in_no_role_is_refused_on_the_record() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let arn = "arn:aws:sts::123456789012:assumed-role/other/victor";
+    for (n, (method, path)) in
+        [("GET", "/"), ("POST", "/admin/198.51.100.9"), ("BREW", "/")].into_iter().enumerate()
+    {
+        let mut request = url_request(arn, "{}");
+        request.request_context.http.method = Some(method.into());
+        request.raw_path = Some(path.into());
+        let answer = http::handle(&service, &staff_and_key_admin_roles(), request, &format!("v-{n}")).await;
+        assert_eq!(answer.status_code, 403, "{method} {path}: {:?}", answer.body);
+    }
+    let details = db
+        .texts("SELECT detail FROM pii_audit WHERE caller = $1 AND outcome = 'refused' ORDER BY id", &[&arn])
+        .await;
+    assert_eq!(details.len(), 3, "{details:?}");
+    assert!(details[0].contains("GET /") && details[1].contains("POST another path"), "{details:?}");
+    assert!(details[2].contains("another method"), "{details:?}");
+    assert!(details.iter().all(|d| !d.contains("198.51.100") && !d.contains("BREW")), "{details:?}");
+}
+
+/// Issue 18, item 5: refusals cannot flood the audit. A caller's refused rows stop at
+/// `REFUSAL_ROWS_PER_MINUTE`; every refusal beyond is answered refused and counted in
+/// `pii_audit_refusals_over_limit`. The same holds for knocks without an identity, and
+/// one caller's flood does not silence another's refusals.
+#[tokio::test]
+async fn a_flood_of_refusals_leaves_at_most_the_limit_of_rows_and_counts_the_rest() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let limit = pii_vault_service::audit::REFUSAL_ROWS_PER_MINUTE;
+    let flood = limit + 15;
+    let mallory = "arn:aws:sts::123456789012:assumed-role/other/mallory";
+    for n in 0..flood {
+        let answer = http::handle(
+            &service,
+            &staff_and_key_admin_roles(),
+            url_request(mallory, "not json"),
+            &format!("f-{n}"),
+        )
+        .await;
+        assert_eq!(answer.status_code, 403);
+        let mut anonymous = url_request(mallory, "not json");
+        anonymous.request_context.authorizer = None;
+        let answer = http::handle(&service, &staff_and_key_admin_roles(), anonymous, &format!("a-{n}")).await;
+        assert_eq!(answer.status_code, 401);
+    }
+    for caller in [mallory, "(no IAM identity)"] {
+        let rows = db.count(&format!("SELECT count(*) FROM pii_audit WHERE caller = '{caller}'")).await;
+        let counted = db
+            .count(&format!(
+                "SELECT coalesce(sum(refused), 0)::int8 FROM pii_audit_refusals_over_limit WHERE caller = '{caller}'"
+            ))
+            .await;
+        assert_eq!(rows, limit, "{caller}: rows");
+        assert_eq!(rows + counted, flood, "{caller}: every refusal on the record, as a row or counted");
+    }
+    // Staff flooding with an operation of the other role: refused the same way.
+    let staff = "arn:aws:sts::123456789012:assumed-role/pii-vault-staff/sid";
+    for n in 0..flood {
+        let answer = http::handle(
+            &service,
+            &staff_and_key_admin_roles(),
+            url_request(staff, r#"{"op": "rotate-key"}"#),
+            &format!("s-{n}"),
+        )
+        .await;
+        assert_eq!(answer.status_code, 403);
+    }
+    assert_eq!(db.count(&format!("SELECT count(*) FROM pii_audit WHERE caller = '{staff}'")).await, limit);
+    assert_eq!(db.count("SELECT count(*) FROM pii_keys WHERE version > 1").await, 0, "nothing rotated");
+    let other = "arn:aws:sts::123456789012:assumed-role/other/walter";
+    let answer =
+        http::handle(&service, &staff_and_key_admin_roles(), url_request(other, "not json"), "w").await;
+    assert_eq!(answer.status_code, 403);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM pii_audit WHERE caller = '{other}'")).await, 1);
 }
 
 /// Was a hole (2558d80 too), DESIGN 14 as above: a second forget of the erased plaintext
@@ -379,7 +571,8 @@ async fn after_forget_a_second_forget_does_not_answer_the_mask_of_the_erased_val
     }
     assert_eq!(answers[0], answers[1], "the second forget tells the value was erased before");
     let listed =
-        serde_json::to_string(&service.audit(&staff("pia"), None, None, None).await.expect("audit").0).expect("json");
+        serde_json::to_string(&service.audit(&staff("pia"), None, None, None).await.expect("audit").0)
+            .expect("json");
     assert!(!listed.contains(mask.as_str()), "the audit lists the erased value's mask");
     let rows = db.count(&format!("SELECT count(*) FROM user_logins WHERE masked_ip = '{mask}'")).await;
     assert_eq!(rows, 0, "the erased value's mask finds {rows} row(s)");

@@ -283,7 +283,6 @@ async fn a_request_without_an_iam_identity_is_refused_and_the_attempt_recorded()
     let access = Access {
         staff_role: Some("arn:aws:iam::123456789012:role/pii-vault-staff".into()),
         key_admin_role: Some("arn:aws:iam::123456789012:role/pii-vault-key-admin".into()),
-        local_identity: None,
     };
     let answer = http::handle(&service, &access, event(serde_json::Value::Null), "r-1").await;
     assert_eq!(answer.status_code, 401);

@@ -14,6 +14,8 @@ use super::{KeyMaterial, PiiField};
 pub const CHAIN_DOMAIN: &str = "login-etl/audit-chain/v1";
 /// The domain of the keyed digest of a mask the audit records.
 pub const MASK_DOMAIN: &str = "login-etl/audit-mask/v1";
+/// The domain of the keyed digest of a request body the audit records instead of the body.
+pub const REQUEST_DOMAIN: &str = "login-etl/request-body/v1";
 
 pub const DIGEST_LEN: usize = 32;
 
@@ -50,6 +52,13 @@ impl AuditKey {
     pub fn mask_digest(&self, field: Option<PiiField>, mask: &str) -> String {
         let entry = Canonical::new().text(field.map(PiiField::as_str)).text(Some(mask));
         hex::encode(self.keyed_hash(MASK_DOMAIN, &entry.0))
+    }
+
+    /// What the audit records of a request body it cannot parse (a malformed `find` may
+    /// still hold a plaintext ip): 64 hex digits, equal for equal bodies (a knock repeated),
+    /// and no guess can be tested against it without this key.
+    pub fn request_digest(&self, body: &[u8]) -> String {
+        hex::encode(self.keyed_hash(REQUEST_DOMAIN, body))
     }
 }
 
@@ -198,5 +207,17 @@ mod tests {
         assert_ne!(digest, key(4).mask_digest(Some(PiiField::DeviceId), &mask));
         assert_ne!(digest, key(5).mask_digest(Some(PiiField::Ip), &mask));
         assert_eq!(format!("{:?}", key(4)), "AuditKey(<redacted>)");
+    }
+
+    #[test]
+    fn request_digests_are_keyed_separate_from_masks_and_never_show_the_body() {
+        let body = br#"{"op":"find","field":"ip","value":"10.0.0.1"}"#;
+        let digest = key(6).request_digest(body);
+        assert_eq!(digest, hex::encode(key(6).keyed_hash(REQUEST_DOMAIN, body)));
+        assert_eq!(digest, key(6).request_digest(body), "a knock repeated has one digest");
+        assert_ne!(digest, key(7).request_digest(body));
+        assert_ne!(digest, hex::encode(key(6).keyed_hash(MASK_DOMAIN, body)));
+        assert!(!digest.contains("10.0.0.1"));
+        assert_eq!(key(6).request_digest(&vec![b'A'; 2_000_000]).len(), 64);
     }
 }
