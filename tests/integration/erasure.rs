@@ -121,28 +121,38 @@ async fn a_batch_waits_for_an_erasure_in_progress_then_writes_its_token() {
 }
 
 /// The erasure lock is a row only the function and the service may lock (locking takes
-/// UPDATE on it): every other role is refused every row lock and the table lock, and the
-/// advisory key the lock once was, held by one of them, holds no batch back.
+/// UPDATE on it): every other role is refused every row lock and the table lock, and is
+/// refused before queueing a lock by a statement that locks first and checks after (a
+/// queued lock would hold every later batch back: with a batch holding the lock, such a
+/// statement would time out instead); the advisory key the lock once was, held by one of
+/// them, holds no batch back.
 #[tokio::test]
 async fn no_other_role_can_take_the_erasure_lock_and_stall_a_batch() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
     let app = writer(&db, &kms).await;
+    let mut ingest = connect(&db.login_in("login_etl_writer").await).await;
     let roles =
         ["login_etl_analyst", "login_etl_auditor", "login_etl_quarantine_purge", "login_etl_vault_reader"];
     for (i, role) in roles.into_iter().enumerate() {
         let other = connect(&db.login_in(role).await).await;
+        other.batch_execute("SET lock_timeout = '300ms'").await.expect("set");
+        let in_flight = ingest.transaction().await.expect("tx");
+        in_flight.batch_execute("SELECT FROM pii_locks.erasure FOR SHARE").await.expect("a batch's lock");
         for lock in [
-            "SELECT FROM pii_erasure_lock FOR UPDATE",
-            "SELECT FROM pii_erasure_lock FOR NO KEY UPDATE",
-            "SELECT FROM pii_erasure_lock FOR SHARE",
-            "SELECT FROM pii_erasure_lock FOR KEY SHARE",
-            "LOCK TABLE pii_erasure_lock IN EXCLUSIVE MODE",
+            "SELECT FROM pii_locks.erasure FOR UPDATE",
+            "SELECT FROM pii_locks.erasure FOR NO KEY UPDATE",
+            "SELECT FROM pii_locks.erasure FOR SHARE",
+            "SELECT FROM pii_locks.erasure FOR KEY SHARE",
+            "LOCK TABLE pii_locks.erasure IN EXCLUSIVE MODE",
+            "CREATE RULE stall AS ON INSERT TO pii_locks.erasure DO INSTEAD NOTHING",
+            "COMMENT ON TABLE pii_locks.erasure IS 'stall'",
         ] {
             let error = other.batch_execute(&format!("BEGIN; {lock}")).await.expect_err(lock);
             assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{role}: {lock}");
             other.batch_execute("ROLLBACK").await.expect("rollback");
         }
+        in_flight.commit().await.expect("commit");
         other
             .batch_execute("SELECT pg_advisory_lock(hashtextextended('login-etl:erasure', 0))")
             .await
@@ -182,8 +192,8 @@ async fn a_writer_that_cannot_take_the_erasure_lock_fails_clearly() {
     drop(tx);
     forget.rollback().await.expect("rollback");
 
-    owner.batch_execute("DELETE FROM pii_erasure_lock").await.expect("the owner deletes the row");
+    owner.batch_execute("DELETE FROM pii_locks.erasure").await.expect("the owner deletes the row");
     let tx = ingest.transaction().await.expect("tx");
     let error = report(&erasure::erased(&tx, &values).await.expect_err("no row to lock"));
-    assert!(error.contains("pii_erasure_lock"), "{error}");
+    assert!(error.contains("pii_locks.erasure"), "{error}");
 }

@@ -231,7 +231,7 @@ async fn a_value_put_back_in_the_vault_after_its_erasure_is_never_revealed() {
 /// the table lock that comes with it; no one else contends when the tests wait for it).
 async fn erasure_lock_held(db: &TestDb) {
     let sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND mode = 'RowShareLock'
-                 AND relation = 'pii_erasure_lock'::regclass AND granted";
+                 AND relation = 'pii_locks.erasure'::regclass AND granted";
     for _ in 0..200 {
         if db.count(sql).await > 0 {
             return;

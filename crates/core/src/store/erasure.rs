@@ -20,12 +20,12 @@ use super::StoreError;
 use crate::crypto::{BlindIndex, ErasureKey, ErasureMarker, PiiField};
 use crate::error::DbError;
 
-/// The erasure lock: the one row of `pii_erasure_lock`, locked shared by writers of masks
+/// The erasure lock: the one row of `pii_locks.erasure`, locked shared by writers of masks
 /// and exclusive for an erasure, to the end of the transaction. A row, not an advisory
 /// lock: locking it takes UPDATE on it, which only the function and the service have, so
 /// no other login can stall the ingest (sql/V10__erasure_unlinks.sql).
-const LOCK_SHARED: &str = "SELECT only_row FROM pii_erasure_lock FOR SHARE";
-const LOCK_EXCLUSIVE: &str = "SELECT only_row FROM pii_erasure_lock FOR UPDATE";
+const LOCK_SHARED: &str = "SELECT only_row FROM pii_locks.erasure FOR SHARE";
+const LOCK_EXCLUSIVE: &str = "SELECT only_row FROM pii_locks.erasure FOR UPDATE";
 
 /// Takes the erasure lock exclusive until the end of the caller's transaction: no writer
 /// of masks is between its lookup and its commit meanwhile.
@@ -40,7 +40,7 @@ fn locked(answer: Vec<SimpleQueryMessage>) -> Result<(), StoreError> {
         Ok(())
     } else {
         Err(StoreError::Db(DbError::other(
-            "the erasure lock's row is missing from pii_erasure_lock (sql/V10__erasure_unlinks.sql)",
+            "the erasure lock's row is missing from pii_locks.erasure (sql/V10__erasure_unlinks.sql)",
         )))
     }
 }
