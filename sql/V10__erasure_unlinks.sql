@@ -27,6 +27,26 @@ REVOKE ALL ON pii_erasures FROM PUBLIC, login_etl_writer, login_etl_analyst, log
 -- The ingest looks its batch's markers up (it holds the erasure key, never adds one).
 GRANT SELECT ON pii_erasures TO login_etl_writer;
 GRANT SELECT, INSERT ON pii_erasures TO login_etl_vault_service;
+
+-- The erasure lock (crates/core/src/store/erasure.rs): the one row of pii_locks.erasure,
+-- locked FOR SHARE by every transaction that writes masks and FOR UPDATE by forget, each
+-- to its end. Not an advisory lock: any login can take one of those and stall the ingest.
+-- Locking a row takes SELECT and UPDATE on it, and only the function and the service have
+-- them (the CHECK and the key keep UPDATE from changing the row; no role may delete it).
+-- In a schema of its own that only they may use: some statements (CREATE RULE) lock a
+-- table they can name before checking any right, and a lock queued there would hold every
+-- batch back; a name in a schema one may not use is refused before any lock.
+CREATE SCHEMA IF NOT EXISTS pii_locks;
+REVOKE ALL ON SCHEMA pii_locks FROM PUBLIC;
+GRANT USAGE ON SCHEMA pii_locks TO login_etl_writer, login_etl_vault_service;
+CREATE TABLE IF NOT EXISTS pii_locks.erasure (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row)
+);
+INSERT INTO pii_locks.erasure DEFAULT VALUES ON CONFLICT DO NOTHING;
+REVOKE ALL ON pii_locks.erasure FROM PUBLIC, login_etl_writer, login_etl_analyst, login_etl_vault_reader,
+    login_etl_auditor, login_etl_vault_service, login_etl_quarantine_purge;
+GRANT SELECT (only_row), UPDATE (only_row) ON pii_locks.erasure TO login_etl_writer, login_etl_vault_service;
+
 -- forget: the token over the masks, the vault row gone.
 GRANT UPDATE (masked_ip, masked_device_id) ON user_logins TO login_etl_vault_service;
 GRANT UPDATE (blind_index) ON login_quarantine_masks TO login_etl_vault_service;

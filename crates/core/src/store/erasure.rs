@@ -14,21 +14,35 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, SimpleQueryMessage};
 
 use super::StoreError;
 use crate::crypto::{BlindIndex, ErasureKey, ErasureMarker, PiiField};
+use crate::error::DbError;
 
-/// The erasure lock: a transaction-scoped advisory lock, shared by writers of masks,
-/// exclusive for an erasure. Its key is one no other lock of the project hashes to.
-const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared(hashtextextended('login-etl:erasure', 0))";
-const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(hashtextextended('login-etl:erasure', 0))";
+/// The erasure lock: the one row of `pii_locks.erasure`, locked shared by writers of masks
+/// and exclusive for an erasure, to the end of the transaction. A row, not an advisory
+/// lock: locking it takes UPDATE on it, which only the function and the service have, so
+/// no other login can stall the ingest (sql/V10__erasure_unlinks.sql).
+const LOCK_SHARED: &str = "SELECT only_row FROM pii_locks.erasure FOR SHARE";
+const LOCK_EXCLUSIVE: &str = "SELECT only_row FROM pii_locks.erasure FOR UPDATE";
 
 /// Takes the erasure lock exclusive until the end of the caller's transaction: no writer
 /// of masks is between its lookup and its commit meanwhile.
 pub async fn lock_exclusive(tx: &impl GenericClient) -> Result<(), StoreError> {
-    tx.batch_execute(LOCK_EXCLUSIVE).await?;
-    Ok(())
+    locked(tx.simple_query(LOCK_EXCLUSIVE).await?)
+}
+
+/// A lock statement's answer: the row, or an error if it is missing (a lock of no row
+/// would hold nothing back).
+fn locked(answer: Vec<SimpleQueryMessage>) -> Result<(), StoreError> {
+    if answer.iter().any(|message| matches!(message, SimpleQueryMessage::Row(_))) {
+        Ok(())
+    } else {
+        Err(StoreError::Db(DbError::other(
+            "the erasure lock's row is missing from pii_locks.erasure (sql/V10__erasure_unlinks.sql)",
+        )))
+    }
 }
 
 /// One distinct value a transaction writes a mask of, with its marker.
@@ -86,15 +100,15 @@ pub async fn erased(tx: &impl GenericClient, values: &[MarkedValue]) -> Result<E
     // First the lock, then the lookup: its snapshot must be taken after any forget that
     // held the lock committed. The lookup is prepared meanwhile (pipelined: the lock is
     // answered first, and a prepare reads nothing), so the two cost two round trips.
-    let (locked, lookup) = tokio::join!(
-        tx.batch_execute(LOCK_SHARED),
+    let (lock, lookup) = tokio::join!(
+        tx.simple_query(LOCK_SHARED),
         tx.prepare(
             "SELECT e.field, e.marker, e.token FROM pii_erasures e
                JOIN UNNEST($1::text[], $2::text[]) AS v(field, marker)
                  ON e.field = v.field AND e.marker = v.marker"
         )
     );
-    locked?;
+    locked(lock?)?;
     let fields: Vec<&str> = values.iter().map(|v| v.field.as_str()).collect();
     let markers: Vec<&str> = values.iter().map(|v| v.marker.as_str()).collect();
     let rows = tx.query(&lookup?, &[&fields, &markers]).await?;
