@@ -364,15 +364,22 @@ fn exit_of(response: &Response) -> ExitCode {
 
 fn print(response: &Response, json: bool) {
     match response {
-        Response::Find { field, mask, rows } => {
+        Response::Find { field, mask, rows, total } => {
             if json {
                 println!(
                     "{}",
-                    escape::json(&serde_json::json!({ "field": field, "mask": mask, "rows": rows }))
+                    escape::json(
+                        &serde_json::json!({ "field": field, "mask": mask, "rows": rows, "total": total })
+                    )
                 );
                 return;
             }
-            println!("masked_{} = {}: {} row(s)", field.as_str(), escape::text(mask), rows.len());
+            let shown = if *total > rows.len() as u64 {
+                format!("{total} row(s), the oldest {} shown", rows.len())
+            } else {
+                format!("{} row(s)", rows.len())
+            };
+            println!("masked_{} = {}: {shown}", field.as_str(), escape::text(mask));
             let text = |v: &Option<String>| v.clone().unwrap_or_default();
             print_table(
                 &["sqs_message_id", "user_id", "device_type", "locale", "app_version", "create_date"],

@@ -21,7 +21,9 @@ async fn a_reader_that_stops_early_ends_the_tool_without_a_panic() {
     };
     // Far more than a pipe buffer, so the tool is still writing when the reader leaves.
     let rows = vec![row; 20_000];
-    let answer = Response::Find { field: login_etl_core::crypto::PiiField::Ip, mask: "0".repeat(64), rows };
+    let total = rows.len() as u64;
+    let answer =
+        Response::Find { field: login_etl_core::crypto::PiiField::Ip, mask: "0".repeat(64), rows, total };
     let endpoint =
         HostileEndpoint::https(Answer::Http(200, vec![], serde_json::to_vec(&answer).expect("json"))).await;
     let ca = endpoint.ca.clone().expect("https endpoint has a CA");

@@ -193,7 +193,7 @@ async fn audit_verify_checks_the_chain_against_the_services_log() {
     let service = LocalVaultService::start_logging_to(
         &db,
         &kms,
-        &workspace_binary("pii-vault-service"),
+        &workspace_binary("pii-vault-service-local"),
         "local:e2e-auditor",
         Some(&log),
     )

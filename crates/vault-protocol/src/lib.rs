@@ -92,7 +92,11 @@ pub enum Response {
     Find {
         field: PiiField,
         mask: String,
+        /// The oldest [`FIND_MAX_ROWS`] of the matching rows.
         rows: Vec<LoginMatch>,
+        /// How many rows match (more than `rows` holds when over [`FIND_MAX_ROWS`]).
+        #[serde(default)]
+        total: u64,
     },
     Reveal {
         values: Vec<Revealed>,
@@ -327,6 +331,11 @@ impl LoginMatch {
 
 /// The most an `audit` page holds in JSON: far below the function URL's 6 MB answer.
 pub const AUDIT_PAGE_BYTES: usize = 1 << 20;
+
+/// The most rows a find answers (the oldest; the answer says how many match). A row is
+/// bounded by its columns (ids of 128 characters, two masks), so 1000 rows stay far below
+/// the function URL's 6 MB answer whatever the value: a find is a check, not an export.
+pub const FIND_MAX_ROWS: usize = 1000;
 
 /// What one page of `audit verify` found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

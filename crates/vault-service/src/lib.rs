@@ -28,7 +28,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, OnceCell};
 
 use budget::Limits;
-pub use cmd::{Imported, Link, Purged, QuarantineFilter, Reencrypted, Shown, UserErased};
+pub use cmd::{Found, Imported, Link, Purged, QuarantineFilter, Reencrypted, Shown, UserErased};
 use login_etl_core::crypto::{BlindIndexer, ErasureKey, PiiField, SealError};
 use login_etl_core::error::DbError;
 use login_etl_core::event::text::ReasonError;
@@ -249,8 +249,13 @@ impl VaultService {
     pub async fn handle(&self, context: &RequestContext, request: Request) -> Result<Response, ServiceError> {
         Ok(match request {
             Request::Find { field, value, reason } => {
-                let (mask, rows) = self.find(context, field, value.expose(), reason.as_deref()).await?;
-                Response::Find { field, mask: mask.as_str().to_owned(), rows }
+                let found = self.find_rows(context, field, value.expose(), reason.as_deref()).await?;
+                Response::Find {
+                    field,
+                    mask: found.mask.as_str().to_owned(),
+                    rows: found.rows,
+                    total: found.total,
+                }
             }
             Request::Reveal { target, reason } => {
                 Response::Reveal { values: self.reveal(context, &target, reason.as_deref()).await? }

@@ -94,6 +94,47 @@ async fn no_human_role_reaches_the_vault_or_the_keys_and_the_writer_only_appends
     }
 }
 
+/// A find answers the oldest `FIND_MAX_ROWS` rows and how many match, so no value, however
+/// common, makes an answer larger than the function URL's 6 MB (the 1,200 rows here would
+/// be answered whole without the bound).
+#[tokio::test]
+async fn a_find_of_a_value_on_very_many_rows_answers_a_bounded_page_and_the_count() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 1000).await;
+    let ip = "192.0.2.200";
+    let (mask, none) = service.find(&staff("fay"), PiiField::Ip, ip, None).await.expect("find");
+    assert!(none.is_empty());
+    // 1,200 rows carrying the value, copies of a loaded row with ids of the column's width.
+    db.connect()
+        .await
+        .execute(
+            "INSERT INTO user_logins
+             SELECT (jsonb_populate_record(NULL::user_logins, to_jsonb(u) || jsonb_build_object(
+                        'sqs_message_id', rpad('many-' || g, 128, 'x'), 'masked_ip', $1::text))).*
+               FROM (SELECT * FROM user_logins LIMIT 1) u, generate_series(1, 1200) g",
+            &[&mask.as_str()],
+        )
+        .await
+        .expect("rows");
+    let answer = service
+        .handle(
+            &staff("fay"),
+            pii_vault_protocol::Request::Find {
+                field: PiiField::Ip,
+                value: Plaintext::new(ip),
+                reason: None,
+            },
+        )
+        .await
+        .expect("find");
+    let pii_vault_protocol::Response::Find { rows, total, .. } = &answer else { panic!("{answer:?}") };
+    assert_eq!((rows.len(), *total), (pii_vault_protocol::FIND_MAX_ROWS, 1200));
+    let bytes = serde_json::to_vec(&answer).expect("json").len();
+    assert!(bytes < 6_000_000 / 4, "a find answered {bytes} bytes");
+}
+
 #[tokio::test]
 async fn every_sample_value_is_found_and_revealed_each_act_on_the_record_with_its_caller() {
     let db = TestDb::new().await;

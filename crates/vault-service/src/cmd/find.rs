@@ -1,5 +1,6 @@
 //! `find`: the `user_logins` rows whose mask of a field is that of a plaintext (normalized
-//! as the function does). Spends the budget: a find tests a guess.
+//! as the function does), the oldest [`FIND_MAX_ROWS`] of them and how many match. Spends
+//! the budget: a find tests a guess.
 
 use zeroize::Zeroizing;
 
@@ -9,7 +10,16 @@ use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{BlindIndex, PiiField};
 use login_etl_core::store::table::USER_LOGINS;
-use pii_vault_protocol::{LoginMatch, Outcome};
+use pii_vault_protocol::{FIND_MAX_ROWS, LoginMatch, Outcome};
+
+/// A find's answer: the mask of the plaintext, the oldest matching rows (at most
+/// [`FIND_MAX_ROWS`]) and how many match.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub mask: BlindIndex,
+    pub rows: Vec<LoginMatch>,
+    pub total: u64,
+}
 
 struct Find<'a> {
     field: PiiField,
@@ -20,7 +30,7 @@ struct Find<'a> {
 impl Operation for Find<'_> {
     const ACTION: Action = Action::Find;
     type Valid = (PiiField, Zeroizing<String>);
-    type Output = (BlindIndex, Vec<LoginMatch>);
+    type Output = Found;
 
     fn describe(&self) -> Described {
         Described { field: Some(self.field), ..Described::default() }
@@ -45,13 +55,16 @@ impl Operation for Find<'_> {
             .await?
             .query(
                 &format!(
-                    "SELECT {} FROM {} WHERE {column} = $1 ORDER BY sent_at, sqs_message_id",
+                    "SELECT {}, count(*) OVER () FROM {} WHERE {column} = $1
+                      ORDER BY sent_at, sqs_message_id LIMIT $2",
                     LoginMatch::COLUMNS.join(", "),
                     USER_LOGINS.name
                 ),
-                &[&index.as_str()],
+                &[&index.as_str(), &(FIND_MAX_ROWS as i64)],
             )
             .await?;
+        let total = rows.first().map_or(0, |r| r.get::<_, i64>(LoginMatch::COLUMNS.len()));
+        let total = u64::try_from(total).unwrap_or_default();
         let rows: Vec<LoginMatch> = rows
             .iter()
             .map(|r| LoginMatch {
@@ -65,13 +78,25 @@ impl Operation for Find<'_> {
                 masked_device_id: r.get(7),
             })
             .collect();
-        let detail = format!("{} row(s)", rows.len());
-        Ok(Done::new((index.clone(), rows), Outcome::Found).mask(index).detail(detail))
+        let detail = format!("{total} row(s)");
+        Ok(Done::new(Found { mask: index.clone(), rows, total }, Outcome::Found).mask(index).detail(detail))
     }
 }
 
 impl VaultService {
-    /// `user_logins` rows whose mask of `field` is that of `plaintext`.
+    /// `user_logins` rows whose mask of `field` is that of `plaintext`: the oldest
+    /// [`FIND_MAX_ROWS`], and how many match.
+    pub async fn find_rows(
+        &self,
+        context: &RequestContext,
+        field: PiiField,
+        plaintext: &str,
+        reason: Option<&str>,
+    ) -> Result<Found, ServiceError> {
+        self.run(context, Find { field, plaintext, reason }).await
+    }
+
+    /// [`VaultService::find_rows`] as the mask and the rows.
     pub async fn find(
         &self,
         context: &RequestContext,
@@ -79,7 +104,7 @@ impl VaultService {
         plaintext: &str,
         reason: Option<&str>,
     ) -> Result<(BlindIndex, Vec<LoginMatch>), ServiceError> {
-        self.run(context, Find { field, plaintext, reason }).await
+        self.find_rows(context, field, plaintext, reason).await.map(|found| (found.mask, found.rows))
     }
 }
 

@@ -13,6 +13,7 @@ mod reveal;
 mod rotate_key;
 
 pub use audit_verify::Link;
+pub use find::Found;
 pub use forget::UserErased;
 pub use quarantine::{Imported, Purged, QuarantineFilter, Shown};
 pub use reencrypt::Reencrypted;
