@@ -829,6 +829,68 @@ async fn a_tampered_verify_cursor_is_caught_or_refused() {
     }
 }
 
+/// Issue 18 ("verify catches … inserts by the owner role"; the docs' "a copy of an entry
+/// under its number (unique index dropped)" is caught as "the duplicated seq"). Verify
+/// reads a page as `seq >= next ORDER BY seq LIMIT 2000` and resumes at `seq > last`. A
+/// second entry under the number that ends a page (2000, 4000, …) is either cut off by the
+/// LIMIT or read first; when cut off, the next page starts after its number and never
+/// reads it: a forged entry (here a reveal "by" another staff member) at a page boundary
+/// is listed and never verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BREAK: a second entry under the seq that ends a verify page (2000) is never read by verify"]
+async fn an_entry_the_owner_slips_in_twice_at_a_page_boundary_is_caught() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    init_keys(&db, &kms).await;
+    let service = std::sync::Arc::new(vault_service(&db, &kms, 100).await);
+    // 2000 chained entries: one refusal each, from 2000 sessions (each within its limit).
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..500 {
+                let arn = format!("arn:aws:sts::123456789012:assumed-role/other/k-{worker}-{n}");
+                assert_eq!(post(&service, &arn, "x", &format!("k-{worker}-{n}")).await.0, 403);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert!(db.count("SELECT max(seq) FROM pii_audit_entries").await >= 2000);
+    // The owner: a copy of entry 2000 under its number, naming another caller and action.
+    db.connect()
+        .await
+        .batch_execute(&format!(
+            "SET ROLE login_etl_audit_owner;
+             DROP INDEX pii_audit_entries_seq_idx;
+             INSERT INTO pii_audit_entries (seq, id, at, db_user, caller, action, field, reason, request_id,
+                                            outcome, outcome_at, detail, chain)
+             SELECT seq, -2000, at, db_user, '{}', 'reveal', 'ip', 'ticket SEC-0002 framed', 'framed-2000',
+                    'revealed', at, NULL, chain
+               FROM pii_audit_entries WHERE seq = 2000;",
+            staff_arn("victim")
+        ))
+        .await
+        .expect("the owner slips a copy in");
+    let mut after = None;
+    let mut broken = None;
+    for _ in 0..10 {
+        let page = service.audit_verify(&staff("ver"), after.clone(), None).await.expect("verify");
+        if page.broken.is_some() {
+            broken = page.broken;
+            break;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let listed = db.count("SELECT count(*) FROM pii_audit WHERE request_id = 'framed-2000'").await;
+    assert_eq!(listed, 1, "the forged reveal is listed");
+    assert!(broken.is_some(), "verify says the audit holds, with a forged entry under seq 2000");
+}
+
 /// Documented limit (docs/security.md, "What a superuser (or the audit's owner) can still
 /// do"), asserted as documented: in a database that never had entries before the chain,
 /// the owner inserts an unchained entry under an id below the first chained one (a reveal
