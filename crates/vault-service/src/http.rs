@@ -157,6 +157,11 @@ impl Envelope {
         if !self.base64_ok {
             return bad("body is not valid base64".into());
         }
+        // serde reads an internally tagged enum from an array too (`["rotate-key"]`), which
+        // `action` would not see: a request is an object, and its op is read from it.
+        if self.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return bad("the body is not a JSON object".into());
+        }
         serde_json::from_slice(&self.body).or_else(|e| {
             bad(format!("the body is not a valid request (line {}, column {})", e.line(), e.column()))
         })

@@ -74,6 +74,20 @@ impl Principal {
     }
 }
 
+/// A SQL `LIKE` pattern (escape `\\`) for the callers that count as one against the limit
+/// of refusal rows: every session of an assumed role (session names are the caller's to
+/// choose unless a trust policy binds them), else the caller itself.
+pub fn refusal_scope(caller: &str) -> String {
+    let escape = |text: &str| text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    match parse(caller) {
+        Some(Parsed { session: Some(session), .. }) => {
+            let prefix = &caller[..caller.len() - session.len()];
+            format!("{}%", escape(prefix))
+        }
+        _ => escape(caller),
+    }
+}
+
 /// Whether `caller` (an assumed-role session of the role, or the role itself) is in the
 /// role `role_arn`.
 pub fn assumes(caller: &str, role_arn: &str) -> bool {
@@ -94,6 +108,19 @@ pub fn assumes(caller: &str, role_arn: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refusal_scope_of_a_session_is_every_session_of_its_role() {
+        assert_eq!(
+            refusal_scope("arn:aws:sts::123456789012:assumed-role/dev_ops/m-1"),
+            "arn:aws:sts::123456789012:assumed-role/dev\\_ops/%"
+        );
+        assert_eq!(
+            refusal_scope("arn:aws:iam::123456789012:user/a%b"),
+            "arn:aws:iam::123456789012:user/a\\%b"
+        );
+        assert_eq!(refusal_scope("(no IAM identity)"), "(no IAM identity)");
+    }
 
     #[test]
     fn an_assumed_role_session_is_its_role_and_nothing_else_is() {

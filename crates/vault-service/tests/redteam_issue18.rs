@@ -60,7 +60,6 @@ fn sample_user_and_ip(n: usize) -> (String, String) {
 /// office's egress) has tens of thousands of rows: the answer is larger than the function
 /// URL can carry, so the unit is spent and the staff member gets an error from AWS instead.
 #[tokio::test]
-#[ignore = "BREAK: find is not paged; a value in 25k rows answers ~9 MB, over the function URL's 6 MB"]
 async fn a_find_of_a_value_shared_by_very_many_rows_stays_under_six_megabytes() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
@@ -566,12 +565,11 @@ async fn no_person_login_can_lock_the_chain_head_the_budget_rows_or_the_erasure_
 /// Issue 18 ("authorize-before-validate … refusal rows rate-limited per caller"; the
 /// flood test: "staff asking for an admin operation leaves at most the limit of rows").
 /// serde accepts an internally tagged enum as a JSON array whose first element is the
-/// tag, so `["rotate-key"]` parses as `Request::RotateKey`; the front reads the op from a
-/// JSON object only, sees none (`request`), and lets staff through. The operation's path
-/// refuses it (nothing rotates), but after recording it: two entries per request, outside
-/// the refusal limit.
+/// tag, so `["rotate-key"]` parsed as `Request::RotateKey`; the front read the op from a
+/// JSON object only, saw none (`request`), and let staff through: two entries per request,
+/// outside the refusal limit. Now a body that is not a JSON object is refused at the front
+/// (400), within the limit.
 #[tokio::test]
-#[ignore = "BREAK: a JSON array body ([\"rotate-key\"]) carries an admin op past the front; staff flood the audit beyond the refusal limit"]
 async fn an_admin_operation_sent_as_an_array_is_refused_at_the_front_within_the_limit() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
@@ -583,7 +581,7 @@ async fn an_admin_operation_sent_as_an_array_is_refused_at_the_front_within_the_
     for n in 0..(limit + 10) {
         let body = bodies[n as usize % bodies.len()];
         let (status, answer) = post(&service, &arn, body, &format!("arr-{n}")).await;
-        assert_eq!(status, 403, "{body}: {answer}");
+        assert!(matches!(status, 400 | 403), "{body}: {status} {answer}");
     }
     assert_eq!(db.count("SELECT count(*) FROM pii_keys WHERE purpose = 'data' AND version > 1").await, 0);
     let entries = db.count(&format!("SELECT count(*) FROM pii_audit_entries WHERE caller = '{arn}'")).await;
@@ -596,7 +594,6 @@ async fn an_admin_operation_sent_as_an_array_is_refused_at_the_front_within_the_
 /// a fresh limit per session name: 40 names × 2 refusals leave 80 rows, and
 /// `pii_audit_refusals_over_limit` never counts a thing.
 #[tokio::test]
-#[ignore = "BREAK: the refusal limit is per caller ARN; a free session name per request floods the audit without bound"]
 async fn a_flood_of_refusals_under_many_session_names_of_one_role_stays_within_the_limit() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
