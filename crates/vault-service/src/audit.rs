@@ -14,7 +14,7 @@ use tokio_postgres::Row;
 
 use crate::budget::{self, Kind, Limits, SHOW_UNITS};
 use crate::{RequestContext, ServiceError, VaultService};
-use login_etl_core::crypto::{AuditKey, BlindIndex, Canonical, ChainValue, KeyPurpose, PiiField};
+use login_etl_core::crypto::{AuditKey, BlindIndex, Canonical, ChainValue, ErasureKey, KeyPurpose, PiiField};
 use login_etl_core::error::{DbError, report};
 use login_etl_core::keys::{self, KeyError, Kms};
 use pii_vault_protocol::Outcome;
@@ -260,6 +260,43 @@ impl<'a> Journal<'a> {
         self.service.audit_key.get(&self.service.pool, &self.service.kms).await
     }
 
+    /// What an entry records of a mask: its keyed digest, equal for equal masks. For an
+    /// erased value (its marker is in `pii_erasures`) the digest of its marker instead: the
+    /// same for every later request naming the value, never what was recorded of it before
+    /// the erasure, and in the listing indistinguishable from the digest of a value never
+    /// seen. So a find (or a reveal or forget by mask) of an erased value links it to
+    /// nothing the audit recorded beside its rows (docs/security.md, "Erasure").
+    /// `erasure_key` is [`Journal::erasure_key`]'s, taken before the transaction began.
+    async fn digest(
+        tx: &deadpool_postgres::Transaction<'_>,
+        key: &AuditKey,
+        erasure_key: Option<&ErasureKey>,
+        field: Option<PiiField>,
+        mask: Option<&BlindIndex>,
+    ) -> Result<Option<String>, ServiceError> {
+        let Some(mask) = mask else { return Ok(None) };
+        let (Some(field), Some(erasure_key)) = (field, erasure_key) else {
+            return Ok(Some(key.mask_digest(field, mask.as_str())));
+        };
+        let marker = erasure_key.marker(field, mask);
+        let erased = tx
+            .query_opt(
+                "SELECT 1 FROM pii_erasures WHERE field = $1 AND marker = $2",
+                &[&field.as_str(), &marker.as_str()],
+            )
+            .await
+            .map_err(unavailable)?
+            .is_some();
+        let recorded = if erased { marker.as_str() } else { mask.as_str() };
+        Ok(Some(key.mask_digest(Some(field), recorded)))
+    }
+
+    /// The erasure key, when an entry to be written names a mask: loaded (once per process)
+    /// before the journal takes a connection, never while it holds one and budget locks.
+    async fn erasure_key(self, masks: bool) -> Result<Option<&'a ErasureKey>, ServiceError> {
+        if masks { self.service.erasure_key().await.map(Some) } else { Ok(None) }
+    }
+
     /// Records one request, committed. With `budget` limits the caller's use is counted
     /// first, under the caller's budget locks, in the same transaction ([`budget`]): over a
     /// limit, the request is recorded refused and the refusal returned.
@@ -281,13 +318,18 @@ impl<'a> Journal<'a> {
         budget: Option<Limits>,
     ) -> Result<Vec<AuditId>, ServiceError> {
         let key = self.key().await?;
+        let erasure_key = self.erasure_key(rows.iter().any(|row| row.blind_index.is_some())).await?;
         let mut client = self.service.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
+        let mut digests = Vec::with_capacity(rows.len());
+        for row in rows {
+            digests.push(Self::digest(&tx, key, erasure_key, row.field, row.blind_index.as_ref()).await?);
+        }
         let costs: Vec<_> = rows.iter().map(RequestRow::cost).collect();
         let refused = budget::check(&tx, context, &costs, budget).await?;
         let mut links = Vec::with_capacity(rows.len());
-        for row in rows {
-            let entry = request_entry(key, context, row, refusal(&refused));
+        for (row, digest) in rows.iter().zip(digests) {
+            let entry = request_entry(context, row, digest, refusal(&refused));
             links.push(append(&tx, key, entry).await?);
         }
         if refused.is_none() {
@@ -311,6 +353,7 @@ impl<'a> Journal<'a> {
         detail: &str,
     ) -> Result<(), ServiceError> {
         let key = self.key().await?;
+        let erasure_key = self.erasure_key(row.blind_index.is_some()).await?;
         let mut client = self.service.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
         let over = over_refusal_limit(&tx, context).await?;
@@ -318,7 +361,8 @@ impl<'a> Journal<'a> {
             tx.execute(COUNT_OVER_LIMIT, &[&context.caller]).await.map_err(unavailable)?;
             None
         } else {
-            let entry = request_entry(key, context, row, Some((Outcome::Refused, detail.to_owned())));
+            let digest = Self::digest(&tx, key, erasure_key, row.field, row.blind_index.as_ref()).await?;
+            let entry = request_entry(context, row, digest, Some((Outcome::Refused, detail.to_owned())));
             Some(append(&tx, key, entry).await?)
         };
         tx.commit().await.map_err(unavailable)?;
@@ -337,6 +381,7 @@ impl<'a> Journal<'a> {
         detail: Option<&str>,
     ) -> Result<(), ServiceError> {
         let key = self.key().await?;
+        let erasure_key = self.erasure_key(blind_index.is_some()).await?;
         let mut client = self.service.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
         let request = tx
@@ -347,11 +392,12 @@ impl<'a> Journal<'a> {
             .await
             .map_err(unavailable)?;
         let field: Option<String> = request.get(2);
+        let field_of = field.as_deref().and_then(PiiField::from_db);
+        let digest = Self::digest(&tx, key, erasure_key, field_of, blind_index).await?;
         let entry = Pending {
             caller: request.get(0),
             action: request.get(1),
-            blind_index: blind_index
-                .map(|mask| key.mask_digest(field.as_deref().and_then(PiiField::from_db), mask.as_str())),
+            blind_index: digest,
             field,
             target: None,
             reason: None,
@@ -385,10 +431,11 @@ struct Pending {
     outcome_of: Option<i64>,
 }
 
+/// A request's entry, `digest` being what [`Journal::digest`] records of its mask.
 fn request_entry(
-    key: &AuditKey,
     context: &RequestContext,
     row: &RequestRow,
+    digest: Option<String>,
     outcome: Option<(Outcome, String)>,
 ) -> Pending {
     let (outcome, detail) = outcome.unzip();
@@ -396,7 +443,7 @@ fn request_entry(
         caller: context.caller.clone(),
         action: row.action.as_str().to_owned(),
         field: row.field.map(|f| f.as_str().to_owned()),
-        blind_index: row.blind_index.as_ref().map(|mask| key.mask_digest(row.field, mask.as_str())),
+        blind_index: digest,
         target: row.target.clone(),
         reason: row.reason.clone(),
         request_id: Some(context.request_id.clone()),

@@ -29,10 +29,10 @@ use tokio::sync::{Mutex, OnceCell};
 
 use budget::Limits;
 pub use cmd::{Found, Imported, Link, Purged, QuarantineFilter, Reencrypted, Shown, UserErased};
-use login_etl_core::crypto::{BlindIndexer, ErasureKey, PiiField, SealError};
+use login_etl_core::crypto::{BlindIndexer, ErasureKey, KeyPurpose, PiiField, SealError};
 use login_etl_core::error::DbError;
 use login_etl_core::event::text::ReasonError;
-use login_etl_core::keys::{DataKeyCache, KeyError, Kms};
+use login_etl_core::keys::{self, DataKeyCache, KeyError, Kms};
 use pii_vault_protocol::{ErrorCode, Request, Response};
 use queues::{QueueError, Queues};
 
@@ -319,6 +319,17 @@ impl VaultService {
                 }
             }
         })
+    }
+
+    /// The erasure key (the markers of erased values), unwrapped once per process.
+    pub(crate) async fn erasure_key(&self) -> Result<&ErasureKey, ServiceError> {
+        self.erasure_key
+            .get_or_try_init(|| async {
+                let client = self.pool.get().await?;
+                let key = keys::load_key(&**client, &self.kms, KeyPurpose::Erasure).await?;
+                Ok::<_, ServiceError>(ErasureKey::new(&key))
+            })
+            .await
     }
 
     /// The digest of request bodies under the audit key, unwrapped once per process.

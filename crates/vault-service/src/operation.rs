@@ -19,7 +19,7 @@ use tokio::sync::MutexGuard;
 use crate::audit::{Action, AuditId, Journal, RequestRow};
 use crate::queues::Queues;
 use crate::{RequestContext, ServiceError, VaultService};
-use login_etl_core::crypto::{AuditKey, BlindIndex, BlindIndexer, ErasureKey, KeyPurpose, PiiField};
+use login_etl_core::crypto::{AuditKey, BlindIndex, BlindIndexer, ErasureKey, PiiField};
 use login_etl_core::event::text::{ReasonError, audit_reason};
 use login_etl_core::keys::{self, DataKeyCache, Kms};
 use pii_vault_protocol::Outcome;
@@ -121,15 +121,7 @@ impl Work<'_> {
 
     /// The erasure key (the markers of erased values), unwrapped once per process.
     pub async fn erasure_key(&self) -> Result<&ErasureKey, ServiceError> {
-        let service = self.service;
-        service
-            .erasure_key
-            .get_or_try_init(|| async {
-                let client = service.pool.get().await?;
-                let key = keys::load_key(&**client, &service.kms, KeyPurpose::Erasure).await?;
-                Ok::<_, ServiceError>(ErasureKey::new(&key))
-            })
-            .await
+        self.service.erasure_key().await
     }
 
     /// The audit key (`audit verify` recomputes the chain with it).

@@ -92,18 +92,37 @@ impl Operation for Verify {
 
         let mut prev = valid.after.map_or(ChainValue::GENESIS, |link| link.chain);
         let mut expected = valid.after.map_or(1, |link| link.seq + 1);
+        // A page resumes at the number it ended with, not after it: a page (cut by its
+        // LIMIT or by the time limit) may end between two entries under one number, and
+        // the second must be read. The first under it is the one verified (`seq, id` is
+        // the reading order); any other is a copy.
+        let resume = valid.after.map_or(1, |link| link.seq);
         let rows = client
             .query(
                 &format!(
-                    "SELECT {ENTRY_COLUMNS}, chain FROM pii_audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
+                    "SELECT {ENTRY_COLUMNS}, chain FROM pii_audit_entries WHERE seq >= $1
+                      ORDER BY seq, id LIMIT $2"
                 ),
-                &[&expected, &PAGE_ENTRIES],
+                &[&resume, &(PAGE_ENTRIES + i64::from(valid.after.is_some()))],
             )
             .await?;
+        let again = rows
+            .iter()
+            .take_while(|row| {
+                let seq = row.try_get::<_, Option<i64>>(0).ok().flatten();
+                valid.after.is_some_and(|link| seq == Some(link.seq))
+            })
+            .count();
+        if again > 1 {
+            let seq = expected - 1;
+            page.broken = Some(Broken { seq, problem: format!("entry {seq} appears more than once") });
+            return Ok(finished(page));
+        }
+        let rows = &rows[again..];
         let full = rows.len() as i64 == PAGE_ENTRIES;
         let mut last = valid.after;
         let mut timed_out = false;
-        for row in &rows {
+        for row in rows {
             let seq: i64 = row.try_get::<_, Option<i64>>(0).ok().flatten().unwrap_or(expected);
             if seq != expected {
                 page.broken = Some(if seq < expected {
