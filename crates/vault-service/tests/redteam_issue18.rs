@@ -864,13 +864,14 @@ async fn slipped_in_at_a_page_boundary(id: i64) {
     let kms = new_kms().await;
     init_keys(&db, &kms).await;
     let service = std::sync::Arc::new(vault_service(&db, &kms, 100).await);
-    // 2000 chained entries: one refusal each, from 2000 sessions (each within its limit).
+    // 2000 chained entries: one refusal each, from 2000 roles (each within its limit: the
+    // sessions of one role share one).
     let mut tasks = Vec::new();
     for worker in 0..4 {
         let service = service.clone();
         tasks.push(tokio::spawn(async move {
             for n in 0..500 {
-                let arn = format!("arn:aws:sts::123456789012:assumed-role/other/k-{worker}-{n}");
+                let arn = format!("arn:aws:sts::123456789012:assumed-role/other-{worker}-{n}/k");
                 assert_eq!(post(&service, &arn, "x", &format!("k-{worker}-{n}")).await.0, 403);
             }
         }));
