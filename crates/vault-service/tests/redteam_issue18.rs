@@ -447,7 +447,10 @@ async fn no_analyst_login_can_stall_ingest_beyond_the_batches_in_flight() {
 /// a day (its row policy), so it may also lock them (`FOR UPDATE`). Holding the row of a
 /// body that holds a value, it makes every `forget` of that value fail after the
 /// service's `lock_timeout`: an erasure request cannot be carried out while the purge
-/// login holds its transaction open.
+/// login holds its transaction open. (A SECURITY DEFINER purge function alone does not
+/// close it: the rows it erases stay locked by the caller's transaction, so
+/// `BEGIN; SELECT purge(…);` held open, or `SELECT purge(…); SELECT pg_sleep(…)` in one
+/// query string, holds them the same; and a SECURITY DEFINER procedure may not COMMIT.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "BREAK: the quarantine purge login row-locks an old quarantined body and every forget of its value fails"]
 async fn the_purge_login_cannot_hold_back_the_forget_of_a_quarantined_value() {
