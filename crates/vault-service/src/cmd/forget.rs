@@ -245,19 +245,47 @@ pub(super) async fn erase_value(
         &[&field_name, &mask, &token],
     )
     .await?;
-    let column = field.mask_column();
-    let logins = tx
-        .execute(
-            &format!("UPDATE {} SET {column} = $2 WHERE {column} = $1", USER_LOGINS.name),
-            &[&mask, &token],
-        )
-        .await?;
+    let logins = rewrite_logins(tx, field, mask, &token).await?;
     let outcome = match (already, vaulted) {
         (true, _) | (false, Some(false)) => Outcome::Erased,
         (false, Some(true)) => Outcome::Forgotten,
         (false, None) => Outcome::Unknown,
     };
     Ok(Erased { outcome, quarantined, logins })
+}
+
+/// `user_logins` rows rewritten per statement. A value can be in very many rows (an
+/// egress ip: 10^5 and more), and one UPDATE of them all could outlast the session's
+/// `statement_timeout`; so many take about half a second on a loaded machine.
+const LOGINS_PER_STATEMENT: i32 = 5000;
+
+/// Writes `token` over `mask` in every `user_logins` row, in statements of
+/// [`LOGINS_PER_STATEMENT`] rows: a portal (the rows as the transaction found them, under
+/// the erasure lock) hands out their ctids, and each batch is rewritten by ctid. A last
+/// statement takes any row the portal missed (one changed since by the table's owner).
+async fn rewrite_logins(
+    tx: &deadpool_postgres::Transaction<'_>,
+    field: PiiField,
+    mask: &str,
+    token: &str,
+) -> Result<u64, ServiceError> {
+    let (table, column) = (USER_LOGINS.name, field.mask_column());
+    let rows = tx.bind(&format!("SELECT ctid::text FROM {table} WHERE {column} = $1"), &[&mask]).await?;
+    let by_ctid =
+        format!("UPDATE {table} SET {column} = $2 WHERE ctid = ANY($3::text[]::tid[]) AND {column} = $1");
+    let mut rewritten = 0;
+    loop {
+        let ctids: Vec<String> =
+            tx.query_portal(&rows, LOGINS_PER_STATEMENT).await?.iter().map(|r| r.get(0)).collect();
+        if ctids.is_empty() {
+            break;
+        }
+        rewritten += tx.execute(&by_ctid, &[&mask, &token, &ctids]).await?;
+    }
+    rewritten += tx
+        .execute(&format!("UPDATE {table} SET {column} = $2 WHERE {column} = $1"), &[&mask, &token])
+        .await?;
+    Ok(rewritten)
 }
 
 impl VaultService {
