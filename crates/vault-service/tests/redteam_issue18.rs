@@ -463,7 +463,6 @@ async fn no_analyst_login_can_stall_ingest_beyond_the_batches_in_flight() {
 /// `BEGIN; SELECT purge(…);` held open, or `SELECT purge(…); SELECT pg_sleep(…)` in one
 /// query string, holds them the same; and a SECURITY DEFINER procedure may not COMMIT.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BREAK: the quarantine purge login row-locks an old quarantined body and every forget of its value fails"]
 async fn the_purge_login_cannot_hold_back_the_forget_of_a_quarantined_value() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
@@ -493,12 +492,34 @@ async fn the_purge_login_cannot_hold_back_the_forget_of_a_quarantined_value() {
     let started = Instant::now();
     let result = service.forget(&staff("ida"), PiiField::Ip, &plaintext("192.0.2.57"), Some(REASON)).await;
     let elapsed = started.elapsed();
+    // While the purge login still holds the body, it is erased for everyone who asks.
+    let started = Instant::now();
+    let shown = service.quarantine_show(&staff("ida"), "q-old", None, Some(REASON)).await;
+    let shown_after = started.elapsed();
     tx.rollback().await.expect("rollback");
     assert!(
         result.is_ok() && elapsed < Duration::from_secs(2),
         "the purge login held back an erasure: {:?} after {elapsed:?}",
         result.err().map(|e| e.to_string())
     );
+    assert!(
+        matches!(&shown, Ok(s) if s.outcome == Outcome::Erased && s.body.is_none())
+            && shown_after < Duration::from_secs(2),
+        "the held body was shown or held back show: {:?} after {shown_after:?}",
+        shown.map(|s| s.outcome)
+    );
+    // Released (the purge rolled back): the next show erases it for good.
+    service.quarantine_show(&staff("ida"), "q-old", None, Some(REASON)).await.expect("show");
+    let row = db
+        .connect()
+        .await
+        .query_one(
+            "SELECT ciphertext IS NULL, erased_by FROM login_quarantine WHERE message_id = 'q-old'",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, Option<String>>(1).as_deref()), (true, Some("forget")));
 }
 
 /// Held: the service's sessions carry `lock_timeout` and `statement_timeout`; a SET by

@@ -165,6 +165,36 @@ impl Operation for ForgetUser<'_> {
     }
 }
 
+/// SQL: a forget's erasure of the quarantined bodies that hold the value ($1 field, $2
+/// mask, $3 token; by the masks kept beside them, since a body quarantined after an earlier
+/// erasure carries the token), among those `which` picks.
+fn erase_bodies(which: &str) -> String {
+    format!(
+        "UPDATE login_quarantine SET key_version = NULL, nonce = NULL, ciphertext = NULL,
+                erased_at = clock_timestamp(), erased_by = 'forget'
+          WHERE (message_id, attempt) IN (
+                SELECT q.message_id, q.attempt FROM login_quarantine q
+                 WHERE q.erased_at IS NULL
+                   AND EXISTS (SELECT 1 FROM login_quarantine_masks m
+                                WHERE m.message_id = q.message_id AND m.attempt = q.attempt
+                                  AND m.field = $1 AND m.blind_index IN ($2, $3))
+                   {which})"
+    )
+}
+
+/// Bodies younger than a day: only the function and this service can lock them (the
+/// purge's row policy in sql/V6__quarantine.sql sees nothing younger), so a forget waits
+/// for them.
+const YOUNG_BODIES: &str = "AND q.quarantined_at >= now() - interval '1 day'";
+
+/// Bodies a day old or older are what the purge erases, so its login may hold them (an
+/// open transaction). Waiting for them would let that login hold back every forget of
+/// their values; a held one is skipped instead: its masks become the token below (no
+/// purge login may lock those), so show and replay treat it as erased and erase it, and
+/// the purge, the one thing holding it, erases it when it commits, or else at its next run.
+const OLD_BODIES_NOT_HELD: &str =
+    "AND q.quarantined_at < now() - interval '1 day' FOR UPDATE OF q SKIP LOCKED";
+
 /// What erasing one value found.
 pub(super) struct Erased {
     /// `Unknown` (never vaulted), `Forgotten` (sealed until now) or `Erased` (already).
@@ -226,20 +256,11 @@ pub(super) async fn erase_value(
         )
         .await?
         .map(|row| row.get::<_, bool>(0));
-    // Every quarantined body that holds the value, by the masks kept beside it (a body
-    // quarantined after an earlier erasure carries the token).
-    let quarantined = tx
-        .execute(
-            "UPDATE login_quarantine q
-                    SET key_version = NULL, nonce = NULL, ciphertext = NULL,
-                        erased_at = clock_timestamp(), erased_by = 'forget'
-                  WHERE q.erased_at IS NULL
-                    AND EXISTS (SELECT 1 FROM login_quarantine_masks m
-                                 WHERE m.message_id = q.message_id AND m.attempt = q.attempt
-                                   AND m.field = $1 AND m.blind_index IN ($2, $3))",
-            &[&field_name, &mask, &token],
-        )
-        .await?;
+    // Every quarantined body that holds the value, but one the purge holds.
+    let mut quarantined = 0;
+    for which in [YOUNG_BODIES, OLD_BODIES_NOT_HELD] {
+        quarantined += tx.execute(&erase_bodies(which), &[&field_name, &mask, &token]).await?;
+    }
     tx.execute(
         "UPDATE login_quarantine_masks SET blind_index = $3 WHERE field = $1 AND blind_index = $2",
         &[&field_name, &mask, &token],

@@ -62,9 +62,14 @@ const HOLDS_FORGOTTEN_VALUE: &str = "EXISTS (SELECT 1 FROM login_quarantine_mask
                                   AND v.erased_at IS NOT NULL)))";
 
 /// Erases one quarantined body found to hold a forgotten value (as `forget` would have).
+/// One another session holds is left (the purge's login may hold an old body: waiting
+/// would let it stall show and replay); it holds the value's token, so it stays erased
+/// for show and replay until the purge or a later show or replay erases it.
 const ERASE_FORGOTTEN: &str = "UPDATE login_quarantine
     SET key_version = NULL, nonce = NULL, ciphertext = NULL, erased_at = clock_timestamp(), erased_by = 'forget'
-    WHERE message_id = $1 AND attempt = $2 AND erased_at IS NULL";
+    WHERE (message_id, attempt) IN (SELECT message_id, attempt FROM login_quarantine
+                                     WHERE message_id = $1 AND attempt = $2 AND erased_at IS NULL
+                                     FOR UPDATE SKIP LOCKED)";
 
 /// An attempt number as the quarantine keys it (0 when first seen, n for the n-th replay).
 fn attempt(attempt: i64) -> Result<i32, ServiceError> {
