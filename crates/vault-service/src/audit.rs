@@ -299,7 +299,8 @@ impl<'a> Journal<'a> {
 
     /// Records one request, committed. With `budget` limits the caller's use is counted
     /// first, under the caller's budget locks, in the same transaction ([`budget`]): over a
-    /// limit, the request is recorded refused and the refusal returned.
+    /// limit, the request is recorded refused (beyond [`REFUSAL_ROWS_PER_MINUTE`], only
+    /// counted, as [`Journal::refused`] does) and the refusal returned.
     pub async fn request(
         self,
         context: &RequestContext,
@@ -327,6 +328,12 @@ impl<'a> Journal<'a> {
         }
         let costs: Vec<_> = rows.iter().map(RequestRow::cost).collect();
         let refused = budget::check(&tx, context, &costs, budget).await?;
+        if refused.is_some() && over_refusal_limit(&tx, context).await? {
+            // Over budget and over the refusal limit: only counted, as any refusal beyond it.
+            tx.execute(COUNT_OVER_LIMIT, &[&context.caller]).await.map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            return refused.map_or(Ok(Vec::new()), Err);
+        }
         let mut links = Vec::with_capacity(rows.len());
         for (row, digest) in rows.iter().zip(digests) {
             let entry = request_entry(context, row, digest, refusal(&refused));

@@ -1,9 +1,11 @@
 //! The one path every operation takes ([`VaultService::run`]):
 //!
-//! 1. record the request (an audit row, committed, before anything else; finds, reveals,
-//!    forgets and shows spend the caller's budget in that same transaction);
-//! 2. authorize (the caller's role for the action; a refusal is recorded as the outcome);
-//! 3. validate (the reason rules, then the operation's own checks; a refusal is recorded);
+//! 1. authorize (the caller's role for the action);
+//! 2. validate (the reason rules, then the operation's own checks); both pure, and a
+//!    refusal of either is recorded, request and refusal in one entry, within the refusal
+//!    limit (`audit::REFUSAL_ROWS_PER_MINUTE`), before it is answered;
+//! 3. record the request (an audit row, committed, before anything is read; finds,
+//!    reveals, forgets and shows spend the caller's budget in that same transaction);
 //! 4. work;
 //! 5. record the outcome.
 //!
@@ -40,7 +42,7 @@ pub trait Operation: Sized + Send {
     type Valid: Send;
     type Output: Send;
 
-    /// What the request row says (step 1). Pure; nothing secret.
+    /// What the request's audit entry says (steps 2 and 3). Pure; nothing secret.
     fn describe(&self) -> Described;
 
     /// The reason as the caller gave it; the combinator applies the rules.
@@ -48,7 +50,7 @@ pub trait Operation: Sized + Send {
         None
     }
 
-    /// The operation's own checks (step 3), after the reason rules. Pure.
+    /// The operation's own checks (step 2), after the reason rules. Pure.
     fn validate(self) -> Result<Self::Valid, ServiceError>;
 
     /// The work (step 4), with what the combinator hands over.
@@ -204,31 +206,22 @@ impl VaultService {
             reason: reason.clone().ok().flatten(),
         };
 
-        // The table holds a reveal or erasure without a reason only as refused, so such a
-        // request is recorded with its refusal at once: the one step 2 or 3 would reach
-        // (both are pure, so nothing ran unrecorded).
-        if let Err(error) = &reason
-            && action.needs_reason()
-        {
-            let error = authorize(context, action).err().unwrap_or(ServiceError::Reason(*error));
-            journal.refused(context, &row, &error.to_string()).await?;
-            return Err(error);
-        }
-
-        // 1. The request, on the record (over budget: recorded refused, and answered so).
-        let id = journal.request(context, &row, action.spends_budget().then_some(self.limits)).await?;
-
-        // 2 and 3. Authorized, then valid; a refusal is the outcome.
+        // 1 and 2. Authorized, then valid (both pure: nothing runs before the record). A
+        // refusal is recorded with its request in one entry, within the refusal limit, so
+        // malformed requests cannot flood the audit.
         let checked = authorize(context, action)
             .and_then(|()| reason.map_err(ServiceError::from))
             .and_then(|_| op.validate());
         let valid = match checked {
             Ok(valid) => valid,
             Err(error) => {
-                journal.outcome(id, Outcome::Refused, None, Some(&error.to_string())).await?;
+                journal.refused(context, &row, &error.to_string()).await?;
                 return Err(error);
             }
         };
+
+        // 3. The request, on the record (over budget: recorded refused, and answered so).
+        let id = journal.request(context, &row, action.spends_budget().then_some(self.limits)).await?;
 
         // 4. The work.
         let mut work = Work { service: self, context, action, reason: row.reason.clone(), open: Vec::new() };

@@ -540,6 +540,53 @@ async fn a_flood_of_refusals_leaves_at_most_the_limit_of_rows_and_counts_the_res
     assert_eq!(db.count(&format!("SELECT count(*) FROM pii_audit WHERE caller = '{other}'")).await, 1);
 }
 
+/// Issue 18, item 5: refusals of a caller in its role cannot flood the audit either. A
+/// staff member with the budget spent who keeps asking, or one sending well-formed
+/// requests with arguments the operation refuses, leaves at most
+/// `REFUSAL_ROWS_PER_MINUTE` refused rows; the rest are answered refused and counted.
+#[tokio::test]
+async fn a_flood_over_budget_or_of_bad_arguments_leaves_at_most_the_limit_of_rows_and_counts_the_rest() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 1).await;
+    let ip = sample_messages()[0]["ip"].as_str().expect("ip").to_owned();
+    let flood = pii_vault_service::audit::REFUSAL_ROWS_PER_MINUTE + 12;
+    let greedy = staff("greedy");
+    service.find(&greedy, PiiField::Ip, &ip, None).await.expect("within budget");
+    for _ in 0..flood {
+        let refused = service.find(&greedy, PiiField::Ip, &ip, None).await;
+        assert!(matches!(refused, Err(ServiceError::Budget { .. })), "{:?}", refused.map(|_| ()));
+    }
+    assert_flood_bounded(&db, &greedy.caller, flood).await;
+
+    // Another role (each role has a limit of its own): the key administrator's `reencrypt`
+    // with a batch size the operation refuses.
+    let admin = key_admin();
+    for _ in 0..flood {
+        let refused = service.reencrypt(&admin, 0).await;
+        assert!(matches!(refused, Err(ServiceError::BadRequest(_))), "{:?}", refused.map(|_| ()));
+    }
+    assert_flood_bounded(&db, &admin.caller, flood).await;
+}
+
+/// The caller left exactly the limit of refused rows, and counted the rest of `flood`.
+async fn assert_flood_bounded(db: &TestDb, caller: &str, flood: i64) {
+    let limit = pii_vault_service::audit::REFUSAL_ROWS_PER_MINUTE;
+    let rows = db.count(&format!("SELECT count(*) FROM pii_audit WHERE caller = '{caller}'")).await;
+    let refused_rows = db
+        .count(&format!("SELECT count(*) FROM pii_audit WHERE caller = '{caller}' AND outcome = 'refused'"))
+        .await;
+    let counted = db
+        .count(&format!(
+            "SELECT coalesce(sum(refused), 0)::int8 FROM pii_audit_refusals_over_limit WHERE caller = '{caller}'"
+        ))
+        .await;
+    assert_eq!(refused_rows, limit, "{caller}: refused rows");
+    assert!(rows <= limit + 1, "{caller}: {rows} rows");
+    assert_eq!(refused_rows + counted, flood, "{caller}: every refusal on the record, as a row or counted");
+}
+
 /// Was a hole (2558d80 too), DESIGN 14 as above: a second forget of the erased plaintext
 /// answered its mask, and the mask found its rows in `user_logins`. Now no forget answers
 /// a mask, nor lists one on the record, whether the value was erased before or not; and
