@@ -495,3 +495,49 @@ async fn a_dead_letter_with_an_erased_value_is_imported_with_its_token() {
     assert_eq!(holders(&db, app.keyring.indexer.index(PiiField::Ip, ip).as_str()).await, 0);
     shown_erased(&service, &id).await;
 }
+
+/// After `forget`, a reveal or a forget by the value's old mask (kept by someone who saw
+/// it before) is recorded with the digest of the value's marker, as a find of the value
+/// is: never the digest the audit recorded for the mask before the erasure, so the audit
+/// links none of them to the entries that named the value's rows.
+#[tokio::test]
+async fn after_forget_requests_by_the_old_mask_are_recorded_under_the_markers_digest() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let ip = "203.0.113.61";
+    batch(&app, &[("m-1", login_body("u-m1", ip, "dev-m1"))]).await;
+    let mask = app.keyring.indexer.index(PiiField::Ip, ip);
+    let reader = staff("rui");
+    let digest_of_last = |action: &'static str| {
+        let service = &service;
+        let reader = &reader;
+        async move {
+            let entries = service.audit(reader, None, None, None).await.expect("audit").0;
+            entries
+                .iter()
+                .rev()
+                .find(|e| e.action == action && e.caller.ends_with("/rui") && e.blind_index.is_some())
+                .and_then(|e| e.blind_index.clone())
+                .expect("a digest is listed")
+        }
+    };
+
+    service.reveal(&reader, &by_mask(PiiField::Ip, mask.as_str()), Some(REASON)).await.expect("reveal");
+    let before = digest_of_last("reveal").await;
+    assert_eq!(forget_ip(&service, ip).await, Outcome::Forgotten);
+
+    service.find(&reader, PiiField::Ip, ip, None).await.expect("find");
+    let found = digest_of_last("find").await;
+    let revealed = service.reveal(&reader, &by_mask(PiiField::Ip, mask.as_str()), Some(REASON)).await;
+    assert!(revealed.is_ok_and(|values| values.iter().all(|v| v.value.is_none())), "the value came back");
+    let revealed = digest_of_last("reveal").await;
+    let forget = ForgetTarget::Mask(mask.as_str().to_owned());
+    service.forget(&reader, PiiField::Ip, &forget, Some(REASON)).await.expect("forget by mask");
+    let forgotten = digest_of_last("forget").await;
+
+    assert_ne!(found, before, "a find after the erasure is linked to the reveal before it");
+    assert_eq!(revealed, found, "a reveal by the old mask is recorded apart from a find of the value");
+    assert_eq!(forgotten, found, "a forget by the old mask is recorded apart from a find of the value");
+}
