@@ -336,6 +336,103 @@ async fn login_load(out: &mut Vec<String>) {
     }
 }
 
+/// What the unnamed statement costs against a prepared one (issue 19: the function sends
+/// every statement unnamed, `execute_typed`, so that it carries no session state): the
+/// same login-row INSERT of the same prepared batches, one committed transaction each,
+/// into two databases, alternated; prepared once per connection (`prepare_cached`, what
+/// the store did before) against parsed and planned on every call.
+async fn unnamed_statement(out: &mut Vec<String>) {
+    let sizes: &[usize] = if smoke() { &[10] } else { &[10, 100, 1000, LARGEST_BATCH] };
+    let reps = if smoke() { 1 } else { 41 };
+    let (kms, _) = counted_kms().await;
+    out.push(format!(
+        "## The login INSERT, prepared once per connection against unnamed ({reps} alternated runs, medians)"
+    ));
+    out.push("| batch | prepared | unnamed | unnamed costs |".into());
+    out.push("| --- | --- | --- | --- |".into());
+    let sql = USER_LOGINS.insert_sql();
+    let types = USER_LOGINS.array_types();
+    for &size in sizes {
+        let (named_db, unnamed_db) = (TestDb::new().await, TestDb::new().await);
+        let app = cold_start(&named_db, &kms).await;
+        let (mut named, mut unnamed) = (named_db.connect().await, unnamed_db.connect().await);
+        // Prepared once on its connection, as `prepare_cached` did.
+        let statement = named.prepare(&sql).await.expect("prepare");
+        let mut times: HashMap<&str, Vec<Duration>> = HashMap::new();
+        for rep in 0..=reps {
+            let bytes = event_bytes(size, &format!("unnamed{size}r{rep}"), rep * 13);
+            let prepared = handler::prepare(&app.keyring, decode(&bytes), None).expect("prepare");
+            let arrays = USER_LOGINS.column_arrays(prepared.rows.logins());
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                arrays.iter().map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+            let typed: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> =
+                params.iter().copied().zip(types.iter().cloned()).collect();
+            for turn in 0..2 {
+                let started = Instant::now();
+                let name = if (rep + turn) % 2 == 0 {
+                    let tx = named.transaction().await.expect("begin");
+                    tx.execute(&statement, &params).await.expect("insert");
+                    tx.commit().await.expect("commit");
+                    "prepared"
+                } else {
+                    let tx = unnamed.transaction().await.expect("begin");
+                    tx.execute_typed(&sql, &typed).await.expect("insert");
+                    tx.commit().await.expect("commit");
+                    "unnamed"
+                };
+                // The first round warms both up and is not counted.
+                if rep > 0 {
+                    times.entry(name).or_default().push(started.elapsed());
+                }
+            }
+        }
+        let prepared = median(times.remove("prepared").unwrap_or_default());
+        let unnamed = median(times.remove("unnamed").unwrap_or_default());
+        out.push(format!(
+            "| {size} | {:.3} ms | {:.3} ms | {:+.3} ms ({:+.0} %) |",
+            ms(prepared),
+            ms(unnamed),
+            ms(unnamed) - ms(prepared),
+            (unnamed.as_secs_f64() / prepared.as_secs_f64() - 1.0) * 100.0
+        ));
+    }
+}
+
+/// Many instances through a transaction-pooling proxy: the concurrency section's batches
+/// from 8 and 16 instances, straight to the database (each instance its pool of 2) and
+/// through a PgBouncer in transaction mode with 4 server connections (testkit's).
+async fn pooler(out: &mut Vec<String>) {
+    let (size, rounds) = if smoke() { (50, 1) } else { (1000, 5) };
+    out.push(format!(
+        "## Through PgBouncer (transaction mode, 4 server connections; {size}-message batches)"
+    ));
+    out.push("| instances | path | rounds | messages/s (all) | failed invocations |".into());
+    out.push("| --- | --- | --- | --- | --- |".into());
+    for instances in [8usize, 16] {
+        for through in [false, true] {
+            let db = TestDb::new().await;
+            let (kms, _) = counted_kms().await;
+            init_keys(&db, &kms).await;
+            let bouncer = testkit::PgBouncer::in_front_of(&db.config, 4).await;
+            let mut config = config_for(&db, &kms, 2);
+            if through {
+                config.database = bouncer.config.clone().into();
+            }
+            let mut apps = Vec::new();
+            for _ in 0..instances {
+                apps.push(Arc::new(App::init(&config, &kms).await.expect("init")));
+            }
+            let (failed, elapsed) =
+                concurrent_rounds(&apps, size, rounds, &format!("p{through}{instances}")).await;
+            out.push(format!(
+                "| {instances} | {} | {rounds} | {:.0} | {failed} |",
+                if through { "PgBouncer, 4 server connections" } else { "direct" },
+                (instances * size * rounds) as f64 / elapsed.as_secs_f64()
+            ));
+        }
+    }
+}
+
 /// Parsing, masking and sealing alone, no database.
 async fn crypto_alone(out: &mut Vec<String>) {
     let size = if smoke() { 100 } else { LARGEST_BATCH };
@@ -382,33 +479,37 @@ async fn concurrency(out: &mut Vec<String>) {
         for _ in 0..instances {
             apps.push(Arc::new(App::init(&config_for(&db, &kms, 2), &kms).await.expect("init")));
         }
-        let mut failed = 0;
-        let started = Instant::now();
-        for round in 0..rounds {
-            let runs: Vec<_> = apps
-                .iter()
-                .enumerate()
-                .map(|(i, app)| {
-                    // Same value pool for all, each in its own order.
-                    let bytes = event_bytes(size, &format!("c{instances}r{round}i{i}"), i * 101);
-                    let app = app.clone();
-                    tokio::spawn(
-                        async move { handler::handle_with_stats(&app, decode(&bytes)).await.is_ok() },
-                    )
-                })
-                .collect();
-            for run in runs {
-                if !run.await.expect("task") {
-                    failed += 1;
-                }
-            }
-        }
-        let elapsed = started.elapsed();
+        let (failed, elapsed) = concurrent_rounds(&apps, size, rounds, &format!("c{instances}")).await;
         out.push(format!(
             "| {instances} | {rounds} | {:.0} | {failed} |",
             (instances * size * rounds) as f64 / elapsed.as_secs_f64()
         ));
     }
+}
+
+/// `rounds` rounds of one `size`-message batch per instance, all at once, on one value
+/// pool, each instance in its own order: failed invocations and the time taken.
+async fn concurrent_rounds(apps: &[Arc<App>], size: usize, rounds: usize, tag: &str) -> (usize, Duration) {
+    let mut failed = 0;
+    let started = Instant::now();
+    for round in 0..rounds {
+        let runs: Vec<_> = apps
+            .iter()
+            .enumerate()
+            .map(|(i, app)| {
+                // Same value pool for all, each in its own order.
+                let bytes = event_bytes(size, &format!("{tag}r{round}i{i}"), i * 101);
+                let app = app.clone();
+                tokio::spawn(async move { handler::handle_with_stats(&app, decode(&bytes)).await.is_ok() })
+            })
+            .collect();
+        for run in runs {
+            if !run.await.expect("task") {
+                failed += 1;
+            }
+        }
+    }
+    (failed, started.elapsed())
 }
 
 /// A cold start in a process of its own: time to ready, the KMS share, KMS calls; then one
@@ -529,12 +630,14 @@ async fn main() {
     }
     // `cargo bench` passes --bench; nothing else is taken from the command line.
     let mut out = Vec::new();
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 8] = [
         ("handler", |o| Box::pin(handler_table(o))),
         ("copy", |o| Box::pin(copy_baseline(o))),
         ("login-load", |o| Box::pin(login_load(o))),
+        ("unnamed", |o| Box::pin(unnamed_statement(o))),
         ("crypto", |o| Box::pin(crypto_alone(o))),
         ("concurrency", |o| Box::pin(concurrency(o))),
+        ("pooler", |o| Box::pin(pooler(o))),
         ("cold-start", |o| Box::pin(children(o))),
     ];
     // BENCH_ONLY=<section> runs one section (for profiling); the report needs them all.

@@ -4,7 +4,7 @@
 # for SQS and KMS on loopback.
 #
 #   scripts/stack.sh deps    install the system packages the stack needs, if missing
-#                            (PostgreSQL server, psql, Python venv, openssl; as root or with sudo)
+#                            (PostgreSQL server, psql, Python venv, openssl, PgBouncer; as root or with sudo)
 #   scripts/stack.sh venv    create/refresh .venv from requirements-dev.txt
 #   scripts/stack.sh sam-venv  create/refresh .venv-sam (the SAM CLI) from requirements-sam.txt
 #   scripts/stack.sh up      deps + venv, start what is missing; write .stack/env (source it)
@@ -51,6 +51,10 @@ cmd_deps() {
   python3 -c "import ensurepip, venv" >/dev/null 2>&1 || packages+=(python3-venv)
   # The TLS tests make a CA and a server certificate.
   command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+  # The pooler tests put a throwaway PgBouncer (transaction mode) in front of a test
+  # database (testkit's PgBouncer), each on a free port of its own; a service the package
+  # may start (on 6432) is left alone.
+  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || packages+=(pgbouncer)
   if [ ${#packages[@]} -gt 0 ]; then
     local sudo=()
     if [ "$(id -u)" != 0 ]; then

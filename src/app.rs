@@ -33,14 +33,19 @@ impl App {
     /// Connects, then loads the keys (created beforehand by `pii-vault admin init-keys`):
     /// one KMS call per key and one to resolve the configured key, none later.
     pub async fn init(config: &Config, kms: &Kms) -> Result<App, InitError> {
-        let pool = store::pool(config.database.clone(), config.pool_size)?;
-        let client = pool.get().await.map_err(StoreError::from)?;
-        let keyring = keys::load_keyring(&**client, kms).await?;
-        let (login_load, why_not_copy) = store::login_load(&client).await?;
+        let pool = store::stateless_pool(config.database.clone(), config.pool_size)?;
+        // The reads in one bounded transaction (the pool sets nothing on its sessions),
+        // ended before the KMS calls: a pooled server connection is not held meanwhile.
+        let mut client = pool.get().await.map_err(StoreError::from)?;
+        let tx = store::begin(&mut client).await?;
+        let stored = keys::latest_wrapped_keys(&*tx).await?;
+        let (login_load, why_not_copy) = store::login_load(&*tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        drop(client);
         if let Some(reason) = why_not_copy {
             tracing::warn!(reason, "login rows will be inserted, never copied");
         }
-        drop(client);
+        let keyring = keys::unwrap_keyring(&stored, kms).await?;
         Ok(App {
             pool,
             keyring,

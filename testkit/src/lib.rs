@@ -8,6 +8,7 @@
 //! - `vault`: the keys, a cold start, the vault service in process and its callers;
 //! - `lambda`: a function binary run as Lambda runs it (cargo-lambda's runtime API);
 //! - `tls`: a throwaway TLS-only PostgreSQL;
+//! - `pgbouncer`: a throwaway PgBouncer in transaction mode in front of a test database;
 //! - `logs`: log capture.
 //!
 //! `make test` provides the stack. A crate of its own so that every test binary shares it.
@@ -20,6 +21,7 @@ mod https;
 mod lambda;
 mod logs;
 mod outage;
+mod pgbouncer;
 mod tls;
 mod vault;
 
@@ -33,6 +35,7 @@ pub use https::{Answer, HostileEndpoint};
 pub use lambda::{LocalLambda, LocalVaultService, free_port, workspace_binary};
 pub use logs::LogCapture;
 pub use outage::{DatabaseProxy, Mode, tcp_target, via_loopback};
+pub use pgbouncer::PgBouncer;
 pub use tls::TlsCluster;
 pub use vault::{
     REASON, audit_digest, cold_start, function, init_keys, key_admin, loaded_by_writer, quarantine_service,

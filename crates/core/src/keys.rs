@@ -203,7 +203,13 @@ pub struct Keyring {
 /// Loads the newest key of every purpose (the function's and the service's cold start).
 /// Never creates one: missing keys fail with a message naming `pii-vault admin init-keys`.
 pub async fn load_keyring(db: &impl GenericClient, kms: &Kms) -> Result<Keyring, KeyError> {
-    let stored = latest_wrapped_keys(db).await?;
+    unwrap_keyring(&latest_wrapped_keys(db).await?, kms).await
+}
+
+/// The keyring from the stored keys ([`latest_wrapped_keys`]): one KMS call per key. Apart
+/// from [`load_keyring`] so that a caller can read the keys in a transaction and end it
+/// before the KMS calls (a pooled server connection is not held while KMS answers).
+pub async fn unwrap_keyring(stored: &[WrappedKey], kms: &Kms) -> Result<Keyring, KeyError> {
     let find = |purpose: KeyPurpose| {
         stored.iter().find(|k| k.purpose == purpose).ok_or(KeyError::NotInitialized(purpose.as_str()))
     };
@@ -315,8 +321,10 @@ impl Default for DataKeyCache {
 
 /// The newest wrapped key of every purpose present.
 pub async fn latest_wrapped_keys(db: &impl GenericClient) -> Result<Vec<WrappedKey>, KeyError> {
+    // The unnamed statement (one round trip, no session state: docs/operations.md,
+    // "Connection poolers").
     let rows = db
-        .query(
+        .query_typed(
             "SELECT DISTINCT ON (purpose) purpose, version, kms_key_id, wrapped_key
                FROM pii_keys ORDER BY purpose, version DESC",
             &[],

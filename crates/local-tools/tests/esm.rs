@@ -75,6 +75,55 @@ async fn drains_the_exercise_queue_into_99_rows_and_quarantines_the_bad_messages
     );
 }
 
+/// Four instances drain one queue through a transaction-pooling proxy (PgBouncer 1.18,
+/// `pool_mode = transaction`) of two server connections: the function's statements carry
+/// no session state, so every message is written or quarantined, once, and none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_instances_drain_through_a_transaction_pooler_of_two_server_connections() {
+    const INSTANCES: usize = 4;
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let bouncer = PgBouncer::in_front_of(&db.config, 2).await;
+    let queues = TestQueues::new(2, 1).await;
+    let mut bodies = sample_bodies();
+    // Batches of different shapes: some with rejected messages (quarantine statements),
+    // some without, as batches come.
+    for i in 0..200 {
+        let ip = format!("192.0.2.{}", i % 7 + 1);
+        bodies.push(if i % 4 == 0 {
+            rejected_login_body(&format!("bad-{i}"), &ip, "d-shared")
+        } else {
+            login_body(&format!("u-{i}"), &ip, "d-shared")
+        });
+    }
+    queues.send(&bodies).await;
+
+    let mut drains = Vec::new();
+    for _ in 0..INSTANCES {
+        let app = Arc::new(function(&db, &kms, bouncer.config.clone(), SHORT_BACKOFF).await);
+        let (sqs, options) = (queues.sqs.clone(), options(&queues.queue_url));
+        drains.push(tokio::spawn(async move {
+            esm::run(&app, &sqs, &options, Arc::new(AtomicBool::new(false))).await.expect("drain")
+        }));
+    }
+    let (mut written, mut failed, mut quarantined) = (0, 0, 0);
+    for drain in drains {
+        let summary = drain.await.expect("task");
+        written += summary.written;
+        failed += summary.failed_invocations;
+        quarantined += summary.quarantined;
+    }
+
+    assert_eq!(failed, 0, "invocations failed through the pooler:\n{}", bouncer.log());
+    assert_eq!(written, 99 + 150);
+    assert_eq!(quarantined, 1 + 50);
+    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99 + 150);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 99 + 150);
+    assert_eq!(db.count("SELECT count(*) FROM login_quarantine").await, 1 + 50);
+    assert_eq!(esm::queue_depth(&queues.sqs, &queues.queue_url).await.expect("depth").total(), 0);
+    assert_eq!(esm::queue_depth(&queues.sqs, &queues.dlq_url).await.expect("dlq").total(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_mid_drain_deletes_nothing_and_loses_nothing() {
     let db = TestDb::new().await;

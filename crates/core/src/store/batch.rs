@@ -6,10 +6,10 @@
 use chrono::{DateTime, Utc};
 
 use deadpool_postgres::{Pool, Transaction};
-use tokio_postgres::Statement;
+use tokio_postgres::GenericClient;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::erasure::{self, Erased, MarkedValue};
 use super::quarantine::{
@@ -187,15 +187,15 @@ pub enum LoginLoad {
 /// Whether `user_logins` takes the `COPY`: a plain table (a partitioned one would take the
 /// rows partition by partition, not in the lock order) whose columns have the types the
 /// `COPY` sends (a table kept from the exercise's own setup may not). When not, says why.
-pub async fn login_load(client: &tokio_postgres::Client) -> Result<(LoginLoad, Option<String>), StoreError> {
+pub async fn login_load(client: &impl GenericClient) -> Result<(LoginLoad, Option<String>), StoreError> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT c.relkind::text, a.attname::text, t.typname::text
                FROM pg_class c
                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
                JOIN pg_type t ON t.oid = a.atttypid
               WHERE c.oid = $1::text::regclass",
-            &[&USER_LOGINS.name],
+            &[(&USER_LOGINS.name, Type::TEXT)],
         )
         .await?;
     if let Some(row) = rows.first()
@@ -279,7 +279,16 @@ async fn write_on(
     load: &mut LoginLoad,
 ) -> Result<WriteOutcome, StoreError> {
     let tx = client.transaction().await?;
-    let erased = erasure::erased(&*tx, &batch.marked).await?;
+    // The transaction's bounds, pipelined with the erasure lock and lookup: sent first
+    // (`biased`: polled in order, and each request is sent on its first poll), so they
+    // bound those too, and cost no round trip of their own.
+    let (limits, erased) = tokio::join!(
+        biased;
+        tx.batch_execute(&super::TRANSACTION_LIMITS),
+        erasure::erased(&*tx, &batch.marked)
+    );
+    limits?;
+    let erased = erased?;
     let erasing;
     let batch = if erased.is_empty() {
         batch
@@ -319,10 +328,10 @@ async fn insert_rows<R>(
     if rows.is_empty() {
         return Ok(0);
     }
-    let statement: Statement = tx.prepare_cached(insert_sql).await?;
     let arrays = table.column_arrays(rows);
-    let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-    Ok(tx.execute(&statement, &params).await?)
+    let params: Vec<(&(dyn ToSql + Sync), Type)> =
+        arrays.iter().zip(table.array_types()).map(|(a, t)| (a as &(dyn ToSql + Sync), t)).collect();
+    Ok(tx.execute_typed(insert_sql, &params).await?)
 }
 
 async fn insert_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, StoreError> {
@@ -330,7 +339,11 @@ async fn insert_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, S
 }
 
 async fn copy_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, StoreError> {
-    let statement = tx.prepare_cached(&COPY_LOGINS).await?;
+    // tokio-postgres sends a COPY as a named statement: prepared here, in the transaction,
+    // and closed when `statement` drops (below, before the COMMIT is sent), so it never
+    // outlives the transaction on its server connection (safe through a transaction
+    // pooler: docs/operations.md). Not cached: a cached one would stay on the session.
+    let statement = tx.prepare(&COPY_LOGINS).await?;
     let sink = tx.copy_in(&statement).await?;
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &USER_LOGINS.copy_types()));
     let mut cells: Vec<Cell<'_>> = Vec::with_capacity(USER_LOGINS.columns.len());
@@ -346,9 +359,19 @@ async fn insert_vault(tx: &Transaction<'_>, rows: &[VaultRow]) -> Result<u64, St
     if rows.is_empty() {
         return Ok(0);
     }
-    let statement = tx.prepare_cached(INSERT_VAULT).await?;
     let c = VaultColumns::new(rows);
-    Ok(tx.execute(&statement, &[&c.fields, &c.indexes, &c.versions, &c.nonces, &c.ciphertexts]).await?)
+    Ok(tx
+        .execute_typed(
+            INSERT_VAULT,
+            &[
+                (&c.fields, Type::TEXT_ARRAY),
+                (&c.indexes, Type::TEXT_ARRAY),
+                (&c.versions, Type::INT4_ARRAY),
+                (&c.nonces, Type::BYTEA_ARRAY),
+                (&c.ciphertexts, Type::BYTEA_ARRAY),
+            ],
+        )
+        .await?)
 }
 
 fn is_unique_violation(error: &StoreError) -> bool {

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, SimpleQueryMessage};
 
 use super::StoreError;
@@ -98,20 +99,25 @@ pub async fn erased(tx: &impl GenericClient, values: &[MarkedValue]) -> Result<E
         return Ok(Erased::default());
     }
     // First the lock, then the lookup: its snapshot must be taken after any forget that
-    // held the lock committed. The lookup is prepared meanwhile (pipelined: the lock is
-    // answered first, and a prepare reads nothing), so the two cost two round trips.
+    // held the lock committed. The lookup is sent meanwhile as the unnamed statement
+    // (pipelined: the server answers the lock first, then runs the lookup), so the two
+    // cost one round trip and leave nothing on the session.
+    let fields: Vec<&str> = values.iter().map(|v| v.field.as_str()).collect();
+    let markers: Vec<&str> = values.iter().map(|v| v.marker.as_str()).collect();
+    let params: [(&(dyn ToSql + Sync), Type); 2] =
+        [(&fields, Type::TEXT_ARRAY), (&markers, Type::TEXT_ARRAY)];
     let (lock, lookup) = tokio::join!(
+        biased;
         tx.simple_query(LOCK_SHARED),
-        tx.prepare(
-            "SELECT e.field, e.marker, e.token FROM pii_erasures e
+        tx.query_typed(
+            "SELECT e.field::text, e.marker::text, e.token::text FROM pii_erasures e
                JOIN UNNEST($1::text[], $2::text[]) AS v(field, marker)
-                 ON e.field = v.field AND e.marker = v.marker"
+                 ON e.field = v.field AND e.marker = v.marker",
+            &params,
         )
     );
     locked(lock?)?;
-    let fields: Vec<&str> = values.iter().map(|v| v.field.as_str()).collect();
-    let markers: Vec<&str> = values.iter().map(|v| v.marker.as_str()).collect();
-    let rows = tx.query(&lookup?, &[&fields, &markers]).await?;
+    let rows = lookup?;
     if rows.is_empty() {
         return Ok(Erased::default());
     }

@@ -44,28 +44,49 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
-/// Server-side bounds on every statement and lock wait of the function's sessions: a
+/// Server-side bounds on every statement and lock wait of the function's transactions: a
 /// database that is up but stuck (a long lock, a runaway plan) fails the batch well inside
 /// the function's timeout, so the handler still has time to hide the batch on the queue.
 /// (A database that answers nothing at all is bounded on the client: see `Function`.)
 pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The pool, its connections secured as `database.tls` says, each session bounded by
-/// [`STATEMENT_TIMEOUT`] and [`LOCK_TIMEOUT`] (set once per connection, not per batch).
+/// The bounds as the first statement of a transaction sets them (`SET LOCAL`: they end with
+/// the transaction, so a pooled server connection carries nothing to its next client).
+pub static TRANSACTION_LIMITS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+        STATEMENT_TIMEOUT.as_millis(),
+        LOCK_TIMEOUT.as_millis()
+    )
+});
+
+/// The ingest function's pool: its connections secured as `database.tls` says, and
+/// nothing set on their sessions. Every statement the function sends through it is
+/// free of session state (docs/operations.md, "Connection poolers"): the unnamed
+/// statement (`query_typed`, `execute_typed`) or the simple protocol, inside a
+/// transaction begun by [`begin`], which bounds it with [`TRANSACTION_LIMITS`]. So it
+/// works through a transaction-pooling proxy (RDS Proxy, PgBouncer in transaction mode),
+/// where consecutive transactions of one connection run on different server connections.
+pub fn stateless_pool(database: Database, max_size: usize) -> Result<Pool, StoreError> {
+    Ok(builder(database, max_size)?.build()?)
+}
+
+/// A transaction bounded by [`TRANSACTION_LIMITS`]: two round trips (BEGIN, the limits).
+/// The batch write sends the limits pipelined with its first statement instead.
+pub async fn begin(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(&TRANSACTION_LIMITS).await?;
+    Ok(tx)
+}
+
+/// The vault service's and the quarantine purge's pool: as [`stateless_pool`], each session
+/// bounded by [`STATEMENT_TIMEOUT`] and [`LOCK_TIMEOUT`] set once per connection
+/// (session state: not yet fit for a transaction-pooling proxy, docs/operations.md).
 pub fn pool(database: Database, max_size: usize) -> Result<Pool, StoreError> {
-    let connector = database.tls.connector()?;
-    let manager = Manager::from_config(
-        database.config,
-        connector,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
-    );
-    Ok(Pool::builder(manager)
-        .max_size(max_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(CONNECT_TIMEOUT))
-        .create_timeout(Some(CONNECT_TIMEOUT))
-        .recycle_timeout(Some(CONNECT_TIMEOUT))
+    Ok(builder(database, max_size)?
         .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
             Box::pin(async move {
                 let limits = format!(
@@ -77,4 +98,19 @@ pub fn pool(database: Database, max_size: usize) -> Result<Pool, StoreError> {
             })
         }))
         .build()?)
+}
+
+fn builder(database: Database, max_size: usize) -> Result<deadpool_postgres::PoolBuilder, StoreError> {
+    let connector = database.tls.connector()?;
+    let manager = Manager::from_config(
+        database.config,
+        connector,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT)))
 }

@@ -53,6 +53,17 @@ impl SqlType {
         }
     }
 
+    /// The type of the array the INSERT binds for this column (the statement's cast).
+    fn array_type(self) -> Type {
+        match self {
+            SqlType::Varchar(_) => Type::TEXT_ARRAY,
+            SqlType::Integer => Type::INT4_ARRAY,
+            SqlType::Date => Type::DATE_ARRAY,
+            SqlType::Timestamptz => Type::TIMESTAMPTZ_ARRAY,
+            SqlType::Bytea => Type::BYTEA_ARRAY,
+        }
+    }
+
     /// Whether the statements order this type bytewise (`COLLATE "C"`).
     fn is_text(self) -> bool {
         matches!(self, SqlType::Varchar(_))
@@ -210,6 +221,12 @@ impl<R> Table<R> {
     /// The INSERT's parameters: one array per column.
     pub fn column_arrays<'a>(&self, rows: &'a [R]) -> Vec<Vec<Cell<'a>>> {
         self.columns.iter().map(|c| rows.iter().map(|row| c.cell(row)).collect()).collect()
+    }
+
+    /// The INSERT's parameter types, in column order (the unnamed statement is sent with
+    /// its types: no prepare, no round trip to learn them).
+    pub fn array_types(&self) -> Vec<Type> {
+        self.columns.iter().map(|c| c.sql_type.array_type()).collect()
     }
 }
 
