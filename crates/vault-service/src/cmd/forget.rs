@@ -20,6 +20,7 @@ use login_etl_core::crypto::erasure::new_token;
 use login_etl_core::crypto::{BlindIndex, ErasureKey, PiiField};
 use login_etl_core::error::DbError;
 use login_etl_core::store::erasure;
+use login_etl_core::store::quarantine::{LOGIN_QUARANTINE, LOGIN_QUARANTINE_MASKS};
 use login_etl_core::store::table::USER_LOGINS;
 use pii_vault_protocol::{ForgetTarget, Outcome};
 
@@ -230,18 +231,24 @@ pub(super) async fn erase_value(
     // quarantined after an earlier erasure carries the token).
     let quarantined = tx
         .execute(
-            "UPDATE login_quarantine q
+            &format!(
+                "UPDATE {} q
                     SET key_version = NULL, nonce = NULL, ciphertext = NULL,
                         erased_at = clock_timestamp(), erased_by = 'forget'
                   WHERE q.erased_at IS NULL
-                    AND EXISTS (SELECT 1 FROM login_quarantine_masks m
+                    AND EXISTS (SELECT 1 FROM {} m
                                  WHERE m.message_id = q.message_id AND m.attempt = q.attempt
                                    AND m.field = $1 AND m.blind_index IN ($2, $3))",
+                LOGIN_QUARANTINE.name, LOGIN_QUARANTINE_MASKS.name
+            ),
             &[&field_name, &mask, &token],
         )
         .await?;
     tx.execute(
-        "UPDATE login_quarantine_masks SET blind_index = $3 WHERE field = $1 AND blind_index = $2",
+        &format!(
+            "UPDATE {} SET blind_index = $3 WHERE field = $1 AND blind_index = $2",
+            LOGIN_QUARANTINE_MASKS.name
+        ),
         &[&field_name, &mask, &token],
     )
     .await?;

@@ -11,6 +11,7 @@ use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{BlindIndex, PiiField, SealError, SealedValue};
 use login_etl_core::keys::{self, KeyError};
+use login_etl_core::store::quarantine::LOGIN_QUARANTINE;
 use pii_vault_protocol::Outcome;
 
 struct Reencrypt {
@@ -109,8 +110,11 @@ async fn reencrypt_quarantine(
         let tx = client.transaction().await?;
         let rows = tx
             .query(
-                "SELECT message_id, attempt, key_version, nonce, ciphertext FROM login_quarantine
-                  WHERE key_version < $1 ORDER BY message_id, attempt LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &format!(
+                    "SELECT message_id, attempt, key_version, nonce, ciphertext FROM {}
+                      WHERE key_version < $1 ORDER BY message_id, attempt LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    LOGIN_QUARANTINE.name
+                ),
                 &[&newest, &batch_size],
             )
             .await?;
@@ -132,10 +136,13 @@ async fn reencrypt_quarantine(
         }
         drop(keys);
         tx.execute(
-            "UPDATE login_quarantine q SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
-               FROM UNNEST($2::text[], $3::int4[], $4::bytea[], $5::bytea[])
-                    AS n(message_id, attempt, nonce, ciphertext)
-              WHERE (q.message_id, q.attempt) = (n.message_id, n.attempt)",
+            &format!(
+                "UPDATE {} q SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
+                   FROM UNNEST($2::text[], $3::int4[], $4::bytea[], $5::bytea[])
+                        AS n(message_id, attempt, nonce, ciphertext)
+                  WHERE (q.message_id, q.attempt) = (n.message_id, n.attempt)",
+                LOGIN_QUARANTINE.name
+            ),
             &[&newest, &ids, &attempts, &nonces, &ciphertexts],
         )
         .await?;

@@ -12,6 +12,7 @@ use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, RecordedValue, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{BlindIndex, PiiField, SealedValue};
+use login_etl_core::store::table::USER_LOGINS;
 use pii_vault_protocol::{Outcome, Plaintext, RevealTarget, Revealed};
 
 struct Reveal<'a> {
@@ -117,7 +118,10 @@ async fn masks_of(
         .client()
         .await?
         .query(
-            &format!("SELECT DISTINCT {ip_column}, {device_id_column} FROM user_logins WHERE {column} = $1"),
+            &format!(
+                "SELECT DISTINCT {ip_column}, {device_id_column} FROM {} WHERE {column} = $1",
+                USER_LOGINS.name
+            ),
             &[&value],
         )
         .await?;

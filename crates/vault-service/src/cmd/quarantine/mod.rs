@@ -13,6 +13,7 @@ mod purge;
 mod replay;
 mod show;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +21,7 @@ use chrono::{DateTime, Utc};
 use crate::ServiceError;
 use login_etl_core::event::MessageId;
 use login_etl_core::replay::MAX_ATTEMPT;
-use login_etl_core::store::quarantine::reason_codes;
+use login_etl_core::store::quarantine::{LOGIN_QUARANTINE, LOGIN_QUARANTINE_MASKS, reason_codes};
 
 pub use import_dlq::Imported;
 pub use list::QuarantineFilter;
@@ -54,17 +55,27 @@ fn audit_id(id: &str) -> Option<String> {
 /// tombstone's mask. True also for a body quarantined after the forget (the function
 /// quarantines such a message like any other, its masks written as the token): show and
 /// replay treat it as erased, and erase it on the spot.
-const HOLDS_FORGOTTEN_VALUE: &str = "EXISTS (SELECT 1 FROM login_quarantine_masks m
+static HOLDS_FORGOTTEN_VALUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "EXISTS (SELECT 1 FROM {} m
              WHERE m.message_id = q.message_id AND m.attempt = q.attempt
                AND (EXISTS (SELECT 1 FROM pii_erasures e WHERE e.field = m.field AND e.token = m.blind_index)
                     OR EXISTS (SELECT 1 FROM pii_vault v
                                 WHERE v.field = m.field AND v.blind_index = m.blind_index
-                                  AND v.erased_at IS NOT NULL)))";
+                                  AND v.erased_at IS NOT NULL)))",
+        LOGIN_QUARANTINE_MASKS.name
+    )
+});
 
 /// Erases one quarantined body found to hold a forgotten value (as `forget` would have).
-const ERASE_FORGOTTEN: &str = "UPDATE login_quarantine
+static ERASE_FORGOTTEN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE {}
     SET key_version = NULL, nonce = NULL, ciphertext = NULL, erased_at = clock_timestamp(), erased_by = 'forget'
-    WHERE message_id = $1 AND attempt = $2 AND erased_at IS NULL";
+    WHERE message_id = $1 AND attempt = $2 AND erased_at IS NULL",
+        LOGIN_QUARANTINE.name
+    )
+});
 
 /// An attempt number as the quarantine keys it (0 when first seen, n for the n-th replay).
 fn attempt(attempt: i64) -> Result<i32, ServiceError> {
