@@ -208,7 +208,8 @@ async fn copy_baseline(out: &mut Vec<String>) {
         // Exactly what the handler wrote, into a fresh database with the same schema.
         let from = source.connect().await;
         let columns = USER_LOGINS.column_names().collect::<Vec<_>>().join(", ");
-        let logins = from.query(&format!("SELECT {columns} FROM user_logins"), &[]).await.expect("logins");
+        let logins =
+            from.query(&format!("SELECT {columns} FROM login_data.user_logins"), &[]).await.expect("logins");
         let vault = from
             .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM pii_vault", &[])
             .await
@@ -265,7 +266,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
     out.push(format!(
         "## {size} messages: handler against binary COPY of the same rows ({reps} alternated runs, medians)"
     ));
-    out.push(format!("rows written: {} user_logins, {} pii_vault", rows.0, rows.1));
+    out.push(format!("rows written: {} login_data.user_logins, {} pii_vault", rows.0, rows.1));
     out.push("| | median | messages/s |".into());
     out.push("| --- | --- | --- |".into());
     for (what, time) in [

@@ -110,7 +110,7 @@ async fn database_unreachable_fails_the_invocation_and_writes_nothing() {
 
     let error = result.expect_err("must fail the whole invocation, not report item failures");
     assert!(matches!(error, BatchError::Store(_)), "{error}");
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 0);
 }
 
 #[tokio::test]
@@ -126,7 +126,7 @@ async fn a_fault_inside_the_transaction_commits_nothing() {
     assert_eq!(report(&error), "batch not written, will be retried: database: disk full (simulated) (P0001)");
     // The login rows of the batch were rolled back with it, and a non-transient error is
     // not retried.
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 0);
     assert_eq!(db.fault_calls("pii_vault").await, 1);
     let diagnostic: lambda_runtime::Diagnostic = error.into();
     assert_eq!(diagnostic.error_type, "BatchNotWritten.Database");
@@ -235,7 +235,7 @@ async fn the_database_settings_can_come_from_a_secrets_manager_secret() {
     init_keys(&db, &kms).await;
     let app = App::init(&config, &kms).await.expect("init from the secret");
     handler::handle(&app, load_event("events/duplicates.json")).await.expect("batch");
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 6);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 6);
 
     let error = login_etl_core::config::secrets::database_config(
         &sdk,
@@ -265,8 +265,8 @@ async fn a_connection_killed_inside_the_batch_is_retried_and_the_batch_written_o
     assert_eq!((stats.retries, stats.written, stats.already_present), (1, 6, 0));
     assert_eq!(db.fault_calls("pii_vault").await, 2);
     // The killed attempt's login rows were rolled back: the retry wrote them, once.
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 6);
-    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 6);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 6);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await, 6);
     assert_eq!(stats.vault_values_added as i64, db.count("SELECT count(*) FROM pii_vault").await);
 }
 
@@ -286,7 +286,7 @@ async fn a_connection_killed_on_every_attempt_fails_the_invocation_with_nothing_
 
     assert!(report(&error).contains("(57P01)"), "{}", report(&error));
     assert_eq!(db.fault_calls("pii_vault").await, 3, "bounded: max_attempts");
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0, "never half-written");
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 0, "never half-written");
     assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 0);
     // The pool recovers: the next batch on the same instance is written.
     db.connect().await.batch_execute("DROP TRIGGER pii_vault_fault ON pii_vault").await.expect("drop");
@@ -310,7 +310,7 @@ async fn a_connection_killed_in_the_middle_of_a_copied_batch_is_retried_with_the
              CREATE FUNCTION kill_at_row_600() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
                  SET search_path = public, pg_catalog AS
                  $$ BEGIN IF nextval('login_rows') = 600 THEN {KILL_OWN_BACKEND} END IF; RETURN NEW; END $$;
-             CREATE TRIGGER kill_at_row_600 BEFORE INSERT ON user_logins
+             CREATE TRIGGER kill_at_row_600 BEFORE INSERT ON login_data.user_logins
                  FOR EACH ROW EXECUTE FUNCTION kill_at_row_600();"
         ))
         .await
@@ -323,8 +323,8 @@ async fn a_connection_killed_in_the_middle_of_a_copied_batch_is_retried_with_the
     assert_eq!((stats.retries, stats.written, stats.already_present), (1, 1000, 0));
     // The killed attempt reached row 600 (all rolled back), the retry sent all 1,000.
     assert_eq!(db.count("SELECT last_value FROM login_rows").await, 1600);
-    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 1000);
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 1000);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await, 1000);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 1000);
     assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 14);
     assert_eq!(stats.vault_values_added, 14);
 }

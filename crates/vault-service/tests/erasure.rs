@@ -19,7 +19,13 @@ use tokio_postgres::error::SqlState;
 /// The tables a mask could be kept in, the audit aside (its masks are keyed apart: not
 /// this change). How many rows of them hold `text` anywhere in a column.
 async fn holders(db: &TestDb, text: &str) -> i64 {
-    let tables = ["user_logins", "pii_vault", "login_quarantine", "login_quarantine_masks", "pii_erasures"];
+    let tables = [
+        "login_data.user_logins",
+        "pii_vault",
+        "login_data.login_quarantine",
+        "login_data.login_quarantine_masks",
+        "pii_erasures",
+    ];
     let mut total = 0;
     for table in tables {
         total += db.count(&format!("SELECT count(*) FROM {table} t WHERE t::text LIKE '%{text}%'")).await;
@@ -37,7 +43,7 @@ async fn batch(app: &App, records: &[(&str, String)]) {
 async fn masked_ip(db: &TestDb, message_id: &str) -> String {
     db.connect()
         .await
-        .query_one("SELECT masked_ip FROM user_logins WHERE sqs_message_id = $1", &[&message_id])
+        .query_one("SELECT masked_ip FROM login_data.user_logins WHERE sqs_message_id = $1", &[&message_id])
         .await
         .expect("row")
         .get(0)
@@ -279,7 +285,7 @@ async fn a_forget_and_a_batch_of_the_value_wait_for_each_other() {
     let service: &'static VaultService = Box::leak(Box::new(vault_service(&db, &kms, 100).await));
 
     // The batch first: its login insert is slow, the forget arrives meanwhile.
-    db.fault_on_insert("user_logins", "PERFORM pg_sleep(0.6);").await;
+    db.fault_on_insert("login_data.user_logins", "PERFORM pg_sleep(0.6);").await;
     let (ip, ids) = ("198.18.1.1", vec!["w-1".to_owned(), "w-2".to_owned()]);
     let writing = spawn_batch(app, &ids, ip);
     erasure_lock_held(&db).await;
@@ -289,7 +295,11 @@ async fn a_forget_and_a_batch_of_the_value_wait_for_each_other() {
     writing.await.expect("batch");
     assert_eq!(forgetting.await.expect("forget"), Outcome::Forgotten, "the batch had vaulted it");
     unlinked(&db, &app.keyring.indexer.index(PiiField::Ip, ip), &ids, "batch first").await;
-    db.connect().await.batch_execute("DROP TRIGGER user_logins_fault ON user_logins").await.expect("drop");
+    db.connect()
+        .await
+        .batch_execute("DROP TRIGGER user_logins_fault ON login_data.user_logins")
+        .await
+        .expect("drop");
 
     // The forget first: its marker insert is slow, the batch arrives meanwhile.
     db.fault_on_insert("pii_erasures", "PERFORM pg_sleep(0.6);").await;
@@ -317,7 +327,7 @@ async fn a_forget_racing_batches_of_the_value_never_leaves_its_mask_or_its_seal(
     let kms = new_kms().await;
     let app: &'static App = Box::leak(Box::new(loaded_by_writer(&db, &kms).await));
     let service: &'static VaultService = Box::leak(Box::new(vault_service(&db, &kms, 1000).await));
-    db.fault_on_insert("user_logins", "PERFORM pg_sleep(0.03);").await;
+    db.fault_on_insert("login_data.user_logins", "PERFORM pg_sleep(0.03);").await;
     for round in 0..12u64 {
         let ip = format!("198.18.0.{round}");
         let ids: Vec<String> = (0..3).map(|i| format!("r{round}-{i}")).collect();
@@ -412,20 +422,26 @@ async fn only_an_erasure_rewrites_a_mask_and_no_person_reads_the_markers() {
     let login = connect(&db.login_in("login_etl_vault_service").await).await;
     let other_mask = BlindIndex::parse(&"ab".repeat(32)).expect("mask");
     for sql in [
-        format!("UPDATE user_logins SET masked_ip = '{other_mask}' WHERE sqs_message_id = 'g-1'"),
-        format!("UPDATE user_logins SET masked_device_id = '{token}' WHERE sqs_message_id = 'g-1'"),
-        format!("UPDATE login_quarantine_masks SET blind_index = '{other_mask}' WHERE message_id = 'g-bad'"),
-        format!("UPDATE login_quarantine_masks SET blind_index = '{token}' WHERE field = 'device_id'"),
+        format!("UPDATE login_data.user_logins SET masked_ip = '{other_mask}' WHERE sqs_message_id = 'g-1'"),
+        format!(
+            "UPDATE login_data.user_logins SET masked_device_id = '{token}' WHERE sqs_message_id = 'g-1'"
+        ),
+        format!(
+            "UPDATE login_data.login_quarantine_masks SET blind_index = '{other_mask}' WHERE message_id = 'g-bad'"
+        ),
+        format!(
+            "UPDATE login_data.login_quarantine_masks SET blind_index = '{token}' WHERE field = 'device_id'"
+        ),
     ] {
         let error = login.batch_execute(&sql).await.expect_err(&sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
     }
     for sql in [
-        "UPDATE user_logins SET user_id = 'x'",
-        "DELETE FROM user_logins",
+        "UPDATE login_data.user_logins SET user_id = 'x'",
+        "DELETE FROM login_data.user_logins",
         "UPDATE pii_vault SET erased_at = NULL",
         "INSERT INTO pii_vault (field, blind_index, erased_at) VALUES ('ip', repeat('a', 64), now())",
-        "UPDATE login_quarantine_masks SET field = 'device_id'",
+        "UPDATE login_data.login_quarantine_masks SET field = 'device_id'",
         "UPDATE pii_erasures SET token = marker",
         "DELETE FROM pii_erasures",
     ] {
@@ -434,7 +450,9 @@ async fn only_an_erasure_rewrites_a_mask_and_no_person_reads_the_markers() {
     }
     // An erasure's own rewrite passes the guard.
     login
-        .batch_execute(&format!("UPDATE user_logins SET masked_ip = '{token}' WHERE sqs_message_id = 'g-1'"))
+        .batch_execute(&format!(
+            "UPDATE login_data.user_logins SET masked_ip = '{token}' WHERE sqs_message_id = 'g-1'"
+        ))
         .await
         .expect("a mask becomes a token of its field");
 
@@ -452,7 +470,7 @@ async fn only_an_erasure_rewrites_a_mask_and_no_person_reads_the_markers() {
             "INSERT INTO pii_erasures (field, marker, token) VALUES ('ip', '{other_mask}', '{other_mask}')"
         ),
         "DELETE FROM pii_erasures".to_owned(),
-        format!("UPDATE user_logins SET masked_ip = '{token}'"),
+        format!("UPDATE login_data.user_logins SET masked_ip = '{token}'"),
     ] {
         let error = writer.batch_execute(&sql).await.expect_err(&sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");

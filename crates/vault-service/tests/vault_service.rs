@@ -32,8 +32,9 @@ async fn no_human_role_reaches_the_vault_or_the_keys_and_the_writer_only_appends
         let person = connect(&db.login_in(role).await).await;
         denied(&person, "SELECT * FROM pii_vault").await;
         denied(&person, "SELECT * FROM pii_keys").await;
-        denied(&person, "INSERT INTO pii_audit_entries (caller, action) VALUES ('x', 'find')").await;
-        denied(&person, "UPDATE pii_audit_entries SET reason = 'x'").await;
+        denied(&person, "INSERT INTO pii_audit_log.pii_audit_entries (caller, action) VALUES ('x', 'find')")
+            .await;
+        denied(&person, "UPDATE pii_audit_log.pii_audit_entries SET reason = 'x'").await;
         // Nothing in the schema that a person may execute returns vault content: no
         // function of the schema is executable by the role at all.
         let executable: i64 = person
@@ -57,11 +58,12 @@ async fn no_human_role_reaches_the_vault_or_the_keys_and_the_writer_only_appends
     let auditor = connect(&db.login_in("login_etl_auditor").await).await;
     allowed(&auditor, "SELECT * FROM pii_audit").await;
     denied(&auditor, "SELECT * FROM user_logins").await;
+    denied(&auditor, "SELECT * FROM login_data.user_logins").await;
 
     let writer = connect(&db.login_in("login_etl_writer").await).await;
     allowed(&writer, "SELECT count(*) FROM pii_keys").await;
     denied(&writer, "SELECT * FROM pii_vault").await;
-    denied(&writer, "SELECT * FROM user_logins").await;
+    denied(&writer, "SELECT * FROM login_data.user_logins").await;
     denied(
         &writer,
         "INSERT INTO pii_keys (purpose, version, kms_key_id, wrapped_key) VALUES ('data', 2, 'k', '\\x00')",
@@ -85,9 +87,9 @@ async fn no_human_role_reaches_the_vault_or_the_keys_and_the_writer_only_appends
     owner.batch_execute("SET ROLE login_etl_audit_owner").await.expect("the owner");
     vault_service(&db, &kms, 100).await.audit(&staff("ann"), None, None, None).await.expect("an entry");
     for sql in [
-        "UPDATE pii_audit_entries SET caller = 'y'",
-        "DELETE FROM pii_audit_entries",
-        "TRUNCATE pii_audit_entries",
+        "UPDATE pii_audit_log.pii_audit_entries SET caller = 'y'",
+        "DELETE FROM pii_audit_log.pii_audit_entries",
+        "TRUNCATE pii_audit_log.pii_audit_entries",
     ] {
         let error = owner.batch_execute(sql).await.expect_err(sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
@@ -110,10 +112,10 @@ async fn a_find_of_a_value_on_very_many_rows_answers_a_bounded_page_and_the_coun
     db.connect()
         .await
         .execute(
-            "INSERT INTO user_logins
-             SELECT (jsonb_populate_record(NULL::user_logins, to_jsonb(u) || jsonb_build_object(
+            "INSERT INTO login_data.user_logins
+             SELECT (jsonb_populate_record(NULL::login_data.user_logins, to_jsonb(u) || jsonb_build_object(
                         'sqs_message_id', rpad('many-' || g, 128, 'x'), 'masked_ip', $1::text))).*
-               FROM (SELECT * FROM user_logins LIMIT 1) u, generate_series(1, 1200) g",
+               FROM (SELECT * FROM login_data.user_logins LIMIT 1) u, generate_series(1, 1200) g",
             &[&mask.as_str()],
         )
         .await
@@ -203,7 +205,7 @@ async fn the_audit_row_is_committed_before_the_vault_is_read_and_without_it_noth
         .expect("grant");
 
     // The audit cannot be written: nothing is read, nothing answered.
-    db.fail_inserts_into("pii_audit_entries", "audit storage unavailable (simulated)").await;
+    db.fail_inserts_into("pii_audit_log.pii_audit_entries", "audit storage unavailable (simulated)").await;
     let error =
         service.reveal(&staff("bob"), &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("no audit");
     assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
@@ -523,7 +525,7 @@ async fn the_request_is_recorded_before_it_is_authorized_or_checked() {
 
     // With the audit down, no step after the record runs: not even the refusal of a caller
     // in no role, or of a malformed argument, is answered.
-    db.fail_inserts_into("pii_audit_entries", "audit storage unavailable (simulated)").await;
+    db.fail_inserts_into("pii_audit_log.pii_audit_entries", "audit storage unavailable (simulated)").await;
     let results = [
         service.reveal(&nobody(), &mask_target(&index), Some(REASON)).await.map(drop),
         service.rotate_key(&nobody()).await.map(drop),
