@@ -653,8 +653,9 @@ async fn the_purge_erases_through_its_function_only_what_is_older_than_a_day_and
 }
 
 /// Issue 18 ("no lock another database login can take … to stall the service"): the
-/// quarantine purge's login may UPDATE the quarantine's erasing columns on rows older than
-/// a day (its row policy), so it may also lock them (`FOR UPDATE`). Holding the row of a
+/// quarantine purge's login erases bodies older than a day (through
+/// `purge_expired_quarantine`, its only right since version 12), and the rows it erased stay
+/// locked until its transaction ends. Holding the row of a
 /// body that holds a value, it makes every `forget` of that value fail after the
 /// service's `lock_timeout`: an erasure request cannot be carried out while the purge
 /// login holds its transaction open. (A SECURITY DEFINER purge function alone does not
