@@ -211,7 +211,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
         let logins =
             from.query(&format!("SELECT {columns} FROM login_data.user_logins"), &[]).await.expect("logins");
         let vault = from
-            .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM pii_vault", &[])
+            .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM vault.pii_vault", &[])
             .await
             .expect("vault");
         rows = (logins.len(), vault.len());
@@ -220,7 +220,9 @@ async fn copy_baseline(out: &mut Vec<String>) {
         let started = Instant::now();
         let tx = to.transaction().await.expect("tx");
         let sink = tx
-            .copy_in("COPY pii_vault (field, blind_index, key_version, nonce, ciphertext) FROM STDIN BINARY")
+            .copy_in(
+                "COPY vault.pii_vault (field, blind_index, key_version, nonce, ciphertext) FROM STDIN BINARY",
+            )
             .await
             .expect("copy");
         let writer =
@@ -266,7 +268,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
     out.push(format!(
         "## {size} messages: handler against binary COPY of the same rows ({reps} alternated runs, medians)"
     ));
-    out.push(format!("rows written: {} login_data.user_logins, {} pii_vault", rows.0, rows.1));
+    out.push(format!("rows written: {} user_logins, {} pii_vault", rows.0, rows.1));
     out.push("| | median | messages/s |".into());
     out.push("| --- | --- | --- |".into());
     for (what, time) in [

@@ -87,7 +87,7 @@ if [ -n "$user" ]; then
   echo "    target/debug/pii-vault audit verify --log .stack/vault-service.log   # the hash chain, against the service's log"
 fi
 echo "  The audit, as the auditor sees it:  psql '$(as_login login_etl_demo_auditor)' -c 'SELECT * FROM pii_audit'"
-echo "  Try the roles with psql:  psql '$(as_login login_etl_demo_analyst)' -c 'SELECT * FROM pii_vault'"
+echo "  Try the roles with psql:  psql '$(as_login login_etl_demo_analyst)' -c 'SELECT * FROM vault.pii_vault'"
 echo "  Run it again (adds no rows): make run; load the messages again, as new ones: RELOAD=1 make run"
 echo "  esm-local's log lines: $esm_log"
 echo "  Stop everything:  make down"

@@ -1,4 +1,4 @@
--- login-etl schema, version 12: the tables the function and the vault service write, out of
+-- login-etl schema, version 12: the tables the function and the vault service use, out of
 -- every other login's reach (docs/security.md, "Tables out of reach").
 --
 -- PostgreSQL takes the table lock of a few statements before it checks any right on the
@@ -9,8 +9,8 @@
 -- analyst stopped ingest (user_logins), an auditor the vault service (pii_audit_entries),
 -- for as long as they liked. A name in a schema the login has no USAGE on is refused before
 -- any lock (as pii_locks.erasure was in V10). So every table the function or the service
--- writes that a person's login or the quarantine purge's could name moves into a schema
--- only its writers may use:
+-- uses moves into a schema only they may use (people and the quarantine purge's login may
+-- name none of them):
 --
 --   login_data     (owner: the migrating role) user_logins, login_quarantine,
 --                  login_quarantine_masks. USAGE: login_etl_writer, login_etl_vault_service.
@@ -19,10 +19,15 @@
 --   pii_audit_log  (owner: login_etl_audit_owner, as the tables) pii_audit_entries,
 --                  pii_audit_chain_head, pii_audit_refusals_over_limit and the view
 --                  pii_audit (the service's one definition of it). USAGE: the service.
---   pii_budget     (owner: the migrating role) pii_budget_keys, pii_budget_spent. Nobody
---                  else had a right on them (a queued lock there waited only for the
---                  requests in flight); moved all the same, so that the rule is one: no
---                  login but its writers can name a table the service writes.
+--   pii_budget     (owner: the migrating role) pii_budget_keys, pii_budget_spent. USAGE:
+--                  the service.
+--   vault          (owner: the migrating role) pii_vault, pii_keys, pii_erasures. USAGE:
+--                  the function, the service.
+-- No right on a table is needed to hold a lock on it: a login that may use its schema
+-- holds ACCESS SHARE on it to the end of its transaction with `PREPARE p AS SELECT … FROM
+-- it` or `CREATE TEMP VIEW … AS SELECT … FROM it` (neither checks SELECT). So the tables no
+-- person could read (the budgets, the vault, the keys, the markers) were as exposed as
+-- the ones they could, and move too.
 --
 -- ALTER TABLE … SET SCHEMA keeps the rows, indexes, constraints, triggers, policies, owned
 -- sequences and grants. People keep their names: views in public, read with the views'
@@ -41,9 +46,7 @@
 -- (bodies older than the retention, never younger than a day, labelled `purge`), at most
 -- `max_rows`, skipping rows another session holds.
 --
--- Tables still in public that the function or the service writes (pii_vault, pii_keys,
--- pii_erasures): no person's login may read or lock them, so such a queued lock waits only
--- for the transactions in flight (docs/security.md).
+-- Left in public: the views, the functions, and refinery's history (migrations only).
 
 CREATE SCHEMA login_data;
 REVOKE ALL ON SCHEMA login_data FROM PUBLIC;
@@ -57,6 +60,20 @@ REVOKE ALL ON SCHEMA pii_budget FROM PUBLIC;
 GRANT USAGE ON SCHEMA pii_budget TO login_etl_vault_service;
 ALTER TABLE public.pii_budget_keys SET SCHEMA pii_budget;
 ALTER TABLE public.pii_budget_spent SET SCHEMA pii_budget;
+
+CREATE SCHEMA vault;
+REVOKE ALL ON SCHEMA vault FROM PUBLIC;
+GRANT USAGE ON SCHEMA vault TO login_etl_writer, login_etl_vault_service;
+ALTER TABLE public.pii_vault SET SCHEMA vault;
+ALTER TABLE public.pii_keys SET SCHEMA vault;
+ALTER TABLE public.pii_erasures SET SCHEMA vault;
+-- A SQL function's body is kept as text: name the table where it now is (V10's shape, a
+-- plain SQL function the masks' triggers call in their WHEN clause).
+CREATE OR REPLACE FUNCTION public.is_erasure_token(field text, mask text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM vault.pii_erasures e
+                    WHERE e.field OPERATOR(pg_catalog.=) $1 AND e.token OPERATOR(pg_catalog.=) $2)
+$$;
 
 -- The audit's schema belongs to the audit's owner, as its tables do (V8).
 CREATE SCHEMA pii_audit_log AUTHORIZATION login_etl_audit_owner;

@@ -131,7 +131,7 @@ impl TestDb {
         self.connect()
             .await
             .execute(
-                "UPDATE pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
+                "UPDATE vault.pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
                   WHERE field = $1 AND blind_index = $2",
                 &[&field, &mask],
             )

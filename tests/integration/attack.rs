@@ -626,7 +626,7 @@ async fn attack_purge_role_cannot_copy_forge_or_read_bodies() {
     let purge = db.login_in("login_etl_quarantine_purge").await;
     for sql in [
         "UPDATE login_data.login_quarantine SET ciphertext = (SELECT ciphertext FROM login_data.login_quarantine WHERE message_id = 'q-a') WHERE message_id = 'q-b'",
-        "UPDATE login_data.login_quarantine SET (key_version, nonce, ciphertext) = (SELECT key_version, nonce, ciphertext FROM pii_vault LIMIT 1) WHERE message_id = 'q-b'",
+        "UPDATE login_data.login_quarantine SET (key_version, nonce, ciphertext) = (SELECT key_version, nonce, ciphertext FROM vault.pii_vault LIMIT 1) WHERE message_id = 'q-b'",
         "UPDATE login_data.login_quarantine SET ciphertext = ciphertext WHERE message_id = 'q-a'",
         "UPDATE login_data.login_quarantine SET erased_at = now() WHERE reason_code = 'invalid_app_version'",
         "SELECT count(*) FROM login_data.login_quarantine_masks",
@@ -715,7 +715,7 @@ async fn attack_table_writer_swapped_moved_or_relabelled_ciphertexts_never_open(
     let ip_index = app.keyring.indexer.index(PiiField::Ip, "203.0.113.13");
     client
         .execute(
-            "UPDATE pii_vault v SET key_version = q.key_version, nonce = q.nonce, ciphertext = q.ciphertext
+            "UPDATE vault.pii_vault v SET key_version = q.key_version, nonce = q.nonce, ciphertext = q.ciphertext
                FROM login_data.login_quarantine q WHERE v.field = 'ip' AND v.blind_index = $1 AND q.message_id = 'q-b' AND q.attempt = 0",
             &[&ip_index.as_str()],
         )
@@ -723,7 +723,7 @@ async fn attack_table_writer_swapped_moved_or_relabelled_ciphertexts_never_open(
         .expect("body into the vault");
     let vault = client
         .query_one(
-            "SELECT key_version, nonce, ciphertext FROM pii_vault WHERE field = 'ip' AND blind_index = $1",
+            "SELECT key_version, nonce, ciphertext FROM vault.pii_vault WHERE field = 'ip' AND blind_index = $1",
             &[&ip_index.as_str()],
         )
         .await
@@ -737,7 +737,7 @@ async fn attack_table_writer_swapped_moved_or_relabelled_ciphertexts_never_open(
     client
         .execute(
             "UPDATE login_data.login_quarantine q SET key_version = v.key_version, nonce = v.nonce, ciphertext = v.ciphertext
-               FROM pii_vault v WHERE v.field = 'device_id' AND v.blind_index = $1 AND q.message_id = 'q-a'",
+               FROM vault.pii_vault v WHERE v.field = 'device_id' AND v.blind_index = $1 AND q.message_id = 'q-a'",
             &[&device_index.as_str()],
         )
         .await

@@ -69,8 +69,11 @@ async fn eight_instances_on_overlapping_values_in_different_orders_never_fail_or
     assert_eq!(written as i64, expected, "every message written by its own invocation");
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, expected);
     assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await, expected);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'ip'").await, VALUES as i64);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'device_id'").await, VALUES as i64);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault WHERE field = 'ip'").await, VALUES as i64);
+    assert_eq!(
+        db.count("SELECT count(*) FROM vault.pii_vault WHERE field = 'device_id'").await,
+        VALUES as i64
+    );
     assert_eq!(db.count("SELECT count(DISTINCT masked_ip) FROM login_data.user_logins").await, VALUES as i64);
     // With one lock order there is no deadlock to retry: a retry here means the order broke.
     assert_eq!(retries, 0, "transient errors were retried: the lock order is not deterministic");
@@ -145,5 +148,5 @@ async fn one_batch_delivered_to_four_instances_at_once_is_written_once_without_d
     let per_round = 1 + 3 * (1 + 1);
     assert_eq!(db.fault_calls("login_data.user_logins").await, (ROUNDS * per_round) as i64);
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, (ROUNDS * MESSAGES) as i64);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 397 + 389);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 397 + 389);
 }

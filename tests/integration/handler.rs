@@ -54,7 +54,7 @@ async fn the_exercise_queue_gives_99_rows_and_quarantines_exactly_the_malformed_
     assert_eq!(stats.rejected_by_reason.get("missing_field"), Some(&1));
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 99);
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins WHERE locale IS NULL").await, 29);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 198);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 198);
     // create_date is the SentTimestamp's UTC date, not the processing date.
     let client = db.connect().await;
     let dates: Vec<NaiveDate> = client
@@ -243,8 +243,11 @@ async fn repeated_values_get_equal_masks_and_one_vault_row_each() {
     let distinct_devices =
         bodies.iter().map(|b| b["device_id"].to_string()).collect::<HashSet<_>>().len() as i64;
     assert!(distinct_ips < 6 && distinct_devices < 6, "the event must repeat values");
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'ip'").await, distinct_ips);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'device_id'").await, distinct_devices);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault WHERE field = 'ip'").await, distinct_ips);
+    assert_eq!(
+        db.count("SELECT count(*) FROM vault.pii_vault WHERE field = 'device_id'").await,
+        distinct_devices
+    );
 }
 
 #[tokio::test]
@@ -277,11 +280,11 @@ async fn redelivery_adds_nothing_and_a_new_cold_start_keeps_the_masks() {
     assert_eq!(stats.quarantined, 0, "a redelivered rejected message is quarantined once");
     assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine").await, 1);
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 99);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 198);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 198);
 
     // A second instance: unwraps the stored keys, creates none, masks the same.
     let second = cold_start(&db, &kms).await;
-    assert_eq!(db.count("SELECT count(*) FROM pii_keys").await, KeyPurpose::ALL.len() as i64);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_keys").await, KeyPurpose::ALL.len() as i64);
     handler::handle(&second, event).await.expect("redelivery to a new instance");
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 99);
     let ip = "198.51.100.23";
@@ -313,7 +316,7 @@ async fn the_vault_returns_every_sample_value_and_refuses_moved_or_tampered_rows
     let rows = db
         .connect()
         .await
-        .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM pii_vault", &[])
+        .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM vault.pii_vault", &[])
         .await
         .expect("vault");
     let vault: HashMap<(PiiField, BlindIndex), SealedValue> = rows
@@ -460,7 +463,7 @@ async fn the_writer_role_copies_and_falls_back_but_cannot_copy_anything_out() {
     assert_eq!((first.written, again.written, again.already_present), (1000, 0, 1000));
     let writer = connect(&writer_login).await;
     // (It reads the wrapped keys, by design: decision 8.)
-    for table in ["login_data.user_logins", "pii_vault", "pii_audit_log.pii_audit_entries"] {
+    for table in ["login_data.user_logins", "vault.pii_vault", "pii_audit_log.pii_audit_entries"] {
         let error = writer
             .copy_out(&format!("COPY {table} TO STDOUT") as &str)
             .await

@@ -268,7 +268,10 @@ async fn every_hostile_record_has_its_exact_outcome_and_costs_no_good_message_it
     assert_eq!(version("app-version-at-limit"), 1_000_000);
     // A rejected duplicate vaulted neither of its values.
     let index = app.keyring.indexer.index(login_etl_core::crypto::PiiField::Ip, "203.0.113.99");
-    assert_eq!(db.count(&format!("SELECT count(*) FROM pii_vault WHERE blind_index = '{index}'")).await, 0);
+    assert_eq!(
+        db.count(&format!("SELECT count(*) FROM vault.pii_vault WHERE blind_index = '{index}'")).await,
+        0
+    );
     assert_eq!(
         db.count("SELECT count(*) FROM login_data.user_logins WHERE user_id LIKE '%DROP TABLE%'").await,
         1

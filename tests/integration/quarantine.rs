@@ -62,7 +62,7 @@ async fn only_the_vault_service_reads_the_quarantine_and_the_writer_only_adds_to
     refused(&purge, "UPDATE login_data.login_quarantine SET replayed_at = now(), replay_attempt = 1").await;
     refused(&purge, "DELETE FROM login_data.login_quarantine").await;
     refused(&purge, "SELECT count(*) FROM login_data.user_logins").await;
-    refused(&purge, "SELECT count(*) FROM pii_vault").await;
+    refused(&purge, "SELECT count(*) FROM vault.pii_vault").await;
     // A body quarantined a moment ago is not the purge's business; one two days old is.
     let purged = |days: i32| {
         let purge = &purge;

@@ -30,7 +30,7 @@ async fn the_vault_accepts_exactly_64_lowercase_hex_characters_as_a_blind_index(
             client.query_one("SELECT $1::text ~ '^[0-9a-f]{64}$'", &[candidate]).await.expect("regex").get(0);
         let inserted = client
             .execute(
-                "INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext)
+                "INSERT INTO vault.pii_vault (field, blind_index, key_version, nonce, ciphertext)
                  VALUES ('ip', $1, 1, '\\x000000000000000000000000', '\\x00')",
                 &[candidate],
             )

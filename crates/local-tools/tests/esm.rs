@@ -175,7 +175,7 @@ async fn every_backend_terminated_again_and_again_while_draining_loses_and_doubl
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 99);
     assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await, 99);
     assert_eq!(db.count("SELECT count(DISTINCT user_id) FROM login_data.user_logins").await, 99);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 198);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 198);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.queue_url).await.expect("depth").total(), 0);
     // The two malformed messages are quarantined once each, and nothing reached the DLQ.
     assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine").await, 2);

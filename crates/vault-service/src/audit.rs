@@ -281,7 +281,7 @@ impl<'a> Journal<'a> {
         let marker = erasure_key.marker(field, mask);
         let erased = tx
             .query_opt(
-                "SELECT 1 FROM pii_erasures WHERE field = $1 AND marker = $2",
+                "SELECT 1 FROM vault.pii_erasures WHERE field = $1 AND marker = $2",
                 &[&field.as_str(), &marker.as_str()],
             )
             .await

@@ -199,7 +199,7 @@ async fn forget_by_plaintext_is_no_oracle_once_the_budget_is_spent() {
         let rows = rows_of(&db, &caller.request_id).await;
         assert_eq!(rows.iter().map(|r| r.0.as_deref()).collect::<Vec<_>>(), vec![Some("refused")]);
     }
-    let markers = db.count("SELECT count(*) FROM pii_erasures").await;
+    let markers = db.count("SELECT count(*) FROM vault.pii_erasures").await;
     assert_eq!(markers, 2, "over budget, a guess was marked erased");
 }
 
@@ -531,7 +531,7 @@ async fn a_flood_of_refusals_leaves_at_most_the_limit_of_rows_and_counts_the_res
         assert_eq!(answer.status_code, 403);
     }
     assert_eq!(db.count(&format!("SELECT count(*) FROM pii_audit WHERE caller = '{staff}'")).await, limit);
-    assert_eq!(db.count("SELECT count(*) FROM pii_keys WHERE version > 1").await, 0, "nothing rotated");
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_keys WHERE version > 1").await, 0, "nothing rotated");
     // A caller of another role has a limit of its own (sessions of one role share one).
     let other = "arn:aws:sts::123456789012:assumed-role/another/walter";
     let answer =

@@ -275,7 +275,11 @@ async fn forget_answers_and_records_a_present_and_an_absent_value_alike() {
     // Four units spent: the fifth request of any kind is refused.
     let (status, _) = post(&service, &arn, &forget_body("ip", "203.0.113.93"), "fifth").await;
     assert_eq!(status, 429, "each forget spends a unit");
-    assert_eq!(db.count("SELECT count(*) FROM pii_erasures").await, 4, "the refused forget marked nothing");
+    assert_eq!(
+        db.count("SELECT count(*) FROM vault.pii_erasures").await,
+        4,
+        "the refused forget marked nothing"
+    );
 }
 
 /// Held: a later login with an erased value in another spelling (IPv4-mapped IPv6, white
@@ -293,7 +297,7 @@ async fn a_later_login_with_an_erased_value_in_another_spelling_gets_its_token()
         .expect("forget");
     let device = ForgetTarget::Plaintext(Plaintext::new("dev-erased-1"));
     service.forget(&staff("sue"), PiiField::DeviceId, &device, Some(REASON)).await.expect("forget");
-    let vaulted = db.count("SELECT count(*) FROM pii_vault").await;
+    let vaulted = db.count("SELECT count(*) FROM vault.pii_vault").await;
     let later = event(&[
         ("later-1".to_owned(), login_body("u-later-1", "::ffff:192.0.2.60", " dev-erased-1 ")),
         ("later-2".to_owned(), login_body("u-later-2", "::FFFF:c000:023c", "dev-erased-1\t")),
@@ -302,7 +306,7 @@ async fn a_later_login_with_an_erased_value_in_another_spelling_gets_its_token()
     assert!(response.batch_item_failures.is_empty());
     eprintln!("written {}, quarantined {}", stats.written, stats.quarantined);
     assert_eq!(
-        db.count("SELECT count(*) FROM pii_vault").await,
+        db.count("SELECT count(*) FROM vault.pii_vault").await,
         vaulted,
         "an erased value was vaulted again"
     );
@@ -317,7 +321,7 @@ async fn a_later_login_with_an_erased_value_in_another_spelling_gets_its_token()
     let tokens = db
         .count(
             "SELECT count(*) FROM login_data.user_logins u WHERE u.sqs_message_id LIKE 'later-%'
-                AND EXISTS (SELECT 1 FROM pii_erasures e WHERE e.field = 'ip' AND e.token = u.masked_ip)",
+                AND EXISTS (SELECT 1 FROM vault.pii_erasures e WHERE e.field = 'ip' AND e.token = u.masked_ip)",
         )
         .await;
     assert_eq!(tokens, stats.written as i64, "each later login carries the ip's token");
@@ -369,19 +373,31 @@ async fn quarantine_list_after_a_forget_shows_the_bodies_that_held_the_guess_as_
 /// for the others, that a login without rights must be refused before they lock): each
 /// would queue a lock on `name` that every later INSERT waits behind.
 fn lock_first_statements(name: &str) -> Vec<String> {
-    vec![
-        format!("CREATE RULE stall AS ON INSERT TO {name} DO ALSO NOTHING"),
-        format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"),
-        format!("LOCK TABLE {name} IN SHARE MODE"),
-        format!("ALTER TABLE {name} ADD COLUMN stall integer"),
-        format!("COMMENT ON TABLE {name} IS 'stall'"),
-        format!(
-            "CREATE TRIGGER stall BEFORE INSERT ON {name} FOR EACH STATEMENT
+    // No right on a table is needed to hold ACCESS SHARE on it to the end of a transaction:
+    // neither PREPARE nor a view checks SELECT. On a table out of reach they are refused;
+    // on a view a person may read they hold the view and its table, as the person's read
+    // does anyway.
+    let holds = [
+        format!("PREPARE stall AS SELECT 1 FROM {name}"),
+        format!("CREATE TEMP VIEW stall AS SELECT 1 FROM {name}"),
+    ];
+    let holds = if name.contains('.') { holds.to_vec() } else { Vec::new() };
+    holds
+        .into_iter()
+        .chain([
+            format!("CREATE RULE stall AS ON INSERT TO {name} DO ALSO NOTHING"),
+            format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"),
+            format!("LOCK TABLE {name} IN SHARE MODE"),
+            format!("ALTER TABLE {name} ADD COLUMN stall integer"),
+            format!("COMMENT ON TABLE {name} IS 'stall'"),
+            format!(
+                "CREATE TRIGGER stall BEFORE INSERT ON {name} FOR EACH STATEMENT
              EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()"
-        ),
-        format!("CREATE TEMP TABLE stall (x bigint REFERENCES {name})"),
-        format!("TRUNCATE {name}"),
-    ]
+            ),
+            format!("CREATE TEMP TABLE stall (x bigint REFERENCES {name})"),
+            format!("TRUNCATE {name}"),
+        ])
+        .collect()
 }
 
 /// Sends every lock-first statement on every name, each from a session of its own of
@@ -424,7 +440,10 @@ async fn all_refused(queued: Vec<(String, tokio::task::JoinHandle<Result<(), tok
             SqlState::FEATURE_NOT_SUPPORTED,
         ];
         assert!(error.code().is_some_and(|code| refused.contains(code)), "{sql}: {error:?}");
-        if sql.contains("login_data.") || sql.contains("pii_audit_log.") || sql.contains("pii_budget.") {
+        if ["login_data.", "pii_audit_log.", "pii_budget.", "vault."]
+            .iter()
+            .any(|schema| sql.contains(schema))
+        {
             assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error:?}");
         }
     }
@@ -468,6 +487,9 @@ async fn no_auditor_login_can_stall_the_vault_service_with_a_queued_lock_on_the_
             "pii_audit_log.pii_audit",
             "pii_budget.pii_budget_keys",
             "pii_budget.pii_budget_spent",
+            "vault.pii_vault",
+            "vault.pii_keys",
+            "vault.pii_erasures",
         ],
     )
     .await;
@@ -510,6 +532,9 @@ async fn no_analyst_login_can_stall_ingest_beyond_the_batches_in_flight() {
             "login_data.user_logins",
             "login_data.login_quarantine",
             "login_data.login_quarantine_masks",
+            "vault.pii_vault",
+            "vault.pii_keys",
+            "vault.pii_erasures",
         ],
     )
     .await;
@@ -797,7 +822,10 @@ async fn an_admin_operation_sent_as_an_array_is_refused_at_the_front_within_the_
         let (status, answer) = post(&service, &arn, body, &format!("arr-{n}")).await;
         assert!(matches!(status, 400 | 403), "{body}: {status} {answer}");
     }
-    assert_eq!(db.count("SELECT count(*) FROM pii_keys WHERE purpose = 'data' AND version > 1").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM vault.pii_keys WHERE purpose = 'data' AND version > 1").await,
+        0
+    );
     let entries = db
         .count(&format!("SELECT count(*) FROM pii_audit_log.pii_audit_entries WHERE caller = '{arn}'"))
         .await;
@@ -881,7 +909,7 @@ async fn hostile_bodies_are_refused_on_the_record_and_do_nothing() {
             .await;
         assert_eq!(recorded, cases.len() as i64, "{who}: each on the record with its digest");
     }
-    assert_eq!(db.count("SELECT count(*) FROM pii_keys WHERE version > 1").await, 0, "nothing rotated");
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_keys WHERE version > 1").await, 0, "nothing rotated");
     assert_eq!(
         db.count(
             "SELECT count(*) FROM pii_audit WHERE outcome IS DISTINCT FROM 'refused' AND caller LIKE '%/hal'"
@@ -974,11 +1002,11 @@ async fn forget_by_user_spends_its_own_quota_and_nothing_over_it() {
         let done = service.forget_user(&staff("quo"), user, Some(REASON)).await.expect("within the quota");
         assert!(done.erased > 0, "{user}");
     }
-    let before = db.count("SELECT count(*) FROM pii_erasures").await;
+    let before = db.count("SELECT count(*) FROM vault.pii_erasures").await;
     let error =
         service.forget_user(&staff("QUO"), &users[2], Some(REASON)).await.expect_err("over the quota");
     assert!(matches!(error, ServiceError::ErasureQuota { .. }), "{error}");
-    assert_eq!(db.count("SELECT count(*) FROM pii_erasures").await, before, "erased over the quota");
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_erasures").await, before, "erased over the quota");
     let error = service.find(&staff("quo"), PiiField::Ip, &ip, None).await.expect_err("reveal budget");
     assert!(matches!(error, ServiceError::Budget { .. }), "{error}");
 }

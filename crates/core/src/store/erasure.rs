@@ -103,7 +103,7 @@ pub async fn erased(tx: &impl GenericClient, values: &[MarkedValue]) -> Result<E
     let (lock, lookup) = tokio::join!(
         tx.simple_query(LOCK_SHARED),
         tx.prepare(
-            "SELECT e.field, e.marker, e.token FROM pii_erasures e
+            "SELECT e.field, e.marker, e.token FROM vault.pii_erasures e
                JOIN UNNEST($1::text[], $2::text[]) AS v(field, marker)
                  ON e.field = v.field AND e.marker = v.marker"
         )

@@ -193,7 +193,7 @@ pub(super) async fn erase_value(
     // A token given as a mask (a reveal answers it) is an erasure already: erasing it as a
     // value would give its rows a second token, apart from the later logins of the value.
     let is_token = tx
-        .query_opt("SELECT 1 FROM pii_erasures WHERE field = $1 AND token = $2", &[&field_name, &mask])
+        .query_opt("SELECT 1 FROM vault.pii_erasures WHERE field = $1 AND token = $2", &[&field_name, &mask])
         .await?
         .is_some();
     if is_token {
@@ -202,7 +202,7 @@ pub(super) async fn erase_value(
     let marker = erasure_key.marker(field, index);
     let existing = tx
         .query_opt(
-            "SELECT token FROM pii_erasures WHERE field = $1 AND marker = $2",
+            "SELECT token FROM vault.pii_erasures WHERE field = $1 AND marker = $2",
             &[&field_name, &marker.as_str()],
         )
         .await?;
@@ -212,7 +212,7 @@ pub(super) async fn erase_value(
         None => {
             let token = new_token();
             tx.execute(
-                "INSERT INTO pii_erasures (field, marker, token) VALUES ($1, $2, $3)",
+                "INSERT INTO vault.pii_erasures (field, marker, token) VALUES ($1, $2, $3)",
                 &[&field_name, &marker.as_str(), &token.as_str()],
             )
             .await?;
@@ -222,7 +222,7 @@ pub(super) async fn erase_value(
     // Sealed (true), a tombstone kept by an older version with the raw mask (false), none.
     let vaulted = tx
         .query_opt(
-            "DELETE FROM pii_vault WHERE field = $1 AND blind_index = $2 RETURNING erased_at IS NULL",
+            "DELETE FROM vault.pii_vault WHERE field = $1 AND blind_index = $2 RETURNING erased_at IS NULL",
             &[&field_name, &mask],
         )
         .await?

@@ -53,7 +53,7 @@ impl Operation for Reencrypt {
             let tx = client.transaction().await?;
             let rows = tx
                 .query(
-                    "SELECT field, blind_index, key_version, nonce, ciphertext FROM pii_vault
+                    "SELECT field, blind_index, key_version, nonce, ciphertext FROM vault.pii_vault
                       WHERE key_version < $1 ORDER BY field, blind_index LIMIT $2 FOR UPDATE SKIP LOCKED",
                     &[&newest, &batch_size],
                 )
@@ -77,7 +77,7 @@ impl Operation for Reencrypt {
             }
             drop(keys);
             tx.execute(
-                "UPDATE pii_vault v SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
+                "UPDATE vault.pii_vault v SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
                    FROM UNNEST($2::text[], $3::text[], $4::bytea[], $5::bytea[])
                         AS n(field, blind_index, nonce, ciphertext)
                   WHERE (v.field, v.blind_index) = (n.field, n.blind_index)",
@@ -165,7 +165,7 @@ async fn convert_tombstones(
         let tx = client.transaction().await?;
         let rows = tx
             .query(
-                "SELECT field, blind_index FROM pii_vault WHERE erased_at IS NOT NULL
+                "SELECT field, blind_index FROM vault.pii_vault WHERE erased_at IS NOT NULL
                   ORDER BY field, blind_index LIMIT $1",
                 &[&batch_size],
             )

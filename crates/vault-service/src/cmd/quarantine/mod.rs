@@ -59,8 +59,8 @@ static HOLDS_FORGOTTEN_VALUE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "EXISTS (SELECT 1 FROM {} m
              WHERE m.message_id = q.message_id AND m.attempt = q.attempt
-               AND (EXISTS (SELECT 1 FROM pii_erasures e WHERE e.field = m.field AND e.token = m.blind_index)
-                    OR EXISTS (SELECT 1 FROM pii_vault v
+               AND (EXISTS (SELECT 1 FROM vault.pii_erasures e WHERE e.field = m.field AND e.token = m.blind_index)
+                    OR EXISTS (SELECT 1 FROM vault.pii_vault v
                                 WHERE v.field = m.field AND v.blind_index = m.blind_index
                                   AND v.erased_at IS NOT NULL)))",
         LOGIN_QUARANTINE_MASKS.name
