@@ -726,6 +726,58 @@ async fn the_purge_login_cannot_hold_back_the_forget_of_a_quarantined_value() {
     );
 }
 
+/// Held: the people's views in `public` are no way in. No role but their owners holds any
+/// privilege on them other than SELECT, so no person may write through one, row-lock
+/// through one, or `LOCK TABLE` one (which would lock the table behind it) beyond ACCESS
+/// SHARE; and the function and the service hold none on them at all.
+#[tokio::test]
+async fn the_views_in_public_are_select_only_and_lock_nothing_behind_them() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let views = ["user_logins", "pii_audit", "pii_audit_entries", "pii_audit_refusals_over_limit"];
+    let other_grants = db
+        .count(
+            "SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
+              WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v'
+                AND a.grantee <> c.relowner
+                AND (a.privilege_type <> 'SELECT'
+                     OR a.grantee NOT IN ('login_etl_analyst'::regrole, 'login_etl_vault_reader'::regrole,
+                                          'login_etl_auditor'::regrole))",
+        )
+        .await;
+    assert_eq!(other_grants, 0, "a view in public grants more than SELECT to the people");
+    for group in [
+        "login_etl_analyst",
+        "login_etl_vault_reader",
+        "login_etl_auditor",
+        "login_etl_quarantine_purge",
+        "login_etl_writer",
+        "login_etl_vault_service",
+    ] {
+        let mut other = connect(&db.login_in(group).await).await;
+        for view in views {
+            for sql in [
+                format!("INSERT INTO {view} DEFAULT VALUES"),
+                format!("UPDATE {view} SET user_id = user_id"),
+                format!("DELETE FROM {view}"),
+                format!("SELECT 1 FROM {view} FOR KEY SHARE"),
+                format!("LOCK TABLE {view} IN ROW EXCLUSIVE MODE"),
+            ] {
+                let tx = other.transaction().await.expect("tx");
+                let error = tx.batch_execute(&sql).await.expect_err(&sql);
+                let refused = [
+                    SqlState::INSUFFICIENT_PRIVILEGE,
+                    SqlState::UNDEFINED_COLUMN,
+                    SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                ];
+                assert!(error.code().is_some_and(|code| refused.contains(code)), "{group}: {sql}: {error:?}");
+            }
+        }
+    }
+}
+
 /// Held: the service's sessions carry `lock_timeout` and `statement_timeout`; a SET by
 /// the service's own statements is the only thing that could change them.
 #[tokio::test]
