@@ -208,9 +208,10 @@ async fn copy_baseline(out: &mut Vec<String>) {
         // Exactly what the handler wrote, into a fresh database with the same schema.
         let from = source.connect().await;
         let columns = USER_LOGINS.column_names().collect::<Vec<_>>().join(", ");
-        let logins = from.query(&format!("SELECT {columns} FROM user_logins"), &[]).await.expect("logins");
+        let logins =
+            from.query(&format!("SELECT {columns} FROM login_data.user_logins"), &[]).await.expect("logins");
         let vault = from
-            .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM pii_vault", &[])
+            .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM vault.pii_vault", &[])
             .await
             .expect("vault");
         rows = (logins.len(), vault.len());
@@ -219,7 +220,9 @@ async fn copy_baseline(out: &mut Vec<String>) {
         let started = Instant::now();
         let tx = to.transaction().await.expect("tx");
         let sink = tx
-            .copy_in("COPY pii_vault (field, blind_index, key_version, nonce, ciphertext) FROM STDIN BINARY")
+            .copy_in(
+                "COPY vault.pii_vault (field, blind_index, key_version, nonce, ciphertext) FROM STDIN BINARY",
+            )
             .await
             .expect("copy");
         let writer =

@@ -43,7 +43,7 @@ FORBIDDEN_FOR_INGEST = {"pii-vault-service", "pii-vault-protocol", "pii-vault", 
                         "login-etl-migrations", "clap", "reqwest", "anyhow"}
 # SQL that reads the vault, or any mention of the audit, in the ingest binary.
 FORBIDDEN_IN_BINARY = [
-    re.compile(rb"(?i)\b(from|join|update)\s+pii_vault\b"),
+    re.compile(rb"(?i)\b(from|join|update)\s+(\w+\.)?pii_vault\b"),  # with its schema or not
     re.compile(rb"(?i)\bpii_audit(_\w+)?\b"),  # the view, its entries, its chain head
 ]
 # `crate::App` is `app::App`.
@@ -140,7 +140,7 @@ def ingest_dependencies(metadata: dict) -> set[str]:
 
 
 # What the binary must hold (the writer's own insert): proves the scan sees its SQL at all.
-REQUIRED_IN_BINARY = re.compile(rb"(?i)insert\s+into\s+pii_vault\b")
+REQUIRED_IN_BINARY = re.compile(rb"(?i)insert\s+into\s+(\w+\.)?pii_vault\b")
 
 
 def binary_problems(data: bytes) -> list[str]:
@@ -208,6 +208,11 @@ def self_test() -> int:
         ("the service as a dev-dependency only", "pii-vault-service" in ingest_dependencies(dev_only), False),
         ("a vault read in the binary",
          bool(binary_problems(b"INSERT INTO pii_vault (f)\0SELECT nonce FROM pii_vault WHERE\0")), True),
+        ("a vault read by its schema-qualified name",
+         bool(binary_problems(b"INSERT INTO vault.pii_vault (f)\0SELECT nonce FROM vault.pii_vault WHERE\0")), True),
+        ("the audit log's schema in the binary",
+         bool(binary_problems(b"INSERT INTO vault.pii_vault (f)\0INSERT INTO pii_audit_log.pii_audit_entries\0")), True),
+        ("the writer's qualified insert alone", bool(binary_problems(b"\0INSERT INTO vault.pii_vault (field)\0")), False),
         ("the audit in the binary", bool(binary_problems(b"INSERT INTO pii_vault (f)\0INSERT INTO pii_audit\0")), True),
         ("the audit's entries in the binary",
          bool(binary_problems(b"INSERT INTO pii_vault (f)\0INSERT INTO pii_audit_entries\0")), True),

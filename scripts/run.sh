@@ -63,7 +63,7 @@ psql "$DATABASE_URL" -X -P pager=off -c "SELECT user_id, device_type, left(maske
     left(masked_device_id, 16) || '…' AS masked_device_id, locale, app_version, app_version_raw, create_date
   FROM user_logins $order LIMIT 5"
 
-quarantined=$(psql_q -c "SELECT count(*) FROM login_quarantine")
+quarantined=$(psql_q -c "SELECT count(*) FROM login_data.login_quarantine")
 dlq=$(.venv/bin/python scripts/local_aws.py depth | awk '$1=="login-queue-dlq"{print $2}')
 echo "== login_quarantine holds $(count_of "$quarantined" row); the dead-letter queue $(count_of "$dlq" message)"
 # Reason, field and dates only: the body is sealed. (Here read as the local superuser; in
@@ -71,7 +71,7 @@ echo "== login_quarantine holds $(count_of "$quarantined" row); the dead-letter 
 if [ "$quarantined" -gt 0 ]; then
   psql "$DATABASE_URL" -X -P pager=off -c "SELECT message_id, attempt, source, reason_code, field,
       receive_count, quarantined_at, erased_at IS NOT NULL AS erased
-    FROM login_quarantine ORDER BY quarantined_at, message_id LIMIT 10"
+    FROM login_data.login_quarantine ORDER BY quarantined_at, message_id LIMIT 10"
   echo "   A rejected message is quarantined in the same transaction as its batch's rows and"
   echo "   then deleted from the queue: no plaintext waits in SQS, and it costs one receive."
 fi
@@ -87,7 +87,7 @@ if [ -n "$user" ]; then
   echo "    target/debug/pii-vault audit verify --log .stack/vault-service.log   # the hash chain, against the service's log"
 fi
 echo "  The audit, as the auditor sees it:  psql '$(as_login login_etl_demo_auditor)' -c 'SELECT * FROM pii_audit'"
-echo "  Try the roles with psql:  psql '$(as_login login_etl_demo_analyst)' -c 'SELECT * FROM pii_vault'"
+echo "  Try the roles with psql:  psql '$(as_login login_etl_demo_analyst)' -c 'SELECT * FROM vault.pii_vault'"
 echo "  Run it again (adds no rows): make run; load the messages again, as new ones: RELOAD=1 make run"
 echo "  esm-local's log lines: $esm_log"
 echo "  Stop everything:  make down"

@@ -23,6 +23,19 @@ impl TestDb {
         db
     }
 
+    /// Migrated up to and including `version`, as an earlier release left it.
+    pub async fn at_version(version: i32) -> TestDb {
+        let db = TestDb::empty().await;
+        let mut client = db.connect().await;
+        login_etl_migrations::migrate_to(&mut client, version).await.expect("migrations apply");
+        db
+    }
+
+    /// Applies the migrations still pending; their names.
+    pub async fn migrate(&self) -> Vec<String> {
+        login_etl_migrations::migrate(&mut self.connect().await).await.expect("migrations apply")
+    }
+
     /// Created but not migrated.
     pub async fn empty() -> TestDb {
         let admin = database::parse_database_url(&env("DATABASE_URL")).expect("DATABASE_URL parses").config;
@@ -65,7 +78,9 @@ impl TestDb {
     /// A real fault inside the database: a statement-level BEFORE INSERT trigger on `table`
     /// runs `action` (PL/pgSQL; `call` is this statement's number, from 1) on each INSERT.
     /// The calls are counted in a sequence, which a rollback does not undo.
+    /// The sequence and the function go in the table's schema (`table` may be qualified).
     pub async fn fault_on_insert(&self, table: &str, action: &str) {
+        let trigger = table.rsplit('.').next().unwrap_or(table);
         self.connect()
             .await
             .batch_execute(&format!(
@@ -74,7 +89,7 @@ impl TestDb {
                      SET search_path = public, pg_catalog AS
                      $$ DECLARE call bigint := nextval('{table}_fault_calls');
                         BEGIN {action} RETURN NULL; END $$;
-                 CREATE TRIGGER {table}_fault BEFORE INSERT ON {table}
+                 CREATE TRIGGER {trigger}_fault BEFORE INSERT ON {table}
                      FOR EACH STATEMENT EXECUTE FUNCTION {table}_fault();"
             ))
             .await
@@ -100,11 +115,11 @@ impl TestDb {
             .await
             .batch_execute(&format!(
                 "SET ROLE login_etl_audit_owner;
-                 ALTER TABLE pii_audit_entries DISABLE TRIGGER pii_audit_append_only;
-                 DELETE FROM pii_audit_entries WHERE seq > {last_kept};
-                 UPDATE pii_audit_chain_head SET (seq, chain) =
-                     (SELECT seq, chain FROM pii_audit_entries WHERE seq = {last_kept});
-                 ALTER TABLE pii_audit_entries ENABLE TRIGGER pii_audit_append_only"
+                 ALTER TABLE pii_audit_log.pii_audit_entries DISABLE TRIGGER pii_audit_append_only;
+                 DELETE FROM pii_audit_log.pii_audit_entries WHERE seq > {last_kept};
+                 UPDATE pii_audit_log.pii_audit_chain_head SET (seq, chain) =
+                     (SELECT seq, chain FROM pii_audit_log.pii_audit_entries WHERE seq = {last_kept});
+                 ALTER TABLE pii_audit_log.pii_audit_entries ENABLE TRIGGER pii_audit_append_only"
             ))
             .await
             .expect("the owner cuts the audit's tail");
@@ -116,7 +131,7 @@ impl TestDb {
         self.connect()
             .await
             .execute(
-                "UPDATE pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
+                "UPDATE vault.pii_vault SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
                   WHERE field = $1 AND blind_index = $2",
                 &[&field, &mask],
             )
@@ -175,7 +190,10 @@ impl Drop for TestDb {
 pub async fn quarantined_ids(db: &TestDb) -> Vec<String> {
     db.connect()
         .await
-        .query("SELECT message_id FROM login_quarantine ORDER BY message_id COLLATE \"C\", attempt", &[])
+        .query(
+            "SELECT message_id FROM login_data.login_quarantine ORDER BY message_id COLLATE \"C\", attempt",
+            &[],
+        )
         .await
         .expect("quarantine")
         .iter()
@@ -189,7 +207,7 @@ pub async fn quarantine_masks(db: &TestDb, message_id: &str) -> Vec<(String, Str
     db.connect()
         .await
         .query(
-            "SELECT field::text, blind_index::text FROM login_quarantine_masks WHERE message_id = $1
+            "SELECT field::text, blind_index::text FROM login_data.login_quarantine_masks WHERE message_id = $1
               ORDER BY field, blind_index",
             &[&message_id],
         )

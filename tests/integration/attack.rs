@@ -70,7 +70,7 @@ async fn quarantine(db: &TestDb) -> Vec<Quarantined> {
         .query(
             "SELECT message_id, attempt, source, (extract(epoch FROM sent_at) * 1000)::int8,
                     key_version, nonce, ciphertext
-               FROM login_quarantine ORDER BY message_id COLLATE \"C\", attempt",
+               FROM login_data.login_quarantine ORDER BY message_id COLLATE \"C\", attempt",
             &[],
         )
         .await
@@ -90,7 +90,7 @@ async fn logins(db: &TestDb) -> Vec<(String, i64)> {
     db.connect()
         .await
         .query(
-            "SELECT sqs_message_id, (extract(epoch FROM sent_at) * 1000)::int8 FROM user_logins
+            "SELECT sqs_message_id, (extract(epoch FROM sent_at) * 1000)::int8 FROM login_data.user_logins
               ORDER BY sqs_message_id COLLATE \"C\"",
             &[],
         )
@@ -271,7 +271,10 @@ async fn attack_producer_odd_unicode_nul_and_huge_bodies_never_fail_the_batch_or
     let stored: String = db
         .connect()
         .await
-        .query_one("SELECT user_id FROM user_logins WHERE sqs_message_id = 'noncharacters-user-id'", &[])
+        .query_one(
+            "SELECT user_id FROM login_data.user_logins WHERE sqs_message_id = 'noncharacters-user-id'",
+            &[],
+        )
         .await
         .expect("row")
         .get(0);
@@ -319,7 +322,7 @@ async fn attack_producer_no_quarantine_column_outside_the_sealed_body_holds_plai
             "SELECT concat_ws('|', message_id, attempt, source, reason_code, field, sent_at, receive_count,
                               quarantined_at, key_version, erased_at, erased_by,
                               replayed_at, replay_attempt, encode(nonce, 'escape'))
-               FROM login_quarantine",
+               FROM login_data.login_quarantine",
             &[],
         )
         .await
@@ -487,17 +490,17 @@ async fn attack_writer_cannot_read_backdate_mark_or_probe_quarantine_rows() {
     let values = "('m-x', 0, 'queue', 'not_json', 1, '\\x000000000000000000000000'::bytea, '\\x00'::bytea)";
     let columns = "(message_id, attempt, source, reason_code, key_version, nonce, ciphertext";
     for sql in [
-        format!("INSERT INTO login_quarantine {columns}, quarantined_at) VALUES ('m-x', 0, 'queue', 'not_json', 1, '\\x000000000000000000000000', '\\x00', now() - interval '1 year')"),
-        format!("INSERT INTO login_quarantine {columns}, erased_at) VALUES ('m-x', 0, 'queue', 'not_json', 1, '\\x000000000000000000000000', '\\x00', now())"),
-        format!("INSERT INTO login_quarantine {columns}, replayed_at, replay_attempt) VALUES ('m-x', 0, 'queue', 'not_json', 1, '\\x000000000000000000000000', '\\x00', now(), 1)"),
-        format!("INSERT INTO login_quarantine {columns}) VALUES {values} RETURNING message_id"),
-        format!("INSERT INTO login_quarantine {columns}) SELECT * FROM (VALUES {values}) v WHERE EXISTS (SELECT 1 FROM login_quarantine)"),
-        format!("INSERT INTO login_quarantine {columns}) VALUES {values} ON CONFLICT (message_id, attempt) DO UPDATE SET reason_code = 'x'"),
-        "COPY login_quarantine TO STDOUT".to_owned(),
-        "COPY (SELECT * FROM login_quarantine) TO STDOUT".to_owned(),
-        "TRUNCATE login_quarantine".to_owned(),
-        "CREATE TRIGGER t BEFORE INSERT ON login_quarantine FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()".to_owned(),
-        "SELECT query_to_xml('SELECT * FROM login_quarantine', true, true, '')".to_owned(),
+        format!("INSERT INTO login_data.login_quarantine {columns}, quarantined_at) VALUES ('m-x', 0, 'queue', 'not_json', 1, '\\x000000000000000000000000', '\\x00', now() - interval '1 year')"),
+        format!("INSERT INTO login_data.login_quarantine {columns}, erased_at) VALUES ('m-x', 0, 'queue', 'not_json', 1, '\\x000000000000000000000000', '\\x00', now())"),
+        format!("INSERT INTO login_data.login_quarantine {columns}, replayed_at, replay_attempt) VALUES ('m-x', 0, 'queue', 'not_json', 1, '\\x000000000000000000000000', '\\x00', now(), 1)"),
+        format!("INSERT INTO login_data.login_quarantine {columns}) VALUES {values} RETURNING message_id"),
+        format!("INSERT INTO login_data.login_quarantine {columns}) SELECT * FROM (VALUES {values}) v WHERE EXISTS (SELECT 1 FROM login_data.login_quarantine)"),
+        format!("INSERT INTO login_data.login_quarantine {columns}) VALUES {values} ON CONFLICT (message_id, attempt) DO UPDATE SET reason_code = 'x'"),
+        "COPY login_data.login_quarantine TO STDOUT".to_owned(),
+        "COPY (SELECT * FROM login_data.login_quarantine) TO STDOUT".to_owned(),
+        "TRUNCATE login_data.login_quarantine".to_owned(),
+        "CREATE TRIGGER t BEFORE INSERT ON login_data.login_quarantine FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()".to_owned(),
+        "SELECT query_to_xml('SELECT * FROM login_data.login_quarantine', true, true, '')".to_owned(),
     ] {
         let error = connect(&writer).await.batch_execute(&sql).await.expect_err(&sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
@@ -507,7 +510,7 @@ async fn attack_writer_cannot_read_backdate_mark_or_probe_quarantine_rows() {
     let error = connect(&writer)
         .await
         .batch_execute(&format!(
-            "INSERT INTO login_quarantine {columns}) VALUES ('q-a', 0, 'queue', 'not_json', 1, '\\x000000000000000000000000', '\\x00')"
+            "INSERT INTO login_data.login_quarantine {columns}) VALUES ('q-a', 0, 'queue', 'not_json', 1, '\\x000000000000000000000000', '\\x00')"
         ))
         .await
         .expect_err("duplicate");
@@ -519,12 +522,13 @@ async fn attack_writer_cannot_read_backdate_mark_or_probe_quarantine_rows() {
 }
 
 /// The people's roles learn nothing of the quarantine: no rows, no column statistics
-/// (pg_stats), no definer function that reads it for them.
+/// (pg_stats), no definer function that reads it for them (the purge's login may call the
+/// purge's, which answers a count).
 #[tokio::test]
 async fn attack_people_get_no_quarantine_values_from_statistics_or_definer_functions() {
     let db = TestDb::new().await;
     let _app = quarantined_pair(&db).await;
-    db.connect().await.batch_execute("ANALYZE login_quarantine").await.expect("analyze");
+    db.connect().await.batch_execute("ANALYZE login_data.login_quarantine").await.expect("analyze");
     for group in [
         "login_etl_analyst",
         "login_etl_vault_reader",
@@ -536,7 +540,7 @@ async fn attack_people_get_no_quarantine_values_from_statistics_or_definer_funct
         let client = connect(&person).await;
         let stats: i64 = client
             .query_one(
-                "SELECT count(*) FROM pg_stats WHERE tablename = 'login_quarantine'
+                "SELECT count(*) FROM pg_stats WHERE schemaname = 'login_data' AND tablename = 'login_quarantine'
                     AND attname NOT IN ('message_id', 'attempt', 'quarantined_at', 'erased_at')",
                 &[],
             )
@@ -556,12 +560,14 @@ async fn attack_people_get_no_quarantine_values_from_statistics_or_definer_funct
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert!(definers.is_empty(), "{group} may call {definers:?}");
+        let purge_only = ["purge_expired_quarantine(integer,bigint)".to_owned()];
+        let allowed: &[String] = if group == "login_etl_quarantine_purge" { &purge_only } else { &[] };
+        assert_eq!(definers, allowed, "{group} may call {definers:?}");
         if group != "login_etl_quarantine_purge" {
-            refused(&person, "COPY login_quarantine TO STDOUT").await;
+            refused(&person, "COPY login_data.login_quarantine TO STDOUT").await;
             refused(
                 &person,
-                "SELECT query_to_xml('SELECT reason_code FROM login_quarantine', true, true, '')",
+                "SELECT query_to_xml('SELECT reason_code FROM login_data.login_quarantine', true, true, '')",
             )
             .await;
         }
@@ -580,7 +586,7 @@ async fn attack_purge_role_erases_a_body_inside_its_retention() {
     let erased = connect(&purge)
         .await
         .execute(
-            "UPDATE login_quarantine SET key_version = NULL, nonce = NULL, ciphertext = NULL,
+            "UPDATE login_data.login_quarantine SET key_version = NULL, nonce = NULL, ciphertext = NULL,
                     erased_at = now(), erased_by = 'forget'
               WHERE message_id = 'q-a' AND quarantined_at > now() - interval '1 hour'",
             &[],
@@ -588,14 +594,22 @@ async fn attack_purge_role_erases_a_body_inside_its_retention() {
         .await
         .unwrap_or(0);
     assert_eq!(erased, 0, "a body inside the retention was erased by the purge's login");
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine WHERE erased_at IS NULL").await, 2);
+    // Nor through its function, asked for no retention at all.
+    let erased: i64 = connect(&purge)
+        .await
+        .query_one("SELECT public.purge_expired_quarantine(0, 100)", &[])
+        .await
+        .expect("the purge")
+        .get(0);
+    assert_eq!(erased, 0, "a body inside the retention was erased by the purge's function");
+    assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine WHERE erased_at IS NULL").await, 2);
 }
 
 /// What the purge's login can do to a row beyond erasing an expired body: nothing. It
-/// cannot copy a ciphertext from another row or the vault (no SELECT on them), it does not
-/// even see a body younger than a day (row security), and it cannot un-erase, relabel or
-/// forge an erased row with bytes of its own (the policy's WITH CHECK); were it able to,
-/// the service would still refuse to open the result.
+/// has no right on the quarantine's schema (sql/V12: it calls `purge_expired_quarantine`),
+/// so it cannot copy a ciphertext from another row or the vault, see a body, or un-erase,
+/// relabel or forge an erased row with bytes of its own; were it able to, the service
+/// would still refuse to open the result.
 #[tokio::test]
 async fn attack_purge_role_cannot_copy_forge_or_read_bodies() {
     let db = TestDb::new().await;
@@ -603,44 +617,40 @@ async fn attack_purge_role_cannot_copy_forge_or_read_bodies() {
     db.connect()
         .await
         .batch_execute(
-            "UPDATE login_quarantine SET key_version = NULL, nonce = NULL, ciphertext = NULL,
+            "UPDATE login_data.login_quarantine SET key_version = NULL, nonce = NULL, ciphertext = NULL,
                     erased_at = now(), erased_by = 'purge' WHERE message_id = 'q-b';
-             UPDATE login_quarantine SET quarantined_at = now() - interval '30 days' WHERE message_id = 'q-b'",
+             UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '30 days' WHERE message_id = 'q-b'",
         )
         .await
         .expect("erase q-b as the purge would, long ago");
     let purge = db.login_in("login_etl_quarantine_purge").await;
     for sql in [
-        "UPDATE login_quarantine SET ciphertext = (SELECT ciphertext FROM login_quarantine WHERE message_id = 'q-a') WHERE message_id = 'q-b'",
-        "UPDATE login_quarantine SET (key_version, nonce, ciphertext) = (SELECT key_version, nonce, ciphertext FROM pii_vault LIMIT 1) WHERE message_id = 'q-b'",
-        "UPDATE login_quarantine SET ciphertext = ciphertext WHERE message_id = 'q-a'",
-        "UPDATE login_quarantine SET erased_at = now() WHERE reason_code = 'invalid_app_version'",
-        "SELECT count(*) FROM login_quarantine_masks",
-        "DELETE FROM login_quarantine_masks",
-        "UPDATE login_quarantine SET erased_at = erased_at RETURNING reason_code",
+        "UPDATE login_data.login_quarantine SET ciphertext = (SELECT ciphertext FROM login_data.login_quarantine WHERE message_id = 'q-a') WHERE message_id = 'q-b'",
+        "UPDATE login_data.login_quarantine SET (key_version, nonce, ciphertext) = (SELECT key_version, nonce, ciphertext FROM vault.pii_vault LIMIT 1) WHERE message_id = 'q-b'",
+        "UPDATE login_data.login_quarantine SET ciphertext = ciphertext WHERE message_id = 'q-a'",
+        "UPDATE login_data.login_quarantine SET erased_at = now() WHERE reason_code = 'invalid_app_version'",
+        "SELECT count(*) FROM login_data.login_quarantine_masks",
+        "DELETE FROM login_data.login_quarantine_masks",
+        "UPDATE login_data.login_quarantine SET erased_at = erased_at RETURNING reason_code",
     ] {
         refused(&purge, sql).await;
     }
     // The young body is not there for it: nothing to erase, nothing for an error to show.
-    let touched = connect(&purge)
-        .await
-        .execute("UPDATE login_quarantine SET ciphertext = NULL WHERE message_id = 'q-a'", &[])
-        .await
-        .expect("no row it may see");
-    assert_eq!(touched, 0);
+    refused(&purge, "UPDATE login_data.login_quarantine SET ciphertext = NULL WHERE message_id = 'q-a'")
+        .await;
     // The old, erased body cannot be brought back, relabelled or re-erased as a forget.
     for sql in [
-        "UPDATE login_quarantine SET erased_at = NULL, erased_by = NULL, key_version = 1,
+        "UPDATE login_data.login_quarantine SET erased_at = NULL, erased_by = NULL, key_version = 1,
                 nonce = '\\x0102030405060708090a0b0c', ciphertext = '\\xdeadbeefdeadbeefdeadbeefdeadbeefdeadbeef'
           WHERE message_id = 'q-b'",
-        "UPDATE login_quarantine SET erased_by = 'forget' WHERE message_id = 'q-b'",
+        "UPDATE login_data.login_quarantine SET erased_by = 'forget' WHERE message_id = 'q-b'",
     ] {
         let changed = connect(&purge).await.execute(sql, &[]).await;
         assert!(matches!(changed, Ok(0) | Err(_)), "{sql}: {changed:?}");
     }
     assert_eq!(
         db.count(
-            "SELECT count(*) FROM login_quarantine WHERE message_id = 'q-b' AND erased_by = 'purge'
+            "SELECT count(*) FROM login_data.login_quarantine WHERE message_id = 'q-b' AND erased_by = 'purge'
                 AND erased_at IS NOT NULL AND ciphertext IS NULL AND key_version IS NULL"
         )
         .await,
@@ -651,7 +661,7 @@ async fn attack_purge_role_cannot_copy_forge_or_read_bodies() {
         .connect()
         .await
         .query_one(
-            "SELECT key_version, nonce, ciphertext FROM login_quarantine WHERE message_id = 'q-a'",
+            "SELECT key_version, nonce, ciphertext FROM login_data.login_quarantine WHERE message_id = 'q-a'",
             &[],
         )
         .await
@@ -676,8 +686,8 @@ async fn attack_table_writer_swapped_moved_or_relabelled_ciphertexts_never_open(
     let client = db.connect().await;
     client
         .batch_execute(
-            "UPDATE login_quarantine a SET nonce = b.nonce, ciphertext = b.ciphertext
-               FROM login_quarantine b WHERE a.message_id = 'q-a' AND b.message_id = 'q-b';",
+            "UPDATE login_data.login_quarantine a SET nonce = b.nonce, ciphertext = b.ciphertext
+               FROM login_data.login_quarantine b WHERE a.message_id = 'q-a' AND b.message_id = 'q-b';",
         )
         .await
         .expect("swap one way");
@@ -689,10 +699,10 @@ async fn attack_table_writer_swapped_moved_or_relabelled_ciphertexts_never_open(
     // q-b's body under another id, another attempt, and into the vault as an ip.
     client
         .batch_execute(
-            "INSERT INTO login_quarantine (message_id, attempt, source, reason_code, key_version, nonce, ciphertext)
-             SELECT 'q-c', 0, source, reason_code, key_version, nonce, ciphertext FROM login_quarantine WHERE message_id = 'q-b';
-             INSERT INTO login_quarantine (message_id, attempt, source, reason_code, key_version, nonce, ciphertext)
-             SELECT 'q-b', 1, source, reason_code, key_version, nonce, ciphertext FROM login_quarantine WHERE message_id = 'q-b';",
+            "INSERT INTO login_data.login_quarantine (message_id, attempt, source, reason_code, key_version, nonce, ciphertext)
+             SELECT 'q-c', 0, source, reason_code, key_version, nonce, ciphertext FROM login_data.login_quarantine WHERE message_id = 'q-b';
+             INSERT INTO login_data.login_quarantine (message_id, attempt, source, reason_code, key_version, nonce, ciphertext)
+             SELECT 'q-b', 1, source, reason_code, key_version, nonce, ciphertext FROM login_data.login_quarantine WHERE message_id = 'q-b';",
         )
         .await
         .expect("rekeyed copies");
@@ -705,15 +715,15 @@ async fn attack_table_writer_swapped_moved_or_relabelled_ciphertexts_never_open(
     let ip_index = app.keyring.indexer.index(PiiField::Ip, "203.0.113.13");
     client
         .execute(
-            "UPDATE pii_vault v SET key_version = q.key_version, nonce = q.nonce, ciphertext = q.ciphertext
-               FROM login_quarantine q WHERE v.field = 'ip' AND v.blind_index = $1 AND q.message_id = 'q-b' AND q.attempt = 0",
+            "UPDATE vault.pii_vault v SET key_version = q.key_version, nonce = q.nonce, ciphertext = q.ciphertext
+               FROM login_data.login_quarantine q WHERE v.field = 'ip' AND v.blind_index = $1 AND q.message_id = 'q-b' AND q.attempt = 0",
             &[&ip_index.as_str()],
         )
         .await
         .expect("body into the vault");
     let vault = client
         .query_one(
-            "SELECT key_version, nonce, ciphertext FROM pii_vault WHERE field = 'ip' AND blind_index = $1",
+            "SELECT key_version, nonce, ciphertext FROM vault.pii_vault WHERE field = 'ip' AND blind_index = $1",
             &[&ip_index.as_str()],
         )
         .await
@@ -726,8 +736,8 @@ async fn attack_table_writer_swapped_moved_or_relabelled_ciphertexts_never_open(
     let device_index = app.keyring.indexer.index(PiiField::DeviceId, "dev-c");
     client
         .execute(
-            "UPDATE login_quarantine q SET key_version = v.key_version, nonce = v.nonce, ciphertext = v.ciphertext
-               FROM pii_vault v WHERE v.field = 'device_id' AND v.blind_index = $1 AND q.message_id = 'q-a'",
+            "UPDATE login_data.login_quarantine q SET key_version = v.key_version, nonce = v.nonce, ciphertext = v.ciphertext
+               FROM vault.pii_vault v WHERE v.field = 'device_id' AND v.blind_index = $1 AND q.message_id = 'q-a'",
             &[&device_index.as_str()],
         )
         .await
@@ -736,7 +746,9 @@ async fn attack_table_writer_swapped_moved_or_relabelled_ciphertexts_never_open(
     assert_eq!(key.open_body("q-a", 0, &rows[0].sealed).err(), Some(SealError::Unauthentic));
     // Relabelled to a version this key is not: refused before any decryption.
     client
-        .batch_execute("UPDATE login_quarantine SET key_version = 2 WHERE message_id = 'q-b' AND attempt = 0")
+        .batch_execute(
+            "UPDATE login_data.login_quarantine SET key_version = 2 WHERE message_id = 'q-b' AND attempt = 0",
+        )
         .await
         .expect("relabel");
     let rows = quarantine(&db).await;
@@ -892,8 +904,8 @@ async fn attack_logs_at_trace_the_failure_path_logs_no_ip_or_device_id() {
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let written = invoke_raw(function.port, &event_json(&messages, &queue_arn, Some("2"))).await;
     assert!(written.contains("batchItemFailures"), "{written}");
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 5);
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine").await, 3);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 5);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine").await, 3);
     drop(function);
 
     let logs = std::fs::read_to_string(&output).expect("function output");

@@ -67,11 +67,14 @@ async fn eight_instances_on_overlapping_values_in_different_orders_never_fail_or
 
     let expected = (INSTANCES * VALUES * ROUNDS) as i64;
     assert_eq!(written as i64, expected, "every message written by its own invocation");
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, expected);
-    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, expected);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'ip'").await, VALUES as i64);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'device_id'").await, VALUES as i64);
-    assert_eq!(db.count("SELECT count(DISTINCT masked_ip) FROM user_logins").await, VALUES as i64);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, expected);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await, expected);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault WHERE field = 'ip'").await, VALUES as i64);
+    assert_eq!(
+        db.count("SELECT count(*) FROM vault.pii_vault WHERE field = 'device_id'").await,
+        VALUES as i64
+    );
+    assert_eq!(db.count("SELECT count(DISTINCT masked_ip) FROM login_data.user_logins").await, VALUES as i64);
     // With one lock order there is no deadlock to retry: a retry here means the order broke.
     assert_eq!(retries, 0, "transient errors were retried: the lock order is not deterministic");
     let distinct: HashSet<_> = (0..INSTANCES).map(|i| order(i, 0)).collect();
@@ -102,7 +105,7 @@ async fn one_batch_delivered_to_four_instances_at_once_is_written_once_without_d
         instances.push(Arc::new(cold_start(&db, &kms).await));
     }
     // Counts the statements that insert into user_logins.
-    db.fault_on_insert("user_logins", "NULL;").await;
+    db.fault_on_insert("login_data.user_logins", "NULL;").await;
     const ROUNDS: usize = 6;
     for round in 0..ROUNDS {
         let records: Vec<(String, String)> = (0..MESSAGES)
@@ -143,7 +146,7 @@ async fn one_batch_delivered_to_four_instances_at_once_is_written_once_without_d
     // (waiting for it to commit) and went again as one INSERT … ON CONFLICT each. Without
     // COPY: one INSERT each.
     let per_round = 1 + 3 * (1 + 1);
-    assert_eq!(db.fault_calls("user_logins").await, (ROUNDS * per_round) as i64);
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, (ROUNDS * MESSAGES) as i64);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 397 + 389);
+    assert_eq!(db.fault_calls("login_data.user_logins").await, (ROUNDS * per_round) as i64);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, (ROUNDS * MESSAGES) as i64);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 397 + 389);
 }

@@ -27,7 +27,7 @@ async fn erase(tx: &tokio_postgres::Transaction<'_>, app: &App, ip: &str) -> Bli
     let mask = app.keyring.indexer.index(PiiField::Ip, ip);
     let token = new_token();
     tx.execute(
-        "INSERT INTO pii_erasures (field, marker, token) VALUES ('ip', $1, $2)",
+        "INSERT INTO vault.pii_erasures (field, marker, token) VALUES ('ip', $1, $2)",
         &[&app.keyring.erasure.marker(PiiField::Ip, &mask).as_str(), &token.as_str()],
     )
     .await
@@ -62,7 +62,7 @@ async fn a_batch_writes_an_erased_values_token_by_insert_and_by_copy_and_vaults_
         assert_eq!((stats.written, stats.quarantined), (size as u64, 1), "{tag}");
         let carrying = (0..size).filter(|i| i % 7 == 3).count() as i64;
         assert_eq!(
-            count(format!("SELECT count(*) FROM user_logins WHERE sqs_message_id LIKE '{tag}-%' AND masked_ip = '{token}'"))
+            count(format!("SELECT count(*) FROM login_data.user_logins WHERE sqs_message_id LIKE '{tag}-%' AND masked_ip = '{token}'"))
                 .await,
             carrying,
             "{tag}: the erased value's logins carry its token"
@@ -79,7 +79,7 @@ async fn a_batch_writes_an_erased_values_token_by_insert_and_by_copy_and_vaults_
             "{tag}"
         );
     }
-    for table in ["user_logins", "pii_vault", "login_quarantine_masks"] {
+    for table in ["login_data.user_logins", "vault.pii_vault", "login_data.login_quarantine_masks"] {
         assert_eq!(
             count(format!("SELECT count(*) FROM {table} t WHERE t::text LIKE '%{mask}%'")).await,
             0,
@@ -87,8 +87,8 @@ async fn a_batch_writes_an_erased_values_token_by_insert_and_by_copy_and_vaults_
         );
     }
     // Every other value is masked and vaulted as ever: six ips, seven device ids.
-    assert_eq!(count("SELECT count(*) FROM pii_vault WHERE field = 'ip'".into()).await, 6);
-    assert_eq!(count("SELECT count(*) FROM pii_vault WHERE field = 'device_id'".into()).await, 7);
+    assert_eq!(count("SELECT count(*) FROM vault.pii_vault WHERE field = 'ip'".into()).await, 6);
+    assert_eq!(count("SELECT count(*) FROM vault.pii_vault WHERE field = 'device_id'".into()).await, 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,12 +112,12 @@ async fn a_batch_waits_for_an_erasure_in_progress_then_writes_its_token() {
     writing.await.expect("task").expect("batch");
     assert_eq!(
         db.count(&format!(
-            "SELECT count(*) FROM user_logins WHERE sqs_message_id = 'wait-1' AND masked_ip = '{token}'"
+            "SELECT count(*) FROM login_data.user_logins WHERE sqs_message_id = 'wait-1' AND masked_ip = '{token}'"
         ))
         .await,
         1
     );
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'ip'").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault WHERE field = 'ip'").await, 0);
 }
 
 /// The erasure lock is a row only the function and the service may lock (locking takes
@@ -166,7 +166,10 @@ async fn no_other_role_can_take_the_erasure_lock_and_stall_a_batch() {
                 .expect("batch");
         assert!(answer.batch_item_failures.is_empty(), "{role}");
     }
-    assert_eq!(db.count("SELECT count(*) FROM user_logins WHERE sqs_message_id LIKE 'stall-%'").await, 4);
+    assert_eq!(
+        db.count("SELECT count(*) FROM login_data.user_logins WHERE sqs_message_id LIKE 'stall-%'").await,
+        4
+    );
 }
 
 /// A writer that cannot get the erasure lock fails with a clear error, never waits without

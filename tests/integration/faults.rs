@@ -41,7 +41,7 @@ async fn concurrent_init_keys_end_with_one_key_per_purpose_and_all_instances_agr
 
     let client = db.connect().await;
     let per_purpose = client
-        .query("SELECT purpose, count(*) FROM pii_keys GROUP BY purpose ORDER BY purpose", &[])
+        .query("SELECT purpose, count(*) FROM vault.pii_keys GROUP BY purpose ORDER BY purpose", &[])
         .await
         .expect("keys");
     let per_purpose: Vec<(String, i64)> = per_purpose.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -110,7 +110,7 @@ async fn database_unreachable_fails_the_invocation_and_writes_nothing() {
 
     let error = result.expect_err("must fail the whole invocation, not report item failures");
     assert!(matches!(error, BatchError::Store(_)), "{error}");
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 0);
 }
 
 #[tokio::test]
@@ -118,7 +118,7 @@ async fn a_fault_inside_the_transaction_commits_nothing() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
     // The vault rows are the batch's last statement: its login rows are in by then.
-    db.fail_inserts_into("pii_vault", "disk full (simulated)").await;
+    db.fail_inserts_into("vault.pii_vault", "disk full (simulated)").await;
 
     let error = handler::handle(&app, load_event("events/duplicates.json")).await.expect_err("fault");
 
@@ -126,8 +126,8 @@ async fn a_fault_inside_the_transaction_commits_nothing() {
     assert_eq!(report(&error), "batch not written, will be retried: database: disk full (simulated) (P0001)");
     // The login rows of the batch were rolled back with it, and a non-transient error is
     // not retried.
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
-    assert_eq!(db.fault_calls("pii_vault").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 0);
+    assert_eq!(db.fault_calls("vault.pii_vault").await, 1);
     let diagnostic: lambda_runtime::Diagnostic = error.into();
     assert_eq!(diagnostic.error_type, "BatchNotWritten.Database");
 }
@@ -162,8 +162,8 @@ async fn keys_wrapped_under_another_kms_key_or_a_second_index_version_are_refuse
     // A second index-key version cannot even be stored: duplicates would stop matching.
     let error = owner
         .execute(
-            "INSERT INTO pii_keys (purpose, version, kms_key_id, wrapped_key)
-             SELECT purpose, 2, kms_key_id, wrapped_key FROM pii_keys WHERE purpose = 'index:ip'",
+            "INSERT INTO vault.pii_keys (purpose, version, kms_key_id, wrapped_key)
+             SELECT purpose, 2, kms_key_id, wrapped_key FROM vault.pii_keys WHERE purpose = 'index:ip'",
             &[],
         )
         .await
@@ -235,7 +235,7 @@ async fn the_database_settings_can_come_from_a_secrets_manager_secret() {
     init_keys(&db, &kms).await;
     let app = App::init(&config, &kms).await.expect("init from the secret");
     handler::handle(&app, load_event("events/duplicates.json")).await.expect("batch");
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 6);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 6);
 
     let error = login_etl_core::config::secrets::database_config(
         &sdk,
@@ -256,18 +256,18 @@ async fn a_connection_killed_inside_the_batch_is_retried_and_the_batch_written_o
     let mut app = cold_start(&db, &new_kms().await).await;
     app.retry =
         store::RetryPolicy { budget: std::time::Duration::from_secs(60), ..store::RetryPolicy::default() };
-    db.fault_on_insert("pii_vault", &format!("IF call = 1 THEN {KILL_OWN_BACKEND} END IF;")).await;
+    db.fault_on_insert("vault.pii_vault", &format!("IF call = 1 THEN {KILL_OWN_BACKEND} END IF;")).await;
 
     let (response, stats) =
         handler::handle_with_stats(&app, load_event("events/duplicates.json")).await.expect("retried");
 
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((stats.retries, stats.written, stats.already_present), (1, 6, 0));
-    assert_eq!(db.fault_calls("pii_vault").await, 2);
+    assert_eq!(db.fault_calls("vault.pii_vault").await, 2);
     // The killed attempt's login rows were rolled back: the retry wrote them, once.
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 6);
-    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 6);
-    assert_eq!(stats.vault_values_added as i64, db.count("SELECT count(*) FROM pii_vault").await);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 6);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await, 6);
+    assert_eq!(stats.vault_values_added as i64, db.count("SELECT count(*) FROM vault.pii_vault").await);
 }
 
 #[tokio::test]
@@ -280,16 +280,16 @@ async fn a_connection_killed_on_every_attempt_fails_the_invocation_with_nothing_
         budget: std::time::Duration::from_secs(60),
         ..store::RetryPolicy::default()
     };
-    db.fault_on_insert("pii_vault", KILL_OWN_BACKEND).await;
+    db.fault_on_insert("vault.pii_vault", KILL_OWN_BACKEND).await;
 
     let error = handler::handle(&app, load_event("events/duplicates.json")).await.expect_err("gives up");
 
     assert!(report(&error).contains("(57P01)"), "{}", report(&error));
-    assert_eq!(db.fault_calls("pii_vault").await, 3, "bounded: max_attempts");
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0, "never half-written");
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 0);
+    assert_eq!(db.fault_calls("vault.pii_vault").await, 3, "bounded: max_attempts");
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 0, "never half-written");
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 0);
     // The pool recovers: the next batch on the same instance is written.
-    db.connect().await.batch_execute("DROP TRIGGER pii_vault_fault ON pii_vault").await.expect("drop");
+    db.connect().await.batch_execute("DROP TRIGGER pii_vault_fault ON vault.pii_vault").await.expect("drop");
     let (_, stats) =
         handler::handle_with_stats(&app, load_event("events/duplicates.json")).await.expect("ok");
     assert_eq!(stats.written, 6);
@@ -310,7 +310,7 @@ async fn a_connection_killed_in_the_middle_of_a_copied_batch_is_retried_with_the
              CREATE FUNCTION kill_at_row_600() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
                  SET search_path = public, pg_catalog AS
                  $$ BEGIN IF nextval('login_rows') = 600 THEN {KILL_OWN_BACKEND} END IF; RETURN NEW; END $$;
-             CREATE TRIGGER kill_at_row_600 BEFORE INSERT ON user_logins
+             CREATE TRIGGER kill_at_row_600 BEFORE INSERT ON login_data.user_logins
                  FOR EACH ROW EXECUTE FUNCTION kill_at_row_600();"
         ))
         .await
@@ -323,8 +323,8 @@ async fn a_connection_killed_in_the_middle_of_a_copied_batch_is_retried_with_the
     assert_eq!((stats.retries, stats.written, stats.already_present), (1, 1000, 0));
     // The killed attempt reached row 600 (all rolled back), the retry sent all 1,000.
     assert_eq!(db.count("SELECT last_value FROM login_rows").await, 1600);
-    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 1000);
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 1000);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 14);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await, 1000);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 1000);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 14);
     assert_eq!(stats.vault_values_added, 14);
 }

@@ -32,7 +32,7 @@ async fn the_exercise_queue_gives_99_rows_and_quarantines_exactly_the_malformed_
         .query_one(
             "SELECT reason_code, field, (extract(epoch FROM sent_at) * 1000)::int8, receive_count, source,
                     attempt, key_version, nonce, ciphertext
-               FROM login_quarantine",
+               FROM login_data.login_quarantine",
             &[],
         )
         .await
@@ -52,13 +52,13 @@ async fn the_exercise_queue_gives_99_rows_and_quarantines_exactly_the_malformed_
     assert!(quarantine_masks(&db, &malformed_id).await.is_empty());
     assert_eq!(stats.written, 99);
     assert_eq!(stats.rejected_by_reason.get("missing_field"), Some(&1));
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
-    assert_eq!(db.count("SELECT count(*) FROM user_logins WHERE locale IS NULL").await, 29);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 198);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins WHERE locale IS NULL").await, 29);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 198);
     // create_date is the SentTimestamp's UTC date, not the processing date.
     let client = db.connect().await;
     let dates: Vec<NaiveDate> = client
-        .query("SELECT DISTINCT create_date FROM user_logins", &[])
+        .query("SELECT DISTINCT create_date FROM login_data.user_logins", &[])
         .await
         .expect("dates")
         .iter()
@@ -71,7 +71,7 @@ async fn the_exercise_queue_gives_99_rows_and_quarantines_exactly_the_malformed_
     let rows = client
         .query(
             "SELECT user_id, device_type, masked_ip, masked_device_id, locale, app_version, app_version_raw
-               FROM user_logins",
+               FROM login_data.user_logins",
             &[],
         )
         .await
@@ -113,7 +113,7 @@ async fn a_mixed_batch_quarantines_exactly_its_bad_messages_and_writes_every_goo
     let written: HashSet<String> = db
         .connect()
         .await
-        .query("SELECT sqs_message_id FROM user_logins", &[])
+        .query("SELECT sqs_message_id FROM login_data.user_logins", &[])
         .await
         .expect("ids")
         .iter()
@@ -163,7 +163,7 @@ async fn records_without_body_or_timestamp_are_quarantined_and_only_unkeyable_id
     let reasons: Vec<(String, Option<String>)> = db
         .connect()
         .await
-        .query("SELECT reason_code, (sent_at IS NULL)::text FROM login_quarantine ORDER BY message_id", &[])
+        .query("SELECT reason_code, (sent_at IS NULL)::text FROM login_data.login_quarantine ORDER BY message_id", &[])
         .await
         .expect("reasons")
         .iter()
@@ -188,8 +188,12 @@ async fn a_quarantined_body_keeps_the_masks_of_the_pii_it_holds_so_forget_can_re
     let body = r#"{"user_id": "u", "app_version": "x", "device_type": "ios", "ip": " ::ffff:198.51.100.7 ",
                    "locale": null, "device_id": "dev-77"}"#;
     handler::handle_with_stats(&app, event(&[("q1".into(), body.into())])).await.expect("batch");
-    let reason =
-        db.connect().await.query_one("SELECT reason_code FROM login_quarantine", &[]).await.expect("row");
+    let reason = db
+        .connect()
+        .await
+        .query_one("SELECT reason_code FROM login_data.login_quarantine", &[])
+        .await
+        .expect("row");
     assert_eq!(reason.get::<_, &str>(0), "invalid_app_version");
     let mask = |field: PiiField, value: &str| {
         (field.as_str().to_owned(), app.keyring.indexer.index(field, value).as_str().to_owned())
@@ -217,7 +221,7 @@ async fn repeated_values_get_equal_masks_and_one_vault_row_each() {
     let rows = db
         .connect()
         .await
-        .query("SELECT user_id, masked_ip, masked_device_id FROM user_logins", &[])
+        .query("SELECT user_id, masked_ip, masked_device_id FROM login_data.user_logins", &[])
         .await
         .expect("rows");
     let masks: HashMap<String, (String, String)> =
@@ -239,8 +243,11 @@ async fn repeated_values_get_equal_masks_and_one_vault_row_each() {
     let distinct_devices =
         bodies.iter().map(|b| b["device_id"].to_string()).collect::<HashSet<_>>().len() as i64;
     assert!(distinct_ips < 6 && distinct_devices < 6, "the event must repeat values");
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'ip'").await, distinct_ips);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'device_id'").await, distinct_devices);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault WHERE field = 'ip'").await, distinct_ips);
+    assert_eq!(
+        db.count("SELECT count(*) FROM vault.pii_vault WHERE field = 'device_id'").await,
+        distinct_devices
+    );
 }
 
 #[tokio::test]
@@ -254,8 +261,8 @@ async fn equivalent_ip_spellings_share_one_mask() {
         ("d".into(), login_body("u4", "192.0.2.7", " d-3 ")),
     ]);
     handler::handle(&app, event).await.expect("batch");
-    assert_eq!(db.count("SELECT count(DISTINCT masked_ip) FROM user_logins").await, 2);
-    assert_eq!(db.count("SELECT count(DISTINCT masked_device_id) FROM user_logins").await, 3);
+    assert_eq!(db.count("SELECT count(DISTINCT masked_ip) FROM login_data.user_logins").await, 2);
+    assert_eq!(db.count("SELECT count(DISTINCT masked_device_id) FROM login_data.user_logins").await, 3);
 }
 
 #[tokio::test]
@@ -271,15 +278,15 @@ async fn redelivery_adds_nothing_and_a_new_cold_start_keeps_the_masks() {
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((stats.written, stats.already_present), (0, 99));
     assert_eq!(stats.quarantined, 0, "a redelivered rejected message is quarantined once");
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 198);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 198);
 
     // A second instance: unwraps the stored keys, creates none, masks the same.
     let second = cold_start(&db, &kms).await;
-    assert_eq!(db.count("SELECT count(*) FROM pii_keys").await, KeyPurpose::ALL.len() as i64);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_keys").await, KeyPurpose::ALL.len() as i64);
     handler::handle(&second, event).await.expect("redelivery to a new instance");
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 99);
     let ip = "198.51.100.23";
     assert_eq!(app.keyring.indexer.index(PiiField::Ip, ip), second.keyring.indexer.index(PiiField::Ip, ip));
     let fresh = testkit::event(&[("after-restart".into(), login_body("u9", ip, "d-9"))]);
@@ -292,7 +299,7 @@ async fn redelivery_adds_nothing_and_a_new_cold_start_keeps_the_masks() {
 async fn masks(db: &TestDb) -> HashMap<String, (String, String)> {
     db.connect()
         .await
-        .query("SELECT user_id, masked_ip, masked_device_id FROM user_logins", &[])
+        .query("SELECT user_id, masked_ip, masked_device_id FROM login_data.user_logins", &[])
         .await
         .expect("rows")
         .iter()
@@ -309,7 +316,7 @@ async fn the_vault_returns_every_sample_value_and_refuses_moved_or_tampered_rows
     let rows = db
         .connect()
         .await
-        .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM pii_vault", &[])
+        .query("SELECT field, blind_index, key_version, nonce, ciphertext FROM vault.pii_vault", &[])
         .await
         .expect("vault");
     let vault: HashMap<(PiiField, BlindIndex), SealedValue> = rows
@@ -351,21 +358,21 @@ async fn a_large_batch_is_copied_and_its_redelivery_still_adds_nothing() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
     // Counts the statements that insert into user_logins (COPY fires INSERT triggers too).
-    db.fault_on_insert("user_logins", "NULL;").await;
+    db.fault_on_insert("login_data.user_logins", "NULL;").await;
     let records = many_logins(COPY_MIN_ROWS.max(1000), "big");
     let n = records.len() as u64;
 
     let (_, first) = handler::handle_with_stats(&app, event(&records)).await.expect("first");
     assert_eq!((first.written, first.already_present), (n, 0));
     // One COPY.
-    assert_eq!(db.fault_calls("user_logins").await, 1);
+    assert_eq!(db.fault_calls("login_data.user_logins").await, 1);
 
     let (response, again) = handler::handle_with_stats(&app, event(&records)).await.expect("again");
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((again.written, again.already_present), (0, n));
     // The COPY met a message id already there; from the savepoint, the rows went again
     // as one INSERT … ON CONFLICT DO NOTHING.
-    assert_eq!(db.fault_calls("user_logins").await, 1 + 1 + 1);
+    assert_eq!(db.fault_calls("login_data.user_logins").await, 1 + 1 + 1);
 
     // Half re-delivered, half new, and one new id twice in the same batch.
     let half = COPY_MIN_ROWS.max(600) / 2;
@@ -375,19 +382,22 @@ async fn a_large_batch_is_copied_and_its_redelivery_still_adds_nothing() {
     let (_, stats) = handler::handle_with_stats(&app, event(&mixed)).await.expect("mixed");
     let half = half as u64;
     assert_eq!((stats.accepted as u64, stats.written, stats.already_present), (2 * half + 1, half, half + 1));
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await as u64, n + half);
-    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await as u64, n + half);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await as u64, n + half);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await as u64,
+        n + half
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_sqs_says_it_delivered_before_is_inserted_not_copied() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
-    db.fault_on_insert("user_logins", "NULL;").await;
+    db.fault_on_insert("login_data.user_logins", "NULL;").await;
     let first = COPY_MIN_ROWS;
     let records = many_logins(first + 600, "again");
     handler::handle_with_stats(&app, event(&records[..first])).await.expect("first delivery");
-    assert_eq!(db.fault_calls("user_logins").await, 1, "one COPY");
+    assert_eq!(db.fault_calls("login_data.user_logins").await, 1, "one COPY");
 
     let mut redelivered = event(&records);
     redelivered.records[first + 599].attributes.insert("ApproximateReceiveCount".into(), "2".into());
@@ -395,8 +405,11 @@ async fn a_batch_sqs_says_it_delivered_before_is_inserted_not_copied() {
 
     assert_eq!((stats.written, stats.already_present), (600, first as u64));
     // One INSERT … ON CONFLICT, no COPY to undo.
-    assert_eq!(db.fault_calls("user_logins").await, 1 + 1);
-    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, first as i64 + 600);
+    assert_eq!(db.fault_calls("login_data.user_logins").await, 1 + 1);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await,
+        first as i64 + 600
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,21 +420,24 @@ async fn a_table_whose_columns_binary_copy_would_misread_is_never_copied() {
     // COPY would hand it timestamptz bytes unconverted; INSERT converts.
     db.connect()
         .await
-        .batch_execute("ALTER TABLE user_logins ALTER COLUMN sent_at TYPE timestamp")
+        .batch_execute(
+            "DROP VIEW public.user_logins;
+             ALTER TABLE login_data.user_logins ALTER COLUMN sent_at TYPE timestamp",
+        )
         .await
         .expect("alter");
     let app = cold_start(&db, &kms).await;
     assert_eq!(app.login_load, login_etl_core::store::LoginLoad::Insert);
-    db.fault_on_insert("user_logins", "NULL;").await;
+    db.fault_on_insert("login_data.user_logins", "NULL;").await;
 
     let (_, stats) =
         handler::handle_with_stats(&app, event(&many_logins(1000, "typed"))).await.expect("batch");
 
     assert_eq!(stats.written, 1000);
-    assert_eq!(db.fault_calls("user_logins").await, 1, "one INSERT, no COPY");
+    assert_eq!(db.fault_calls("login_data.user_logins").await, 1, "one INSERT, no COPY");
     // The first record's SentTimestamp, converted as an INSERT converts (session zone).
     let sql = format!(
-        "SELECT count(*) FROM user_logins WHERE sqs_message_id = 'typed-00000'
+        "SELECT count(*) FROM login_data.user_logins WHERE sqs_message_id = 'typed-00000'
             AND sent_at = to_timestamp({FIRST_SENT_MS}::float8 / 1000)::timestamp"
     );
     assert_eq!(db.count(&sql).await, 1);
@@ -447,7 +463,7 @@ async fn the_writer_role_copies_and_falls_back_but_cannot_copy_anything_out() {
     assert_eq!((first.written, again.written, again.already_present), (1000, 0, 1000));
     let writer = connect(&writer_login).await;
     // (It reads the wrapped keys, by design: decision 8.)
-    for table in ["user_logins", "pii_vault", "pii_audit_entries"] {
+    for table in ["login_data.user_logins", "vault.pii_vault", "pii_audit_log.pii_audit_entries"] {
         let error = writer
             .copy_out(&format!("COPY {table} TO STDOUT") as &str)
             .await

@@ -129,7 +129,7 @@ fn cases() -> Vec<(&'static str, String, Expect)> {
         ("device-id-lower", text("device_id", "abc-device"), Written),
         ("device-id-upper", text("device_id", "ABC-DEVICE"), Written),
         // Text that must be stored as it is.
-        ("sql-looking", text("user_id", "'); DROP TABLE user_logins; --"), Written),
+        ("sql-looking", text("user_id", "'); DROP TABLE login_data.user_logins; --"), Written),
         ("non-ascii", text("user_id", "用户-ünïcödé-Ω"), Written),
         ("emoji-device-id", text("device_id", "📱-family-42"), Written),
         // IP spellings.
@@ -209,7 +209,7 @@ async fn every_hostile_record_has_its_exact_outcome_and_costs_no_good_message_it
     assert!(quarantined.iter().all(|id| rejected.contains_key(id.as_str())));
     let client = db.connect().await;
     let written: HashMap<String, tokio_postgres::Row> = client
-        .query("SELECT sqs_message_id, user_id, app_version, masked_ip, locale, masked_device_id FROM user_logins", &[])
+        .query("SELECT sqs_message_id, user_id, app_version, masked_ip, locale, masked_device_id FROM login_data.user_logins", &[])
         .await
         .expect("rows")
         .into_iter()
@@ -246,7 +246,7 @@ async fn every_hostile_record_has_its_exact_outcome_and_costs_no_good_message_it
 
     // Stored as sent, not interpreted.
     let user = |id: &str| written[id].get::<_, String>(1);
-    assert_eq!(user("sql-looking"), "'); DROP TABLE user_logins; --");
+    assert_eq!(user("sql-looking"), "'); DROP TABLE login_data.user_logins; --");
     assert_eq!(user("non-ascii"), "用户-ünïcödé-Ω");
     assert_eq!(user("user-id-at-limit").chars().count(), 128);
     assert_eq!(written["null-locale"].get::<_, Option<String>>(4), None);
@@ -268,6 +268,12 @@ async fn every_hostile_record_has_its_exact_outcome_and_costs_no_good_message_it
     assert_eq!(version("app-version-at-limit"), 1_000_000);
     // A rejected duplicate vaulted neither of its values.
     let index = app.keyring.indexer.index(login_etl_core::crypto::PiiField::Ip, "203.0.113.99");
-    assert_eq!(db.count(&format!("SELECT count(*) FROM pii_vault WHERE blind_index = '{index}'")).await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM user_logins WHERE user_id LIKE '%DROP TABLE%'").await, 1);
+    assert_eq!(
+        db.count(&format!("SELECT count(*) FROM vault.pii_vault WHERE blind_index = '{index}'")).await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM login_data.user_logins WHERE user_id LIKE '%DROP TABLE%'").await,
+        1
+    );
 }

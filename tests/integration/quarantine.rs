@@ -23,19 +23,23 @@ async fn refused(config: &tokio_postgres::Config, sql: &str) {
 async fn only_the_vault_service_reads_the_quarantine_and_the_writer_only_adds_to_it() {
     let db = TestDb::new().await;
     let _writer_app = loaded_by_writer(&db, &new_kms().await).await;
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine").await, 1, "the writer quarantined");
+    assert_eq!(
+        db.count("SELECT count(*) FROM login_data.login_quarantine").await,
+        1,
+        "the writer quarantined"
+    );
 
     let writer = db.login_in("login_etl_writer").await;
     for sql in [
-        "SELECT count(*) FROM login_quarantine",
-        "SELECT ciphertext FROM login_quarantine",
-        "UPDATE login_quarantine SET reason_code = 'x'",
-        "UPDATE login_quarantine SET ciphertext = NULL",
-        "DELETE FROM login_quarantine",
-        "SELECT count(*) FROM login_quarantine_masks",
-        "DELETE FROM login_quarantine_masks",
+        "SELECT count(*) FROM login_data.login_quarantine",
+        "SELECT ciphertext FROM login_data.login_quarantine",
+        "UPDATE login_data.login_quarantine SET reason_code = 'x'",
+        "UPDATE login_data.login_quarantine SET ciphertext = NULL",
+        "DELETE FROM login_data.login_quarantine",
+        "SELECT count(*) FROM login_data.login_quarantine_masks",
+        "DELETE FROM login_data.login_quarantine_masks",
         // With a conflict target, the insert would need SELECT: the writer's has none.
-        "INSERT INTO login_quarantine (message_id, attempt, source, reason_code, key_version, nonce, ciphertext)
+        "INSERT INTO login_data.login_quarantine (message_id, attempt, source, reason_code, key_version, nonce, ciphertext)
          VALUES ('m', 0, 'queue', 'not_json', 1, '\\x000000000000000000000000', '\\x00')
          ON CONFLICT (message_id, attempt) DO NOTHING",
     ] {
@@ -43,48 +47,46 @@ async fn only_the_vault_service_reads_the_quarantine_and_the_writer_only_adds_to
     }
     for group in ["login_etl_analyst", "login_etl_vault_reader", "login_etl_auditor"] {
         let person = db.login_in(group).await;
-        refused(&person, "SELECT count(*) FROM login_quarantine").await;
-        refused(&person, "SELECT message_id, reason_code FROM login_quarantine").await;
-        refused(&person, "INSERT INTO login_quarantine (message_id) VALUES ('m')").await;
-        refused(&person, "SELECT * FROM login_quarantine_masks").await;
+        refused(&person, "SELECT count(*) FROM login_data.login_quarantine").await;
+        refused(&person, "SELECT message_id, reason_code FROM login_data.login_quarantine").await;
+        refused(&person, "INSERT INTO login_data.login_quarantine (message_id) VALUES ('m')").await;
+        refused(&person, "SELECT * FROM login_data.login_quarantine_masks").await;
     }
-    // The purge's login sees keys and dates only, and can write only what erases.
+    // The purge's login may not use the quarantine's schema: it calls the purge's function.
     let purge = db.login_in("login_etl_quarantine_purge").await;
-    refused(&purge, "SELECT ciphertext FROM login_quarantine").await;
-    refused(&purge, "SELECT reason_code FROM login_quarantine").await;
-    refused(&purge, "SELECT * FROM login_quarantine_masks").await;
-    refused(&purge, "UPDATE login_quarantine SET replayed_at = now(), replay_attempt = 1").await;
-    refused(&purge, "DELETE FROM login_quarantine").await;
-    refused(&purge, "SELECT count(*) FROM user_logins").await;
-    refused(&purge, "SELECT count(*) FROM pii_vault").await;
-    // Of the rows, it sees only those old enough to be purged (row security).
-    let young = connect(&purge)
-        .await
-        .query_one("SELECT count(*) FROM (SELECT message_id, attempt FROM login_quarantine) q", &[])
-        .await
-        .expect("keys")
-        .get::<_, i64>(0);
-    assert_eq!(young, 0, "a body quarantined a moment ago is not the purge's business");
+    refused(&purge, "SELECT message_id, attempt, quarantined_at FROM login_data.login_quarantine").await;
+    refused(&purge, "UPDATE login_data.login_quarantine SET erased_by = 'purge'").await;
+    refused(&purge, "SELECT ciphertext FROM login_data.login_quarantine").await;
+    refused(&purge, "SELECT reason_code FROM login_data.login_quarantine").await;
+    refused(&purge, "SELECT * FROM login_data.login_quarantine_masks").await;
+    refused(&purge, "UPDATE login_data.login_quarantine SET replayed_at = now(), replay_attempt = 1").await;
+    refused(&purge, "DELETE FROM login_data.login_quarantine").await;
+    refused(&purge, "SELECT count(*) FROM login_data.user_logins").await;
+    refused(&purge, "SELECT count(*) FROM vault.pii_vault").await;
+    // A body quarantined a moment ago is not the purge's business; one two days old is.
+    let purged = |days: i32| {
+        let purge = &purge;
+        async move {
+            connect(purge)
+                .await
+                .query_one("SELECT public.purge_expired_quarantine($1, 100)", &[&days])
+                .await
+                .expect("the purge")
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(purged(1).await, 0, "a body quarantined a moment ago was purged");
     db.connect()
         .await
-        .batch_execute("UPDATE login_quarantine SET quarantined_at = now() - interval '2 days'")
+        .batch_execute("UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '2 days'")
         .await
         .expect("age the row");
-    let visible = connect(&purge)
-        .await
-        .query_one(
-            "SELECT count(*) FROM (SELECT message_id, attempt, quarantined_at FROM login_quarantine) q",
-            &[],
-        )
-        .await
-        .expect("keys and dates")
-        .get::<_, i64>(0);
-    assert_eq!(visible, 1);
+    assert_eq!(purged(1).await, 1);
     // The service reads it (to list, show, replay).
     let service = db.login_in("login_etl_vault_service").await;
     connect(&service)
         .await
-        .batch_execute("SELECT ciphertext FROM login_quarantine")
+        .batch_execute("SELECT ciphertext FROM login_data.login_quarantine")
         .await
         .expect("service reads");
 }
@@ -121,7 +123,7 @@ async fn rows(db: &TestDb) -> Vec<(String, NaiveDate, i64)> {
         .await
         .query(
             "SELECT sqs_message_id, create_date, (extract(epoch FROM sent_at) * 1000)::int8
-               FROM user_logins ORDER BY sqs_message_id",
+               FROM login_data.user_logins ORDER BY sqs_message_id",
             &[],
         )
         .await
@@ -157,7 +159,7 @@ async fn a_replay_from_the_replay_queue_keeps_its_id_and_date_and_twice_adds_not
     let quarantined = db
         .connect()
         .await
-        .query_one("SELECT message_id, attempt, source, (extract(epoch FROM sent_at) * 1000)::int8 FROM login_quarantine", &[])
+        .query_one("SELECT message_id, attempt, source, (extract(epoch FROM sent_at) * 1000)::int8 FROM login_data.login_quarantine", &[])
         .await
         .expect("row");
     assert_eq!(quarantined.get::<_, &str>(0), "orig-2");

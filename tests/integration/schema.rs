@@ -30,7 +30,7 @@ async fn the_vault_accepts_exactly_64_lowercase_hex_characters_as_a_blind_index(
             client.query_one("SELECT $1::text ~ '^[0-9a-f]{64}$'", &[candidate]).await.expect("regex").get(0);
         let inserted = client
             .execute(
-                "INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext)
+                "INSERT INTO vault.pii_vault (field, blind_index, key_version, nonce, ciphertext)
                  VALUES ('ip', $1, 1, '\\x000000000000000000000000', '\\x00')",
                 &[candidate],
             )
@@ -71,12 +71,15 @@ async fn disagreements<R>(
     client: &tokio_postgres::Client,
     description: &login_etl_core::store::table::Table<R>,
 ) -> Vec<String> {
+    // The tables are named with their schema (sql/V12): compare the table, not the view
+    // of the same name in public.
+    let (schema, table) = description.name.split_once('.').expect("a schema-qualified name");
     let rows = client
         .query(
             "SELECT column_name::text, data_type::text, character_maximum_length, is_nullable = 'YES',
                     column_default IS NOT NULL
-               FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
-            &[&description.name],
+               FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+            &[&schema, &table],
         )
         .await
         .expect("information_schema");
@@ -125,7 +128,7 @@ async fn the_quarantine_description_matches_the_migrated_table() {
         Vec::<String>::new()
     );
     client
-        .batch_execute("ALTER TABLE login_quarantine ALTER COLUMN field TYPE varchar(16)")
+        .batch_execute("ALTER TABLE login_data.login_quarantine ALTER COLUMN field TYPE varchar(16)")
         .await
         .expect("drift");
     assert_eq!(
@@ -145,12 +148,13 @@ async fn the_user_logins_description_matches_the_migrated_table_and_every_differ
     // The same check on the table changed in each way a migration might drift from it.
     client
         .batch_execute(
-            "ALTER TABLE user_logins ALTER COLUMN device_type TYPE varchar(64);
-             ALTER TABLE user_logins ALTER COLUMN app_version TYPE bigint;
-             ALTER TABLE user_logins ALTER COLUMN locale SET NOT NULL;
-             ALTER TABLE user_logins DROP COLUMN index_key_version;
-             ALTER TABLE user_logins ADD COLUMN not_described varchar(32);
-             ALTER TABLE user_logins ALTER COLUMN loaded_at DROP DEFAULT;",
+            "DROP VIEW public.user_logins;
+             ALTER TABLE login_data.user_logins ALTER COLUMN device_type TYPE varchar(64);
+             ALTER TABLE login_data.user_logins ALTER COLUMN app_version TYPE bigint;
+             ALTER TABLE login_data.user_logins ALTER COLUMN locale SET NOT NULL;
+             ALTER TABLE login_data.user_logins DROP COLUMN index_key_version;
+             ALTER TABLE login_data.user_logins ADD COLUMN not_described varchar(32);
+             ALTER TABLE login_data.user_logins ALTER COLUMN loaded_at DROP DEFAULT;",
         )
         .await
         .expect("drift");

@@ -27,7 +27,7 @@ async fn at_trace_the_function_logs_no_ip_or_device_id() {
         let answer: Value = serde_json::from_slice(&function.invoke(&bytes).await).expect("JSON answer");
         assert!(answer["batchItemFailures"].is_array(), "{answer}");
     }
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99 + 10 + 6);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 99 + 10 + 6);
     drop(function);
 
     let logs = std::fs::read_to_string(&output).expect("function output");

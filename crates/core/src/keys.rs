@@ -326,7 +326,7 @@ pub async fn latest_wrapped_keys(db: &impl GenericClient) -> Result<Vec<WrappedK
     let rows = db
         .query_typed(
             "SELECT DISTINCT ON (purpose) purpose, version, kms_key_id, wrapped_key
-               FROM pii_keys ORDER BY purpose, version DESC",
+               FROM vault.pii_keys ORDER BY purpose, version DESC",
             &[],
         )
         .await
@@ -352,7 +352,7 @@ pub async fn wrapped_key(
 ) -> Result<Option<WrappedKey>, KeyError> {
     let row = db
         .query_opt(
-            "SELECT kms_key_id, wrapped_key FROM pii_keys WHERE purpose = $1 AND version = $2",
+            "SELECT kms_key_id, wrapped_key FROM vault.pii_keys WHERE purpose = $1 AND version = $2",
             &[&purpose.as_str(), &version],
         )
         .await
@@ -370,7 +370,7 @@ pub async fn wrapped_key(
 pub async fn insert_wrapped_key(db: &impl GenericClient, key: &WrappedKey) -> Result<bool, KeyError> {
     let inserted = db
         .execute(
-            "INSERT INTO pii_keys (purpose, version, kms_key_id, wrapped_key)
+            "INSERT INTO vault.pii_keys (purpose, version, kms_key_id, wrapped_key)
              VALUES ($1, $2, $3, $4) ON CONFLICT (purpose, version) DO NOTHING",
             &[&key.purpose.as_str(), &key.version, &key.kms_key_id, &key.blob],
         )
@@ -382,7 +382,7 @@ pub async fn insert_wrapped_key(db: &impl GenericClient, key: &WrappedKey) -> Re
 /// The newest data-key version, if any.
 pub async fn newest_data_key_version(db: &impl GenericClient) -> Result<Option<i32>, KeyError> {
     let row = db
-        .query_one("SELECT max(version) FROM pii_keys WHERE purpose = 'data'", &[])
+        .query_one("SELECT max(version) FROM vault.pii_keys WHERE purpose = 'data'", &[])
         .await
         .map_err(DbError::from)?;
     Ok(row.try_get(0).map_err(DbError::from)?)

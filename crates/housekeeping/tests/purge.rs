@@ -18,8 +18,8 @@ async fn bodies_past_the_retention_are_erased_in_place_and_younger_ones_kept() {
     db.connect()
         .await
         .batch_execute(
-            "UPDATE login_quarantine SET quarantined_at = now() - interval '15 days' WHERE message_id < 'bad-3';
-             UPDATE login_quarantine SET quarantined_at = now() - interval '1 hour' WHERE message_id >= 'bad-3';",
+            "UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '15 days' WHERE message_id < 'bad-3';
+             UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '1 hour' WHERE message_id >= 'bad-3';",
         )
         .await
         .expect("age the rows");
@@ -33,7 +33,7 @@ async fn bodies_past_the_retention_are_erased_in_place_and_younger_ones_kept() {
         .await
         .query(
             "SELECT message_id, ciphertext IS NULL AND nonce IS NULL AND key_version IS NULL, erased_by
-               FROM login_quarantine ORDER BY message_id",
+               FROM login_data.login_quarantine ORDER BY message_id",
             &[],
         )
         .await
@@ -47,6 +47,6 @@ async fn bodies_past_the_retention_are_erased_in_place_and_younger_ones_kept() {
 
     // Idempotent: a second run finds nothing more; a shorter retention reaches the rest.
     assert_eq!(purge::run(&pool, 14, Duration::from_secs(5)).await.expect("again").erased, 0);
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine WHERE erased_at IS NULL").await, 2);
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine WHERE erased_at IS NULL").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 0);
 }

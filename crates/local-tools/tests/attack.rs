@@ -483,9 +483,9 @@ async fn attack_network_a_connection_cut_after_commit_writes_each_message_exactl
     result.expect("written on redelivery");
 
     let db = &setup.db;
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 8);
-    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 8);
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 8);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await, 8);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine").await, 2);
 }
 
 /// The server commits, and its answer never comes (that one connection's return path is
@@ -507,7 +507,11 @@ async fn attack_network_a_commit_whose_answer_never_comes_is_hidden_and_written_
     assert!(matches!(failure.error, BatchError::Timeout), "{failure:?}");
     assert_eq!(failure.hidden, 7);
     assert!(elapsed <= Duration::from_millis(6300));
-    assert_eq!(setup.db.count("SELECT count(*) FROM user_logins").await, 6, "the server did commit");
+    assert_eq!(
+        setup.db.count("SELECT count(*) FROM login_data.user_logins").await,
+        6,
+        "the server did commit"
+    );
 
     let fresh = setup.function(setup.db.config.clone(), &aws_endpoint(), POLICY, None).await;
     let mut again = setup.event(&messages);
@@ -517,7 +521,7 @@ async fn attack_network_a_commit_whose_answer_never_comes_is_hidden_and_written_
     let (result, _) = handle(&fresh, again, Duration::from_secs(10)).await;
     let (_, stats) = result.expect("redelivered");
     assert_eq!((stats.written, stats.already_present, stats.quarantined), (0, 6, 0));
-    assert_eq!(setup.db.count("SELECT count(*) FROM login_quarantine").await, 1);
+    assert_eq!(setup.db.count("SELECT count(*) FROM login_data.login_quarantine").await, 1);
 }
 
 /// A pooled connection goes silently dead between two batches (an expired NAT or conntrack
@@ -633,7 +637,7 @@ async fn attack_esm_receive_counts_and_hides_are_sqs_own_and_nothing_is_left_to_
         "hidden by the backoff, not the 120 s visibility timeout: {summary:?}"
     );
     assert_eq!(summary.not_hidden, 0, "{summary:?}");
-    let receive_count = setup.db.count("SELECT receive_count::int8 FROM login_quarantine").await;
+    let receive_count = setup.db.count("SELECT receive_count::int8 FROM login_data.login_quarantine").await;
     assert!(summary.failed_invocations >= 2, "{summary:?}");
     assert_eq!(receive_count, summary.failed_invocations as i64 + 1, "{summary:?}");
     assert_eq!(summary.deleted, 1, "{summary:?}");

@@ -55,8 +55,8 @@ async fn drains_the_exercise_queue_into_99_rows_and_quarantines_the_bad_messages
 
     assert_eq!(summary.written, 99);
     assert_eq!(summary.failed_invocations, 0);
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
-    assert_eq!(db.count("SELECT count(DISTINCT user_id) FROM user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(DISTINCT user_id) FROM login_data.user_logins").await, 99);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.queue_url).await.expect("depth").total(), 0);
     // Each bad message was quarantined on its first receive and deleted: none is left in
     // a queue, and none was received twice.
@@ -66,7 +66,7 @@ async fn drains_the_exercise_queue_into_99_rows_and_quarantines_the_bad_messages
     assert_eq!(summary.quarantined, 3, "{summary:?}");
     assert_eq!(summary.deleted + summary.delete_failed, summary.received, "{summary:?}");
     assert_eq!(
-        db.count("SELECT count(*) FROM login_quarantine WHERE attempt = 0 AND source = 'queue' AND receive_count = 1").await,
+        db.count("SELECT count(*) FROM login_data.login_quarantine WHERE attempt = 0 AND source = 'queue' AND receive_count = 1").await,
         3
     );
     assert_eq!(
@@ -178,8 +178,8 @@ async fn a_database_outage_mid_drain_deletes_nothing_and_loses_nothing() {
         (summary.deleted + summary.delete_failed) as u64,
         summary.written + summary.already_present + summary.rejected() as u64
     );
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine").await, 1);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.queue_url).await.expect("depth").total(), 0);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.dlq_url).await.expect("dlq").total(), 0);
 }
@@ -221,13 +221,13 @@ async fn every_backend_terminated_again_and_again_while_draining_loses_and_doubl
     let terminated = terminator.await.expect("terminator");
 
     assert!(terminated > 0, "sessions were cut while draining");
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99);
-    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 99);
-    assert_eq!(db.count("SELECT count(DISTINCT user_id) FROM user_logins").await, 99);
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault").await, 198);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(DISTINCT user_id) FROM login_data.user_logins").await, 99);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 198);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.queue_url).await.expect("depth").total(), 0);
     // The two malformed messages are quarantined once each, and nothing reached the DLQ.
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine").await, 2);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.dlq_url).await.expect("dlq").total(), 0);
     assert_eq!(
         summary.written + summary.already_present + summary.rejected() as u64,

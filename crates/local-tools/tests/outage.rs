@@ -75,7 +75,7 @@ impl Outage {
 
     async fn wait_for_rows(&self, at_least: i64) {
         let started = Instant::now();
-        while self.db.count("SELECT count(*) FROM user_logins").await < at_least {
+        while self.db.count("SELECT count(*) FROM login_data.user_logins").await < at_least {
             assert!(started.elapsed() < Duration::from_secs(60), "rows never arrived");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -102,12 +102,15 @@ impl Outage {
             esm::queue_depth(&self.queues.sqs, &self.queues.queue_url).await.expect("queue").total(),
             0
         );
-        assert_eq!(self.db.count("SELECT count(*) FROM user_logins").await, good, "{summary:?}");
-        assert_eq!(self.db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, good);
+        assert_eq!(self.db.count("SELECT count(*) FROM login_data.user_logins").await, good, "{summary:?}");
+        assert_eq!(
+            self.db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await,
+            good
+        );
         assert_eq!(
             self.db
                 .count(
-                    "SELECT count(*) FROM user_logins WHERE create_date <> (sent_at AT TIME ZONE 'UTC')::date"
+                    "SELECT count(*) FROM login_data.user_logins WHERE create_date <> (sent_at AT TIME ZONE 'UTC')::date"
                 )
                 .await,
             0
@@ -118,15 +121,22 @@ impl Outage {
             .connect()
             .await
             .query_one(
-                "SELECT count(*) FROM user_logins WHERE loaded_at > $1 AND sent_at < $1",
+                "SELECT count(*) FROM login_data.user_logins WHERE loaded_at > $1 AND sent_at < $1",
                 &[&outage_ended],
             )
             .await
             .expect("count")
             .get::<_, i64>(0);
         assert!(after > 0, "some logins sent during the outage were written after it, dated when sent");
-        assert_eq!(self.db.count("SELECT count(*) FROM login_quarantine").await, bad, "{summary:?}");
-        assert_eq!(self.db.count("SELECT count(DISTINCT message_id) FROM login_quarantine").await, bad);
+        assert_eq!(
+            self.db.count("SELECT count(*) FROM login_data.login_quarantine").await,
+            bad,
+            "{summary:?}"
+        );
+        assert_eq!(
+            self.db.count("SELECT count(DISTINCT message_id) FROM login_data.login_quarantine").await,
+            bad
+        );
     }
 }
 

@@ -13,3 +13,16 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<String>,
     let report = embedded::migrations::runner().run_async(client).await?;
     Ok(report.applied_migrations().iter().map(|m| format!("V{}__{}", m.version(), m.name())).collect())
 }
+
+/// Applies the pending migrations up to and including version `version` (a test builds
+/// the database an earlier release left, fills it, then migrates the rest).
+pub async fn migrate_to(
+    client: &mut tokio_postgres::Client,
+    version: i32,
+) -> Result<Vec<String>, refinery::Error> {
+    let report = embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(client)
+        .await?;
+    Ok(report.applied_migrations().iter().map(|m| format!("V{}__{}", m.version(), m.name())).collect())
+}

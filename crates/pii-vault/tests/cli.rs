@@ -215,7 +215,7 @@ async fn audit_verify_checks_the_chain_against_the_services_log() {
     assert!(String::from_utf8_lossy(&verified.stdout).contains("chained entries verified"));
 
     // The owner cuts the last two entries and moves the head back.
-    let end = db.count("SELECT max(seq) FROM pii_audit_entries").await;
+    let end = db.count("SELECT max(seq) FROM pii_audit_log.pii_audit_entries").await;
     db.cut_audit_tail(end - 2).await;
     let caught = pii_vault(url, &["audit", "verify", "--log", log_arg, "--json"]);
     assert_eq!(caught.status.code(), Some(10), "{}", String::from_utf8_lossy(&caught.stdout));

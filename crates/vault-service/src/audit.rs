@@ -281,7 +281,7 @@ impl<'a> Journal<'a> {
         let marker = erasure_key.marker(field, mask);
         let erased = tx
             .query_opt(
-                "SELECT 1 FROM pii_erasures WHERE field = $1 AND marker = $2",
+                "SELECT 1 FROM vault.pii_erasures WHERE field = $1 AND marker = $2",
                 &[&field.as_str(), &marker.as_str()],
             )
             .await
@@ -393,7 +393,7 @@ impl<'a> Journal<'a> {
         let tx = client.transaction().await.map_err(unavailable)?;
         let request = tx
             .query_one(
-                "SELECT caller, action, field, request_id FROM pii_audit_entries WHERE id = $1",
+                "SELECT caller, action, field, request_id FROM pii_audit_log.pii_audit_entries WHERE id = $1",
                 &[&id.0],
             )
             .await
@@ -468,7 +468,7 @@ async fn append(
     pending: Pending,
 ) -> Result<(AuditId, Link), ServiceError> {
     let head = tx
-        .query_one("SELECT seq, chain FROM pii_audit_chain_head FOR UPDATE", &[])
+        .query_one("SELECT seq, chain FROM pii_audit_log.pii_audit_chain_head FOR UPDATE", &[])
         .await
         .map_err(unavailable)?;
     let prev = match head.get::<_, Option<Vec<u8>>>(1) {
@@ -479,7 +479,7 @@ async fn append(
     };
     let place = tx
         .query_one(
-            "SELECT nextval(pg_get_serial_sequence('pii_audit_entries', 'id')), clock_timestamp(), session_user::text",
+            "SELECT nextval(pg_get_serial_sequence('pii_audit_log.pii_audit_entries', 'id')), clock_timestamp(), session_user::text",
             &[],
         )
         .await
@@ -504,7 +504,7 @@ async fn append(
     };
     let chain = key.chain_step(&prev, &entry.canonical());
     tx.execute(
-        "INSERT INTO pii_audit_entries (seq, id, at, db_user, caller, action, field, blind_index, target,
+        "INSERT INTO pii_audit_log.pii_audit_entries (seq, id, at, db_user, caller, action, field, blind_index, target,
                                         reason, request_id, outcome, outcome_at, detail, outcome_of, chain)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         &[
@@ -529,7 +529,7 @@ async fn append(
     .await
     .map_err(unavailable)?;
     tx.execute(
-        "UPDATE pii_audit_chain_head SET seq = $1, chain = $2",
+        "UPDATE pii_audit_log.pii_audit_chain_head SET seq = $1, chain = $2",
         &[&entry.seq, &chain.as_bytes().as_slice()],
     )
     .await
@@ -550,7 +550,7 @@ fn logged(links: &[(AuditId, Link)]) {
 pub const REFUSAL_ROWS_PER_MINUTE: i64 = 30;
 
 const COUNT_OVER_LIMIT: &str = "
-    INSERT INTO pii_audit_refusals_over_limit (caller, minute, refused)
+    INSERT INTO pii_audit_log.pii_audit_refusals_over_limit (caller, minute, refused)
     VALUES ($1, date_trunc('minute', now()), 1)
     ON CONFLICT (caller, minute) DO UPDATE SET refused = pii_audit_refusals_over_limit.refused + 1";
 
@@ -563,10 +563,12 @@ async fn over_refusal_limit(
     tx: &deadpool_postgres::Transaction<'_>,
     context: &RequestContext,
 ) -> Result<bool, ServiceError> {
-    tx.execute("SELECT 1 FROM pii_audit_chain_head FOR UPDATE", &[]).await.map_err(unavailable)?;
+    tx.execute("SELECT 1 FROM pii_audit_log.pii_audit_chain_head FOR UPDATE", &[])
+        .await
+        .map_err(unavailable)?;
     let recent: i64 = tx
         .query_one(
-            "SELECT count(*) FROM pii_audit_entries
+            "SELECT count(*) FROM pii_audit_log.pii_audit_entries
               WHERE caller LIKE $1 ESCAPE '\\' AND outcome = 'refused' AND at > now() - interval '1 minute'",
             &[&crate::principal::refusal_scope(&context.caller)],
         )

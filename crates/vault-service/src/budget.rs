@@ -106,7 +106,7 @@ pub async fn check(
     let principal = Principal::of(&context.caller);
     for key in [&principal.role, &principal.person] {
         tx.execute(
-            "INSERT INTO pii_budget_keys (key) VALUES ($1) ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key",
+            "INSERT INTO pii_budget.pii_budget_keys (key) VALUES ($1) ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key",
             &[key],
         )
         .await
@@ -140,7 +140,7 @@ async fn used(tx: &Transaction<'_>, principal: &Principal, kind: Kind) -> Result
         .query_one(
             "SELECT coalesce(sum(units) FILTER (WHERE person = $1), 0)::int8,
                     coalesce(sum(units) FILTER (WHERE role = $2), 0)::int8
-               FROM pii_budget_spent
+               FROM pii_budget.pii_budget_spent
               WHERE kind = $3 AND (person = $1 OR role = $2) AND at > now() - interval '24 hours'",
             &[&principal.person, &principal.role, &kind.as_str()],
         )
@@ -162,14 +162,14 @@ pub async fn record(
         let Some((kind, units)) = cost else { continue };
         let units = i32::try_from(*units).unwrap_or(i32::MAX);
         tx.execute(
-            "INSERT INTO pii_budget_spent (audit_id, kind, person, role, units) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO pii_budget.pii_budget_spent (audit_id, kind, person, role, units) VALUES ($1, $2, $3, $4, $5)",
             &[id, &kind.as_str(), &principal.person, &principal.role, &units],
         )
         .await
         .map_err(locked)?;
     }
     tx.execute(
-        "DELETE FROM pii_budget_spent WHERE person = $1 AND at < now() - interval '25 hours'",
+        "DELETE FROM pii_budget.pii_budget_spent WHERE person = $1 AND at < now() - interval '25 hours'",
         &[&principal.person],
     )
     .await
@@ -179,7 +179,9 @@ pub async fn record(
 
 /// Gives back what a recorded request spent, once it was refused (refusals spend nothing).
 pub async fn refund(tx: &deadpool_postgres::Transaction<'_>, audit_id: i64) -> Result<(), ServiceError> {
-    tx.execute("DELETE FROM pii_budget_spent WHERE audit_id = $1", &[&audit_id]).await.map_err(locked)?;
+    tx.execute("DELETE FROM pii_budget.pii_budget_spent WHERE audit_id = $1", &[&audit_id])
+        .await
+        .map_err(locked)?;
     Ok(())
 }
 

@@ -96,14 +96,17 @@ async fn an_untouched_audit_verifies_every_link_is_logged_and_masks_are_keyed_di
     history(&service).await;
 
     let links = logged_links(&capture);
-    let entries = db.count("SELECT count(*) FROM pii_audit_entries").await;
+    let entries = db.count("SELECT count(*) FROM pii_audit_log.pii_audit_entries").await;
     assert_eq!(links.len() as i64, entries, "every committed entry is logged");
     let seqs: Vec<i64> = links.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(seqs, (1..=entries).collect::<Vec<_>>(), "numbered without gaps, logged in order");
     let stored: String = db
         .connect()
         .await
-        .query_one("SELECT encode(chain, 'hex') FROM pii_audit_entries WHERE seq = $1", &[&entries])
+        .query_one(
+            "SELECT encode(chain, 'hex') FROM pii_audit_log.pii_audit_entries WHERE seq = $1",
+            &[&entries],
+        )
         .await
         .expect("head")
         .get(0);
@@ -120,7 +123,10 @@ async fn an_untouched_audit_verifies_every_link_is_logged_and_masks_are_keyed_di
         service.audit_verify(&staff("auditor"), Some(format!("{seq}:{chain}")), None).await.expect("page");
     assert_eq!(page.broken, None);
     // (through its own request's entry; its outcome's came after)
-    assert_eq!(page.verified as i64, db.count("SELECT max(seq) FROM pii_audit_entries").await - 1 - seq);
+    assert_eq!(
+        page.verified as i64,
+        db.count("SELECT max(seq) FROM pii_audit_log.pii_audit_entries").await - 1 - seq
+    );
     // A wrong cursor does not verify.
     let page = service.audit_verify(&staff("auditor"), Some(format!("{seq}:{}", "0".repeat(64))), None).await;
     assert_eq!(page.expect("page").broken.map(|b| b.seq), Some(seq + 1));
@@ -129,7 +135,7 @@ async fn an_untouched_audit_verifies_every_link_is_logged_and_masks_are_keyed_di
     let index = app.keyring.indexer.index(PiiField::Ip, "199.172.111.135");
     let digest = audit_digest(&db, &kms, PiiField::Ip, &index).await;
     assert_eq!(
-        db.count("SELECT count(*) FROM pii_audit_entries a JOIN user_logins u ON a.blind_index IN (u.masked_ip, u.masked_device_id)").await,
+        db.count("SELECT count(*) FROM pii_audit_log.pii_audit_entries a JOIN login_data.user_logins u ON a.blind_index IN (u.masked_ip, u.masked_device_id)").await,
         0
     );
     assert_eq!(
@@ -152,15 +158,18 @@ async fn the_owner_rewriting_callers_and_blanking_reasons_with_a_type_change_is_
     let owner = db.connect().await;
     owner
         .batch_execute(&owner_sql(
-            "DROP VIEW pii_audit;
-             ALTER TABLE pii_audit_entries DROP CONSTRAINT pii_audit_reason_required;
-             ALTER TABLE pii_audit_entries
+            "DROP VIEW public.pii_audit, public.pii_audit_entries, pii_audit_log.pii_audit;
+             ALTER TABLE pii_audit_log.pii_audit_entries DROP CONSTRAINT pii_audit_reason_required;
+             ALTER TABLE pii_audit_log.pii_audit_entries
                  ALTER COLUMN caller TYPE text USING replace(caller, '/bob', '/alice'),
                  ALTER COLUMN reason TYPE text USING NULL",
         ))
         .await
         .expect("the owner rewrites the audit");
-    assert_eq!(db.count("SELECT count(*) FROM pii_audit_entries WHERE caller LIKE '%/bob'").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pii_audit_log.pii_audit_entries WHERE caller LIKE '%/bob'").await,
+        0
+    );
 
     let broken = verify(&service, None).await.broken.expect("caught");
     assert_eq!(broken.seq, 1, "{broken:?}");
@@ -171,13 +180,14 @@ async fn the_owner_rewriting_callers_and_blanking_reasons_with_a_type_change_is_
 async fn the_owner_rewriting_only_one_callers_entries_is_caught_at_the_first_of_them() {
     let (db, service) = setup().await;
     history(&service).await;
-    let first_bob = db.count("SELECT min(seq) FROM pii_audit_entries WHERE caller LIKE '%/bob'").await;
+    let first_bob =
+        db.count("SELECT min(seq) FROM pii_audit_log.pii_audit_entries WHERE caller LIKE '%/bob'").await;
     assert!(first_bob > 1);
     let owner = db.connect().await;
     owner
         .batch_execute(&owner_sql(
-            "DROP VIEW pii_audit;
-             ALTER TABLE pii_audit_entries
+            "DROP VIEW public.pii_audit, public.pii_audit_entries, pii_audit_log.pii_audit;
+             ALTER TABLE pii_audit_log.pii_audit_entries
                  ALTER COLUMN caller TYPE text USING replace(caller, '/bob', '/alice')",
         ))
         .await
@@ -195,7 +205,7 @@ async fn an_entry_forged_by_the_services_login_without_the_key_is_caught() {
     // It cannot write an unchained entry, nor change or remove one.
     let error = login
         .batch_execute(
-            "INSERT INTO pii_audit_entries (caller, action, outcome) VALUES ('x', 'audit', 'listed')",
+            "INSERT INTO pii_audit_log.pii_audit_entries (caller, action, outcome) VALUES ('x', 'audit', 'listed')",
         )
         .await
         .expect_err("unchained");
@@ -203,31 +213,34 @@ async fn an_entry_forged_by_the_services_login_without_the_key_is_caught() {
     // (By privilege, not only by the trigger, which raises the same error code.)
     let rights = login
         .query_one(
-            "SELECT has_any_column_privilege('pii_audit_entries', 'UPDATE'),
-                    has_table_privilege('pii_audit_entries', 'DELETE'),
-                    has_table_privilege('pii_audit_entries', 'TRUNCATE'),
-                    has_table_privilege('pii_audit_entries', 'INSERT')",
+            "SELECT has_any_column_privilege('pii_audit_log.pii_audit_entries', 'UPDATE'),
+                    has_table_privilege('pii_audit_log.pii_audit_entries', 'DELETE'),
+                    has_table_privilege('pii_audit_log.pii_audit_entries', 'TRUNCATE'),
+                    has_table_privilege('pii_audit_log.pii_audit_entries', 'INSERT')",
             &[],
         )
         .await
         .expect("privileges");
     let rights: (bool, bool, bool, bool) = (rights.get(0), rights.get(1), rights.get(2), rights.get(3));
     assert_eq!(rights, (false, false, false, true), "update, delete, truncate, insert");
-    for sql in ["UPDATE pii_audit_entries SET caller = 'y'", "DELETE FROM pii_audit_entries"] {
+    for sql in [
+        "UPDATE pii_audit_log.pii_audit_entries SET caller = 'y'",
+        "DELETE FROM pii_audit_log.pii_audit_entries",
+    ] {
         let error = login.batch_execute(sql).await.expect_err(sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
     }
 
     // It can append an entry naming any caller, at the head, with a chain it made up.
-    let forged = db.count("SELECT seq + 1 FROM pii_audit_chain_head").await;
+    let forged = db.count("SELECT seq + 1 FROM pii_audit_log.pii_audit_chain_head").await;
     login
         .batch_execute(&format!(
             "BEGIN;
-             SELECT seq FROM pii_audit_chain_head FOR UPDATE;
-             INSERT INTO pii_audit_entries (seq, chain, caller, action, outcome, reason)
+             SELECT seq FROM pii_audit_log.pii_audit_chain_head FOR UPDATE;
+             INSERT INTO pii_audit_log.pii_audit_entries (seq, chain, caller, action, outcome, reason)
                  VALUES ({forged}, sha256('guess'), 'arn:aws:sts::123456789012:assumed-role/pii-vault-staff/carol',
                          'audit', 'listed', 'carol listed it');
-             UPDATE pii_audit_chain_head SET seq = {forged}, chain = sha256('guess');
+             UPDATE pii_audit_log.pii_audit_chain_head SET seq = {forged}, chain = sha256('guess');
              COMMIT"
         ))
         .await
@@ -243,11 +256,11 @@ async fn entries_the_owner_slips_in_unchained_or_twice_are_caught() {
     history(&service).await;
     let owner = db.connect().await;
     // An entry without a chain, after the chain began (the CHECK that refuses it dropped).
-    let id = db.count("SELECT max(id) + 1000 FROM pii_audit_entries").await;
+    let id = db.count("SELECT max(id) + 1000 FROM pii_audit_log.pii_audit_entries").await;
     owner
         .batch_execute(&owner_sql(&format!(
-            "ALTER TABLE pii_audit_entries DROP CONSTRAINT pii_audit_entries_chained;
-             INSERT INTO pii_audit_entries (id, caller, action, outcome) VALUES ({id}, 'someone', 'audit', 'listed')"
+            "ALTER TABLE pii_audit_log.pii_audit_entries DROP CONSTRAINT pii_audit_entries_chained;
+             INSERT INTO pii_audit_log.pii_audit_entries (id, caller, action, outcome) VALUES ({id}, 'someone', 'audit', 'listed')"
         )))
         .await
         .expect("the owner inserts");
@@ -258,11 +271,11 @@ async fn entries_the_owner_slips_in_unchained_or_twice_are_caught() {
     // A valid entry copied under the same number (the unique index dropped).
     owner
         .batch_execute(&owner_sql(&format!(
-            "ALTER TABLE pii_audit_entries DISABLE TRIGGER pii_audit_append_only;
-             DELETE FROM pii_audit_entries WHERE id = {id};
-             DROP INDEX pii_audit_entries_seq_idx;
-             INSERT INTO pii_audit_entries (seq, chain, caller, action, outcome, at, db_user, request_id)
-                 SELECT seq, chain, caller, action, outcome, at, db_user, request_id FROM pii_audit_entries WHERE seq = 3"
+            "ALTER TABLE pii_audit_log.pii_audit_entries DISABLE TRIGGER pii_audit_append_only;
+             DELETE FROM pii_audit_log.pii_audit_entries WHERE id = {id};
+             DROP INDEX pii_audit_log.pii_audit_entries_seq_idx;
+             INSERT INTO pii_audit_log.pii_audit_entries (seq, chain, caller, action, outcome, at, db_user, request_id)
+                 SELECT seq, chain, caller, action, outcome, at, db_user, request_id FROM pii_audit_log.pii_audit_entries WHERE seq = 3"
         )))
         .await
         .expect("the owner copies an entry");
@@ -276,7 +289,7 @@ async fn a_deleted_entry_is_caught_and_a_truncated_tail_is_caught_with_the_logs_
     let (capture, _guard) = capture_logs();
     history(&service).await;
     let log_head = head_of(&capture);
-    let end = db.count("SELECT max(seq) FROM pii_audit_entries").await;
+    let end = db.count("SELECT max(seq) FROM pii_audit_log.pii_audit_entries").await;
 
     // The owner removes the last three entries and moves the head back, so that the
     // service goes on from there.
@@ -290,12 +303,13 @@ async fn a_deleted_entry_is_caught_and_a_truncated_tail_is_caught_with_the_logs_
     assert!(broken.problem.contains("not the one the log recorded"), "{broken:?}");
 
     // An entry removed from the middle (an outcome: nothing refers to it).
-    let middle = db.count("SELECT min(seq) FROM pii_audit_entries WHERE outcome_of IS NOT NULL").await;
+    let middle =
+        db.count("SELECT min(seq) FROM pii_audit_log.pii_audit_entries WHERE outcome_of IS NOT NULL").await;
     db.connect()
         .await
         .batch_execute(&owner_sql(&format!(
-            "ALTER TABLE pii_audit_entries DISABLE TRIGGER pii_audit_append_only;
-             DELETE FROM pii_audit_entries WHERE seq = {middle}"
+            "ALTER TABLE pii_audit_log.pii_audit_entries DISABLE TRIGGER pii_audit_append_only;
+             DELETE FROM pii_audit_log.pii_audit_entries WHERE seq = {middle}"
         )))
         .await
         .expect("the owner deletes");
@@ -309,7 +323,7 @@ async fn a_truncated_tail_is_caught_as_ending_before_the_logs_head() {
     let (db, service) = setup().await;
     let (capture, _guard) = capture_logs();
     history(&service).await;
-    let end = db.count("SELECT max(seq) FROM pii_audit_entries").await;
+    let end = db.count("SELECT max(seq) FROM pii_audit_log.pii_audit_entries").await;
     let log_head = head_of(&capture);
     db.cut_audit_tail(end - 2).await;
     // Verify with the log's head, before anything else was appended: the audit ends short
@@ -351,8 +365,8 @@ async fn the_audit_listing_comes_in_pages_bounded_by_rows_and_bytes() {
     db.connect()
         .await
         .batch_execute(&owner_sql(
-            "ALTER TABLE pii_audit_entries DROP CONSTRAINT pii_audit_entries_chained;
-             INSERT INTO pii_audit_entries (caller, action, outcome, detail)
+            "ALTER TABLE pii_audit_log.pii_audit_entries DROP CONSTRAINT pii_audit_entries_chained;
+             INSERT INTO pii_audit_log.pii_audit_entries (caller, action, outcome, detail)
                  SELECT 'bulk', 'audit', 'listed', repeat('x', 1000) FROM generate_series(1, 3000)",
         ))
         .await

@@ -19,7 +19,13 @@ use tokio_postgres::error::SqlState;
 /// The tables a mask could be kept in, the audit aside (its masks are keyed apart: not
 /// this change). How many rows of them hold `text` anywhere in a column.
 async fn holders(db: &TestDb, text: &str) -> i64 {
-    let tables = ["user_logins", "pii_vault", "login_quarantine", "login_quarantine_masks", "pii_erasures"];
+    let tables = [
+        "login_data.user_logins",
+        "vault.pii_vault",
+        "login_data.login_quarantine",
+        "login_data.login_quarantine_masks",
+        "vault.pii_erasures",
+    ];
     let mut total = 0;
     for table in tables {
         total += db.count(&format!("SELECT count(*) FROM {table} t WHERE t::text LIKE '%{text}%'")).await;
@@ -37,7 +43,7 @@ async fn batch(app: &App, records: &[(&str, String)]) {
 async fn masked_ip(db: &TestDb, message_id: &str) -> String {
     db.connect()
         .await
-        .query_one("SELECT masked_ip FROM user_logins WHERE sqs_message_id = $1", &[&message_id])
+        .query_one("SELECT masked_ip FROM login_data.user_logins WHERE sqs_message_id = $1", &[&message_id])
         .await
         .expect("row")
         .get(0)
@@ -142,7 +148,7 @@ async fn after_forget_nothing_a_person_reaches_links_the_value_to_its_rows() {
         service.forget(&staff("erin"), PiiField::Ip, &by_token, Some(REASON)).await.expect("forget a token");
     assert_eq!(outcome, Outcome::Forgotten);
     assert_eq!(masked_ip(&db, "e-1").await, token);
-    assert_eq!(db.count("SELECT count(*) FROM pii_erasures").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_erasures").await, 1);
     batch(&app, &[("e-5", login_body("u-e5", ip, "dev-e5"))]).await;
     assert_eq!(masked_ip(&db, "e-5").await, token, "a later login still joins its erased rows");
 }
@@ -211,7 +217,7 @@ async fn a_value_put_back_in_the_vault_after_its_erasure_is_never_revealed() {
     connect(&db.login_in("login_etl_writer").await)
         .await
         .execute(
-            "INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext) VALUES ('ip', $1, $2, $3, $4)",
+            "INSERT INTO vault.pii_vault (field, blind_index, key_version, nonce, ciphertext) VALUES ('ip', $1, $2, $3, $4)",
             &[&mask.as_str(), &sealed.key_version, &sealed.nonce.as_slice(), &sealed.ciphertext],
         )
         .await
@@ -262,8 +268,10 @@ async fn unlinked(db: &TestDb, mask: &BlindIndex, ids: &[String], context: &str)
         assert_eq!(masked_ip(db, id).await, token, "{context}: {id}");
     }
     assert_eq!(
-        db.count(&format!("SELECT count(*) FROM pii_erasures WHERE field = 'ip' AND token = '{token}'"))
-            .await,
+        db.count(&format!(
+            "SELECT count(*) FROM vault.pii_erasures WHERE field = 'ip' AND token = '{token}'"
+        ))
+        .await,
         1,
         "{context}: the rows carry the value's token"
     );
@@ -279,7 +287,7 @@ async fn a_forget_and_a_batch_of_the_value_wait_for_each_other() {
     let service: &'static VaultService = Box::leak(Box::new(vault_service(&db, &kms, 100).await));
 
     // The batch first: its login insert is slow, the forget arrives meanwhile.
-    db.fault_on_insert("user_logins", "PERFORM pg_sleep(0.6);").await;
+    db.fault_on_insert("login_data.user_logins", "PERFORM pg_sleep(0.6);").await;
     let (ip, ids) = ("198.18.1.1", vec!["w-1".to_owned(), "w-2".to_owned()]);
     let writing = spawn_batch(app, &ids, ip);
     erasure_lock_held(&db).await;
@@ -289,10 +297,14 @@ async fn a_forget_and_a_batch_of_the_value_wait_for_each_other() {
     writing.await.expect("batch");
     assert_eq!(forgetting.await.expect("forget"), Outcome::Forgotten, "the batch had vaulted it");
     unlinked(&db, &app.keyring.indexer.index(PiiField::Ip, ip), &ids, "batch first").await;
-    db.connect().await.batch_execute("DROP TRIGGER user_logins_fault ON user_logins").await.expect("drop");
+    db.connect()
+        .await
+        .batch_execute("DROP TRIGGER user_logins_fault ON login_data.user_logins")
+        .await
+        .expect("drop");
 
     // The forget first: its marker insert is slow, the batch arrives meanwhile.
-    db.fault_on_insert("pii_erasures", "PERFORM pg_sleep(0.6);").await;
+    db.fault_on_insert("vault.pii_erasures", "PERFORM pg_sleep(0.6);").await;
     let (ip, ids) = ("198.18.1.2", vec!["w-3".to_owned(), "w-4".to_owned()]);
     let forgetting = spawn_forget(service, ip);
     erasure_lock_held(&db).await;
@@ -317,7 +329,7 @@ async fn a_forget_racing_batches_of_the_value_never_leaves_its_mask_or_its_seal(
     let kms = new_kms().await;
     let app: &'static App = Box::leak(Box::new(loaded_by_writer(&db, &kms).await));
     let service: &'static VaultService = Box::leak(Box::new(vault_service(&db, &kms, 1000).await));
-    db.fault_on_insert("user_logins", "PERFORM pg_sleep(0.03);").await;
+    db.fault_on_insert("login_data.user_logins", "PERFORM pg_sleep(0.03);").await;
     for round in 0..12u64 {
         let ip = format!("198.18.0.{round}");
         let ids: Vec<String> = (0..3).map(|i| format!("r{round}-{i}")).collect();
@@ -355,7 +367,7 @@ async fn older_erasures_are_converted_by_reencrypt() {
     .await;
     // What version 9's forget left: the tombstone with the mask, the rows untouched.
     let old_forget =
-        "UPDATE pii_vault SET key_version = NULL, nonce = NULL, ciphertext = NULL, erased_at = now()
+        "UPDATE vault.pii_vault SET key_version = NULL, nonce = NULL, ciphertext = NULL, erased_at = now()
                        WHERE field = 'ip' AND blind_index = $1";
     let owner = db.connect().await;
     let (mask, again_mask) =
@@ -367,7 +379,7 @@ async fn older_erasures_are_converted_by_reencrypt() {
     batch(&app, &[("o-4", login_body("u-o4", ip, "dev-o4"))]).await;
     assert_eq!(
         db.count(&format!(
-            "SELECT count(*) FROM pii_vault WHERE blind_index = '{mask}' AND ciphertext IS NULL"
+            "SELECT count(*) FROM vault.pii_vault WHERE blind_index = '{mask}' AND ciphertext IS NULL"
         ))
         .await,
         1
@@ -407,34 +419,42 @@ async fn only_an_erasure_rewrites_a_mask_and_no_person_reads_the_markers() {
     .await;
     assert_eq!(forget_ip(&service, "203.0.113.83").await, Outcome::Forgotten);
     let token: String =
-        db.connect().await.query_one("SELECT token FROM pii_erasures", &[]).await.expect("one").get(0);
+        db.connect().await.query_one("SELECT token FROM vault.pii_erasures", &[]).await.expect("one").get(0);
 
     let login = connect(&db.login_in("login_etl_vault_service").await).await;
     let other_mask = BlindIndex::parse(&"ab".repeat(32)).expect("mask");
     for sql in [
-        format!("UPDATE user_logins SET masked_ip = '{other_mask}' WHERE sqs_message_id = 'g-1'"),
-        format!("UPDATE user_logins SET masked_device_id = '{token}' WHERE sqs_message_id = 'g-1'"),
-        format!("UPDATE login_quarantine_masks SET blind_index = '{other_mask}' WHERE message_id = 'g-bad'"),
-        format!("UPDATE login_quarantine_masks SET blind_index = '{token}' WHERE field = 'device_id'"),
+        format!("UPDATE login_data.user_logins SET masked_ip = '{other_mask}' WHERE sqs_message_id = 'g-1'"),
+        format!(
+            "UPDATE login_data.user_logins SET masked_device_id = '{token}' WHERE sqs_message_id = 'g-1'"
+        ),
+        format!(
+            "UPDATE login_data.login_quarantine_masks SET blind_index = '{other_mask}' WHERE message_id = 'g-bad'"
+        ),
+        format!(
+            "UPDATE login_data.login_quarantine_masks SET blind_index = '{token}' WHERE field = 'device_id'"
+        ),
     ] {
         let error = login.batch_execute(&sql).await.expect_err(&sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
     }
     for sql in [
-        "UPDATE user_logins SET user_id = 'x'",
-        "DELETE FROM user_logins",
-        "UPDATE pii_vault SET erased_at = NULL",
-        "INSERT INTO pii_vault (field, blind_index, erased_at) VALUES ('ip', repeat('a', 64), now())",
-        "UPDATE login_quarantine_masks SET field = 'device_id'",
-        "UPDATE pii_erasures SET token = marker",
-        "DELETE FROM pii_erasures",
+        "UPDATE login_data.user_logins SET user_id = 'x'",
+        "DELETE FROM login_data.user_logins",
+        "UPDATE vault.pii_vault SET erased_at = NULL",
+        "INSERT INTO vault.pii_vault (field, blind_index, erased_at) VALUES ('ip', repeat('a', 64), now())",
+        "UPDATE login_data.login_quarantine_masks SET field = 'device_id'",
+        "UPDATE vault.pii_erasures SET token = marker",
+        "DELETE FROM vault.pii_erasures",
     ] {
         let error = login.batch_execute(sql).await.expect_err(sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
     }
     // An erasure's own rewrite passes the guard.
     login
-        .batch_execute(&format!("UPDATE user_logins SET masked_ip = '{token}' WHERE sqs_message_id = 'g-1'"))
+        .batch_execute(&format!(
+            "UPDATE login_data.user_logins SET masked_ip = '{token}' WHERE sqs_message_id = 'g-1'"
+        ))
         .await
         .expect("a mask becomes a token of its field");
 
@@ -442,17 +462,20 @@ async fn only_an_erasure_rewrites_a_mask_and_no_person_reads_the_markers() {
         ["login_etl_analyst", "login_etl_vault_reader", "login_etl_auditor", "login_etl_quarantine_purge"]
     {
         let person = connect(&db.login_in(role).await).await;
-        let error = person.batch_execute("SELECT * FROM pii_erasures").await.expect_err(role);
+        let error = person.batch_execute("SELECT * FROM vault.pii_erasures").await.expect_err(role);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{role}: {error}");
     }
     let writer = connect(&db.login_in("login_etl_writer").await).await;
-    writer.batch_execute("SELECT field, marker, token FROM pii_erasures").await.expect("the ingest looks up");
+    writer
+        .batch_execute("SELECT field, marker, token FROM vault.pii_erasures")
+        .await
+        .expect("the ingest looks up");
     for sql in [
         format!(
-            "INSERT INTO pii_erasures (field, marker, token) VALUES ('ip', '{other_mask}', '{other_mask}')"
+            "INSERT INTO vault.pii_erasures (field, marker, token) VALUES ('ip', '{other_mask}', '{other_mask}')"
         ),
-        "DELETE FROM pii_erasures".to_owned(),
-        format!("UPDATE user_logins SET masked_ip = '{token}'"),
+        "DELETE FROM vault.pii_erasures".to_owned(),
+        format!("UPDATE login_data.user_logins SET masked_ip = '{token}'"),
     ] {
         let error = writer.batch_execute(&sql).await.expect_err(&sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
@@ -472,7 +495,7 @@ async fn a_dead_letter_with_an_erased_value_is_imported_with_its_token() {
     let ip = "203.0.113.95";
     assert_eq!(forget_ip(&service, ip).await, Outcome::Forgotten);
     let token: String =
-        db.connect().await.query_one("SELECT token FROM pii_erasures", &[]).await.expect("one").get(0);
+        db.connect().await.query_one("SELECT token FROM vault.pii_erasures", &[]).await.expect("one").get(0);
 
     let sent = queues
         .sqs

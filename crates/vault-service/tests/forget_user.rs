@@ -84,7 +84,9 @@ async fn forget_user_erases_every_value_of_the_users_rows_and_a_shared_value_for
         row,
         ("forget".into(), Some("user_id:u-erase".into()), Some("forgotten".into()), Some(REASON.into()))
     );
-    let spent = db.count("SELECT count(*) FROM pii_budget_spent WHERE kind = 'erasure' AND units = 1").await;
+    let spent = db
+        .count("SELECT count(*) FROM pii_budget.pii_budget_spent WHERE kind = 'erasure' AND units = 1")
+        .await;
     assert_eq!(spent, 1);
 
     // A caller in no role erases nothing.
@@ -164,5 +166,5 @@ async fn a_user_id_no_row_can_hold_is_refused_on_the_record_and_spends_no_quota(
     // A user id is 128 characters at most, like user_logins.user_id; one that long is fine.
     let done = service.forget_user(&staff("erin"), &"u".repeat(128), Some(REASON)).await.expect("no rows");
     assert_eq!((done.erased, done.shared), (0, 0));
-    assert_eq!(db.count("SELECT coalesce(sum(units), 0) FROM pii_budget_spent").await, 1);
+    assert_eq!(db.count("SELECT coalesce(sum(units), 0) FROM pii_budget.pii_budget_spent").await, 1);
 }

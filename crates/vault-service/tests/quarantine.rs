@@ -86,7 +86,7 @@ async fn quarantine_state(db: &TestDb) -> Vec<(String, i32, Option<i32>, bool, b
         .await
         .query(
             "SELECT message_id, attempt, key_version, replayed_at IS NULL, erased_at IS NULL
-               FROM login_quarantine ORDER BY message_id, attempt",
+               FROM login_data.login_quarantine ORDER BY message_id, attempt",
             &[],
         )
         .await
@@ -172,17 +172,20 @@ async fn show_is_refused_without_a_committed_audit_row() {
     // The step after the audit fails (the quarantine cannot be read): the row is there.
     let owner = db.connect().await;
     owner
-        .batch_execute("REVOKE SELECT ON login_quarantine FROM login_etl_vault_service")
+        .batch_execute("REVOKE SELECT ON login_data.login_quarantine FROM login_etl_vault_service")
         .await
         .expect("revoke");
     let xia = staff("xia");
     let error = service.quarantine_show(&xia, SAMPLE_BAD_ID, None, Some(REASON)).await.expect_err("fails");
     assert!(matches!(error, ServiceError::Db(_)), "{error}");
     assert_eq!(rows_of(&db, &xia.request_id).await[0].3.as_deref(), Some("failed"));
-    owner.batch_execute("GRANT SELECT ON login_quarantine TO login_etl_vault_service").await.expect("grant");
+    owner
+        .batch_execute("GRANT SELECT ON login_data.login_quarantine TO login_etl_vault_service")
+        .await
+        .expect("grant");
 
     // The audit cannot be written: nothing is read, nothing answered.
-    db.fail_inserts_into("pii_audit_entries", "audit storage unavailable (simulated)").await;
+    db.fail_inserts_into("pii_audit_log.pii_audit_entries", "audit storage unavailable (simulated)").await;
     let xia = staff("xia");
     let error = service.quarantine_show(&xia, SAMPLE_BAD_ID, None, Some(REASON)).await.expect_err("no audit");
     assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
@@ -332,7 +335,7 @@ async fn a_replay_keeps_the_original_id_and_date_and_twice_adds_nothing() {
         .await
         .expect("the function quarantines");
     assert_eq!(stats.rejected_by_reason.get("invalid_replay_attributes"), Some(&1));
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 0);
 
     let service = quarantine_service(&db, &kms, 100, &queues).await;
     let zoe = staff("zoe");
@@ -360,7 +363,7 @@ async fn a_replay_keeps_the_original_id_and_date_and_twice_adds_nothing() {
         .connect()
         .await
         .query(
-            "SELECT sqs_message_id, create_date, (extract(epoch FROM sent_at) * 1000)::int8 FROM user_logins",
+            "SELECT sqs_message_id, create_date, (extract(epoch FROM sent_at) * 1000)::int8 FROM login_data.user_logins",
             &[],
         )
         .await
@@ -371,7 +374,7 @@ async fn a_replay_keeps_the_original_id_and_date_and_twice_adds_nothing() {
     assert_eq!(logins, vec![("first-id".to_owned(), original_date, FIRST_SENT_MS)]);
     assert_eq!(
         db.count(
-            "SELECT count(*) FROM login_quarantine WHERE replay_attempt = 1 AND replayed_at IS NOT NULL"
+            "SELECT count(*) FROM login_data.login_quarantine WHERE replay_attempt = 1 AND replayed_at IS NOT NULL"
         )
         .await,
         1
@@ -384,7 +387,7 @@ async fn a_replay_keeps_the_original_id_and_date_and_twice_adds_nothing() {
     assert_eq!(depth(&queues, &queues.replay_queue_url).await, 0, "no second send");
     let summary = drain(&function, &queues, &queues.replay_queue_url).await;
     assert_eq!(summary.received, 0);
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 1);
     // And by reason code: the same row, already replayed.
     let selection =
         ReplaySelection::ReasonCode { code: "invalid_replay_attributes".into(), since: None, after: None };
@@ -441,15 +444,21 @@ async fn replay_attributes_sent_straight_to_the_login_queue_are_ignored() {
         let date: NaiveDate = db
             .connect()
             .await
-            .query_one("SELECT create_date FROM user_logins WHERE sqs_message_id = $1", &[id])
+            .query_one("SELECT create_date FROM login_data.user_logins WHERE sqs_message_id = $1", &[id])
             .await
             .expect("the forged message's own row")
             .get(0);
         assert!(date >= today - chrono::TimeDelta::days(1), "{id} backdated to {date}");
     }
-    assert_eq!(db.count("SELECT count(*) FROM user_logins WHERE sqs_message_id = 'never-sent'").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM user_logins WHERE create_date = '2025-01-02'").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 3);
+    assert_eq!(
+        db.count("SELECT count(*) FROM login_data.user_logins WHERE sqs_message_id = 'never-sent'").await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM login_data.user_logins WHERE create_date = '2025-01-02'").await,
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 3);
 }
 
 #[tokio::test]
@@ -502,7 +511,7 @@ async fn forget_and_purge_erase_quarantined_bodies_which_are_then_never_shown_or
         .expect("forget by mask");
     let erased = |by: &str| {
         format!(
-            "SELECT string_agg(message_id, ',' ORDER BY message_id) FROM login_quarantine
+            "SELECT string_agg(message_id, ',' ORDER BY message_id) FROM login_data.login_quarantine
               WHERE erased_by = '{by}' AND erased_at IS NOT NULL AND ciphertext IS NULL AND nonce IS NULL"
         )
     };
@@ -515,7 +524,7 @@ async fn forget_and_purge_erase_quarantined_bodies_which_are_then_never_shown_or
     // q-3 was quarantined long ago: past the 14 days, the purge takes it.
     db.connect()
         .await
-        .batch_execute("UPDATE login_quarantine SET quarantined_at = now() - interval '15 days' WHERE message_id = 'q-3'")
+        .batch_execute("UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '15 days' WHERE message_id = 'q-3'")
         .await
         .expect("age q-3");
     let purged = service.quarantine_purge(&staff("amy")).await.expect("purge");
@@ -539,7 +548,10 @@ async fn forget_and_purge_erase_quarantined_bodies_which_are_then_never_shown_or
     assert_eq!(rows.len(), 4);
     assert!(rows.iter().all(|r| r.outcome == ReplayOutcome::Erased), "{rows:?}");
     assert_eq!(depth(&queues, &queues.replay_queue_url).await, 0, "nothing sent");
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine WHERE replayed_at IS NOT NULL").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM login_data.login_quarantine WHERE replayed_at IS NOT NULL").await,
+        0
+    );
     // The list says what became of each.
     let (listed, _) =
         service.quarantine_list(&staff("amy"), &QuarantineFilter::default()).await.expect("list");
@@ -578,7 +590,7 @@ async fn import_dlq_moves_dead_letters_into_the_quarantine_sealed_and_leaves_no_
     db.connect()
         .await
         .execute(
-            "INSERT INTO login_quarantine (message_id, attempt, source, reason_code, key_version, nonce, ciphertext)
+            "INSERT INTO login_data.login_quarantine (message_id, attempt, source, reason_code, key_version, nonce, ciphertext)
              VALUES ($1, 0, 'dead-letter', 'not_json', $2, $3, $4)",
             &[&sent[2], &kept.key_version, &kept.nonce.as_slice(), &kept.ciphertext],
         )
@@ -608,7 +620,7 @@ async fn import_dlq_moves_dead_letters_into_the_quarantine_sealed_and_leaves_no_
         .await
         .query(
             "SELECT message_id, attempt, source, reason_code, sent_at IS NOT NULL
-               FROM login_quarantine ORDER BY message_id",
+               FROM login_data.login_quarantine ORDER BY message_id",
             &[],
         )
         .await
@@ -639,7 +651,7 @@ async fn import_dlq_moves_dead_letters_into_the_quarantine_sealed_and_leaves_no_
             .connect()
             .await
             .query_one(
-                "SELECT count(*) FROM login_quarantine WHERE position(convert_to($1, 'UTF8') IN ciphertext) > 0",
+                "SELECT count(*) FROM login_data.login_quarantine WHERE position(convert_to($1, 'UTF8') IN ciphertext) > 0",
                 &[&plaintext],
             )
             .await
@@ -668,7 +680,7 @@ async fn reencrypt_reseals_quarantined_bodies_which_still_open() {
     assert_eq!(service.rotate_key(&admin).await.expect("rotate"), 2);
     let done = service.reencrypt(&admin, 7).await.expect("reencrypt");
     assert_eq!((done.vault, done.quarantine), (198, 1));
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine WHERE key_version = 2").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine WHERE key_version = 2").await, 1);
     let shown =
         service.quarantine_show(&staff("cal"), SAMPLE_BAD_ID, None, Some(REASON)).await.expect("show");
     assert_eq!(shown.body.as_deref().map(String::as_str), Some(SAMPLE_BAD_BODY));

@@ -51,7 +51,7 @@ async fn erased_and_replayed(db: &TestDb, kms: &login_etl_core::keys::Kms) -> lo
     db.connect()
         .await
         .batch_execute(
-            "UPDATE login_quarantine SET replayed_at = now(), replay_attempt = 1 WHERE message_id = 'qa-replayed'",
+            "UPDATE login_data.login_quarantine SET replayed_at = now(), replay_attempt = 1 WHERE message_id = 'qa-replayed'",
         )
         .await
         .expect("mark replayed");
@@ -64,7 +64,7 @@ async fn state(db: &TestDb) -> Vec<(String, Option<String>, Option<String>, bool
         .await
         .query(
             "SELECT message_id, erased_by, erased_at::text, ciphertext IS NOT NULL, replay_attempt
-               FROM login_quarantine ORDER BY message_id, attempt",
+               FROM login_data.login_quarantine ORDER BY message_id, attempt",
             &[],
         )
         .await
@@ -94,7 +94,7 @@ async fn the_service_login_cannot_unerase_relabel_or_unreplay_a_quarantined_row(
     let mut worked = Vec::new();
     let relabel = service
         .execute(
-            "UPDATE login_quarantine SET erased_by = 'purge', erased_at = now() - interval '30 days'
+            "UPDATE login_data.login_quarantine SET erased_by = 'purge', erased_at = now() - interval '30 days'
               WHERE message_id = 'qa-erased' AND erased_at IS NOT NULL",
             &[],
         )
@@ -104,7 +104,7 @@ async fn the_service_login_cannot_unerase_relabel_or_unreplay_a_quarantined_row(
     }
     let unerase = service
         .execute(
-            "UPDATE login_quarantine SET erased_at = NULL, erased_by = NULL,
+            "UPDATE login_data.login_quarantine SET erased_at = NULL, erased_by = NULL,
                     key_version = $1, nonce = $2, ciphertext = $3
               WHERE message_id = 'qa-erased'",
             &[&planted.key_version, &planted.nonce.as_slice(), &planted.ciphertext],
@@ -115,7 +115,7 @@ async fn the_service_login_cannot_unerase_relabel_or_unreplay_a_quarantined_row(
     }
     let unreplay = service
         .execute(
-            "UPDATE login_quarantine SET replayed_at = NULL, replay_attempt = NULL WHERE message_id = 'qa-replayed'",
+            "UPDATE login_data.login_quarantine SET replayed_at = NULL, replay_attempt = NULL WHERE message_id = 'qa-replayed'",
             &[],
         )
         .await;
@@ -137,28 +137,28 @@ async fn the_service_login_cannot_delete_backdate_rekey_or_unprotect_the_quarant
     let kms = new_kms().await;
     erased_and_replayed(&db, &kms).await;
     let before = state(&db).await;
-    let masks = db.count("SELECT count(*) FROM login_quarantine_masks").await;
+    let masks = db.count("SELECT count(*) FROM login_data.login_quarantine_masks").await;
     let service = connect(&db.login_in("login_etl_vault_service").await).await;
     for sql in [
-        "DELETE FROM login_quarantine",
-        "DELETE FROM login_quarantine_masks",
-        "TRUNCATE login_quarantine_masks",
-        "TRUNCATE login_quarantine",
-        "UPDATE login_quarantine SET quarantined_at = now() - interval '100 days'",
-        "UPDATE login_quarantine SET message_id = 'other-id' WHERE message_id = 'qa-replayed'",
-        "UPDATE login_quarantine SET sent_at = '2020-01-01' WHERE message_id = 'qa-replayed'",
-        "UPDATE login_quarantine SET source = 'queue', reason_code = 'dead_lettered'",
-        "UPDATE login_quarantine_masks SET blind_index = repeat('0', 64)",
-        "INSERT INTO login_quarantine (message_id, attempt, source, reason_code, quarantined_at, erased_at, erased_by)
+        "DELETE FROM login_data.login_quarantine",
+        "DELETE FROM login_data.login_quarantine_masks",
+        "TRUNCATE login_data.login_quarantine_masks",
+        "TRUNCATE login_data.login_quarantine",
+        "UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '100 days'",
+        "UPDATE login_data.login_quarantine SET message_id = 'other-id' WHERE message_id = 'qa-replayed'",
+        "UPDATE login_data.login_quarantine SET sent_at = '2020-01-01' WHERE message_id = 'qa-replayed'",
+        "UPDATE login_data.login_quarantine SET source = 'queue', reason_code = 'dead_lettered'",
+        "UPDATE login_data.login_quarantine_masks SET blind_index = repeat('0', 64)",
+        "INSERT INTO login_data.login_quarantine (message_id, attempt, source, reason_code, quarantined_at, erased_at, erased_by)
          VALUES ('backdated', 0, 'queue', 'not_json', now() - interval '100 days', now(), 'purge')",
-        "ALTER TABLE login_quarantine DISABLE ROW LEVEL SECURITY",
-        "DROP POLICY service_works ON login_quarantine",
+        "ALTER TABLE login_data.login_quarantine DISABLE ROW LEVEL SECURITY",
+        "DROP POLICY service_works ON login_data.login_quarantine",
     ] {
         let result = service.batch_execute(sql).await;
         assert!(result.is_err(), "the service's login may: {sql}");
     }
     assert_eq!(state(&db).await, before);
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine_masks").await, masks);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine_masks").await, masks);
 }
 
 /// Holds: the key administrator and a caller in no role reach no quarantined body through
@@ -217,7 +217,7 @@ async fn key_admin_and_nobody_reach_the_quarantine_only_as_their_role_allows_and
         .connect()
         .await
         .query(
-            "SELECT message_id, key_version, ciphertext IS NULL, erased_by FROM login_quarantine ORDER BY 1",
+            "SELECT message_id, key_version, ciphertext IS NULL, erased_by FROM login_data.login_quarantine ORDER BY 1",
             &[],
         )
         .await

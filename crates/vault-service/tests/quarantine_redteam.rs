@@ -61,7 +61,10 @@ async fn a_body_quarantined_after_its_value_was_forgotten_is_never_shown_or_repl
         ("after-forget-2".into(), bad_body("203.0.113.44", "dev-b")),
     ]);
     handler::handle_with_stats(&app, later).await.expect("batch");
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine WHERE ciphertext IS NOT NULL").await, 2);
+    assert_eq!(
+        db.count("SELECT count(*) FROM login_data.login_quarantine WHERE ciphertext IS NOT NULL").await,
+        2
+    );
 
     let shown =
         service.quarantine_show(&staff("fay"), "after-forget-1", None, Some(REASON)).await.expect("show");
@@ -73,7 +76,7 @@ async fn a_body_quarantined_after_its_value_was_forgotten_is_never_shown_or_repl
     assert_eq!(rows[0].outcome, ReplayOutcome::Erased);
     assert_eq!(depth(&queues, &queues.replay_queue_url).await, 0, "nothing sent");
     assert_eq!(
-        db.count("SELECT count(*) FROM login_quarantine WHERE erased_by = 'forget' AND ciphertext IS NULL")
+        db.count("SELECT count(*) FROM login_data.login_quarantine WHERE erased_by = 'forget' AND ciphertext IS NULL")
             .await,
         2,
         "both erased on the spot"
@@ -146,7 +149,10 @@ async fn racing_replays_of_one_row_send_it_once() {
         "{outcomes:?}"
     );
     assert_eq!(depth(&queues, &queues.replay_queue_url).await, 1, "sent once");
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine WHERE replay_attempt = 1").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM login_data.login_quarantine WHERE replay_attempt = 1").await,
+        1
+    );
 }
 
 /// An id with invisible characters (a hand-made event's; SQS's own ids are UUIDs) never

@@ -199,7 +199,7 @@ async fn forget_by_plaintext_is_no_oracle_once_the_budget_is_spent() {
         let rows = rows_of(&db, &caller.request_id).await;
         assert_eq!(rows.iter().map(|r| r.0.as_deref()).collect::<Vec<_>>(), vec![Some("refused")]);
     }
-    let markers = db.count("SELECT count(*) FROM pii_erasures").await;
+    let markers = db.count("SELECT count(*) FROM vault.pii_erasures").await;
     assert_eq!(markers, 2, "over budget, a guess was marked erased");
 }
 
@@ -258,12 +258,12 @@ async fn no_other_login_can_take_a_staff_members_budget_lock() {
     for group in ["login_etl_analyst", "login_etl_vault_reader", "login_etl_auditor", "login_etl_writer"] {
         let mut other = connect(&db.login_in(group).await).await;
         for sql in [
-            "SELECT key FROM pii_budget_keys FOR UPDATE",
-            "SELECT key FROM pii_budget_keys FOR KEY SHARE",
-            "INSERT INTO pii_budget_keys (key) SELECT 'person:' || 'x' ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key",
-            "LOCK TABLE pii_budget_keys IN ACCESS EXCLUSIVE MODE",
-            "LOCK TABLE pii_budget_spent IN ACCESS EXCLUSIVE MODE",
-            "SELECT count(*) FROM pii_budget_spent",
+            "SELECT key FROM pii_budget.pii_budget_keys FOR UPDATE",
+            "SELECT key FROM pii_budget.pii_budget_keys FOR KEY SHARE",
+            "INSERT INTO pii_budget.pii_budget_keys (key) SELECT 'person:' || 'x' ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key",
+            "LOCK TABLE pii_budget.pii_budget_keys IN ACCESS EXCLUSIVE MODE",
+            "LOCK TABLE pii_budget.pii_budget_spent IN ACCESS EXCLUSIVE MODE",
+            "SELECT count(*) FROM pii_budget.pii_budget_spent",
         ] {
             let tx = other.transaction().await.expect("tx");
             let error = tx.batch_execute(sql).await.expect_err(sql);
@@ -297,7 +297,7 @@ async fn a_held_budget_lock_fails_fast_with_a_clear_error() {
 
     let mut owner = db.connect().await;
     let tx = owner.transaction().await.expect("tx");
-    tx.batch_execute("SELECT key FROM pii_budget_keys WHERE key LIKE 'person:%/wes' FOR UPDATE")
+    tx.batch_execute("SELECT key FROM pii_budget.pii_budget_keys WHERE key LIKE 'person:%/wes' FOR UPDATE")
         .await
         .expect("lock");
     let started = std::time::Instant::now();
@@ -317,7 +317,7 @@ async fn a_held_budget_lock_fails_fast_with_a_clear_error() {
     let body = answer.body.unwrap_or_default();
     assert!(body.contains("lock timeout"), "{body}");
     drop(tx);
-    let spent = db.count("SELECT count(*) FROM pii_budget_spent").await;
+    let spent = db.count("SELECT count(*) FROM pii_budget.pii_budget_spent").await;
     assert_eq!(spent, 1, "the failed request spent budget");
 }
 
@@ -512,7 +512,7 @@ async fn a_flood_of_refusals_leaves_at_most_the_limit_of_rows_and_counts_the_res
         let rows = db.count(&format!("SELECT count(*) FROM pii_audit WHERE caller = '{caller}'")).await;
         let counted = db
             .count(&format!(
-                "SELECT coalesce(sum(refused), 0)::int8 FROM pii_audit_refusals_over_limit WHERE caller = '{caller}'"
+                "SELECT coalesce(sum(refused), 0)::int8 FROM pii_audit_log.pii_audit_refusals_over_limit WHERE caller = '{caller}'"
             ))
             .await;
         assert_eq!(rows, limit, "{caller}: rows");
@@ -531,7 +531,7 @@ async fn a_flood_of_refusals_leaves_at_most_the_limit_of_rows_and_counts_the_res
         assert_eq!(answer.status_code, 403);
     }
     assert_eq!(db.count(&format!("SELECT count(*) FROM pii_audit WHERE caller = '{staff}'")).await, limit);
-    assert_eq!(db.count("SELECT count(*) FROM pii_keys WHERE version > 1").await, 0, "nothing rotated");
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_keys WHERE version > 1").await, 0, "nothing rotated");
     // A caller of another role has a limit of its own (sessions of one role share one).
     let other = "arn:aws:sts::123456789012:assumed-role/another/walter";
     let answer =
@@ -622,7 +622,8 @@ async fn after_forget_a_second_forget_does_not_answer_the_mask_of_the_erased_val
         serde_json::to_string(&service.audit(&staff("pia"), None, None, None).await.expect("audit").0)
             .expect("json");
     assert!(!listed.contains(mask.as_str()), "the audit lists the erased value's mask");
-    let rows = db.count(&format!("SELECT count(*) FROM user_logins WHERE masked_ip = '{mask}'")).await;
+    let rows =
+        db.count(&format!("SELECT count(*) FROM login_data.user_logins WHERE masked_ip = '{mask}'")).await;
     assert_eq!(rows, 0, "the erased value's mask finds {rows} row(s)");
 }
 

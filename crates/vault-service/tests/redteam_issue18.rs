@@ -71,12 +71,12 @@ async fn a_find_of_a_value_shared_by_very_many_rows_stays_under_six_megabytes() 
     db.connect()
         .await
         .execute(
-            "INSERT INTO user_logins (user_id, device_type, masked_ip, masked_device_id, locale, app_version,
+            "INSERT INTO login_data.user_logins (user_id, device_type, masked_ip, masked_device_id, locale, app_version,
                                       create_date, sqs_message_id, app_version_raw, sent_at, index_key_version)
              SELECT gen_random_uuid()::text, t.device_type, $1, t.masked_device_id, t.locale, t.app_version,
                     t.create_date, gen_random_uuid()::text, t.app_version_raw, t.sent_at, t.index_key_version
                FROM generate_series(1, 25000) g,
-                    (SELECT * FROM user_logins WHERE masked_device_id IS NOT NULL LIMIT 1) t",
+                    (SELECT * FROM login_data.user_logins WHERE masked_device_id IS NOT NULL LIMIT 1) t",
             &[&mask.as_str()],
         )
         .await
@@ -108,12 +108,12 @@ async fn a_value_in_very_many_rows_can_be_forgotten() {
     db.connect()
         .await
         .execute(
-            "INSERT INTO user_logins (user_id, device_type, masked_ip, masked_device_id, locale, app_version,
+            "INSERT INTO login_data.user_logins (user_id, device_type, masked_ip, masked_device_id, locale, app_version,
                                       create_date, sqs_message_id, app_version_raw, sent_at, index_key_version)
              SELECT gen_random_uuid()::text, t.device_type, $1, t.masked_device_id, t.locale, t.app_version,
                     t.create_date, gen_random_uuid()::text, t.app_version_raw, t.sent_at, t.index_key_version
                FROM generate_series(1, 150000) g,
-                    (SELECT * FROM user_logins WHERE masked_device_id IS NOT NULL LIMIT 1) t",
+                    (SELECT * FROM login_data.user_logins WHERE masked_device_id IS NOT NULL LIMIT 1) t",
             &[&mask.as_str()],
         )
         .await
@@ -126,7 +126,8 @@ async fn a_value_in_very_many_rows_can_be_forgotten() {
         started.elapsed()
     );
     assert_eq!(result.expect("forgotten"), Outcome::Forgotten);
-    let left = db.count(&format!("SELECT count(*) FROM user_logins WHERE masked_ip = '{mask}'")).await;
+    let left =
+        db.count(&format!("SELECT count(*) FROM login_data.user_logins WHERE masked_ip = '{mask}'")).await;
     assert_eq!(left, 0, "{left} rows keep the value's mask");
 }
 
@@ -245,7 +246,7 @@ async fn forget_answers_and_records_a_present_and_an_absent_value_alike() {
                 .query(
                     "SELECT action, field, target, reason, outcome, detail, outcome_of IS NOT NULL,
                             blind_index IS NOT NULL
-                       FROM pii_audit_entries WHERE request_id = $1 ORDER BY id",
+                       FROM pii_audit_log.pii_audit_entries WHERE request_id = $1 ORDER BY id",
                     &[&request_id],
                 )
                 .await
@@ -274,7 +275,11 @@ async fn forget_answers_and_records_a_present_and_an_absent_value_alike() {
     // Four units spent: the fifth request of any kind is refused.
     let (status, _) = post(&service, &arn, &forget_body("ip", "203.0.113.93"), "fifth").await;
     assert_eq!(status, 429, "each forget spends a unit");
-    assert_eq!(db.count("SELECT count(*) FROM pii_erasures").await, 4, "the refused forget marked nothing");
+    assert_eq!(
+        db.count("SELECT count(*) FROM vault.pii_erasures").await,
+        4,
+        "the refused forget marked nothing"
+    );
 }
 
 /// Held: a later login with an erased value in another spelling (IPv4-mapped IPv6, white
@@ -292,7 +297,7 @@ async fn a_later_login_with_an_erased_value_in_another_spelling_gets_its_token()
         .expect("forget");
     let device = ForgetTarget::Plaintext(Plaintext::new("dev-erased-1"));
     service.forget(&staff("sue"), PiiField::DeviceId, &device, Some(REASON)).await.expect("forget");
-    let vaulted = db.count("SELECT count(*) FROM pii_vault").await;
+    let vaulted = db.count("SELECT count(*) FROM vault.pii_vault").await;
     let later = event(&[
         ("later-1".to_owned(), login_body("u-later-1", "::ffff:192.0.2.60", " dev-erased-1 ")),
         ("later-2".to_owned(), login_body("u-later-2", "::FFFF:c000:023c", "dev-erased-1\t")),
@@ -301,7 +306,7 @@ async fn a_later_login_with_an_erased_value_in_another_spelling_gets_its_token()
     assert!(response.batch_item_failures.is_empty());
     eprintln!("written {}, quarantined {}", stats.written, stats.quarantined);
     assert_eq!(
-        db.count("SELECT count(*) FROM pii_vault").await,
+        db.count("SELECT count(*) FROM vault.pii_vault").await,
         vaulted,
         "an erased value was vaulted again"
     );
@@ -309,14 +314,14 @@ async fn a_later_login_with_an_erased_value_in_another_spelling_gets_its_token()
     let dev_mask = app.keyring.indexer.index(PiiField::DeviceId, "dev-erased-1");
     let raw = db
         .count(&format!(
-            "SELECT count(*) FROM user_logins WHERE masked_ip = '{ip_mask}' OR masked_device_id = '{dev_mask}'"
+            "SELECT count(*) FROM login_data.user_logins WHERE masked_ip = '{ip_mask}' OR masked_device_id = '{dev_mask}'"
         ))
         .await;
     assert_eq!(raw, 0, "a later login wrote the erased value's mask");
     let tokens = db
         .count(
-            "SELECT count(*) FROM user_logins u WHERE u.sqs_message_id LIKE 'later-%'
-                AND EXISTS (SELECT 1 FROM pii_erasures e WHERE e.field = 'ip' AND e.token = u.masked_ip)",
+            "SELECT count(*) FROM login_data.user_logins u WHERE u.sqs_message_id LIKE 'later-%'
+                AND EXISTS (SELECT 1 FROM vault.pii_erasures e WHERE e.field = 'ip' AND e.token = u.masked_ip)",
         )
         .await;
     assert_eq!(tokens, stats.written as i64, "each later login carries the ip's token");
@@ -364,17 +369,98 @@ async fn quarantine_list_after_a_forget_shows_the_bodies_that_held_the_guess_as_
 // Locks other logins can take
 // ------------------------------------------------------------------------------------
 
+/// The statements PostgreSQL may lock a table for before it checks any right on it (or,
+/// for the others, that a login without rights must be refused before they lock): each
+/// would queue a lock on `name` that every later INSERT waits behind.
+fn lock_first_statements(name: &str) -> Vec<String> {
+    // No right on a table is needed to hold ACCESS SHARE on it to the end of a transaction:
+    // neither PREPARE nor a view checks SELECT. On a table out of reach they are refused;
+    // on a view a person may read they hold the view and its table, as the person's read
+    // does anyway.
+    let holds = [
+        format!("PREPARE stall AS SELECT 1 FROM {name}"),
+        format!("CREATE TEMP VIEW stall AS SELECT 1 FROM {name}"),
+    ];
+    let holds = if name.contains('.') { holds.to_vec() } else { Vec::new() };
+    holds
+        .into_iter()
+        .chain([
+            format!("CREATE RULE stall AS ON INSERT TO {name} DO ALSO NOTHING"),
+            format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"),
+            format!("LOCK TABLE {name} IN SHARE MODE"),
+            format!("ALTER TABLE {name} ADD COLUMN stall integer"),
+            format!("COMMENT ON TABLE {name} IS 'stall'"),
+            format!(
+                "CREATE TRIGGER stall BEFORE INSERT ON {name} FOR EACH STATEMENT
+             EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()"
+            ),
+            format!("CREATE TEMP TABLE stall (x bigint REFERENCES {name})"),
+            format!("TRUNCATE {name}"),
+        ])
+        .collect()
+}
+
+/// Sends every lock-first statement on every name, each from a session of its own of
+/// `login`, without waiting for it: (statement, its eventual result).
+async fn queue_lock_first(
+    login: &tokio_postgres::Config,
+    names: &[&str],
+) -> Vec<(String, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>)> {
+    let mut queued = Vec::new();
+    for name in names {
+        for sql in lock_first_statements(name) {
+            let session = connect(login).await;
+            let statement = sql.clone();
+            queued.push((
+                sql,
+                tokio::spawn(
+                    async move { session.batch_execute(&format!("BEGIN; {statement}; COMMIT")).await },
+                ),
+            ));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    queued
+}
+
+/// Every queued statement was refused: on a table's qualified name at once, for want of
+/// the schema (42501, before any lock); on a view, for want of ownership or because it is
+/// no table.
+async fn all_refused(queued: Vec<(String, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>)>) {
+    for (sql, task) in queued {
+        let error = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap_or_else(|_| panic!("{sql}: still waiting after the reader ended"))
+            .expect("task")
+            .expect_err(&sql);
+        let refused = [
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            SqlState::WRONG_OBJECT_TYPE,
+            SqlState::INVALID_FOREIGN_KEY,
+            SqlState::FEATURE_NOT_SUPPORTED,
+        ];
+        assert!(error.code().is_some_and(|code| refused.contains(code)), "{sql}: {error:?}");
+        if ["login_data.", "pii_audit_log.", "pii_budget.", "vault."]
+            .iter()
+            .any(|schema| sql.contains(schema))
+        {
+            assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error:?}");
+        }
+    }
+}
+
 /// Issue 18 ("no lock another database login can take … to stall the service"). The
-/// auditor may read `pii_audit_entries`, so it may hold ACCESS SHARE on it as long as it
-/// likes (an open transaction). `CREATE RULE` locks the table it names ACCESS EXCLUSIVE
-/// before it checks ownership, so a second auditor session queues that lock behind the
-/// first; every INSERT into the audit (every request of the service) then queues behind
-/// it and fails after the service's `lock_timeout`: the whole vault service answers
-/// `audit_unavailable` for as long as the auditor keeps its transaction open. The table
-/// is in `public`, which every role may use (the erasure lock was moved to `pii_locks`
-/// for exactly this; the audit's tables were not).
+/// auditor may read the audit, so it may hold ACCESS SHARE on it as long as it likes (an
+/// open transaction), and `CREATE RULE` (and a few others) lock the table they name before
+/// checking ownership: a second auditor session once queued ACCESS EXCLUSIVE on
+/// `pii_audit_entries` behind the first, and every request of the service (each writes its
+/// entry) queued behind that until `lock_timeout`. Now the audit's tables are in
+/// `pii_audit_log`, which only the service may use, and the auditor reads views in
+/// `public`: the strongest attack left reads through the views in an open transaction (so
+/// holding ACCESS SHARE on the tables behind them) and queues every lock-first statement
+/// on each view and on each table's qualified name. Those on the tables are refused before
+/// any lock, those on a view wait for the view only, and the service goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BREAK: an auditor login alone (open read + queued CREATE RULE on pii_audit_entries) stalls every request of the service"]
 async fn no_auditor_login_can_stall_the_vault_service_with_a_queued_lock_on_the_audit() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
@@ -386,35 +472,50 @@ async fn no_auditor_login_can_stall_the_vault_service_with_a_queued_lock_on_the_
     let auditor = db.login_in("login_etl_auditor").await;
     let mut reader = connect(&auditor).await;
     let tx = reader.transaction().await.expect("tx");
-    tx.query_one("SELECT count(*) FROM pii_audit_entries", &[]).await.expect("the auditor reads");
-    let queuer = connect(&auditor).await;
-    let queued = tokio::spawn(async move {
-        queuer.batch_execute("CREATE RULE stall AS ON INSERT TO pii_audit_entries DO ALSO NOTHING").await
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    for view in ["pii_audit_entries", "pii_audit", "pii_audit_refusals_over_limit"] {
+        tx.query_one(&format!("SELECT count(*) FROM {view}"), &[]).await.expect("the auditor reads");
+    }
+    let queued = queue_lock_first(
+        &auditor,
+        &[
+            "pii_audit_entries",
+            "pii_audit",
+            "pii_audit_refusals_over_limit",
+            "pii_audit_log.pii_audit_entries",
+            "pii_audit_log.pii_audit_chain_head",
+            "pii_audit_log.pii_audit_refusals_over_limit",
+            "pii_audit_log.pii_audit",
+            "pii_budget.pii_budget_keys",
+            "pii_budget.pii_budget_spent",
+            "vault.pii_vault",
+            "vault.pii_keys",
+            "vault.pii_erasures",
+        ],
+    )
+    .await;
 
     let started = Instant::now();
     let result = service.find(&staff("cy"), PiiField::Ip, &ip, None).await;
     let elapsed = started.elapsed();
     tx.rollback().await.expect("rollback");
-    let queued = queued.await.expect("task").expect_err("the auditor owns nothing");
-    assert_eq!(queued.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{queued}");
     assert!(
         result.is_ok() && elapsed < Duration::from_secs(2),
         "an auditor stalled the service: {:?} after {elapsed:?}",
         result.err().map(|e| e.to_string())
     );
+    all_refused(queued).await;
 }
 
-/// Issue 18 ("no lock another database login can take … to stall … ingest"). The docs
-/// grant that a queued `CREATE RULE` on `user_logins` delays batches "until the batches
-/// in flight commit". But an analyst's own read of `user_logins` is in flight as long as
-/// the analyst likes: analyst session 1 reads in an open transaction, analyst session 2
-/// queues `CREATE RULE` (ACCESS EXCLUSIVE, before the ownership check) behind it, and every
-/// batch's INSERT queues behind that, failing after `lock_timeout`: the analyst alone
-/// stops ingest (and every find and reveal) indefinitely.
+/// Issue 18 ("no lock another database login can take … to stall … ingest"). An analyst
+/// session reading `user_logins` in an open transaction, and a second queuing `CREATE RULE`
+/// (ACCESS EXCLUSIVE, before the ownership check) behind it, once held every batch's
+/// INSERT back until `lock_timeout`: the analyst alone stopped ingest. Now the table is
+/// `login_data.user_logins`, in a schema only the function and the service may use, and
+/// the analyst reads the view `public.user_logins`: the strongest attack left reads
+/// through the view in an open transaction and queues every lock-first statement on the
+/// view and on the qualified tables the function writes. Those on the tables are refused
+/// before any lock; those on the view wait for the view only; the batch is written at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BREAK: an analyst login alone (open read + queued CREATE RULE on user_logins) stops ingest indefinitely"]
 async fn no_analyst_login_can_stall_ingest_beyond_the_batches_in_flight() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
@@ -424,11 +525,19 @@ async fn no_analyst_login_can_stall_ingest_beyond_the_batches_in_flight() {
     let mut reader = connect(&analyst).await;
     let tx = reader.transaction().await.expect("tx");
     tx.query_one("SELECT count(*) FROM user_logins", &[]).await.expect("the analyst reads");
-    let queuer = connect(&analyst).await;
-    let queued = tokio::spawn(async move {
-        queuer.batch_execute("CREATE RULE stall AS ON INSERT TO user_logins DO ALSO NOTHING").await
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let queued = queue_lock_first(
+        &analyst,
+        &[
+            "user_logins",
+            "login_data.user_logins",
+            "login_data.login_quarantine",
+            "login_data.login_quarantine_masks",
+            "vault.pii_vault",
+            "vault.pii_keys",
+            "vault.pii_erasures",
+        ],
+    )
+    .await;
 
     let started = Instant::now();
     let batch = tokio::time::timeout(
@@ -438,30 +547,144 @@ async fn no_analyst_login_can_stall_ingest_beyond_the_batches_in_flight() {
     .await;
     let elapsed = started.elapsed();
     tx.rollback().await.expect("rollback");
-    let queued = queued.await.expect("task").expect_err("the analyst owns nothing");
-    assert_eq!(queued.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{queued}");
     let written = match &batch {
         Ok(Ok((response, stats))) if response.batch_item_failures.is_empty() => stats.written,
         _ => 0,
     };
     assert!(
-        written == 5 && elapsed < Duration::from_secs(5),
+        written == 5 && elapsed < Duration::from_secs(2),
         "an analyst stalled ingest: {written} of 5 written after {elapsed:?} ({:?})",
         batch
             .as_ref()
             .map(|b| b.as_ref().map(|(r, _)| r.batch_item_failures.len()).map_err(|e| e.to_string()))
     );
+    all_refused(queued).await;
 }
 
-/// Issue 18 ("no lock another database login can take … to stall the service"): the
-/// quarantine purge's login may UPDATE the quarantine's erasing columns on rows older than
-/// a day (its row policy), so it may also lock them (`FOR UPDATE`). Holding the row of a
-/// body that holds a value, it makes every `forget` of that value fail after the
-/// service's `lock_timeout`: an erasure request cannot be carried out while the purge
-/// login holds its transaction open. (A SECURITY DEFINER purge function alone does not
-/// close it: the rows it erases stay locked by the caller's transaction, so
-/// `BEGIN; SELECT purge(…);` held open, or `SELECT purge(…); SELECT pg_sleep(…)` in one
-/// query string, holds them the same; and a SECURITY DEFINER procedure may not COMMIT.)
+/// The quarantine purge's login has no right on the quarantine any more (it calls
+/// `purge_expired_quarantine`): it cannot read, row-lock or lock the table, nor name it
+/// in a statement that locks first, so it can hold back neither the function's batches
+/// nor the service while the purge of another body is waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_login_cannot_name_or_lock_the_quarantine() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let aged = event(&[("q-aged".to_owned(), rejected_login_body("u-aged", "192.0.2.58", "dev-aged"))]);
+    handler::handle_with_stats(&app, aged).await.expect("quarantined");
+    let purge = db.login_in("login_etl_quarantine_purge").await;
+    let session = connect(&purge).await;
+    for sql in [
+        "SELECT message_id FROM login_data.login_quarantine FOR UPDATE",
+        "SELECT message_id FROM login_data.login_quarantine",
+        "UPDATE login_data.login_quarantine SET erased_by = 'purge'",
+        "SELECT 1 FROM login_data.login_quarantine_masks FOR KEY SHARE",
+    ] {
+        let error = session.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error:?}");
+    }
+    // Nor by the old name: there is nothing of that name in public.
+    let error = session.batch_execute("SELECT 1 FROM login_quarantine").await.expect_err("gone");
+    assert_eq!(error.code(), Some(&SqlState::UNDEFINED_TABLE), "{error}");
+
+    // A batch in flight holds the quarantine (its INSERT); the purge login's lock-first
+    // statements on it are refused at once rather than queued behind the batch.
+    let mut batch_session = db.connect().await;
+    let batch = batch_session.transaction().await.expect("tx");
+    batch
+        .execute("UPDATE login_data.login_quarantine SET receive_count = receive_count WHERE false", &[])
+        .await
+        .expect("a writer holds the table");
+    let queued =
+        queue_lock_first(&purge, &["login_data.login_quarantine", "login_data.login_quarantine_masks"]).await;
+    // A batch that writes both the logins and the quarantine.
+    let mut messages = many_logins(3, "purge-late");
+    messages.push(("q-late".to_owned(), rejected_login_body("u-late", "192.0.2.59", "dev-late")));
+    let started = Instant::now();
+    let (_, stats) = handler::handle_with_stats(&app, event(&messages)).await.expect("the batch");
+    let elapsed = started.elapsed();
+    assert_eq!(stats.written, 3);
+    batch.rollback().await.expect("rollback");
+    assert!(elapsed < Duration::from_secs(2), "the purge login held ingest back: {elapsed:?}");
+    all_refused(queued).await;
+}
+
+/// The purge still works through its function, as the V6 policies allowed and no further:
+/// it erases the bodies past the retention and labels them `purge`; asked for less than a
+/// day (0, or a negative number of days) it still spares every body younger than a day; it
+/// never touches a body already erased (a `forget` stays a `forget`, with its date); and
+/// only the purge's login and the service may call it.
+#[tokio::test]
+async fn the_purge_erases_through_its_function_only_what_is_older_than_a_day_and_relabels_nothing() {
+    use login_etl_core::store::quarantine::purge_expired;
+
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let bodies = [("q-2d", "192.0.2.61"), ("q-12h", "192.0.2.62"), ("q-forgot", "192.0.2.63")]
+        .map(|(id, ip)| (id.to_owned(), rejected_login_body(id, ip, "dev-purge")));
+    handler::handle_with_stats(&app, event(&bodies)).await.expect("quarantined");
+    let owner = db.connect().await;
+    owner
+        .batch_execute(
+            "UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '2 days'
+              WHERE message_id = 'q-2d';
+             UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '12 hours'
+              WHERE message_id = 'q-12h';
+             UPDATE login_data.login_quarantine
+                SET quarantined_at = now() - interval '3 days', key_version = NULL, nonce = NULL,
+                    ciphertext = NULL, erased_at = '2026-01-01', erased_by = 'forget'
+              WHERE message_id = 'q-forgot';",
+        )
+        .await
+        .expect("aged");
+
+    let purge = connect(&db.login_in("login_etl_quarantine_purge").await).await;
+    let raw: i64 = purge
+        .query_one("SELECT public.purge_expired_quarantine(-5, 100)", &[])
+        .await
+        .expect("the purge login calls it")
+        .get(0);
+    assert_eq!(raw, 1, "a negative retention is a day");
+    assert_eq!(purge_expired(&purge, 0, 100).await.expect("again"), 0);
+    assert_eq!(purge_expired(&purge, 1, 0).await.expect("no rows asked"), 0);
+    let state = |id: &'static str| {
+        let owner = &owner;
+        async move {
+            let row = owner
+                .query_one(
+                    "SELECT erased_by::text, erased_at::text, ciphertext IS NULL
+                       FROM login_data.login_quarantine WHERE message_id = $1",
+                    &[&id],
+                )
+                .await
+                .expect(id);
+            (row.get::<_, Option<String>>(0), row.get::<_, Option<String>>(1), row.get::<_, bool>(2))
+        }
+    };
+    let (by, _, erased) = state("q-2d").await;
+    assert_eq!((by.as_deref(), erased), (Some("purge"), true), "the expired body is purged");
+    assert_eq!(state("q-12h").await, (None, None, false), "a body younger than a day was erased");
+    let (by, at, _) = state("q-forgot").await;
+    assert_eq!(by.as_deref(), Some("forget"), "an erasure was relabelled");
+    assert!(at.is_some_and(|at| at.starts_with("2026-01-01")), "an erasure was redated");
+
+    for group in ["login_etl_analyst", "login_etl_auditor", "login_etl_vault_reader", "login_etl_writer"] {
+        let other = connect(&db.login_in(group).await).await;
+        let error =
+            other.batch_execute("SELECT public.purge_expired_quarantine(1, 100)").await.expect_err(group);
+        assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{group}: {error}");
+    }
+}
+
+/// Was a hole of issue 18 ("no lock another database login can take … to stall the
+/// service"): the quarantine purge's login erases bodies older than a day (through
+/// `purge_expired_quarantine`, its only right since version 12), and the rows it erased
+/// stay locked until its transaction ends (a SECURITY DEFINER function does not change
+/// that: the locks belong to the caller's transaction). Holding the row of a body that
+/// holds a value made every `forget` of that value fail after the service's
+/// `lock_timeout`. Now forget, show and replay skip an old body another session holds;
+/// its masks become the token, so it stays erased for them until it is erased for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_purge_login_cannot_hold_back_the_forget_of_a_quarantined_value() {
     let db = TestDb::new().await;
@@ -474,7 +697,7 @@ async fn the_purge_login_cannot_hold_back_the_forget_of_a_quarantined_value() {
     db.connect()
         .await
         .execute(
-            "UPDATE login_quarantine SET quarantined_at = now() - interval '2 days' WHERE message_id = 'q-old'",
+            "UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '2 days' WHERE message_id = 'q-old'",
             &[],
         )
         .await
@@ -483,11 +706,12 @@ async fn the_purge_login_cannot_hold_back_the_forget_of_a_quarantined_value() {
     let purge = db.login_in("login_etl_quarantine_purge").await;
     let mut holder = connect(&purge).await;
     let tx = holder.transaction().await.expect("tx");
-    let locked = tx
-        .query("SELECT message_id FROM login_quarantine WHERE erased_at IS NULL FOR UPDATE", &[])
+    let erased: i64 = tx
+        .query_one("SELECT public.purge_expired_quarantine(1, 100)", &[])
         .await
-        .expect("the purge login may lock the rows it may erase");
-    assert_eq!(locked.len(), 1);
+        .expect("the purge login's function locks the rows it erases, in the caller's transaction")
+        .get(0);
+    assert_eq!(erased, 1);
 
     let started = Instant::now();
     let result = service.forget(&staff("ida"), PiiField::Ip, &plaintext("192.0.2.57"), Some(REASON)).await;
@@ -514,12 +738,64 @@ async fn the_purge_login_cannot_hold_back_the_forget_of_a_quarantined_value() {
         .connect()
         .await
         .query_one(
-            "SELECT ciphertext IS NULL, erased_by FROM login_quarantine WHERE message_id = 'q-old'",
+            "SELECT ciphertext IS NULL, erased_by FROM login_data.login_quarantine WHERE message_id = 'q-old'",
             &[],
         )
         .await
         .expect("row");
     assert_eq!((row.get::<_, bool>(0), row.get::<_, Option<String>>(1).as_deref()), (true, Some("forget")));
+}
+
+/// Held: the people's views in `public` are no way in. No role but their owners holds any
+/// privilege on them other than SELECT, so no person may write through one, row-lock
+/// through one, or `LOCK TABLE` one (which would lock the table behind it) beyond ACCESS
+/// SHARE; and the function and the service hold none on them at all.
+#[tokio::test]
+async fn the_views_in_public_are_select_only_and_lock_nothing_behind_them() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let views = ["user_logins", "pii_audit", "pii_audit_entries", "pii_audit_refusals_over_limit"];
+    let other_grants = db
+        .count(
+            "SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
+              WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v'
+                AND a.grantee <> c.relowner
+                AND (a.privilege_type <> 'SELECT'
+                     OR a.grantee NOT IN ('login_etl_analyst'::regrole, 'login_etl_vault_reader'::regrole,
+                                          'login_etl_auditor'::regrole))",
+        )
+        .await;
+    assert_eq!(other_grants, 0, "a view in public grants more than SELECT to the people");
+    for group in [
+        "login_etl_analyst",
+        "login_etl_vault_reader",
+        "login_etl_auditor",
+        "login_etl_quarantine_purge",
+        "login_etl_writer",
+        "login_etl_vault_service",
+    ] {
+        let mut other = connect(&db.login_in(group).await).await;
+        for view in views {
+            for sql in [
+                format!("INSERT INTO {view} DEFAULT VALUES"),
+                format!("UPDATE {view} SET user_id = user_id"),
+                format!("DELETE FROM {view}"),
+                format!("SELECT 1 FROM {view} FOR KEY SHARE"),
+                format!("LOCK TABLE {view} IN ROW EXCLUSIVE MODE"),
+            ] {
+                let tx = other.transaction().await.expect("tx");
+                let error = tx.batch_execute(&sql).await.expect_err(&sql);
+                let refused = [
+                    SqlState::INSUFFICIENT_PRIVILEGE,
+                    SqlState::UNDEFINED_COLUMN,
+                    SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                ];
+                assert!(error.code().is_some_and(|code| refused.contains(code)), "{group}: {sql}: {error:?}");
+            }
+        }
+    }
 }
 
 /// Held: the service's sessions carry `lock_timeout` and `statement_timeout`; a SET by
@@ -571,12 +847,12 @@ async fn no_person_login_can_lock_the_chain_head_the_budget_rows_or_the_erasure_
     ] {
         let mut other = connect(&db.login_in(group).await).await;
         for sql in [
-            "SELECT 1 FROM pii_audit_chain_head FOR UPDATE",
-            "SELECT 1 FROM pii_audit_chain_head FOR KEY SHARE",
-            "LOCK TABLE pii_audit_chain_head IN ACCESS EXCLUSIVE MODE",
-            "LOCK TABLE pii_audit_entries IN SHARE MODE",
-            "SELECT 1 FROM pii_audit_entries FOR KEY SHARE",
-            "SELECT 1 FROM pii_budget_keys FOR KEY SHARE",
+            "SELECT 1 FROM pii_audit_log.pii_audit_chain_head FOR UPDATE",
+            "SELECT 1 FROM pii_audit_log.pii_audit_chain_head FOR KEY SHARE",
+            "LOCK TABLE pii_audit_log.pii_audit_chain_head IN ACCESS EXCLUSIVE MODE",
+            "LOCK TABLE pii_audit_log.pii_audit_entries IN SHARE MODE",
+            "SELECT 1 FROM pii_audit_log.pii_audit_entries FOR KEY SHARE",
+            "SELECT 1 FROM pii_budget.pii_budget_keys FOR KEY SHARE",
             "SET ROLE login_etl_audit_owner",
             "SET ROLE login_etl_vault_service",
         ] {
@@ -618,8 +894,13 @@ async fn an_admin_operation_sent_as_an_array_is_refused_at_the_front_within_the_
         let (status, answer) = post(&service, &arn, body, &format!("arr-{n}")).await;
         assert!(matches!(status, 400 | 403), "{body}: {status} {answer}");
     }
-    assert_eq!(db.count("SELECT count(*) FROM pii_keys WHERE purpose = 'data' AND version > 1").await, 0);
-    let entries = db.count(&format!("SELECT count(*) FROM pii_audit_entries WHERE caller = '{arn}'")).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM vault.pii_keys WHERE purpose = 'data' AND version > 1").await,
+        0
+    );
+    let entries = db
+        .count(&format!("SELECT count(*) FROM pii_audit_log.pii_audit_entries WHERE caller = '{arn}'"))
+        .await;
     assert!(entries <= limit, "{entries} audit entries from {} refused requests (limit {limit})", limit + 10);
 }
 
@@ -644,9 +925,11 @@ async fn a_flood_of_refusals_under_many_session_names_of_one_role_stays_within_t
             sent += 1;
         }
     }
-    let rows = db.count("SELECT count(*) FROM pii_audit_entries WHERE caller LIKE '%/developer/m-%'").await;
+    let rows = db
+        .count("SELECT count(*) FROM pii_audit_log.pii_audit_entries WHERE caller LIKE '%/developer/m-%'")
+        .await;
     let counted = db
-        .count("SELECT coalesce(sum(refused), 0)::int8 FROM pii_audit_refusals_over_limit WHERE caller LIKE '%/developer/%'")
+        .count("SELECT coalesce(sum(refused), 0)::int8 FROM pii_audit_log.pii_audit_refusals_over_limit WHERE caller LIKE '%/developer/%'")
         .await;
     assert_eq!(rows + counted, sent, "every refusal on the record");
     assert!(rows <= limit, "{rows} refused rows in a minute from one role's sessions (limit {limit})");
@@ -698,7 +981,7 @@ async fn hostile_bodies_are_refused_on_the_record_and_do_nothing() {
             .await;
         assert_eq!(recorded, cases.len() as i64, "{who}: each on the record with its digest");
     }
-    assert_eq!(db.count("SELECT count(*) FROM pii_keys WHERE version > 1").await, 0, "nothing rotated");
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_keys WHERE version > 1").await, 0, "nothing rotated");
     assert_eq!(
         db.count(
             "SELECT count(*) FROM pii_audit WHERE outcome IS DISTINCT FROM 'refused' AND caller LIKE '%/hal'"
@@ -723,7 +1006,7 @@ async fn over_budget_refusals_answer_nothing_and_spend_nothing() {
         assert!(matches!(error, ServiceError::Budget { .. }), "{error}");
     }
     let biggest = db
-        .count("SELECT max(octet_length(e::text))::int8 FROM pii_audit_entries e WHERE caller LIKE '%/ola'")
+        .count("SELECT max(octet_length(e::text))::int8 FROM pii_audit_log.pii_audit_entries e WHERE caller LIKE '%/ola'")
         .await;
     assert!(biggest < 1024, "an entry of {biggest} bytes");
 }
@@ -791,11 +1074,11 @@ async fn forget_by_user_spends_its_own_quota_and_nothing_over_it() {
         let done = service.forget_user(&staff("quo"), user, Some(REASON)).await.expect("within the quota");
         assert!(done.erased > 0, "{user}");
     }
-    let before = db.count("SELECT count(*) FROM pii_erasures").await;
+    let before = db.count("SELECT count(*) FROM vault.pii_erasures").await;
     let error =
         service.forget_user(&staff("QUO"), &users[2], Some(REASON)).await.expect_err("over the quota");
     assert!(matches!(error, ServiceError::ErasureQuota { .. }), "{error}");
-    assert_eq!(db.count("SELECT count(*) FROM pii_erasures").await, before, "erased over the quota");
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_erasures").await, before, "erased over the quota");
     let error = service.find(&staff("quo"), PiiField::Ip, &ip, None).await.expect_err("reveal budget");
     assert!(matches!(error, ServiceError::Budget { .. }), "{error}");
 }
@@ -834,9 +1117,10 @@ async fn concurrent_writers_leave_a_chain_that_verifies() {
     }
     let page = service.audit_verify(&staff("ver"), None, None).await.expect("verify");
     assert!(page.broken.is_none(), "{:?}", page.broken);
-    let chained = db.count("SELECT count(*) FROM pii_audit_entries WHERE seq IS NOT NULL").await;
+    let chained =
+        db.count("SELECT count(*) FROM pii_audit_log.pii_audit_entries WHERE seq IS NOT NULL").await;
     assert_eq!(page.verified as i64 + 1, chained, "every entry but verify's own request verified");
-    let gaps = db.count("SELECT (max(seq) - count(*))::int8 FROM pii_audit_entries").await;
+    let gaps = db.count("SELECT (max(seq) - count(*))::int8 FROM pii_audit_log.pii_audit_entries").await;
     assert_eq!(gaps, 0);
 }
 
@@ -902,18 +1186,18 @@ async fn slipped_in_at_a_page_boundary(id: i64) {
     for task in tasks {
         task.await.expect("task");
     }
-    assert!(db.count("SELECT max(seq) FROM pii_audit_entries").await >= 2000);
+    assert!(db.count("SELECT max(seq) FROM pii_audit_log.pii_audit_entries").await >= 2000);
     // The owner: a copy of entry 2000 under its number, naming another caller and action.
     db.connect()
         .await
         .batch_execute(&format!(
             "SET ROLE login_etl_audit_owner;
-             DROP INDEX pii_audit_entries_seq_idx;
-             INSERT INTO pii_audit_entries (seq, id, at, db_user, caller, action, field, reason, request_id,
+             DROP INDEX pii_audit_log.pii_audit_entries_seq_idx;
+             INSERT INTO pii_audit_log.pii_audit_entries (seq, id, at, db_user, caller, action, field, reason, request_id,
                                             outcome, outcome_at, detail, chain)
              SELECT seq, {id}, at, db_user, '{}', 'reveal', 'ip', 'ticket SEC-0002 framed', 'framed-2000',
                     'revealed', at, NULL, chain
-               FROM pii_audit_entries WHERE seq = 2000;",
+               FROM pii_audit_log.pii_audit_entries WHERE seq = 2000;",
             staff_arn("victim")
         ))
         .await
@@ -961,8 +1245,8 @@ async fn an_unchained_entry_slipped_below_the_chain_is_only_counted_as_documente
         .await
         .batch_execute(&format!(
             "SET ROLE login_etl_audit_owner;
-             ALTER TABLE pii_audit_entries DROP CONSTRAINT pii_audit_entries_chained;
-             INSERT INTO pii_audit_entries (id, at, db_user, caller, action, field, reason, request_id, outcome)
+             ALTER TABLE pii_audit_log.pii_audit_entries DROP CONSTRAINT pii_audit_entries_chained;
+             INSERT INTO pii_audit_log.pii_audit_entries (id, at, db_user, caller, action, field, reason, request_id, outcome)
              VALUES (-7, now(), 'x', '{}', 'reveal', 'ip', 'ticket SEC-0001 framed', 'framed', 'revealed');",
             staff_arn("victim")
         ))

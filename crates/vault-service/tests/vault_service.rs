@@ -30,10 +30,11 @@ async fn no_human_role_reaches_the_vault_or_the_keys_and_the_writer_only_appends
 
     for role in ["login_etl_analyst", "login_etl_vault_reader", "login_etl_auditor"] {
         let person = connect(&db.login_in(role).await).await;
-        denied(&person, "SELECT * FROM pii_vault").await;
-        denied(&person, "SELECT * FROM pii_keys").await;
-        denied(&person, "INSERT INTO pii_audit_entries (caller, action) VALUES ('x', 'find')").await;
-        denied(&person, "UPDATE pii_audit_entries SET reason = 'x'").await;
+        denied(&person, "SELECT * FROM vault.pii_vault").await;
+        denied(&person, "SELECT * FROM vault.pii_keys").await;
+        denied(&person, "INSERT INTO pii_audit_log.pii_audit_entries (caller, action) VALUES ('x', 'find')")
+            .await;
+        denied(&person, "UPDATE pii_audit_log.pii_audit_entries SET reason = 'x'").await;
         // Nothing in the schema that a person may execute returns vault content: no
         // function of the schema is executable by the role at all.
         let executable: i64 = person
@@ -57,23 +58,24 @@ async fn no_human_role_reaches_the_vault_or_the_keys_and_the_writer_only_appends
     let auditor = connect(&db.login_in("login_etl_auditor").await).await;
     allowed(&auditor, "SELECT * FROM pii_audit").await;
     denied(&auditor, "SELECT * FROM user_logins").await;
+    denied(&auditor, "SELECT * FROM login_data.user_logins").await;
 
     let writer = connect(&db.login_in("login_etl_writer").await).await;
-    allowed(&writer, "SELECT count(*) FROM pii_keys").await;
-    denied(&writer, "SELECT * FROM pii_vault").await;
-    denied(&writer, "SELECT * FROM user_logins").await;
+    allowed(&writer, "SELECT count(*) FROM vault.pii_keys").await;
+    denied(&writer, "SELECT * FROM vault.pii_vault").await;
+    denied(&writer, "SELECT * FROM login_data.user_logins").await;
     denied(
         &writer,
-        "INSERT INTO pii_keys (purpose, version, kms_key_id, wrapped_key) VALUES ('data', 2, 'k', '\\x00')",
+        "INSERT INTO vault.pii_keys (purpose, version, kms_key_id, wrapped_key) VALUES ('data', 2, 'k', '\\x00')",
     )
     .await;
-    denied(&writer, "UPDATE pii_keys SET version = 2").await;
-    denied(&writer, "DELETE FROM pii_keys").await;
-    denied(&writer, "UPDATE pii_vault SET erased_at = now()").await;
+    denied(&writer, "UPDATE vault.pii_keys SET version = 2").await;
+    denied(&writer, "DELETE FROM vault.pii_keys").await;
+    denied(&writer, "UPDATE vault.pii_vault SET erased_at = now()").await;
     denied(
         &writer,
         &format!(
-            "INSERT INTO pii_vault (field, blind_index, erased_at) VALUES ('ip', '{}', now())",
+            "INSERT INTO vault.pii_vault (field, blind_index, erased_at) VALUES ('ip', '{}', now())",
             "a".repeat(64)
         ),
     )
@@ -85,9 +87,9 @@ async fn no_human_role_reaches_the_vault_or_the_keys_and_the_writer_only_appends
     owner.batch_execute("SET ROLE login_etl_audit_owner").await.expect("the owner");
     vault_service(&db, &kms, 100).await.audit(&staff("ann"), None, None, None).await.expect("an entry");
     for sql in [
-        "UPDATE pii_audit_entries SET caller = 'y'",
-        "DELETE FROM pii_audit_entries",
-        "TRUNCATE pii_audit_entries",
+        "UPDATE pii_audit_log.pii_audit_entries SET caller = 'y'",
+        "DELETE FROM pii_audit_log.pii_audit_entries",
+        "TRUNCATE pii_audit_log.pii_audit_entries",
     ] {
         let error = owner.batch_execute(sql).await.expect_err(sql);
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error}");
@@ -110,10 +112,10 @@ async fn a_find_of_a_value_on_very_many_rows_answers_a_bounded_page_and_the_coun
     db.connect()
         .await
         .execute(
-            "INSERT INTO user_logins
-             SELECT (jsonb_populate_record(NULL::user_logins, to_jsonb(u) || jsonb_build_object(
+            "INSERT INTO login_data.user_logins
+             SELECT (jsonb_populate_record(NULL::login_data.user_logins, to_jsonb(u) || jsonb_build_object(
                         'sqs_message_id', rpad('many-' || g, 128, 'x'), 'masked_ip', $1::text))).*
-               FROM (SELECT * FROM user_logins LIMIT 1) u, generate_series(1, 1200) g",
+               FROM (SELECT * FROM login_data.user_logins LIMIT 1) u, generate_series(1, 1200) g",
             &[&mask.as_str()],
         )
         .await
@@ -185,7 +187,7 @@ async fn the_audit_row_is_committed_before_the_vault_is_read_and_without_it_noth
     // The step after the audit fails (the vault cannot be read): the row is there.
     db.connect()
         .await
-        .batch_execute("REVOKE SELECT ON pii_vault FROM login_etl_vault_service")
+        .batch_execute("REVOKE SELECT ON vault.pii_vault FROM login_etl_vault_service")
         .await
         .expect("revoke");
     let error =
@@ -198,12 +200,12 @@ async fn the_audit_row_is_committed_before_the_vault_is_read_and_without_it_noth
     );
     db.connect()
         .await
-        .batch_execute("GRANT SELECT ON pii_vault TO login_etl_vault_service")
+        .batch_execute("GRANT SELECT ON vault.pii_vault TO login_etl_vault_service")
         .await
         .expect("grant");
 
     // The audit cannot be written: nothing is read, nothing answered.
-    db.fail_inserts_into("pii_audit_entries", "audit storage unavailable (simulated)").await;
+    db.fail_inserts_into("pii_audit_log.pii_audit_entries", "audit storage unavailable (simulated)").await;
     let error =
         service.reveal(&staff("bob"), &mask(PiiField::Ip, &index), Some(REASON)).await.expect_err("no audit");
     assert!(matches!(error, ServiceError::AuditUnavailable(_)), "{error}");
@@ -280,7 +282,7 @@ async fn key_administration_goes_through_the_service_and_keeps_every_value_and_m
         Reencrypted { vault: 198, quarantine: 1, tombstones: 0 }
     );
     assert_eq!(service.reencrypt(&admin, 50).await.expect("resumable"), Reencrypted::default());
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE key_version < 2").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault WHERE key_version < 2").await, 0);
     for login in sample_messages().iter().filter(|m| m.get("ip").is_some()) {
         let ip = login["ip"].as_str().expect("ip");
         let index = first.keyring.indexer.index(PiiField::Ip, ip);
@@ -293,7 +295,9 @@ async fn key_administration_goes_through_the_service_and_keeps_every_value_and_m
     let error = db
         .connect()
         .await
-        .batch_execute("UPDATE pii_keys SET version = 2147483647 WHERE purpose = 'data' AND version = 2")
+        .batch_execute(
+            "UPDATE vault.pii_keys SET version = 2147483647 WHERE purpose = 'data' AND version = 2",
+        )
         .await
         .expect_err("bounded");
     assert_eq!(error.code(), Some(&SqlState::CHECK_VIOLATION));
@@ -429,8 +433,8 @@ async fn every_operation_refused_for_lack_of_a_role_leaves_its_request_recorded_
         );
     }
     // Refused requests spend no budget and nothing was erased or rotated.
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE erased_at IS NOT NULL").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM pii_keys WHERE purpose = 'data'").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault WHERE erased_at IS NOT NULL").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_keys WHERE purpose = 'data'").await, 1);
     assert_eq!(db.count("SELECT count(*) FROM pii_audit WHERE outcome IS NULL").await, 0);
 }
 
@@ -523,7 +527,7 @@ async fn the_request_is_recorded_before_it_is_authorized_or_checked() {
 
     // With the audit down, no step after the record runs: not even the refusal of a caller
     // in no role, or of a malformed argument, is answered.
-    db.fail_inserts_into("pii_audit_entries", "audit storage unavailable (simulated)").await;
+    db.fail_inserts_into("pii_audit_log.pii_audit_entries", "audit storage unavailable (simulated)").await;
     let results = [
         service.reveal(&nobody(), &mask_target(&index), Some(REASON)).await.map(drop),
         service.rotate_key(&nobody()).await.map(drop),

@@ -161,7 +161,7 @@ pub struct WriteOutcome {
 // waits on another in a cycle. The statements sort too (ORDER BY), so the order holds
 // whatever the caller hands in; `PreparedBatch::new` sorts for the COPY.
 const INSERT_VAULT: &str = r#"
-    INSERT INTO pii_vault (field, blind_index, key_version, nonce, ciphertext)
+    INSERT INTO vault.pii_vault (field, blind_index, key_version, nonce, ciphertext)
     SELECT v.* FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::bytea[], $5::bytea[])
         AS v(field, blind_index, key_version, nonce, ciphertext)
     ORDER BY v.field COLLATE "C", v.blind_index COLLATE "C"

@@ -110,7 +110,7 @@ pub async fn erased(tx: &impl GenericClient, values: &[MarkedValue]) -> Result<E
         biased;
         tx.simple_query(LOCK_SHARED),
         tx.query_typed(
-            "SELECT e.field::text, e.marker::text, e.token::text FROM pii_erasures e
+            "SELECT e.field::text, e.marker::text, e.token::text FROM vault.pii_erasures e
                JOIN UNNEST($1::text[], $2::text[]) AS v(field, marker)
                  ON e.field = v.field AND e.marker = v.marker",
             &params,

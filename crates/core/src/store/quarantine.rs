@@ -102,7 +102,7 @@ impl QuarantineMask {
 }
 
 pub static LOGIN_QUARANTINE: Table<QuarantineRow> = Table {
-    name: "login_quarantine",
+    name: "login_data.login_quarantine",
     columns: &[
         Column::varchar("message_id", 128, |r| r.message_id.as_str()),
         Column::integer("attempt", |r| r.attempt),
@@ -126,7 +126,7 @@ pub static INSERT_QUARANTINE: std::sync::LazyLock<String> =
 
 /// Which quarantined bodies hold which value, so that `forget` finds every copy.
 pub static LOGIN_QUARANTINE_MASKS: Table<QuarantineMask> = Table {
-    name: "login_quarantine_masks",
+    name: "login_data.login_quarantine_masks",
     columns: &[
         Column::varchar("message_id", 128, |r| r.message_id.as_str()),
         Column::integer("attempt", |r| r.attempt),
@@ -145,25 +145,21 @@ pub static INSERT_QUARANTINE_MASKS: std::sync::LazyLock<String> =
 /// statement (rows another session holds are skipped, not waited for); returns how many.
 /// The row stays, without its body: the runbook still sees what was quarantined and why.
 /// Run by the scheduled `quarantine-purge` (its own role) and by `pii-vault quarantine
-/// purge` through the vault service (audited).
+/// purge` through the vault service (audited), both through the database's
+/// `purge_expired_quarantine` (sql/V12__tables_out_of_reach.sql), the statement's one
+/// definition: the purge's login has no right on the table itself, and the function erases
+/// nothing younger than a day whatever it is asked.
 pub async fn purge_expired(
     client: &tokio_postgres::Client,
     retention_days: u32,
     limit: u32,
 ) -> Result<u64, super::StoreError> {
     let days = i32::try_from(retention_days).unwrap_or(i32::MAX);
-    Ok(client
-        .execute(
-            "UPDATE login_quarantine q
-                SET key_version = NULL, nonce = NULL, ciphertext = NULL,
-                    erased_at = clock_timestamp(), erased_by = 'purge'
-              WHERE (q.message_id, q.attempt) IN (
-                    SELECT message_id, attempt FROM login_quarantine
-                     WHERE erased_at IS NULL AND quarantined_at < now() - make_interval(days => $1)
-                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            &[&days, &i64::from(limit)],
-        )
-        .await?)
+    let erased: Option<i64> = client
+        .query_one("SELECT public.purge_expired_quarantine($1, $2)", &[&days, &i64::from(limit)])
+        .await?
+        .get(0);
+    Ok(erased.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
 }
 
 /// Adds quarantined messages, in key order, in the caller's transaction; a key already

@@ -233,7 +233,7 @@ impl<R> Table<R> {
 /// `user_logins`: the exercise's columns (kept as given) and the design's. The PII is
 /// here only as masks; `loaded_at` is the table's own default.
 pub static USER_LOGINS: Table<LoginRow> = Table {
-    name: "user_logins",
+    name: "login_data.user_logins",
     columns: &[
         Column::varchar("sqs_message_id", 128, |r| &r.sqs_message_id),
         Column::varchar("user_id", 128, |r| r.details.user_id()),
@@ -325,12 +325,15 @@ mod tests {
         assert_eq!(
             USER_LOGINS.insert_sql(),
             format!(
-                "INSERT INTO user_logins ({names}) SELECT r.* FROM UNNEST({}) AS r({names}) \
+                "INSERT INTO login_data.user_logins ({names}) SELECT r.* FROM UNNEST({}) AS r({names}) \
                  ORDER BY r.sqs_message_id COLLATE \"C\" ON CONFLICT DO NOTHING",
                 arrays.join(", ")
             )
         );
-        assert_eq!(USER_LOGINS.copy_sql(), format!("COPY user_logins ({names}) FROM STDIN (FORMAT binary)"));
+        assert_eq!(
+            USER_LOGINS.copy_sql(),
+            format!("COPY login_data.user_logins ({names}) FROM STDIN (FORMAT binary)")
+        );
     }
 
     /// A row whose every text value is its own column's name: a described column that

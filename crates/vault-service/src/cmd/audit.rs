@@ -49,7 +49,7 @@ impl Operation for Audit {
             .await?
             .query(
                 "SELECT id, at, caller, action, field, blind_index, target, reason, request_id, outcome, detail
-                   FROM pii_audit
+                   FROM pii_audit_log.pii_audit
                   WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::int8 IS NULL OR id > $2)
                   ORDER BY id LIMIT $3",
                 &[&valid.since, &valid.after, &(i64::from(valid.limit) + 1)],

@@ -75,8 +75,8 @@ impl Operation for Verify {
         let counts = client
             .query_one(
                 "SELECT count(*) FILTER (WHERE seq IS NULL),
-                        min(id) FILTER (WHERE seq IS NULL AND id > (SELECT min(id) FROM pii_audit_entries WHERE seq IS NOT NULL))
-                   FROM pii_audit_entries",
+                        min(id) FILTER (WHERE seq IS NULL AND id > (SELECT min(id) FROM pii_audit_log.pii_audit_entries WHERE seq IS NOT NULL))
+                   FROM pii_audit_log.pii_audit_entries",
                 &[],
             )
             .await?;
@@ -100,7 +100,7 @@ impl Operation for Verify {
         let rows = client
             .query(
                 &format!(
-                    "SELECT {ENTRY_COLUMNS}, chain FROM pii_audit_entries WHERE seq >= $1
+                    "SELECT {ENTRY_COLUMNS}, chain FROM pii_audit_log.pii_audit_entries WHERE seq >= $1
                       ORDER BY seq, id LIMIT $2"
                 ),
                 &[&resume, &(PAGE_ENTRIES + i64::from(valid.after.is_some()))],

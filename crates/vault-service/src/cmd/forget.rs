@@ -20,6 +20,7 @@ use login_etl_core::crypto::erasure::new_token;
 use login_etl_core::crypto::{BlindIndex, ErasureKey, PiiField};
 use login_etl_core::error::DbError;
 use login_etl_core::store::erasure;
+use login_etl_core::store::quarantine::{LOGIN_QUARANTINE, LOGIN_QUARANTINE_MASKS};
 use login_etl_core::store::table::USER_LOGINS;
 use pii_vault_protocol::{ForgetTarget, Outcome};
 
@@ -169,13 +170,14 @@ impl Operation for ForgetUser<'_> {
 /// mask, $3 token; by the masks kept beside them, since a body quarantined after an earlier
 /// erasure carries the token), among those `which` picks.
 fn erase_bodies(which: &str) -> String {
+    let (bodies, masks) = (LOGIN_QUARANTINE.name, LOGIN_QUARANTINE_MASKS.name);
     format!(
-        "UPDATE login_quarantine SET key_version = NULL, nonce = NULL, ciphertext = NULL,
+        "UPDATE {bodies} SET key_version = NULL, nonce = NULL, ciphertext = NULL,
                 erased_at = clock_timestamp(), erased_by = 'forget'
           WHERE (message_id, attempt) IN (
-                SELECT q.message_id, q.attempt FROM login_quarantine q
+                SELECT q.message_id, q.attempt FROM {bodies} q
                  WHERE q.erased_at IS NULL
-                   AND EXISTS (SELECT 1 FROM login_quarantine_masks m
+                   AND EXISTS (SELECT 1 FROM {masks} m
                                 WHERE m.message_id = q.message_id AND m.attempt = q.attempt
                                   AND m.field = $1 AND m.blind_index IN ($2, $3))
                    {which})"
@@ -183,8 +185,8 @@ fn erase_bodies(which: &str) -> String {
 }
 
 /// Bodies younger than a day: only the function and this service can lock them (the
-/// purge's row policy in sql/V6__quarantine.sql sees nothing younger), so a forget waits
-/// for them.
+/// purge's function, `purge_expired_quarantine` in sql/V12, erases nothing younger), so
+/// a forget waits for them.
 const YOUNG_BODIES: &str = "AND q.quarantined_at >= now() - interval '1 day'";
 
 /// Bodies a day old or older are what the purge erases, so its login may hold them (an
@@ -222,7 +224,7 @@ pub(super) async fn erase_value(
     // A token given as a mask (a reveal answers it) is an erasure already: erasing it as a
     // value would give its rows a second token, apart from the later logins of the value.
     let is_token = tx
-        .query_opt("SELECT 1 FROM pii_erasures WHERE field = $1 AND token = $2", &[&field_name, &mask])
+        .query_opt("SELECT 1 FROM vault.pii_erasures WHERE field = $1 AND token = $2", &[&field_name, &mask])
         .await?
         .is_some();
     if is_token {
@@ -231,7 +233,7 @@ pub(super) async fn erase_value(
     let marker = erasure_key.marker(field, index);
     let existing = tx
         .query_opt(
-            "SELECT token FROM pii_erasures WHERE field = $1 AND marker = $2",
+            "SELECT token FROM vault.pii_erasures WHERE field = $1 AND marker = $2",
             &[&field_name, &marker.as_str()],
         )
         .await?;
@@ -241,7 +243,7 @@ pub(super) async fn erase_value(
         None => {
             let token = new_token();
             tx.execute(
-                "INSERT INTO pii_erasures (field, marker, token) VALUES ($1, $2, $3)",
+                "INSERT INTO vault.pii_erasures (field, marker, token) VALUES ($1, $2, $3)",
                 &[&field_name, &marker.as_str(), &token.as_str()],
             )
             .await?;
@@ -251,7 +253,7 @@ pub(super) async fn erase_value(
     // Sealed (true), a tombstone kept by an older version with the raw mask (false), none.
     let vaulted = tx
         .query_opt(
-            "DELETE FROM pii_vault WHERE field = $1 AND blind_index = $2 RETURNING erased_at IS NULL",
+            "DELETE FROM vault.pii_vault WHERE field = $1 AND blind_index = $2 RETURNING erased_at IS NULL",
             &[&field_name, &mask],
         )
         .await?
@@ -262,7 +264,10 @@ pub(super) async fn erase_value(
         quarantined += tx.execute(&erase_bodies(which), &[&field_name, &mask, &token]).await?;
     }
     tx.execute(
-        "UPDATE login_quarantine_masks SET blind_index = $3 WHERE field = $1 AND blind_index = $2",
+        &format!(
+            "UPDATE {} SET blind_index = $3 WHERE field = $1 AND blind_index = $2",
+            LOGIN_QUARANTINE_MASKS.name
+        ),
         &[&field_name, &mask, &token],
     )
     .await?;

@@ -11,6 +11,7 @@ use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{BlindIndex, PiiField, SealError, SealedValue};
 use login_etl_core::keys::{self, KeyError};
+use login_etl_core::store::quarantine::LOGIN_QUARANTINE;
 use pii_vault_protocol::Outcome;
 
 struct Reencrypt {
@@ -52,7 +53,7 @@ impl Operation for Reencrypt {
             let tx = client.transaction().await?;
             let rows = tx
                 .query(
-                    "SELECT field, blind_index, key_version, nonce, ciphertext FROM pii_vault
+                    "SELECT field, blind_index, key_version, nonce, ciphertext FROM vault.pii_vault
                       WHERE key_version < $1 ORDER BY field, blind_index LIMIT $2 FOR UPDATE SKIP LOCKED",
                     &[&newest, &batch_size],
                 )
@@ -76,7 +77,7 @@ impl Operation for Reencrypt {
             }
             drop(keys);
             tx.execute(
-                "UPDATE pii_vault v SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
+                "UPDATE vault.pii_vault v SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
                    FROM UNNEST($2::text[], $3::text[], $4::bytea[], $5::bytea[])
                         AS n(field, blind_index, nonce, ciphertext)
                   WHERE (v.field, v.blind_index) = (n.field, n.blind_index)",
@@ -109,8 +110,11 @@ async fn reencrypt_quarantine(
         let tx = client.transaction().await?;
         let rows = tx
             .query(
-                "SELECT message_id, attempt, key_version, nonce, ciphertext FROM login_quarantine
-                  WHERE key_version < $1 ORDER BY message_id, attempt LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &format!(
+                    "SELECT message_id, attempt, key_version, nonce, ciphertext FROM {}
+                      WHERE key_version < $1 ORDER BY message_id, attempt LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    LOGIN_QUARANTINE.name
+                ),
                 &[&newest, &batch_size],
             )
             .await?;
@@ -132,10 +136,13 @@ async fn reencrypt_quarantine(
         }
         drop(keys);
         tx.execute(
-            "UPDATE login_quarantine q SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
-               FROM UNNEST($2::text[], $3::int4[], $4::bytea[], $5::bytea[])
-                    AS n(message_id, attempt, nonce, ciphertext)
-              WHERE (q.message_id, q.attempt) = (n.message_id, n.attempt)",
+            &format!(
+                "UPDATE {} q SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
+                   FROM UNNEST($2::text[], $3::int4[], $4::bytea[], $5::bytea[])
+                        AS n(message_id, attempt, nonce, ciphertext)
+                  WHERE (q.message_id, q.attempt) = (n.message_id, n.attempt)",
+                LOGIN_QUARANTINE.name
+            ),
             &[&newest, &ids, &attempts, &nonces, &ciphertexts],
         )
         .await?;
@@ -158,7 +165,7 @@ async fn convert_tombstones(
         let tx = client.transaction().await?;
         let rows = tx
             .query(
-                "SELECT field, blind_index FROM pii_vault WHERE erased_at IS NOT NULL
+                "SELECT field, blind_index FROM vault.pii_vault WHERE erased_at IS NOT NULL
                   ORDER BY field, blind_index LIMIT $1",
                 &[&batch_size],
             )

@@ -12,6 +12,7 @@ use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, RecordedValue, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{BlindIndex, PiiField, SealedValue};
+use login_etl_core::store::table::USER_LOGINS;
 use pii_vault_protocol::{Outcome, Plaintext, RevealTarget, Revealed};
 
 struct Reveal<'a> {
@@ -117,7 +118,10 @@ async fn masks_of(
         .client()
         .await?
         .query(
-            &format!("SELECT DISTINCT {ip_column}, {device_id_column} FROM user_logins WHERE {column} = $1"),
+            &format!(
+                "SELECT DISTINCT {ip_column}, {device_id_column} FROM {} WHERE {column} = $1",
+                USER_LOGINS.name
+            ),
             &[&value],
         )
         .await?;
@@ -155,11 +159,11 @@ async fn open(
             // erased value has no row at all: unknown, as a value never seen.
             // A vault row of an erased value (one a writer put back, bypassing the
             // ingest's lookup) is never opened: its marker says erased.
-            "SELECT erased_at IS NOT NULL, key_version, nonce, ciphertext FROM pii_vault
+            "SELECT erased_at IS NOT NULL, key_version, nonce, ciphertext FROM vault.pii_vault
               WHERE field = $1 AND blind_index = $2
-                AND NOT EXISTS (SELECT 1 FROM pii_erasures WHERE field = $1 AND marker = $3)
+                AND NOT EXISTS (SELECT 1 FROM vault.pii_erasures WHERE field = $1 AND marker = $3)
              UNION ALL
-             SELECT true, NULL, NULL, NULL FROM pii_erasures WHERE field = $1 AND token = $2
+             SELECT true, NULL, NULL, NULL FROM vault.pii_erasures WHERE field = $1 AND token = $2
              LIMIT 1",
             &[&field.as_str(), &index.as_str(), &work.erasure_key().await?.marker(field, index).as_str()],
         )

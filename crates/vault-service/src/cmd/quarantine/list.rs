@@ -10,6 +10,7 @@ use super::{Cursor, describe_filter, reason_code, since};
 use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
+use login_etl_core::store::quarantine::LOGIN_QUARANTINE;
 use pii_vault_protocol::{Outcome, QuarantinedMessage};
 
 pub const DEFAULT_PAGE_ROWS: u32 = 500;
@@ -71,14 +72,17 @@ impl Operation for List<'_> {
             .client()
             .await?
             .query(
-                "SELECT message_id, attempt, source, reason_code, field, receive_count, sent_at,
+                &format!(
+                    "SELECT message_id, attempt, source, reason_code, field, receive_count, sent_at,
                         quarantined_at, erased_at, erased_by, replayed_at, replay_attempt
-                   FROM login_quarantine
+                   FROM {}
                   WHERE ($1::timestamptz IS NULL OR quarantined_at >= $1)
                     AND ($2::text IS NULL OR reason_code = $2)
                     AND ($3::timestamptz IS NULL OR (quarantined_at, message_id, attempt) > ($3, $4, $5))
                   ORDER BY quarantined_at, message_id, attempt
                   LIMIT $6",
+                    LOGIN_QUARANTINE.name
+                ),
                 &[&valid.since, &valid.reason_code, &after_at, &after_id, &after_attempt, &fetch],
             )
             .await?;

@@ -13,6 +13,7 @@ mod purge;
 mod replay;
 mod show;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +21,7 @@ use chrono::{DateTime, Utc};
 use crate::ServiceError;
 use login_etl_core::event::MessageId;
 use login_etl_core::replay::MAX_ATTEMPT;
-use login_etl_core::store::quarantine::reason_codes;
+use login_etl_core::store::quarantine::{LOGIN_QUARANTINE, LOGIN_QUARANTINE_MASKS, reason_codes};
 
 pub use import_dlq::Imported;
 pub use list::QuarantineFilter;
@@ -54,22 +55,32 @@ fn audit_id(id: &str) -> Option<String> {
 /// tombstone's mask. True also for a body quarantined after the forget (the function
 /// quarantines such a message like any other, its masks written as the token): show and
 /// replay treat it as erased, and erase it on the spot.
-const HOLDS_FORGOTTEN_VALUE: &str = "EXISTS (SELECT 1 FROM login_quarantine_masks m
+static HOLDS_FORGOTTEN_VALUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "EXISTS (SELECT 1 FROM {} m
              WHERE m.message_id = q.message_id AND m.attempt = q.attempt
-               AND (EXISTS (SELECT 1 FROM pii_erasures e WHERE e.field = m.field AND e.token = m.blind_index)
-                    OR EXISTS (SELECT 1 FROM pii_vault v
+               AND (EXISTS (SELECT 1 FROM vault.pii_erasures e WHERE e.field = m.field AND e.token = m.blind_index)
+                    OR EXISTS (SELECT 1 FROM vault.pii_vault v
                                 WHERE v.field = m.field AND v.blind_index = m.blind_index
-                                  AND v.erased_at IS NOT NULL)))";
+                                  AND v.erased_at IS NOT NULL)))",
+        LOGIN_QUARANTINE_MASKS.name
+    )
+});
 
 /// Erases one quarantined body found to hold a forgotten value (as `forget` would have).
 /// One another session holds is left (the purge's login may hold an old body: waiting
 /// would let it stall show and replay); it holds the value's token, so it stays erased
 /// for show and replay until the purge or a later show or replay erases it.
-const ERASE_FORGOTTEN: &str = "UPDATE login_quarantine
+static ERASE_FORGOTTEN: LazyLock<String> = LazyLock::new(|| {
+    let bodies = LOGIN_QUARANTINE.name;
+    format!(
+        "UPDATE {bodies}
     SET key_version = NULL, nonce = NULL, ciphertext = NULL, erased_at = clock_timestamp(), erased_by = 'forget'
-    WHERE (message_id, attempt) IN (SELECT message_id, attempt FROM login_quarantine
+    WHERE (message_id, attempt) IN (SELECT message_id, attempt FROM {bodies}
                                      WHERE message_id = $1 AND attempt = $2 AND erased_at IS NULL
-                                     FOR UPDATE SKIP LOCKED)";
+                                     FOR UPDATE SKIP LOCKED)"
+    )
+});
 
 /// An attempt number as the quarantine keys it (0 when first seen, n for the n-th replay).
 fn attempt(attempt: i64) -> Result<i32, ServiceError> {

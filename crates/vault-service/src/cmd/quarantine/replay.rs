@@ -31,6 +31,7 @@ use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::SealedValue;
 use login_etl_core::event::MessageId;
 use login_etl_core::replay::{MAX_ATTEMPT, ReplayOrigin};
+use login_etl_core::store::quarantine::LOGIN_QUARANTINE;
 use pii_vault_protocol::{Outcome, ReplayOutcome, ReplaySelection, ReplayedRow};
 
 /// Ids per request (the CLI sends more in several requests).
@@ -156,12 +157,15 @@ async fn page(
         .client()
         .await?
         .query(
-            "SELECT message_id, attempt, quarantined_at FROM login_quarantine
-              WHERE reason_code = $1
-                AND ($2::timestamptz IS NULL OR quarantined_at >= $2)
-                AND ($3::timestamptz IS NULL OR (quarantined_at, message_id, attempt) > ($3, $4, $5))
-              ORDER BY quarantined_at, message_id, attempt
-              LIMIT $6",
+            &format!(
+                "SELECT message_id, attempt, quarantined_at FROM {}
+                  WHERE reason_code = $1
+                    AND ($2::timestamptz IS NULL OR quarantined_at >= $2)
+                    AND ($3::timestamptz IS NULL OR (quarantined_at, message_id, attempt) > ($3, $4, $5))
+                  ORDER BY quarantined_at, message_id, attempt
+                  LIMIT $6",
+                LOGIN_QUARANTINE.name
+            ),
             &[&code, &since, &after_at, &after_id, &after_attempt, &(PAGE_ROWS + 1)],
         )
         .await?;
@@ -188,13 +192,14 @@ async fn replay_row(work: &Work<'_>, id: &str, wanted: Option<i32>) -> Result<Re
             &format!(
                 "SELECT q.attempt, q.erased_at IS NOT NULL, q.replay_attempt, q.sent_at, q.key_version, q.nonce,
                         q.ciphertext,
-                        (SELECT greatest(max(attempt), max(replay_attempt)) FROM login_quarantine WHERE message_id = $1),
-                        {}
-                   FROM login_quarantine q
+                        (SELECT greatest(max(attempt), max(replay_attempt)) FROM {quarantine} WHERE message_id = $1),
+                        {holds}
+                   FROM {quarantine} q
                   WHERE q.message_id = $1
-                    AND q.attempt = coalesce($2::int4, (SELECT max(attempt) FROM login_quarantine WHERE message_id = $1))
+                    AND q.attempt = coalesce($2::int4, (SELECT max(attempt) FROM {quarantine} WHERE message_id = $1))
                     FOR UPDATE OF q NOWAIT",
-                HOLDS_FORGOTTEN_VALUE
+                quarantine = LOGIN_QUARANTINE.name,
+                holds = HOLDS_FORGOTTEN_VALUE.as_str()
             ),
             &[&id, &wanted],
         )
@@ -216,7 +221,7 @@ async fn replay_row(work: &Work<'_>, id: &str, wanted: Option<i32>) -> Result<Re
     }
     if row.get::<_, bool>(8) {
         // It holds a value forgotten after it was quarantined: erased now, never sent.
-        tx.execute(ERASE_FORGOTTEN, &[&id, &attempt]).await?;
+        tx.execute(ERASE_FORGOTTEN.as_str(), &[&id, &attempt]).await?;
         tx.commit().await?;
         return Ok(answer(Some(attempt), ReplayOutcome::Erased, None));
     }
@@ -244,8 +249,11 @@ async fn replay_row(work: &Work<'_>, id: &str, wanted: Option<i32>) -> Result<Re
         return Ok(answer(Some(attempt), ReplayOutcome::Unsendable, None));
     }
     tx.execute(
-        "UPDATE login_quarantine SET replayed_at = clock_timestamp(), replay_attempt = $3
-          WHERE message_id = $1 AND attempt = $2",
+        &format!(
+            "UPDATE {} SET replayed_at = clock_timestamp(), replay_attempt = $3
+              WHERE message_id = $1 AND attempt = $2",
+            LOGIN_QUARANTINE.name
+        ),
         &[&id, &attempt, &next],
     )
     .await?;

@@ -13,6 +13,7 @@ use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::SealedValue;
+use login_etl_core::store::quarantine::LOGIN_QUARANTINE;
 use pii_vault_protocol::Outcome;
 
 struct Show<'a> {
@@ -60,10 +61,11 @@ impl Operation for Show<'_> {
                 &format!(
                     "SELECT q.attempt, q.erased_at IS NOT NULL, q.key_version, q.nonce, q.ciphertext,
                             {}
-                       FROM login_quarantine q
+                       FROM {} q
                       WHERE q.message_id = $1 AND ($2::int4 IS NULL OR q.attempt = $2)
                       ORDER BY q.attempt DESC LIMIT 1",
-                    HOLDS_FORGOTTEN_VALUE
+                    HOLDS_FORGOTTEN_VALUE.as_str(),
+                    LOGIN_QUARANTINE.name
                 ),
                 &[&id, &wanted],
             )
@@ -76,7 +78,7 @@ impl Operation for Show<'_> {
         let detail = format!("attempt {found}");
         let forgotten = !row.get::<_, bool>(1) && row.get::<_, bool>(5);
         if forgotten {
-            client.execute(ERASE_FORGOTTEN, &[&id, &found]).await?;
+            client.execute(ERASE_FORGOTTEN.as_str(), &[&id, &found]).await?;
         }
         if row.get::<_, bool>(1) || forgotten {
             let shown = Shown { message_id: id, attempt: Some(found), outcome: Outcome::Erased, body: None };
