@@ -111,6 +111,49 @@ async fn timed_find(service: &VaultService, ip: &str) -> (bool, Duration) {
     (matches!(result, Ok(Ok(_))), started.elapsed())
 }
 
+/// A session of `login` that runs `hold` in an open transaction, and a second one that
+/// queues `CREATE RULE` (ACCESS EXCLUSIVE, taken before the owner check) on
+/// `login_data.user_logins` behind it: (the holder, the queued statement's task).
+async fn hold_and_queue_a_rule(
+    login: &tokio_postgres::Config,
+    hold: &str,
+) -> (tokio_postgres::Client, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>) {
+    let holder = connect(login).await;
+    holder.batch_execute(&format!("BEGIN; {hold}")).await.expect("the login may");
+    let (_, queued) = queue(
+        login,
+        "SET lock_timeout = 0; CREATE RULE stall AS ON INSERT TO login_data.user_logins DO ALSO NOTHING"
+            .into(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (holder, queued)
+}
+
+/// A rejected login quarantined by the function as `id`, dated `age` ago by the owner.
+async fn quarantined_aged(db: &TestDb, app: &login_etl::App, id: &str, ip: &str, device: &str, age: &str) {
+    let event = event(&[(id.to_owned(), rejected_login_body(&format!("u-{id}"), ip, device))]);
+    handler::handle_with_stats(app, event).await.expect("quarantined");
+    db.connect()
+        .await
+        .execute(
+            &format!(
+                "UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '{age}' WHERE message_id = '{id}'"
+            ),
+            &[],
+        )
+        .await
+        .expect("aged");
+}
+
+/// The purge's login, holding every body older than a day in an open transaction (its
+/// function erases them and keeps them locked to the end of the transaction).
+async fn purge_holding_the_old_bodies(db: &TestDb) -> tokio_postgres::Client {
+    let holder = connect(&db.login_in("login_etl_quarantine_purge").await).await;
+    holder.batch_execute("BEGIN; SELECT public.purge_expired_quarantine(1, 100)").await.expect("held");
+    holder
+}
+
 // ------------------------------------------------------------------------------------
 // Requests on the record: the refusal limit per role
 // ------------------------------------------------------------------------------------
@@ -239,22 +282,12 @@ async fn the_writer_login_cannot_stall_the_vault_service() {
     assert!(timed_find(&service, &ip).await.0, "warm");
 
     let writer = db.login_in("login_etl_writer").await;
-    let mut holder = connect(&writer).await;
-    let tx = holder.transaction().await.expect("tx");
-    tx.batch_execute("LOCK TABLE login_data.user_logins IN ROW EXCLUSIVE MODE")
-        .await
-        .expect("the writer may");
-    let queued = queue(
-        &writer,
-        "SET lock_timeout = 0; CREATE RULE stall AS ON INSERT TO login_data.user_logins DO ALSO NOTHING"
-            .into(),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (holder, queued) =
+        hold_and_queue_a_rule(&writer, "LOCK TABLE login_data.user_logins IN ROW EXCLUSIVE MODE").await;
 
     let (found, elapsed) = timed_find(&service, &ip).await;
-    tx.rollback().await.expect("rollback");
-    let _ = queued.1.await;
+    holder.batch_execute("ROLLBACK").await.expect("rollback");
+    let _ = queued.await;
     assert!(
         found && elapsed < Duration::from_secs(2),
         "the writer login stalled a find: {found} after {elapsed:?}"
@@ -271,20 +304,12 @@ async fn the_vault_service_login_cannot_stall_ingest() {
     let kms = new_kms().await;
     let app = loaded_by_writer(&db, &kms).await;
     let service_login = db.login_in("login_etl_vault_service").await;
-    let mut holder = connect(&service_login).await;
-    let tx = holder.transaction().await.expect("tx");
-    tx.query_one("SELECT count(*) FROM login_data.user_logins", &[]).await.expect("the service reads");
-    let queued = queue(
-        &service_login,
-        "SET lock_timeout = 0; CREATE RULE stall AS ON INSERT TO login_data.user_logins DO ALSO NOTHING"
-            .into(),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (holder, queued) =
+        hold_and_queue_a_rule(&service_login, "SELECT count(*) FROM login_data.user_logins").await;
 
     let (written, elapsed) = timed_batch(&app, "late").await;
-    tx.rollback().await.expect("rollback");
-    let _ = queued.1.await;
+    holder.batch_execute("ROLLBACK").await.expect("rollback");
+    let _ = queued.await;
     assert!(
         written == 5 && elapsed < Duration::from_secs(2),
         "ingest stalled: {written} of 5 after {elapsed:?}"
@@ -562,20 +587,8 @@ async fn definer_functions_pin_their_search_path_and_the_purge_cannot_steer_its_
 
     let kms = new_kms().await;
     let app = loaded_by_writer(&db, &kms).await;
-    for (id, age) in [("q-shadow-old", "3 days"), ("q-shadow-young", "2 hours")] {
-        let event = event(&[(id.to_owned(), rejected_login_body("u-s", "192.0.2.88", "dev-s"))]);
-        handler::handle_with_stats(&app, event).await.expect("quarantined");
-        db.connect()
-            .await
-            .execute(
-                &format!(
-                    "UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '{age}' WHERE message_id = '{id}'"
-                ),
-                &[],
-            )
-            .await
-            .expect("aged");
-    }
+    quarantined_aged(&db, &app, "q-shadow-old", "192.0.2.88", "dev-s", "3 days").await;
+    quarantined_aged(&db, &app, "q-shadow-young", "192.0.2.88", "dev-s", "2 hours").await;
     let purge = connect(&db.login_in("login_etl_quarantine_purge").await).await;
     purge
         .batch_execute(
@@ -668,25 +681,13 @@ async fn a_body_the_purge_held_during_a_forget_does_not_outlive_the_forget() {
     let kms = new_kms().await;
     let app = loaded_by_writer(&db, &kms).await;
     let service = vault_service(&db, &kms, 100).await;
-    let event = event(&[("q-kept".to_owned(), rejected_login_body("u-kept", "192.0.2.61", "dev-kept"))]);
-    handler::handle_with_stats(&app, event).await.expect("quarantined");
-    db.connect()
-        .await
-        .execute(
-            "UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '2 days' WHERE message_id = 'q-kept'",
-            &[],
-        )
-        .await
-        .expect("aged");
-    let purge = db.login_in("login_etl_quarantine_purge").await;
-    let mut holder = connect(&purge).await;
-    let tx = holder.transaction().await.expect("tx");
-    tx.query_one("SELECT public.purge_expired_quarantine(1, 100)", &[]).await.expect("held");
+    quarantined_aged(&db, &app, "q-kept", "192.0.2.61", "dev-kept", "2 days").await;
+    let holder = purge_holding_the_old_bodies(&db).await;
     service
         .forget(&staff("ida"), PiiField::Ip, &plaintext("192.0.2.61"), Some(REASON))
         .await
         .expect("forget");
-    tx.rollback().await.expect("rollback");
+    holder.batch_execute("ROLLBACK").await.expect("rollback");
     // The scheduled purge, at the service's retention.
     let scheduled = connect(&db.login_in("login_etl_quarantine_purge").await).await;
     scheduled
@@ -709,20 +710,8 @@ async fn a_held_body_of_a_forgotten_value_is_never_opened() {
     let kms = new_kms().await;
     let app = loaded_by_writer(&db, &kms).await;
     let service = vault_service(&db, &kms, 100).await;
-    let event = event(&[("q-held".to_owned(), rejected_login_body("u-held", "192.0.2.62", "dev-held"))]);
-    handler::handle_with_stats(&app, event).await.expect("quarantined");
-    db.connect()
-        .await
-        .execute(
-            "UPDATE login_data.login_quarantine SET quarantined_at = now() - interval '2 days' WHERE message_id = 'q-held'",
-            &[],
-        )
-        .await
-        .expect("aged");
-    let purge = db.login_in("login_etl_quarantine_purge").await;
-    let mut holder = connect(&purge).await;
-    let tx = holder.transaction().await.expect("tx");
-    tx.query_one("SELECT public.purge_expired_quarantine(1, 100)", &[]).await.expect("held");
+    quarantined_aged(&db, &app, "q-held", "192.0.2.62", "dev-held", "2 days").await;
+    let holder = purge_holding_the_old_bodies(&db).await;
     service
         .forget(&staff("ida"), PiiField::DeviceId, &plaintext("dev-held"), Some(REASON))
         .await
@@ -732,7 +721,7 @@ async fn a_held_body_of_a_forgotten_value_is_never_opened() {
             service.quarantine_show(&staff("ida"), "q-held", attempt, Some(REASON)).await.expect("show");
         assert!(shown.body.is_none() && shown.outcome == Outcome::Erased, "{:?}", shown.outcome);
     }
-    tx.rollback().await.expect("rollback");
+    holder.batch_execute("ROLLBACK").await.expect("rollback");
     let shown = service.quarantine_show(&staff("ida"), "q-held", None, Some(REASON)).await.expect("show");
     assert!(shown.body.is_none() && shown.outcome == Outcome::Erased, "{:?}", shown.outcome);
     let masks = quarantine_masks(&db, "q-held").await;
