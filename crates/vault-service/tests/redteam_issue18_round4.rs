@@ -523,6 +523,66 @@ async fn maintenance_and_catalog_statements_on_the_views_stall_neither_ingest_no
     );
 }
 
+/// Held, whatever lock-first statement PostgreSQL has or will have: the function and the
+/// service read no view in `public`. With ACCESS EXCLUSIVE held on every people's view (the
+/// strongest lock a person could ever queue on one), a batch with a rejected message, a
+/// find, a reveal by user id, a forget, a quarantine list and show, the audit listing and
+/// `audit verify` all finish within 2 s each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_every_service_operation_ignore_a_lock_on_the_peoples_views() {
+    use pii_vault_protocol::RevealTarget;
+    use pii_vault_service::QuarantineFilter;
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let user = sample_messages()
+        .into_iter()
+        .find_map(|m| m["user_id"].as_str().map(str::to_owned))
+        .expect("a sample user");
+    let owner = db.connect().await;
+    owner
+        .batch_execute(
+            // (LOCK TABLE on a view would lock the tables behind it too: a view option's
+            // change takes ACCESS EXCLUSIVE on the view alone.)
+            "BEGIN;
+             ALTER VIEW public.user_logins SET (security_barrier = false);
+             ALTER VIEW public.pii_audit SET (security_barrier = false);
+             ALTER VIEW public.pii_audit_entries SET (security_barrier = false);
+             ALTER VIEW public.pii_audit_refusals_over_limit SET (security_barrier = false)",
+        )
+        .await
+        .expect("the views locked");
+    let slow = |what: &str, started: Instant| {
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "{what} waited for a view: {took:?}");
+    };
+    let started = Instant::now();
+    let mut records = many_logins(3, "views-locked");
+    records.push(("q-views".to_owned(), rejected_login_body("u-v", "192.0.2.64", "dev-views")));
+    let (response, stats) = handler::handle_with_stats(&app, event(&records)).await.expect("batch");
+    assert!(response.batch_item_failures.is_empty() && stats.written == 3);
+    slow("a batch", started);
+    let tom = staff("tom");
+    let started = Instant::now();
+    service.find(&tom, PiiField::Ip, &sample_ip(), None).await.expect("find");
+    service.reveal(&tom, &RevealTarget::UserId(user), Some(REASON)).await.expect("reveal");
+    service.forget(&tom, PiiField::DeviceId, &plaintext("dev-views"), Some(REASON)).await.expect("forget");
+    service.quarantine_list(&tom, &QuarantineFilter::default()).await.expect("list");
+    service.quarantine_show(&tom, "q-views", None, Some(REASON)).await.expect("show");
+    service.audit(&tom, None, None, None).await.expect("audit");
+    service.audit_verify(&tom, None, None).await.expect("verify");
+    slow("the service's operations", started);
+    // The views were held all along: a reader of one waits.
+    let reader = connect(&db.login_in("login_etl_analyst").await).await;
+    let error = reader
+        .batch_execute("SET lock_timeout = 200; SELECT 1 FROM user_logins LIMIT 1")
+        .await
+        .expect_err("the view is locked");
+    assert_eq!(error.code(), Some(&SqlState::LOCK_NOT_AVAILABLE));
+    owner.batch_execute("ROLLBACK").await.expect("rollback");
+}
+
 // ------------------------------------------------------------------------------------
 // Names and definer functions
 // ------------------------------------------------------------------------------------
