@@ -191,6 +191,56 @@ async fn one_staff_members_flood_does_not_hide_another_staff_members_refusal() {
     assert_eq!(alices_rows, 2, "alice's two refusals are on the record, each with its op");
 }
 
+/// BREAK. Issue 18, item 5: a refused request is recorded with "its op, its size and a keyed
+/// hash". The front reads the op for the record with `Action::of_op`, whose list of ops
+/// lacks two the protocol has: `forget-user` and `audit-verify`. A caller in no role (or a
+/// key administrator) who sends either, well-formed, is recorded as action `request`
+/// ("may not call the vault service"), so the audit does not say that someone tried to
+/// erase a user (and which one is not recorded either) or to verify the audit.
+#[tokio::test]
+#[ignore = "BREAK: a refused forget-user or audit-verify is recorded as action `request`, not its op (Action::of_op lacks them)"]
+async fn every_op_of_the_protocol_refused_at_the_front_is_recorded_under_its_op() {
+    use pii_vault_protocol::{Request, RevealTarget};
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    loaded_by_writer(&db, &kms).await;
+    let service = vault_service(&db, &kms, 100).await;
+    let requests = [
+        Request::Find { field: PiiField::Ip, value: Plaintext::new("192.0.2.1"), reason: None },
+        Request::Reveal { target: RevealTarget::UserId("u-1".into()), reason: Some(REASON.into()) },
+        Request::Forget { field: PiiField::Ip, target: plaintext("192.0.2.1"), reason: Some(REASON.into()) },
+        Request::ForgetUser { user_id: "u-1".into(), reason: Some(REASON.into()) },
+        Request::Audit { since: None, after: None, limit: None },
+        Request::AuditVerify { after: None, head: None },
+        Request::InitKeys,
+        Request::RotateKey,
+        Request::Reencrypt { batch_size: 10 },
+        Request::QuarantineList { since: None, reason_code: None, after: None, limit: None },
+        Request::QuarantineShow { message_id: "m".into(), attempt: None, reason: Some(REASON.into()) },
+        Request::QuarantineImportDlq { max: None },
+        Request::QuarantinePurge,
+    ];
+    let stranger = "arn:aws:sts::123456789012:assumed-role/other/eve";
+    let mut unnamed = Vec::new();
+    for (n, request) in requests.iter().enumerate() {
+        let body = serde_json::to_string(request).expect("json");
+        let op = serde_json::from_str::<serde_json::Value>(&body).expect("json")["op"]
+            .as_str()
+            .expect("op")
+            .to_owned();
+        let request_id = format!("op-{n}");
+        assert_eq!(post(&service, stranger, &body, &request_id).await, 403, "{op}");
+        let actions = db
+            .texts("SELECT action FROM pii_audit_log.pii_audit_entries WHERE request_id = $1", &[&request_id])
+            .await;
+        assert_eq!(actions.len(), 1, "{op}: one refused entry");
+        if actions[0] == "request" {
+            unnamed.push(op);
+        }
+    }
+    assert!(unnamed.is_empty(), "refused ops recorded only as `request`: {unnamed:?}");
+}
+
 /// Held: whatever a flood spent of the role's refusal rows, a request that is not refused
 /// is recorded in full (request and outcome) and spends its unit: the limit hides no
 /// request that was answered.
