@@ -61,11 +61,18 @@ impl VaultClient {
         let loopback_http = checked_url(url)?;
         // The SDK already brings rustls with aws-lc-rs; use the same provider.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .https_only(!loopback_http)
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(timeout)
+            .timeout(timeout);
+        if loopback_http {
+            // Plain http to loopback is only safe if it stays on loopback: an environment
+            // proxy (HTTP_PROXY, ALL_PROXY) would receive the body and the signed headers
+            // in clear. (Through a proxy, https is a CONNECT tunnel: the proxy sees nothing.)
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .build()
             .map_err(|_| ClientError::Url("cannot be used: the HTTP client could not be built"))?;
         Ok(VaultClient { http, url: url.trim_end_matches('/').to_owned() + "/", sdk })

@@ -58,24 +58,26 @@ impl Action {
         }
     }
 
-    /// The action of a request's `op` (the protocol's tag is the action's name); `None`
-    /// for an op the service does not have.
+    /// The action of a request's `op` (the protocol's tag; `forget-user` is a forget);
+    /// `None` for an op the service does not have. Every op of the protocol has one (a
+    /// test serializes each [`pii_vault_protocol::Request`]).
     pub fn of_op(op: &str) -> Option<Action> {
-        const OPS: [Action; 12] = [
-            Action::Find,
-            Action::Reveal,
-            Action::Forget,
-            Action::Audit,
-            Action::InitKeys,
-            Action::RotateKey,
-            Action::Reencrypt,
-            Action::QuarantineList,
-            Action::QuarantineShow,
-            Action::QuarantineReplay,
-            Action::QuarantineImportDlq,
-            Action::QuarantinePurge,
-        ];
-        OPS.into_iter().find(|action| action.as_str() == op)
+        Some(match op {
+            "find" => Action::Find,
+            "reveal" => Action::Reveal,
+            "forget" | "forget-user" => Action::Forget,
+            "audit" => Action::Audit,
+            "audit-verify" => Action::AuditVerify,
+            "init-keys" => Action::InitKeys,
+            "rotate-key" => Action::RotateKey,
+            "reencrypt" => Action::Reencrypt,
+            "quarantine-list" => Action::QuarantineList,
+            "quarantine-show" => Action::QuarantineShow,
+            "quarantine-replay" => Action::QuarantineReplay,
+            "quarantine-import-dlq" => Action::QuarantineImportDlq,
+            "quarantine-purge" => Action::QuarantinePurge,
+            _ => return None,
+        })
     }
 
     /// Admin actions (key creation, rotation and re-encryption) need the key-admin role;
@@ -590,4 +592,53 @@ fn unavailable(error: impl Into<DbError>) -> ServiceError {
 /// The audit key could not be had: nothing can be recorded, so nothing is done.
 fn key_unavailable(error: KeyError) -> ServiceError {
     ServiceError::AuditUnavailable(DbError::other(report(&error)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each request of the protocol, as the front reads its op, is recorded under its
+    /// action: the match below fails to compile when the protocol gains a request.
+    #[test]
+    fn every_op_of_the_protocol_has_its_action() {
+        use pii_vault_protocol::{ForgetTarget, Plaintext, ReplaySelection, Request, RevealTarget};
+        let samples = [
+            Request::Find { field: PiiField::Ip, value: Plaintext::new("192.0.2.1"), reason: None },
+            Request::Reveal { target: RevealTarget::UserId("u".into()), reason: None },
+            Request::Forget { field: PiiField::Ip, target: ForgetTarget::Mask("m".into()), reason: None },
+            Request::ForgetUser { user_id: "u".into(), reason: None },
+            Request::Audit { since: None, after: None, limit: None },
+            Request::AuditVerify { after: None, head: None },
+            Request::InitKeys,
+            Request::RotateKey,
+            Request::Reencrypt { batch_size: 1 },
+            Request::QuarantineList { since: None, reason_code: None, after: None, limit: None },
+            Request::QuarantineShow { message_id: "m".into(), attempt: None, reason: None },
+            Request::QuarantineReplay { selection: ReplaySelection::MessageIds(vec![]), reason: None },
+            Request::QuarantineImportDlq { max: None },
+            Request::QuarantinePurge,
+        ];
+        for request in &samples {
+            let expected = match request {
+                Request::Find { .. } => Action::Find,
+                Request::Reveal { .. } => Action::Reveal,
+                Request::Forget { .. } | Request::ForgetUser { .. } => Action::Forget,
+                Request::Audit { .. } => Action::Audit,
+                Request::AuditVerify { .. } => Action::AuditVerify,
+                Request::InitKeys => Action::InitKeys,
+                Request::RotateKey => Action::RotateKey,
+                Request::Reencrypt { .. } => Action::Reencrypt,
+                Request::QuarantineList { .. } => Action::QuarantineList,
+                Request::QuarantineShow { .. } => Action::QuarantineShow,
+                Request::QuarantineReplay { .. } => Action::QuarantineReplay,
+                Request::QuarantineImportDlq { .. } => Action::QuarantineImportDlq,
+                Request::QuarantinePurge => Action::QuarantinePurge,
+            };
+            let json = serde_json::to_value(request).expect("serializes");
+            let op = json["op"].as_str().expect("an op");
+            assert_eq!(Action::of_op(op), Some(expected), "{op}");
+        }
+        assert_eq!(Action::of_op("request"), None);
+    }
 }

@@ -198,7 +198,6 @@ async fn one_staff_members_flood_does_not_hide_another_staff_members_refusal() {
 /// ("may not call the vault service"), so the audit does not say that someone tried to
 /// erase a user (and which one is not recorded either) or to verify the audit.
 #[tokio::test]
-#[ignore = "BREAK: a refused forget-user or audit-verify is recorded as action `request`, not its op (Action::of_op lacks them)"]
 async fn every_op_of_the_protocol_refused_at_the_front_is_recorded_under_its_op() {
     use pii_vault_protocol::{Request, RevealTarget};
     let db = TestDb::new().await;
