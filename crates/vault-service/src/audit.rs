@@ -557,8 +557,8 @@ const COUNT_OVER_LIMIT: &str = "
     ON CONFLICT (caller, minute) DO UPDATE SET refused = pii_audit_refusals_over_limit.refused + 1";
 
 /// Whether the caller's scope has left [`REFUSAL_ROWS_PER_MINUTE`] refused entries in the
-/// last minute: every session of an assumed role counts as one (a new session name is no
-/// new limit; `principal::refusal_scope`). Under the chain head's row lock, held until
+/// last minute: a person of the staff or key-admin role, or every session of any other
+/// assumed role as one (a new session name is no new limit; `principal::refusal_scope`). Under the chain head's row lock, held until
 /// `tx` ends, which every audit write takes anyway (so concurrent refusals cannot all
 /// pass, and no other login can take it).
 async fn over_refusal_limit(
@@ -571,8 +571,8 @@ async fn over_refusal_limit(
     let recent: i64 = tx
         .query_one(
             "SELECT count(*) FROM pii_audit_log.pii_audit_entries
-              WHERE caller LIKE $1 ESCAPE '\\' AND outcome = 'refused' AND at > now() - interval '1 minute'",
-            &[&crate::principal::refusal_scope(&context.caller)],
+              WHERE caller ILIKE $1 ESCAPE '\\' AND outcome = 'refused' AND at > now() - interval '1 minute'",
+            &[&crate::principal::refusal_scope(&context.caller, context.staff || context.key_admin)],
         )
         .await
         .map_err(unavailable)?

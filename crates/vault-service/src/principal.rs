@@ -74,13 +74,16 @@ impl Principal {
     }
 }
 
-/// A SQL `LIKE` pattern (escape `\\`) for the callers that count as one against the limit
-/// of refusal rows: every session of an assumed role (session names are the caller's to
-/// choose unless a trust policy binds them), else the caller itself.
-pub fn refusal_scope(caller: &str) -> String {
+/// A SQL `ILIKE` pattern (escape `\\`) for the callers that count as one against the limit
+/// of refusal rows. A caller in one of the service's roles (`bound_session`: the staff and
+/// key-admin roles, whose trust policy binds the session name to the person) is one person,
+/// whatever the case of its name: one member cannot spend another's limit. Any other
+/// assumed role counts every session as one (its session names are the caller's to
+/// choose); anything else is the caller itself.
+pub fn refusal_scope(caller: &str, bound_session: bool) -> String {
     let escape = |text: &str| text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     match parse(caller) {
-        Some(Parsed { session: Some(session), .. }) => {
+        Some(Parsed { session: Some(session), .. }) if !bound_session => {
             let prefix = &caller[..caller.len() - session.len()];
             format!("{}%", escape(prefix))
         }
@@ -110,16 +113,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_refusal_scope_of_a_session_is_every_session_of_its_role() {
+    fn the_refusal_scope_of_a_session_is_its_person_in_a_bound_role_else_every_session_of_its_role() {
         assert_eq!(
-            refusal_scope("arn:aws:sts::123456789012:assumed-role/dev_ops/m-1"),
+            refusal_scope("arn:aws:sts::123456789012:assumed-role/dev_ops/m-1", false),
             "arn:aws:sts::123456789012:assumed-role/dev\\_ops/%"
         );
         assert_eq!(
-            refusal_scope("arn:aws:iam::123456789012:user/a%b"),
+            refusal_scope("arn:aws:sts::123456789012:assumed-role/pii-vault-staff/a_b", true),
+            "arn:aws:sts::123456789012:assumed-role/pii-vault-staff/a\\_b"
+        );
+        assert_eq!(
+            refusal_scope("arn:aws:iam::123456789012:user/a%b", false),
             "arn:aws:iam::123456789012:user/a\\%b"
         );
-        assert_eq!(refusal_scope("(no IAM identity)"), "(no IAM identity)");
+        assert_eq!(refusal_scope("(no IAM identity)", false), "(no IAM identity)");
     }
 
     #[test]

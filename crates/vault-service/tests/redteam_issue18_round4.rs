@@ -167,7 +167,6 @@ async fn purge_holding_the_old_bodies(db: &TestDb) -> tokio_postgres::Client {
 /// reason, an over-budget find) leaves no entry: only a count under her ARN, with no op,
 /// size or hash. An accomplice can cover another person's probing.
 #[tokio::test]
-#[ignore = "BREAK: one staff member's 30 refusals a minute leave another staff member's refusals only counted, never recorded"]
 async fn one_staff_members_flood_does_not_hide_another_staff_members_refusal() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
