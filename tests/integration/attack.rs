@@ -561,8 +561,24 @@ async fn attack_people_get_no_quarantine_values_from_statistics_or_definer_funct
             .map(|r| r.get(0))
             .collect();
         let purge_only = ["purge_expired_quarantine(integer,bigint)".to_owned()];
-        let allowed: &[String] = if group == "login_etl_quarantine_purge" { &purge_only } else { &[] };
+        // Which of the keys it names are quarantined: what a plain INSERT's unique
+        // violation tells the writer anyway (its insert skips them without waiting, V15).
+        let writer_only = ["login_data.quarantined_keys(text[],integer[])".to_owned()];
+        let allowed: &[String] = match group {
+            "login_etl_quarantine_purge" => &purge_only,
+            "login_etl_writer" => &writer_only,
+            _ => &[],
+        };
         assert_eq!(definers, allowed, "{group} may call {definers:?}");
+        if group == "login_etl_writer" {
+            let keys = client
+                .query("SELECT * FROM login_data.quarantined_keys(ARRAY['q-a', 'q-none'], ARRAY[0, 0])", &[])
+                .await
+                .expect("keys");
+            let answered: Vec<(String, i32)> = keys.iter().map(|r| (r.get(0), r.get(1))).collect();
+            assert_eq!(answered, [("q-a".to_owned(), 0)], "the keys named that exist, and nothing else");
+            assert_eq!(keys[0].len(), 2, "two columns: the key");
+        }
         if group != "login_etl_quarantine_purge" {
             refused(&person, "COPY login_data.login_quarantine TO STDOUT").await;
             refused(

@@ -320,7 +320,6 @@ async fn no_caller_outside_the_staff_role_can_spend_its_refusal_rows() {
 /// fails after its `lock_timeout` (3 s), for as long as the writer likes. A stolen function
 /// credential stops the vault service (and forget, which rewrites the same table).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BREAK: the writer login queues CREATE RULE (ACCESS EXCLUSIVE before the owner check) on login_data.user_logins and stalls the vault service's find"]
 async fn the_writer_login_cannot_stall_the_vault_service() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
@@ -346,7 +345,6 @@ async fn the_writer_login_cannot_stall_the_vault_service() {
 /// and read `user_logins`, so one session reading it in an open transaction and another
 /// queuing `CREATE RULE` stop every batch of the function until the writer's `lock_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BREAK: the vault service's login queues CREATE RULE on login_data.user_logins behind its own read and stalls ingest"]
 async fn the_vault_service_login_cannot_stall_ingest() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
@@ -795,7 +793,6 @@ async fn a_leaky_function_pushed_into_a_view_sees_nothing_the_person_cannot_sele
 /// stays sealed in the table (and in every backup taken meanwhile) for up to the retention,
 /// until someone happens to show or replay it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BREAK: a forget skipped a body the purge login held; after its rollback the forgotten value's ciphertext stays stored past the next scheduled purge"]
 async fn a_body_the_purge_held_during_a_forget_does_not_outlive_the_forget() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
@@ -830,7 +827,6 @@ async fn a_body_the_purge_held_during_a_forget_does_not_outlive_the_forget() {
 /// dead-lettered message already quarantined) waits and fails after `lock_timeout`, the
 /// whole batch with it, at every redelivery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BREAK: the purge login's open purge transaction makes a batch that re-quarantines an old message wait on ON CONFLICT and fail at lock_timeout"]
 async fn the_purge_login_cannot_hold_back_a_batch_that_meets_an_old_quarantined_message() {
     let db = TestDb::new().await;
     let kms = new_kms().await;

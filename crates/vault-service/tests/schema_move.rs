@@ -91,7 +91,8 @@ async fn version_12_keeps_every_row_and_every_persons_names() {
     assert!(before.iter().all(|n| *n > 0), "every moved table holds rows: {before:?}");
     let old_audit = old.count("SELECT count(*) FROM pii_audit").await;
 
-    assert_eq!(old.migrate().await, ["V12__tables_out_of_reach"]);
+    let applied = old.migrate().await;
+    assert_eq!(applied.first().map(String::as_str), Some("V12__tables_out_of_reach"), "{applied:?}");
 
     // Every row where the tables now are, and nothing left behind in public but the views.
     for ((_, after), count) in MOVED.iter().zip(&before) {

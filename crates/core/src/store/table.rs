@@ -183,6 +183,11 @@ impl<R> Table<R> {
     /// NOTHING`. The conflict target is left out on purpose: with one, Postgres requires
     /// SELECT on its columns, which the writer role does not have.
     pub fn insert_sql(&self) -> String {
+        self.insert_rows_sql("")
+    }
+
+    /// The INSERT of the rows that pass `filter` (a `WHERE` on `r`, or nothing).
+    fn insert_rows_sql(&self, filter: &str) -> String {
         let names = self.column_names().collect::<Vec<_>>().join(", ");
         let arrays: Vec<String> = self
             .columns
@@ -199,12 +204,31 @@ impl<R> Table<R> {
             })
             .collect();
         format!(
-            "INSERT INTO {table} ({names}) SELECT r.* FROM UNNEST({arrays}) AS r({names}) ORDER BY {order} \
+            "INSERT INTO {table} ({names}) SELECT r.* FROM UNNEST({arrays}) AS r({names}) {filter}ORDER BY {order} \
              ON CONFLICT DO NOTHING",
             table = self.name,
             arrays = arrays.join(", "),
             order = order.join(", "),
         )
+    }
+
+    /// [`Table::insert_sql`] that leaves out the rows whose key is there already, as
+    /// `present_keys` (a function of the key columns' arrays, answering those of them
+    /// that exist) says, so it never waits on one: `ON CONFLICT` waits for a transaction
+    /// that holds a conflicting row (one erasing an old quarantined body, say), and the
+    /// login that can hold one open must not hold back the batch that meets its key again.
+    pub fn insert_new_sql(&self, present_keys: &str) -> String {
+        let arrays: Vec<String> = self
+            .key
+            .iter()
+            .filter_map(|k| self.columns.iter().position(|c| c.name == *k))
+            .map(|i| format!("${}::{}[]", i + 1, self.columns[i].sql_type.array_element()))
+            .collect();
+        let same = self.key.iter().map(|k| format!("k.{k} = r.{k}")).collect::<Vec<_>>().join(" AND ");
+        self.insert_rows_sql(&format!(
+            "WHERE NOT EXISTS (SELECT 1 FROM {present_keys}({}) k WHERE {same}) ",
+            arrays.join(", ")
+        ))
     }
 
     /// Binary `COPY … FROM STDIN` of every column.
