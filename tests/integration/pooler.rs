@@ -110,12 +110,12 @@ async fn thirty_two_writers_through_four_pooled_server_connections_lose_and_doub
     assert_eq!(quarantined, bad);
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, unique as i64);
     assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, unique as i64);
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine").await, bad as i64);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine").await, bad as i64);
     let ips = db.count("SELECT count(DISTINCT masked_ip) FROM user_logins").await;
     // (The bad messages' values are masked in the quarantine, never vaulted.)
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'ip'").await, ips);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault WHERE field = 'ip'").await, ips);
     let devices = db.count("SELECT count(DISTINCT masked_device_id) FROM user_logins").await;
-    assert_eq!(db.count("SELECT count(*) FROM pii_vault WHERE field = 'device_id'").await, devices);
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault WHERE field = 'device_id'").await, devices);
     // Every row as its message said (the one user per message id).
     assert_eq!(db.count("SELECT count(*) FROM user_logins WHERE user_id <> sqs_message_id").await, 0);
     drop(bouncer);

@@ -119,7 +119,7 @@ async fn four_instances_drain_through_a_transaction_pooler_of_two_server_connect
     assert_eq!(quarantined, 1 + 50);
     assert_eq!(db.count("SELECT count(*) FROM user_logins").await, 99 + 150);
     assert_eq!(db.count("SELECT count(DISTINCT sqs_message_id) FROM user_logins").await, 99 + 150);
-    assert_eq!(db.count("SELECT count(*) FROM login_quarantine").await, 1 + 50);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.login_quarantine").await, 1 + 50);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.queue_url).await.expect("depth").total(), 0);
     assert_eq!(esm::queue_depth(&queues.sqs, &queues.dlq_url).await.expect("dlq").total(), 0);
 }

@@ -237,6 +237,7 @@ pub fn reason_codes() -> Vec<&'static str> {
         RejectReason::AppVersionOutOfRange,
         RejectReason::InvalidSentTimestamp,
         RejectReason::InvalidReplayAttributes,
+        RejectReason::NoPartition,
     ];
     // Every variant is listed above: a new one fails to compile here until it is added.
     for reason in &reasons {
@@ -257,7 +258,8 @@ pub fn reason_codes() -> Vec<&'static str> {
             | RejectReason::InvalidAppVersion
             | RejectReason::AppVersionOutOfRange
             | RejectReason::InvalidSentTimestamp
-            | RejectReason::InvalidReplayAttributes => {}
+            | RejectReason::InvalidReplayAttributes
+            | RejectReason::NoPartition => {}
         }
     }
     reasons.iter().map(RejectReason::code).chain([DEAD_LETTERED]).collect()
