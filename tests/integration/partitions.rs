@@ -336,7 +336,7 @@ async fn the_writer_runs_no_ddl_and_the_maintainer_owns_only_user_logins() {
 }
 
 /// A database V1–V12 made, filled through the function, migrated while batches keep
-/// coming: every row is kept (the old table is now the partition of every date before its
+/// coming and a person's read holds the table: every row is kept (the old table is now the partition of every date before its
 /// bound), no batch fails or waits more than 2 s beyond its normal time, the old rows stay
 /// idempotent under the new key, and new months get partitions of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,7 +351,18 @@ async fn a_v12_database_filled_through_the_function_upgrades_in_place_while_inge
     let running = Arc::new(AtomicBool::new(true));
     let ingest = batches_until_stopped(&app, &running);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // A person's read through the view, open for 3 s as the migration starts: the
+    // upgrade's locks wait for it at most 1 s a try, and are tried again.
+    let reader = db.connect().await;
+    reader.batch_execute("BEGIN; SELECT count(*) FROM public.user_logins").await.expect("an open read");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        reader.batch_execute("COMMIT").await.expect("read ends");
+    });
+    let started = Instant::now();
     let applied = db.migrate().await;
+    assert!(started.elapsed() >= Duration::from_secs(2), "the migration waited for the read");
+    release.await.expect("released");
     tokio::time::sleep(Duration::from_millis(300)).await;
     running.store(false, Ordering::SeqCst);
     let during = ingest.await.expect("no batch failed");
