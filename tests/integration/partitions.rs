@@ -141,6 +141,38 @@ async fn a_message_for_a_month_without_partition_is_quarantined_and_the_rest_of_
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins_2031_06").await, 1);
 }
 
+/// A partition gone after the function read the map (dropped by hand here; a retention
+/// step later): the write fails with "no partition of relation … found for row", the
+/// batch fails whole (SQS delivers it again), the function reads the map again, and the
+/// next delivery quarantines the message (`no_partition`) and writes the rest. Nothing
+/// is lost.
+#[tokio::test]
+async fn a_partition_gone_since_the_map_was_read_fails_the_batch_then_its_redelivery_is_quarantined() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    db.connect()
+        .await
+        .batch_execute(
+            "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.user_logins_2025_11;
+             DROP TABLE login_data.user_logins_2025_11",
+        )
+        .await
+        .expect("dropped");
+    let records = vec![
+        ("gone".to_owned(), login_body("u1", "198.51.100.1", "d1"), ms("2025-11-20")),
+        ("here".to_owned(), login_body("u2", "198.51.100.2", "d2"), Utc::now().timestamp_millis()),
+    ];
+
+    let error = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect_err("the write fails");
+    assert!(login_etl_core::error::report(&error).contains("no partition of relation"), "{error:?}");
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 0, "nothing half-written");
+    assert!(!app.partitions().covers(d("2025-11-20")), "the map was read again");
+
+    let (_, again) = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect("redelivery");
+    assert_eq!((again.written, again.quarantined), (1, 1));
+    assert_eq!(again.rejected_by_reason.get("no_partition"), Some(&1));
+}
+
 /// Re-delivery stays idempotent across the new key, for a batch whose rows go to two
 /// partitions (each message keeps its SentTimestamp, so its key).
 #[tokio::test]
@@ -397,4 +429,29 @@ async fn a_v12_database_filled_through_the_function_upgrades_in_place_while_inge
         db.count("SELECT count(*) FROM public.user_logins").await,
         db.count("SELECT count(*) FROM login_data.user_logins").await
     );
+}
+
+/// V13 applied without `migrate`'s preparation (another tool, or by hand): it builds the
+/// key's index, the BRIN and the range CHECK in its own transaction and keeps every row
+/// all the same.
+#[tokio::test]
+async fn v13_alone_builds_what_the_preparation_would_have_and_keeps_every_row() {
+    let db = TestDb::at_version(12).await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let old = many_logins(200, "old");
+    handler::handle_with_stats(&app, event(&old)).await.expect("filled");
+    let mut client = db.connect().await;
+
+    let applied = login_etl_migrations::migrate_to_unprepared(&mut client, 13).await.expect("V13 alone");
+    db.make_partitions(&mut client).await;
+
+    assert_eq!(applied, ["V13__user_logins_partitioned"]);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 200);
+    let made = partitions_of(&db).await;
+    let bound = month(Utc::now().date_naive()).checked_add_months(chrono::Months::new(2)).expect("bound");
+    let legacy =
+        made.iter().find(|(name, _, _)| name.starts_with("user_logins_before_")).expect("the old table");
+    assert_eq!(legacy.1, format!("FOR VALUES FROM (MINVALUE) TO ('{bound}')"));
+    let (_, again) = handler::handle_with_stats(&app, event(&old)).await.expect("again");
+    assert_eq!((again.written, again.already_present), (0, 200));
 }

@@ -31,20 +31,32 @@ pub enum Error {
 
 /// Applies the pending migrations; running it again is a no-op. Returns the names applied.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<String>, Error> {
-    migrate_until(client, None).await
+    migrate_until(client, None, true).await
 }
 
 /// Applies the pending migrations up to and including version `version` (a test builds
 /// the database an earlier release left, fills it, then migrates the rest).
 pub async fn migrate_to(client: &mut tokio_postgres::Client, version: i32) -> Result<Vec<String>, Error> {
-    migrate_until(client, Some(version)).await
+    migrate_until(client, Some(version), true).await
+}
+
+/// As [`migrate_to`], without [`prepare_partitioning`] first: the migrations alone, as
+/// another tool would apply them. V13 then builds in its own transaction what the
+/// preparation builds concurrently (blocking the old table's INSERTs meanwhile: fine for
+/// a small table; a test shows it keeps every row).
+pub async fn migrate_to_unprepared(
+    client: &mut tokio_postgres::Client,
+    version: i32,
+) -> Result<Vec<String>, Error> {
+    migrate_until(client, Some(version), false).await
 }
 
 async fn migrate_until(
     client: &mut tokio_postgres::Client,
     version: Option<i32>,
+    prepare: bool,
 ) -> Result<Vec<String>, Error> {
-    if version.is_none_or(|v| v >= PARTITIONED) {
+    if prepare && version.is_none_or(|v| v >= PARTITIONED) {
         prepare_partitioning(client).await?;
     }
     let mut tries = 0;
