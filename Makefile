@@ -89,7 +89,7 @@ deps:
 # ARCH=arm64|x86_64, default this machine's. The host's architecture builds with cargo's own
 # compiler (no zig); a cross build (ARCH=arm64 on x86_64, or the reverse) with zig, which
 # cargo-lambda's PyPI package brings into .venv (ziglang), for the Rust target rustup adds.
-FUNCTIONS := login-etl pii-vault-service quarantine-purge
+FUNCTIONS := login-etl pii-vault-service quarantine-purge partition-maintenance
 HOST_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
 ARCH ?= $(HOST_ARCH)
 RUST_TARGET = $(if $(filter arm64,$(ARCH)),aarch64,x86_64)-unknown-linux-gnu
@@ -102,12 +102,12 @@ LAMBDA_OUT = $${CARGO_TARGET_DIR:-target}/lambda
 CHECK_BOOTSTRAP = python3 scripts/check-bootstrap.py $(ARCH)
 SAM = SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam
 
-## Build target/lambda/{login-etl,pii-vault-service,quarantine-purge}/bootstrap for ARCH.
+## Build target/lambda/{login-etl,pii-vault-service,quarantine-purge,partition-maintenance}/bootstrap for ARCH.
 build: venv rust-target
 	$(LAMBDA_ENV) cargo lambda build $(LAMBDA_FLAGS)
 	$(CHECK_BOOTSTRAP) $(foreach f,$(FUNCTIONS),$(LAMBDA_OUT)/$(f)/bootstrap)
 
-## Build and zip them: target/lambda/{login-etl,pii-vault-service,quarantine-purge}/bootstrap.zip.
+## Build and zip them: target/lambda/{login-etl,pii-vault-service,quarantine-purge,partition-maintenance}/bootstrap.zip.
 package: venv rust-target
 	$(LAMBDA_ENV) cargo lambda build $(LAMBDA_FLAGS) --output-format zip
 	$(CHECK_BOOTSTRAP) $(foreach f,$(FUNCTIONS),$(LAMBDA_OUT)/$(f)/bootstrap.zip)

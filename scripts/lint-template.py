@@ -652,8 +652,9 @@ def check_staff_trust(cfn: dict) -> list:
 
 
 def check_scheduled_jobs(cfn: dict) -> list:
-    """A scheduled function (the quarantine purge) holds the least: logs and VPC, its own
-    secret; no KMS, SQS or Lambda permission in IAM, and no place in a key policy. Every
+    """A scheduled function (the quarantine purge, the partition maintenance) holds the least:
+    logs and VPC, its own secret (a database login no other function uses); no KMS, SQS or
+    Lambda permission in IAM, and no place in a key policy. Every
     function that reads QUARANTINE_RETENTION_DAYS reads the one parameter."""
     problems = []
     functions = of_type(cfn, "AWS::Lambda::Function")
@@ -678,6 +679,16 @@ def check_scheduled_jobs(cfn: dict) -> list:
             for statement in as_list(props(key).get("KeyPolicy", {}).get("Statement", [])):
                 if statement.get("Effect") == "Allow" and any(target(p) == role for p in principals_of(statement)):
                     problems.append(f"{key_name}: statement {statement.get('Sid')} names {role}, the role of scheduled {function}")
+    # Each scheduled job logs in as itself: a database secret no other function reads.
+    for function in sorted(f for f in scheduled if f in functions):
+        secret = environment(functions[function]).get("DATABASE_SECRET_ARN")
+        if secret is None:
+            continue
+        shared = sorted(n for n, f in functions.items()
+                        if n != function and environment(f).get("DATABASE_SECRET_ARN") == secret)
+        if shared:
+            problems.append(f"{function}: its DATABASE_SECRET_ARN is also that of {shared}; a scheduled job needs a "
+                            "database login of its own")
     for name, function in functions.items():
         value = environment(function).get("QUARANTINE_RETENTION_DAYS")
         if value is not None and value != {"Ref": "QuarantineRetentionDays"}:

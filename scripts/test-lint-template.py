@@ -234,6 +234,21 @@ BREAKS = [
      "                Resource: !Ref PurgeDatabaseSecretArn\n              - Effect: Allow\n                Action: lambda:InvokeFunction\n"
      "                Resource: !GetAtt VaultServiceFunction.Arn\n",
      "QuarantinePurgeRole: allows ['lambda:invokefunction'] on the vault service"),
+    # The scheduled partition maintenance
+    ("partition job: its role may decrypt with KMS",
+     "                Resource: !Ref PartitionDatabaseSecretArn\n",
+     "                Resource: !Ref PartitionDatabaseSecretArn\n              - Effect: Allow\n                Action: kms:Decrypt\n"
+     "                Resource: !GetAtt QueueKey.Arn\n",
+     "PartitionMaintenanceRole: the role of scheduled PartitionMaintenanceFunction allows ['kms:decrypt']"),
+    ("partition job: its role may send to a queue",
+     "                Resource: !Ref PartitionDatabaseSecretArn\n",
+     "                Resource: !Ref PartitionDatabaseSecretArn\n              - Effect: Allow\n                Action: sqs:SendMessage\n"
+     "                Resource: '*'\n",
+     "PartitionMaintenanceRole: the role of scheduled PartitionMaintenanceFunction allows ['sqs:sendmessage']"),
+    ("partition job: logs in as the writer",
+     "          DATABASE_SECRET_ARN: !Ref PartitionDatabaseSecretArn",
+     "          DATABASE_SECRET_ARN: !Ref DatabaseSecretArn",
+     "PartitionMaintenanceFunction: its DATABASE_SECRET_ARN is also that of ['LoginEtlFunction']"),
     # Dashboard and alarm metrics
     ("dashboard: a metric nothing emits",
      '["login-etl", "Written", "Function", "login-etl", {"label": "written"}]',

@@ -2,11 +2,13 @@
 //! keys. Built on the first batch that can reach the database and KMS (see
 //! [`crate::function`]), then reused by every batch of that instance.
 
+use std::sync::{Arc, RwLock};
+
 use deadpool_postgres::Pool;
 
 use login_etl_core::config::{Config, ConfigError};
 use login_etl_core::keys::{self, KeyError, Keyring, Kms};
-use login_etl_core::store::{self, LoginLoad, RetryPolicy, StoreError};
+use login_etl_core::store::{self, LoginLoad, PartitionMap, RetryPolicy, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -27,6 +29,10 @@ pub struct App {
     pub login_load: LoginLoad,
     /// The replay queue's ARN: only its records' replay attributes are honoured.
     pub replay_queue: Option<String>,
+    /// `user_logins`'s partitions as last read: read at init, and again when a batch
+    /// carries a date it does not cover (the maintenance made a month since) or a write
+    /// met a partition gone. A message no partition takes is quarantined (`no_partition`).
+    pub partitions: RwLock<Arc<PartitionMap>>,
 }
 
 impl App {
@@ -40,6 +46,7 @@ impl App {
         let tx = store::begin(&mut client).await?;
         let stored = keys::latest_wrapped_keys(&*tx).await?;
         let (login_load, why_not_copy) = store::login_load(&*tx).await?;
+        let partitions = PartitionMap::load(&*tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         drop(client);
         if let Some(reason) = why_not_copy {
@@ -52,6 +59,23 @@ impl App {
             retry: RetryPolicy::with_budget(config.retry_budget),
             login_load,
             replay_queue: config.replay_queue_arn.clone(),
+            partitions: RwLock::new(Arc::new(partitions)),
         })
+    }
+
+    /// The partitions as last read.
+    pub fn partitions(&self) -> Arc<PartitionMap> {
+        Arc::clone(&self.partitions.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Reads the partitions again (one catalog query in a bounded transaction).
+    pub async fn refresh_partitions(&self) -> Result<Arc<PartitionMap>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = store::begin(&mut client).await?;
+        let map = Arc::new(PartitionMap::load(&*tx).await?);
+        tx.commit().await?;
+        *self.partitions.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&map);
+        tracing::info!(partitions = map.partitions().len(), "user_logins partitions read again");
+        Ok(map)
     }
 }

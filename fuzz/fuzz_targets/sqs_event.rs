@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
     let expected: Vec<Expected> = event.records.iter().map(expect).collect();
     let received = event.records.len();
 
-    let batch = match handler::prepare(keyring, event, None) {
+    let batch = match handler::prepare(keyring, event, None, &login_etl_core::store::PartitionMap::everything()) {
         Ok(batch) => batch,
         Err(error) => panic!("prepare failed on a parseable event: {error}"),
     };

@@ -155,10 +155,24 @@ pub async fn handle_with_stats(
     tracing::debug!(records = event.records.len(), "batch received");
     // A batch SQS delivers again may hold rows already written: no COPY to undo.
     let load = if event.records.iter().any(redelivered) { LoginLoad::Insert } else { app.login_load };
-    let Prepared { rows, response, mut stats } = prepare(&app.keyring, event, app.replay_queue.as_deref())?;
-    let outcome = store::write_batch(&app.pool, &rows, &app.retry, load).await.inspect_err(|error| {
-        tracing::error!(error = %report(error), records = stats.received, "batch write failed");
-    })?;
+    let mut partitions = app.partitions();
+    if prepare::dates(&event, app.replay_queue.as_deref()).into_iter().any(|date| !partitions.covers(date)) {
+        partitions = app.refresh_partitions().await?;
+    }
+    let Prepared { rows, response, mut stats } =
+        prepare(&app.keyring, event, app.replay_queue.as_deref(), &partitions)?;
+    let outcome = match store::write_batch(&app.pool, &rows, &app.retry, load).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            tracing::error!(error = %report(&error), records = stats.received, "batch write failed");
+            if store::partitions::is_no_partition(&error) {
+                // A partition went since the map was read: the batch fails (SQS delivers
+                // it again), and its next delivery is prepared against the fresh map.
+                app.refresh_partitions().await?;
+            }
+            return Err(error.into());
+        }
+    };
     stats.written = outcome.logins_inserted;
     stats.already_present = stats.accepted as u64 - outcome.logins_inserted;
     stats.vault_values_added = outcome.vault_inserted;

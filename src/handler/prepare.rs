@@ -9,7 +9,7 @@ use login_etl_core::crypto::{BlindIndex, PiiField, SealError};
 use login_etl_core::event::{LoginEvent, MessageId, ReadablePii, RejectReason};
 use login_etl_core::keys::Keyring;
 use login_etl_core::replay::{self, ReplayOrigin};
-use login_etl_core::store::{LoginRow, PreparedBatch, QuarantineRow, Source, VaultRow};
+use login_etl_core::store::{LoginRow, PartitionMap, PreparedBatch, QuarantineRow, Source, VaultRow};
 use zeroize::Zeroizing;
 
 use super::{BatchStats, Rejection};
@@ -24,12 +24,14 @@ pub struct Prepared {
 
 /// Parses, masks and seals the whole batch. Records from `replay_queue` (the queue only the
 /// vault service may send to) keep the original id and `SentTimestamp` their attributes
-/// carry. An error (a value that cannot be sealed) fails the batch before anything is
-/// written.
+/// carry. A valid message whose date no partition of `user_logins` takes (`partitions`) is
+/// quarantined (`no_partition`). An error (a value that cannot be sealed) fails the batch
+/// before anything is written.
 pub fn prepare(
     keyring: &Keyring,
     event: SqsEvent,
     replay_queue: Option<&str>,
+    partitions: &PartitionMap,
 ) -> Result<Prepared, SealError> {
     let mut stats = BatchStats { received: event.records.len(), ..BatchStats::default() };
     let mut response = SqsBatchResponse::default();
@@ -57,8 +59,17 @@ pub fn prepare(
         // The body (ip and device id in clear) is wiped when this iteration ends.
         let body = record.body.take().map(Zeroizing::new);
         let origin = origin(&record, sqs_message_id, replay_queue, &mut stats);
-        let accepted =
-            origin.verdict.clone().and_then(|()| accept(origin.sent_at, body.as_ref().map(|b| b.as_str())));
+        let accepted = origin
+            .verdict
+            .clone()
+            .and_then(|()| accept(origin.sent_at, body.as_ref().map(|b| b.as_str())))
+            .and_then(|(sent_at, login)| {
+                if partitions.covers(sent_at.date_naive()) {
+                    Ok((sent_at, login))
+                } else {
+                    Err(RejectReason::NoPartition)
+                }
+            });
         let (sent_at, login) = match accepted {
             Ok(accepted) => accepted,
             Err(reason) => {
@@ -118,6 +129,31 @@ pub fn prepare(
         .collect::<Result<Vec<_>, SealError>>()?;
 
     Ok(Prepared { rows: PreparedBatch::new(logins, quarantine, vault, &keyring.erasure), response, stats })
+}
+
+/// The dates (UTC) the batch's records carry, as [`prepare`] reads them (a replay's from
+/// its attributes): the function checks them against its partition map before
+/// preparing, and reads the map again when one misses.
+pub fn dates(event: &SqsEvent, replay_queue: Option<&str>) -> Vec<chrono::NaiveDate> {
+    let mut dates: Vec<chrono::NaiveDate> = event
+        .records
+        .iter()
+        .filter_map(|record| {
+            let from_replay_queue =
+                replay_queue.is_some() && record.event_source_arn.as_deref() == replay_queue;
+            if from_replay_queue {
+                let attribute =
+                    |name: &str| record.message_attributes.get(name).and_then(|a| a.string_value.as_deref());
+                ReplayOrigin::from_attributes(attribute).ok().map(|r| r.sent_at)
+            } else {
+                sent_timestamp(record)
+            }
+        })
+        .map(|at| at.date_naive())
+        .collect();
+    dates.sort_unstable();
+    dates.dedup();
+    dates
 }
 
 /// Who a record is, for the rows: its own id and `SentTimestamp`, or, for a replay from
@@ -272,7 +308,7 @@ mod tests {
             })
             .collect();
         let event: SqsEvent = serde_json::from_value(json!({ "Records": records })).expect("event");
-        let batch = prepare(&keyring(), event, None).expect("prepare");
+        let batch = prepare(&keyring(), event, None, &PartitionMap::everything()).expect("prepare");
         assert!(batch.stats.rejections.is_empty(), "{:?}", batch.stats.rejections);
         // Rows come sorted by message id: put them back in input order.
         let mut rows: Vec<_> = batch.rows.logins().iter().collect();
@@ -358,7 +394,7 @@ mod tests {
     #[test]
     fn rows_come_in_lock_order_each_value_once_and_rejections_quarantined() {
         let Prepared { rows, response, stats } =
-            prepare(&keyring(), shuffled_event(3000), None).expect("prepare");
+            prepare(&keyring(), shuffled_event(3000), None, &PartitionMap::everything()).expect("prepare");
         let (logins, vault) = (rows.logins(), rows.vault());
         // Ids non-decreasing bytewise (the duplicate id is adjacent), vault keys strictly
         // increasing (each value once).

@@ -4,7 +4,24 @@ use std::sync::Mutex;
 
 use login_etl_core::config::{Config, database};
 
+use login_etl_core::store::partitions::{self, Window};
+
 use crate::{env, unique_suffix};
+
+/// The oldest date a test's message carries (`attack.rs`' and `quarantine.rs`' backdated
+/// replays, 2025-01-02; the events' own `FIRST_SENT_MS` is 2025-11-20).
+pub const OLDEST_TEST_DATE: &str = "2025-01-01";
+/// Months made ahead of today's, as the maintenance's default.
+pub const TEST_MONTHS_AHEAD: u32 = partitions::DEFAULT_MONTHS_AHEAD;
+
+/// The months a test database has partitions for: [`OLDEST_TEST_DATE`]'s to
+/// [`TEST_MONTHS_AHEAD`] after today's.
+pub fn test_window() -> Window {
+    let today = chrono::Utc::now().date_naive();
+    let oldest: chrono::NaiveDate = OLDEST_TEST_DATE.parse().expect("date");
+    let days_back = u32::try_from((today - oldest).num_days()).unwrap_or(0);
+    Window::around(today, days_back, TEST_MONTHS_AHEAD)
+}
 
 /// A database of this test's own, migrated; dropped when the value is dropped.
 pub struct TestDb {
@@ -20,6 +37,7 @@ impl TestDb {
         let db = TestDb::empty().await;
         let mut client = db.connect().await;
         login_etl_migrations::migrate(&mut client).await.expect("migrations apply");
+        db.make_partitions(&mut client).await;
         db
     }
 
@@ -28,12 +46,24 @@ impl TestDb {
         let db = TestDb::empty().await;
         let mut client = db.connect().await;
         login_etl_migrations::migrate_to(&mut client, version).await.expect("migrations apply");
+        if version >= login_etl_migrations::PARTITIONED {
+            db.make_partitions(&mut client).await;
+        }
         db
     }
 
-    /// Applies the migrations still pending; their names.
+    /// Applies the migrations still pending, then makes the partitions; their names.
     pub async fn migrate(&self) -> Vec<String> {
-        login_etl_migrations::migrate(&mut self.connect().await).await.expect("migrations apply")
+        let mut client = self.connect().await;
+        let applied = login_etl_migrations::migrate(&mut client).await.expect("migrations apply");
+        self.make_partitions(&mut client).await;
+        applied
+    }
+
+    /// `user_logins`'s partitions, made as the scheduled maintenance makes them (the one
+    /// code path), for [`PARTITIONS_WINDOW`]: every month a test's message may carry.
+    pub async fn make_partitions(&self, client: &mut tokio_postgres::Client) {
+        partitions::ensure(client, test_window()).await.expect("partitions made");
     }
 
     /// Created but not migrated.

@@ -423,7 +423,8 @@ async fn attack_producer_a_negative_receive_count_on_a_bad_record_fails_the_whol
 
 /// The other attributes SQS sets, at the edges of what the function parses: a
 /// `SentTimestamp` at chrono's last millisecond or at 0, a receive count past `i32`. Each
-/// record is written or quarantined; none fails the batch.
+/// record is written or quarantined; none fails the batch. (No partition takes the year
+/// 262143 or 1970: those two are quarantined, `no_partition`.)
 #[tokio::test]
 async fn attack_producer_extreme_sqs_attributes_never_fail_the_batch() {
     let db = TestDb::new().await;
@@ -455,7 +456,8 @@ async fn attack_producer_extreme_sqs_attributes_never_fail_the_batch() {
         event.records[i].attributes.insert("ApproximateReceiveCount".into(), count.into());
     }
     let (_, stats) = handler::handle_with_stats(&app, event).await.expect("no attribute fails the batch");
-    assert_eq!((stats.written, stats.quarantined), (3, 2), "{:?}", stats.rejections);
+    assert_eq!((stats.written, stats.quarantined), (1, 4), "{:?}", stats.rejections);
+    assert_eq!(stats.rejected_by_reason.get("no_partition"), Some(&2));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -562,7 +564,7 @@ async fn attack_people_get_no_quarantine_values_from_statistics_or_definer_funct
             .collect();
         let purge_only = ["purge_expired_quarantine(integer,bigint)".to_owned()];
         // Which of the keys it names are quarantined: what a plain INSERT's unique
-        // violation tells the writer anyway (its insert skips them without waiting, V15).
+        // violation tells the writer anyway (its insert skips them without waiting, V14).
         let writer_only = ["login_data.quarantined_keys(text[],integer[])".to_owned()];
         let allowed: &[String] = match group {
             "login_etl_quarantine_purge" => &purge_only,

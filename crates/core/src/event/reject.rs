@@ -87,6 +87,11 @@ pub enum RejectReason {
     InvalidSentTimestamp,
     #[error("a replay from the replay queue lacks valid original-message attributes")]
     InvalidReplayAttributes,
+    /// A valid message whose date (its `SentTimestamp`'s UTC date) no partition of
+    /// `user_logins` takes: not yet made, or already dropped. Kept, never lost: replayed
+    /// once its month has a partition.
+    #[error("no partition of user_logins takes the message's date (SentTimestamp)")]
+    NoPartition,
 }
 
 impl RejectReason {
@@ -110,6 +115,7 @@ impl RejectReason {
             RejectReason::AppVersionOutOfRange => "app_version_out_of_range",
             RejectReason::InvalidSentTimestamp => "invalid_sent_timestamp",
             RejectReason::InvalidReplayAttributes => "invalid_replay_attributes",
+            RejectReason::NoPartition => "no_partition",
         }
     }
 

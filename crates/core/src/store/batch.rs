@@ -184,9 +184,13 @@ pub enum LoginLoad {
     Insert,
 }
 
-/// Whether `user_logins` takes the `COPY`: a plain table (a partitioned one would take the
-/// rows partition by partition, not in the lock order) whose columns have the types the
-/// `COPY` sends (a table kept from the exercise's own setup may not). When not, says why.
+/// Whether `user_logins` takes the `COPY`: a plain table whose columns have the types the
+/// `COPY` sends (a table kept from the exercise's own setup may not); when not, says why.
+/// Since V13 it is partitioned, and its rows are always inserted: a `COPY` into a
+/// partitioned table buffers its rows partition by partition and so takes their key locks
+/// out of the lock order when a batch spans two months; one `INSERT … ORDER BY` routes the
+/// rows one by one, in key order (docs/operations.md, "Scaling with a growing dataset"). So
+/// the `COPY` below runs only against a plain table (an unmigrated one, the benchmark's).
 pub async fn login_load(client: &impl GenericClient) -> Result<(LoginLoad, Option<String>), StoreError> {
     let rows = client
         .query_typed(
@@ -201,7 +205,9 @@ pub async fn login_load(client: &impl GenericClient) -> Result<(LoginLoad, Optio
     if let Some(row) = rows.first()
         && row.get::<_, &str>(0) != "r"
     {
-        return Ok((LoginLoad::Insert, Some("user_logins is not a plain table (partitioned?)".to_owned())));
+        // Partitioned (the schema's own table): INSERT, by design, nothing to warn about.
+        let why = (row.get::<_, &str>(0) != "p").then(|| "user_logins is not a plain table".to_owned());
+        return Ok((LoginLoad::Insert, why));
     }
     for column in USER_LOGINS.columns {
         let sent = column.sql_type.copy_type();

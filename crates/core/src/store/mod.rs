@@ -8,11 +8,13 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 pub mod batch;
 pub mod erasure;
+pub mod partitions;
 pub mod quarantine;
 pub mod retry;
 pub mod table;
 
 pub use batch::{LoginLoad, LoginRow, PreparedBatch, VaultRow, WriteOutcome, login_load, write_batch};
+pub use partitions::PartitionMap;
 pub use quarantine::{QuarantineRow, Source};
 pub use retry::RetryPolicy;
 

@@ -123,7 +123,7 @@ pub static LOGIN_QUARANTINE: Table<QuarantineRow> = Table {
 
 /// New keys only: the purge's login may hold an old body it is erasing in an open
 /// transaction, and a message quarantined again must not wait for it. The keys there are
-/// asked of a definer function (sql/V15): the writer may not read the quarantine.
+/// asked of a definer function (sql/V14): the writer may not read the quarantine.
 pub static INSERT_QUARANTINE: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| LOGIN_QUARANTINE.insert_new_sql("login_data.quarantined_keys"));
 
@@ -240,6 +240,7 @@ pub fn reason_codes() -> Vec<&'static str> {
         RejectReason::AppVersionOutOfRange,
         RejectReason::InvalidSentTimestamp,
         RejectReason::InvalidReplayAttributes,
+        RejectReason::NoPartition,
     ];
     // Every variant is listed above: a new one fails to compile here until it is added.
     for reason in &reasons {
@@ -260,7 +261,8 @@ pub fn reason_codes() -> Vec<&'static str> {
             | RejectReason::InvalidAppVersion
             | RejectReason::AppVersionOutOfRange
             | RejectReason::InvalidSentTimestamp
-            | RejectReason::InvalidReplayAttributes => {}
+            | RejectReason::InvalidReplayAttributes
+            | RejectReason::NoPartition => {}
         }
     }
     reasons.iter().map(RejectReason::code).chain([DEAD_LETTERED]).collect()

@@ -165,7 +165,8 @@ impl<R> Column<R> {
 
 /// A table the store writes: its columns in order, the key that makes a write idempotent
 /// (rows whose key exists are skipped, and rows are inserted in its order: the lock order),
-/// the partition key (none yet), and the columns the table fills itself (defaults).
+/// the partition key (a column of the key), and the columns the table fills itself
+/// (defaults).
 pub struct Table<R: 'static> {
     pub name: &'static str,
     pub columns: &'static [Column<R>],
@@ -271,8 +272,11 @@ pub static USER_LOGINS: Table<LoginRow> = Table {
         Column::timestamptz("sent_at", |r| r.sent_at),
         Column::integer("index_key_version", |r| r.index_key_version),
     ],
-    key: &["sqs_message_id"],
-    partition_key: None,
+    // The primary key (sql/V13__user_logins_partitioned.sql): the message id and its date.
+    // Sorted by it, the rows keep the lock order whichever partitions they go to (one
+    // INSERT routes them one by one, in its ORDER BY).
+    key: &["sqs_message_id", "create_date"],
+    partition_key: Some("create_date"),
     filled_by_table: &["loaded_at"],
 };
 
@@ -350,7 +354,7 @@ mod tests {
             USER_LOGINS.insert_sql(),
             format!(
                 "INSERT INTO login_data.user_logins ({names}) SELECT r.* FROM UNNEST({}) AS r({names}) \
-                 ORDER BY r.sqs_message_id COLLATE \"C\" ON CONFLICT DO NOTHING",
+                 ORDER BY r.sqs_message_id COLLATE \"C\", r.create_date ON CONFLICT DO NOTHING",
                 arrays.join(", ")
             )
         );
@@ -405,6 +409,10 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), names.len());
         assert!(USER_LOGINS.key.iter().all(|k| names.contains(k)));
+        assert!(
+            USER_LOGINS.partition_key.is_none_or(|p| USER_LOGINS.key.contains(&p)),
+            "the key holds the partition key"
+        );
         assert!(USER_LOGINS.filled_by_table.iter().all(|c| !names.contains(c)));
     }
 }

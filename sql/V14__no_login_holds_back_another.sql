@@ -1,4 +1,4 @@
--- login-etl schema, version 15: what the fourth red team of issue 18 found a login of the
+-- login-etl schema, version 14: what the fourth red team of issue 18 found a login of the
 -- service itself could still hold back (docs/security.md, "Tables out of reach").
 --
 -- 1. CREATE RULE takes ACCESS EXCLUSIVE on its table before it checks ownership. V12 put

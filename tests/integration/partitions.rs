@@ -1,0 +1,457 @@
+//! `user_logins` partitioned by month (sql/V13__user_logins_partitioned.sql, issue 19):
+//! the maintenance makes partitions ahead, idempotently, without holding ingest back; a
+//! message for a month without one is quarantined, never lost; the writer runs no DDL, the
+//! maintenance's login owns nothing but `user_logins`; a database of V12 filled through
+//! the function upgrades in place while batches keep coming.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{Datelike, NaiveDate, Utc};
+use login_etl::handler;
+use login_etl_core::store::partitions::{self, DDL_LOCK_TIMEOUT, PartitionMap, Window};
+use testkit::{TestDb, cold_start, connect, event, login_body, many_logins, new_kms, quarantined_ids};
+use tokio_postgres::error::SqlState;
+
+fn d(text: &str) -> NaiveDate {
+    text.parse().expect("date")
+}
+
+fn month(date: NaiveDate) -> NaiveDate {
+    date.with_day(1).expect("first")
+}
+
+/// An event whose records were sent at `sent_ms` each (id, body, SentTimestamp).
+fn event_sent_at(records: &[(String, String, i64)]) -> aws_lambda_events::sqs::SqsEvent {
+    let plain: Vec<(String, String)> =
+        records.iter().map(|(id, body, _)| (id.clone(), body.clone())).collect();
+    let mut event = event(&plain);
+    for (record, (_, _, sent_ms)) in event.records.iter_mut().zip(records) {
+        record.attributes.insert("SentTimestamp".into(), sent_ms.to_string());
+    }
+    event
+}
+
+fn ms(date: &str) -> i64 {
+    d(date).and_hms_opt(12, 0, 0).expect("noon").and_utc().timestamp_millis()
+}
+
+/// Names, bounds and owners of the partitions, oldest first.
+async fn partitions_of(db: &TestDb) -> Vec<(String, String, String)> {
+    db.connect()
+        .await
+        .query(
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid), pg_get_userbyid(c.relowner)::text
+               FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'login_data.user_logins'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("partitions")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_maintenance_makes_every_reachable_month_ahead_once_each_a_full_partition() {
+    let db = TestDb::empty().await;
+    let mut client = db.connect().await;
+    login_etl_migrations::migrate(&mut client).await.expect("migrate");
+    assert!(partitions_of(&db).await.is_empty(), "a new database keeps no catch-all partition");
+    let today = Utc::now().date_naive();
+    let window = Window::around(today, partitions::DEFAULT_DAYS_BACK, partitions::DEFAULT_MONTHS_AHEAD);
+
+    let first = partitions::ensure(&mut client, window).await.expect("maintenance");
+    let again = partitions::ensure(&mut client, window).await.expect("maintenance again");
+
+    let mut expected = Vec::new();
+    let mut m = window.from;
+    while m < window.to {
+        expected.push(partitions::partition_name(m));
+        m = m.checked_add_months(chrono::Months::new(1)).expect("month");
+    }
+    assert!(expected.contains(&partitions::partition_name(month(today))));
+    assert!(expected.len() >= 2 + 1 + 2, "two months back, this one, two ahead: {expected:?}");
+    assert_eq!(first.created, expected);
+    assert!(again.created.is_empty(), "idempotent: {again:?}");
+    let made = partitions_of(&db).await;
+    assert_eq!(made.len(), expected.len());
+    for (name, bound, owner) in &made {
+        assert_eq!(owner, "login_etl_partition_owner", "{name}");
+        assert!(bound.starts_with("FOR VALUES FROM ('"), "{name}: {bound}");
+        // Each has the key, both masks' B-trees and the BRIN, attached to the parent's,
+        // and the erasure guard.
+        let sql = format!(
+            "SELECT count(*) FROM pg_index i JOIN pg_inherits h ON h.inhrelid = i.indexrelid
+              WHERE i.indrelid = 'login_data.{name}'::regclass"
+        );
+        assert_eq!(db.count(&sql).await, 4, "{name}");
+        let sql = format!(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'login_data.{name}'::regclass
+                AND tgname = 'user_logins_erasure_token_guard'"
+        );
+        assert_eq!(db.count(&sql).await, 1, "{name}");
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partdefid").await,
+        0,
+        "no DEFAULT partition (DETACH CONCURRENTLY refuses one)"
+    );
+}
+
+/// The batch is prepared against the partitions: a message dated where none is goes to
+/// the quarantine with `no_partition`, the rest is written. Once the maintenance has made
+/// its month, its re-delivery is written (the function reads the partitions again when a
+/// date misses).
+#[tokio::test]
+async fn a_message_for_a_month_without_partition_is_quarantined_and_the_rest_of_its_batch_written() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    assert_eq!(
+        app.login_load,
+        login_etl_core::store::LoginLoad::Insert,
+        "a partitioned table is never copied"
+    );
+    let far = "2031-06-15";
+    let records = vec![
+        ("now-1".to_owned(), login_body("u1", "198.51.100.1", "d1"), Utc::now().timestamp_millis()),
+        ("far".to_owned(), login_body("u2", "198.51.100.2", "d2"), ms(far)),
+        ("now-2".to_owned(), login_body("u3", "198.51.100.3", "d3"), Utc::now().timestamp_millis()),
+    ];
+
+    let (response, stats) = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect("batch");
+
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((stats.written, stats.quarantined), (2, 1));
+    assert_eq!(stats.rejected_by_reason.get("no_partition"), Some(&1));
+    assert_eq!(quarantined_ids(&db).await, vec!["far".to_owned()]);
+    assert_eq!(
+        db.count("SELECT count(*) FROM login_data.login_quarantine WHERE reason_code = 'no_partition'").await,
+        1
+    );
+    assert!(login_etl_core::store::quarantine::reason_codes().contains(&"no_partition"));
+
+    partitions::ensure(&mut db.connect().await, Window { from: d("2031-06-01"), to: d("2031-07-01") })
+        .await
+        .expect("the month made");
+    let (_, again) = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect("again");
+    assert_eq!((again.written, again.already_present, again.quarantined), (1, 2, 0));
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins_2031_06").await, 1);
+}
+
+/// A partition gone after the function read the map (dropped by hand here; a retention
+/// step later): the write fails with "no partition of relation … found for row", the
+/// batch fails whole (SQS delivers it again), the function reads the map again, and the
+/// next delivery quarantines the message (`no_partition`) and writes the rest. Nothing
+/// is lost.
+#[tokio::test]
+async fn a_partition_gone_since_the_map_was_read_fails_the_batch_then_its_redelivery_is_quarantined() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    db.connect()
+        .await
+        .batch_execute(
+            "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.user_logins_2025_11;
+             DROP TABLE login_data.user_logins_2025_11",
+        )
+        .await
+        .expect("dropped");
+    let records = vec![
+        ("gone".to_owned(), login_body("u1", "198.51.100.1", "d1"), ms("2025-11-20")),
+        ("here".to_owned(), login_body("u2", "198.51.100.2", "d2"), Utc::now().timestamp_millis()),
+    ];
+
+    let error = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect_err("the write fails");
+    assert!(login_etl_core::error::report(&error).contains("no partition of relation"), "{error:?}");
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 0, "nothing half-written");
+    assert!(!app.partitions().covers(d("2025-11-20")), "the map was read again");
+
+    let (_, again) = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect("redelivery");
+    assert_eq!((again.written, again.quarantined), (1, 1));
+    assert_eq!(again.rejected_by_reason.get("no_partition"), Some(&1));
+}
+
+/// Re-delivery stays idempotent across the new key, for a batch whose rows go to two
+/// partitions (each message keeps its SentTimestamp, so its key).
+#[tokio::test]
+async fn redelivery_across_two_months_adds_nothing() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let records: Vec<(String, String, i64)> = (0..40)
+        .map(|i| {
+            let sent = if i % 2 == 0 { ms("2025-11-30") } else { ms("2025-12-01") };
+            (format!("m-{i:03}"), login_body(&format!("u{i}"), "198.51.100.9", "dev"), sent)
+        })
+        .collect();
+    let (_, first) = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect("first");
+    let (_, again) = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect("again");
+    assert_eq!((first.written, again.written, again.already_present), (40, 0, 40));
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins_2025_11").await, 20);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins_2025_12").await, 20);
+}
+
+/// On PostgreSQL 15: ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on the parent, so it
+/// goes through while a writer's transaction and a long read hold the table, and the
+/// INSERTs after it are not queued; `CREATE TABLE … PARTITION OF` needs ACCESS EXCLUSIVE
+/// and waits for them (here: gives up at its lock timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_goes_through_open_writes_and_reads_where_partition_of_would_wait() {
+    let db = TestDb::new().await;
+    let (writer, reader) = (db.connect().await, db.connect().await);
+    writer
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO login_data.user_logins (sqs_message_id, create_date) VALUES ('open', '{}')",
+            Utc::now().date_naive()
+        ))
+        .await
+        .expect("an open write");
+    reader.batch_execute("BEGIN; SELECT count(*) FROM public.user_logins").await.expect("an open read");
+
+    let started = Instant::now();
+    let made =
+        partitions::ensure(&mut db.connect().await, Window { from: d("2032-01-01"), to: d("2032-04-01") })
+            .await
+            .expect("attached while both are open");
+    assert_eq!(made.created.len(), 3);
+    assert_eq!(made.lock_timeouts, 0, "no lock waited for");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+
+    let error = db
+        .connect()
+        .await
+        .batch_execute(
+            "BEGIN; SET LOCAL lock_timeout = 500;
+             CREATE TABLE login_data.user_logins_2033_01 PARTITION OF login_data.user_logins
+                 FOR VALUES FROM ('2033-01-01') TO ('2033-02-01')",
+        )
+        .await
+        .expect_err("PARTITION OF waits for the open transactions");
+    assert_eq!(error.code(), Some(&SqlState::LOCK_NOT_AVAILABLE));
+    writer.batch_execute("COMMIT").await.expect("commit");
+    reader.batch_execute("COMMIT").await.expect("commit");
+}
+
+/// Batches run back to back through the function while the maintenance makes two years of
+/// partitions, an analyst's read holds the table open throughout, and another session
+/// holds a lock the ATTACH must wait for (its tries time out and go again). No batch takes
+/// more than 2 s beyond the slowest batch before the maintenance started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_batch_stalls_beyond_two_seconds_while_the_maintenance_runs() {
+    let db = TestDb::new().await;
+    let app = Arc::new(cold_start(&db, &new_kms().await).await);
+    let baseline = run_batches(&app, "before", 10).await;
+    let normal = baseline.iter().max().copied().expect("batches");
+
+    let reader = db.connect().await;
+    reader.batch_execute("BEGIN; SELECT count(*) FROM public.user_logins").await.expect("an open read");
+    // SHARE UPDATE EXCLUSIVE (as a manual VACUUM or ANALYZE would hold): conflicts with
+    // ATTACH, not with INSERT. Held 3 s.
+    let blocker = db.connect().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE login_data.user_logins IN SHARE UPDATE EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        blocker.batch_execute("COMMIT").await.expect("release");
+    });
+
+    let running = Arc::new(AtomicBool::new(true));
+    let ingest = batches_until_stopped(&app, &running);
+    let mut client = db.connect().await;
+    let made = partitions::ensure(&mut client, Window { from: d("2034-01-01"), to: d("2036-01-01") })
+        .await
+        .expect("maintenance");
+    running.store(false, Ordering::SeqCst);
+    let during = ingest.await.expect("ingest");
+    release.await.expect("released");
+    reader.batch_execute("COMMIT").await.expect("commit");
+
+    assert_eq!(made.created.len(), 24);
+    assert!(made.lock_timeouts >= 1, "the held lock made a try time out: {made:?}");
+    assert!(during.len() >= 3, "batches ran meanwhile: {}", during.len());
+    let slowest = during.iter().max().copied().expect("batches");
+    assert!(
+        slowest <= normal + Duration::from_secs(2),
+        "a batch took {slowest:?} during the maintenance (before: at most {normal:?})"
+    );
+    assert!(DDL_LOCK_TIMEOUT <= Duration::from_secs(1));
+}
+
+/// Batches of 50 run back to back until `running` is cleared; how long each took.
+fn batches_until_stopped(
+    app: &Arc<login_etl::App>,
+    running: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Duration>> {
+    let (app, running) = (Arc::clone(app), Arc::clone(running));
+    tokio::spawn(async move {
+        let mut times = Vec::new();
+        while running.load(Ordering::SeqCst) {
+            times.extend(run_batches(&app, &format!("during{}", times.len()), 1).await);
+        }
+        times
+    })
+}
+
+/// `n` batches of 50 new logins dated today; how long each took.
+async fn run_batches(app: &login_etl::App, tag: &str, n: usize) -> Vec<Duration> {
+    let mut times = Vec::new();
+    for i in 0..n {
+        let records: Vec<(String, String, i64)> = many_logins(50, &format!("{tag}-{i}"))
+            .into_iter()
+            .map(|(id, body)| (id, body, Utc::now().timestamp_millis()))
+            .collect();
+        let started = Instant::now();
+        let (_, stats) = handler::handle_with_stats(app, event_sent_at(&records)).await.expect("batch");
+        times.push(started.elapsed());
+        assert_eq!(stats.written, 50);
+    }
+    times
+}
+
+/// The writer may not make, attach or detach a partition, nor run the maintenance; the
+/// maintenance's login may, and has no right on anything else (the vault, the audit, the
+/// quarantine), and its owner role owns nothing but `user_logins` and its partitions.
+#[tokio::test]
+async fn the_writer_runs_no_ddl_and_the_maintainer_owns_only_user_logins() {
+    let db = TestDb::new().await;
+    let writer_login = db.login_in("login_etl_writer").await;
+    let writer = connect(&writer_login).await;
+    for ddl in [
+        "CREATE TABLE login_data.user_logins_2040_01 (LIKE login_data.user_logins)",
+        "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.user_logins_2025_11",
+        "ALTER TABLE login_data.user_logins ATTACH PARTITION login_data.user_logins_2025_11
+             FOR VALUES FROM ('2025-11-01') TO ('2025-12-01')",
+        "DROP TABLE login_data.user_logins_2025_11",
+        "SET ROLE login_etl_partition_owner",
+    ] {
+        let error = writer.batch_execute(ddl).await.expect_err(ddl);
+        assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{ddl}: {error:?}");
+    }
+    let mut writer = connect(&writer_login).await;
+    partitions::ensure(&mut writer, Window { from: d("2040-01-01"), to: d("2040-02-01") })
+        .await
+        .expect_err("the writer cannot run the maintenance");
+
+    let mut maintainer = connect(&db.login_in("login_etl_partition_maintainer").await).await;
+    let made = partitions::ensure(&mut maintainer, Window { from: d("2040-01-01"), to: d("2040-02-01") })
+        .await
+        .expect("the maintainer can");
+    assert_eq!(made.created, vec!["user_logins_2040_01".to_owned()]);
+    for sql in [
+        "SELECT 1 FROM vault.pii_vault",
+        "SELECT 1 FROM vault.pii_keys",
+        "SELECT 1 FROM pii_audit_log.pii_audit_entries",
+        "SELECT 1 FROM login_data.login_quarantine",
+        "SELECT 1 FROM pii_budget.pii_budget_spent",
+        "CREATE TABLE vault.elsewhere (x int)",
+        "CREATE TABLE public.elsewhere (x int)",
+    ] {
+        let error = maintainer.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {error:?}");
+    }
+    let owned = db
+        .texts(
+            "SELECT c.relname::text FROM pg_class c
+              WHERE c.relowner = 'login_etl_partition_owner'::regrole AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+                AND c.relname NOT LIKE 'user\\_logins%'",
+            &[],
+        )
+        .await;
+    assert!(owned.is_empty(), "the owner owns {owned:?}");
+    assert_eq!(
+        PartitionMap::load(&maintainer).await.expect("map").partitions().len(),
+        partitions_of(&db).await.len()
+    );
+}
+
+/// A database V1–V12 made, filled through the function, migrated while batches keep
+/// coming and a person's read holds the table: every row is kept (the old table is now the partition of every date before its
+/// bound), no batch fails or waits more than 2 s beyond its normal time, the old rows stay
+/// idempotent under the new key, and new months get partitions of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v12_database_filled_through_the_function_upgrades_in_place_while_ingest_runs() {
+    let db = TestDb::at_version(12).await;
+    let app = Arc::new(cold_start(&db, &new_kms().await).await);
+    let old = many_logins(300, "old");
+    let (_, filled) = handler::handle_with_stats(&app, event(&old)).await.expect("filled");
+    assert_eq!(filled.written, 300);
+    let normal = run_batches(&app, "before", 5).await.into_iter().max().expect("batches");
+
+    let running = Arc::new(AtomicBool::new(true));
+    let ingest = batches_until_stopped(&app, &running);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A person's read through the view, open for 3 s as the migration starts: the
+    // upgrade's locks wait for it at most 1 s a try, and are tried again.
+    let reader = db.connect().await;
+    reader.batch_execute("BEGIN; SELECT count(*) FROM public.user_logins").await.expect("an open read");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        reader.batch_execute("COMMIT").await.expect("read ends");
+    });
+    let started = Instant::now();
+    let applied = db.migrate().await;
+    assert!(started.elapsed() >= Duration::from_secs(2), "the migration waited for the read");
+    release.await.expect("released");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.store(false, Ordering::SeqCst);
+    let during = ingest.await.expect("no batch failed");
+    let rounds = during.len();
+
+    assert!(applied.iter().any(|name| name.starts_with("V13__")), "{applied:?}");
+    assert!(during.len() >= 2);
+    let slowest = during.iter().max().copied().expect("batches");
+    assert!(slowest <= normal + Duration::from_secs(2), "{slowest:?} against {normal:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM login_data.user_logins").await,
+        300 + 5 * 50 + rounds as i64 * 50,
+        "every row kept"
+    );
+    let made = partitions_of(&db).await;
+    let legacy =
+        &made.iter().find(|(name, _, _)| name.starts_with("user_logins_before_")).expect("the old table").1;
+    let bound = month(Utc::now().date_naive()).checked_add_months(chrono::Months::new(2)).expect("bound");
+    assert_eq!(legacy, &format!("FOR VALUES FROM (MINVALUE) TO ('{bound}')"));
+    assert!(made.iter().any(|(name, _, _)| name == &partitions::partition_name(bound)), "{made:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_constraint WHERE conrelid = 'login_data.user_logins'::regclass AND contype = 'p'")
+            .await,
+        1
+    );
+
+    // The old rows under the new key: a re-delivery adds nothing.
+    let (_, again) = handler::handle_with_stats(&app, event(&old)).await.expect("again");
+    assert_eq!((again.written, again.already_present), (0, 300));
+    // The people's view reads the partitioned table.
+    assert_eq!(
+        db.count("SELECT count(*) FROM public.user_logins").await,
+        db.count("SELECT count(*) FROM login_data.user_logins").await
+    );
+}
+
+/// V13 applied without `migrate`'s preparation (another tool, or by hand): it builds the
+/// key's index, the BRIN and the range CHECK in its own transaction and keeps every row
+/// all the same.
+#[tokio::test]
+async fn v13_alone_builds_what_the_preparation_would_have_and_keeps_every_row() {
+    let db = TestDb::at_version(12).await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let old = many_logins(200, "old");
+    handler::handle_with_stats(&app, event(&old)).await.expect("filled");
+    let mut client = db.connect().await;
+
+    let applied = login_etl_migrations::migrate_to_unprepared(&mut client, 13).await.expect("V13 alone");
+    db.make_partitions(&mut client).await;
+
+    assert_eq!(applied, ["V13__user_logins_partitioned"]);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 200);
+    let made = partitions_of(&db).await;
+    let bound = month(Utc::now().date_naive()).checked_add_months(chrono::Months::new(2)).expect("bound");
+    let legacy =
+        made.iter().find(|(name, _, _)| name.starts_with("user_logins_before_")).expect("the old table");
+    assert_eq!(legacy.1, format!("FOR VALUES FROM (MINVALUE) TO ('{bound}')"));
+    let (_, again) = handler::handle_with_stats(&app, event(&old)).await.expect("again");
+    assert_eq!((again.written, again.already_present), (0, 200));
+}
