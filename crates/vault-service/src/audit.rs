@@ -62,22 +62,24 @@ impl Action {
     /// `None` for an op the service does not have. Every op of the protocol has one (a
     /// test serializes each [`pii_vault_protocol::Request`]).
     pub fn of_op(op: &str) -> Option<Action> {
-        Some(match op {
-            "find" => Action::Find,
-            "reveal" => Action::Reveal,
-            "forget" | "forget-user" => Action::Forget,
-            "audit" => Action::Audit,
-            "audit-verify" => Action::AuditVerify,
-            "init-keys" => Action::InitKeys,
-            "rotate-key" => Action::RotateKey,
-            "reencrypt" => Action::Reencrypt,
-            "quarantine-list" => Action::QuarantineList,
-            "quarantine-show" => Action::QuarantineShow,
-            "quarantine-replay" => Action::QuarantineReplay,
-            "quarantine-import-dlq" => Action::QuarantineImportDlq,
-            "quarantine-purge" => Action::QuarantinePurge,
-            _ => return None,
-        })
+        const OPS: [Action; 13] = [
+            Action::Find,
+            Action::Reveal,
+            Action::Forget,
+            Action::Audit,
+            Action::AuditVerify,
+            Action::InitKeys,
+            Action::RotateKey,
+            Action::Reencrypt,
+            Action::QuarantineList,
+            Action::QuarantineShow,
+            Action::QuarantineReplay,
+            Action::QuarantineImportDlq,
+            Action::QuarantinePurge,
+        ];
+        // `forget-user` is the one op recorded under another action's name.
+        let op = if op == "forget-user" { Action::Forget.as_str() } else { op };
+        OPS.into_iter().find(|action| action.as_str() == op)
     }
 
     /// Admin actions (key creation, rotation and re-encryption) need the key-admin role;
