@@ -2,7 +2,9 @@
 //! the maintenance makes partitions ahead, idempotently, without holding ingest back; a
 //! message for a month without one is quarantined, never lost; the writer runs no DDL, the
 //! maintenance's login owns nothing but `user_logins`; a database of V12 filled through
-//! the function upgrades in place while batches keep coming.
+//! the function upgrades in place while batches keep coming; retention drops exactly the
+//! months past it while batches keep coming, finishes a detach an interrupted run left
+//! pending, and the upgrade's `user_logins_before_…` once its bound is past.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +14,7 @@ use chrono::{Datelike, NaiveDate, Utc};
 use login_etl::handler;
 use login_etl_core::store::partitions::{self, DDL_LOCK_TIMEOUT, PartitionMap, Window};
 use testkit::{TestDb, cold_start, connect, event, login_body, many_logins, new_kms, quarantined_ids};
+use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 fn d(text: &str) -> NaiveDate {
@@ -325,6 +328,8 @@ async fn the_writer_runs_no_ddl_and_the_maintainer_owns_only_user_logins() {
         "ALTER TABLE login_data.user_logins ATTACH PARTITION login_data.user_logins_2025_11
              FOR VALUES FROM ('2025-11-01') TO ('2025-12-01')",
         "DROP TABLE login_data.user_logins_2025_11",
+        "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.user_logins_2025_11 CONCURRENTLY",
+        "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.user_logins_2025_11 FINALIZE",
         "SET ROLE login_etl_partition_owner",
     ] {
         let error = writer.batch_execute(ddl).await.expect_err(ddl);
@@ -334,6 +339,8 @@ async fn the_writer_runs_no_ddl_and_the_maintainer_owns_only_user_logins() {
     partitions::ensure(&mut writer, Window { from: d("2040-01-01"), to: d("2040-02-01") })
         .await
         .expect_err("the writer cannot run the maintenance");
+    partitions::expire(&mut writer, &NoTls, Some(d("2025-12-01"))).await.expect_err("nor the retention");
+    assert!(partitions_of(&db).await.iter().any(|(name, _, _)| name == "user_logins_2025_11"), "still there");
 
     let mut maintainer = connect(&db.login_in("login_etl_partition_maintainer").await).await;
     let made = partitions::ensure(&mut maintainer, Window { from: d("2040-01-01"), to: d("2040-02-01") })
@@ -454,4 +461,164 @@ async fn v13_alone_builds_what_the_preparation_would_have_and_keeps_every_row() 
     assert_eq!(legacy.1, format!("FOR VALUES FROM (MINVALUE) TO ('{bound}')"));
     let (_, again) = handler::handle_with_stats(&app, event(&old)).await.expect("again");
     assert_eq!((again.written, again.already_present), (0, 200));
+}
+
+/// Rows in each partition, by name.
+async fn rows_per_partition(db: &TestDb) -> Vec<(String, i64)> {
+    let mut counts = Vec::new();
+    for (name, _, _) in partitions_of(db).await {
+        let rows = db.count(&format!("SELECT count(*) FROM login_data.{name}")).await;
+        counts.push((name, rows));
+    }
+    counts
+}
+
+/// Retention while batches run back to back through the function and an analyst's read
+/// holds every partition for 3 s (the DETACH's wait is cancelled, the partition left
+/// pending detach, its FINALIZE times out and goes again): exactly the months wholly
+/// before the cutoff go, each counted; every other month keeps its rows, every batch is
+/// written, none takes more than 2 s beyond the slowest before; a second run drops
+/// nothing; a message dated in a dropped month is then quarantined `no_partition`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_exactly_the_old_months_while_a_drain_runs_and_stalls_no_batch() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = Arc::new(cold_start(&db, &kms).await);
+    let dated = [("2025-01-20", 3), ("2025-02-10", 5), ("2025-03-31", 7), ("2025-04-01", 11)];
+    let mut records = Vec::new();
+    for (date, n) in dated {
+        for i in 0..n {
+            records.push((
+                format!("{date}-{i}"),
+                login_body(&format!("u{i}"), "198.51.100.7", "d7"),
+                ms(date),
+            ));
+        }
+    }
+    let (_, filled) = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect("filled");
+    assert_eq!(filled.written, 26);
+    let normal = run_batches(&app, "before", 10).await.into_iter().max().expect("batches");
+    let before = rows_per_partition(&db).await;
+
+    let reader = db.connect().await;
+    reader.batch_execute("BEGIN; SELECT count(*) FROM public.user_logins").await.expect("an open read");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        reader.batch_execute("COMMIT").await.expect("read ends");
+    });
+    let running = Arc::new(AtomicBool::new(true));
+    let ingest = batches_until_stopped(&app, &running);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut maintainer = connect(&db.login_in("login_etl_partition_maintainer").await).await;
+    let started = Instant::now();
+    let dropped =
+        partitions::expire(&mut maintainer, &NoTls, Some(d("2025-04-01"))).await.expect("retention");
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.store(false, Ordering::SeqCst);
+    let during = ingest.await.expect("no batch failed");
+    release.await.expect("released");
+
+    let gone: Vec<(&str, i64)> = dropped.dropped.iter().map(|x| (x.name.as_str(), x.rows)).collect();
+    assert_eq!(gone, [("user_logins_2025_01", 3), ("user_logins_2025_02", 5), ("user_logins_2025_03", 7)]);
+    assert_eq!(dropped.dropped[2].range.to, Some(d("2025-04-01")));
+    assert!(dropped.lock_timeouts >= 1, "the read made a try time out: {dropped:?}");
+    assert!(took >= Duration::from_secs(2), "the drop waited for the read: {took:?}");
+    assert!(during.len() >= 3, "batches ran meanwhile: {}", during.len());
+    let slowest = during.iter().max().copied().expect("batches");
+    assert!(
+        slowest <= normal + Duration::from_secs(2),
+        "a batch took {slowest:?} during the drop (before: {normal:?})"
+    );
+
+    let after = rows_per_partition(&db).await;
+    let this_month = partitions::partition_name(month(Utc::now().date_naive()));
+    for (name, rows) in &before {
+        if gone.iter().any(|(g, _)| g == name) {
+            assert!(!after.iter().any(|(n, _)| n == name), "{name} dropped");
+            let sql = format!("SELECT count(*) FROM pg_class WHERE relname = '{name}'");
+            assert_eq!(db.count(&sql).await, 0, "{name}: no table left");
+        } else if name == &this_month {
+            let now = after.iter().find(|(n, _)| n == name).expect("kept").1;
+            assert_eq!(now, rows + 50 * during.len() as i64, "every drained message written");
+        } else {
+            assert_eq!(after.iter().find(|(n, _)| n == name), Some(&(name.clone(), *rows)), "kept whole");
+        }
+    }
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins_2025_04").await, 11);
+
+    let again = partitions::expire(&mut maintainer, &NoTls, Some(d("2025-04-01"))).await.expect("again");
+    assert!(again.dropped.is_empty(), "idempotent: {again:?}");
+
+    // A late message for a dropped month: counted, quarantined, never lost.
+    let late = vec![("late".to_owned(), login_body("u1", "198.51.100.1", "d1"), ms("2025-02-14"))];
+    let fresh = cold_start(&db, &kms).await;
+    let (_, stats) = handler::handle_with_stats(&fresh, event_sent_at(&late)).await.expect("late");
+    assert_eq!((stats.written, stats.quarantined), (0, 1));
+    assert_eq!(stats.rejected_by_reason.get("no_partition"), Some(&1));
+    assert_eq!(quarantined_ids(&db).await, vec!["late".to_owned()]);
+}
+
+/// A `DETACH … CONCURRENTLY` interrupted (its wait for a read timed out) leaves the
+/// partition pending detach: it takes no row any more and covers nothing; the next run
+/// finishes it (`FINALIZE`) and drops it, counted.
+#[tokio::test]
+async fn a_detach_left_pending_by_an_interrupted_run_is_finished_by_the_next() {
+    let db = TestDb::new().await;
+    let app = cold_start(&db, &new_kms().await).await;
+    let records: Vec<(String, String, i64)> =
+        (0..4).map(|i| (format!("m{i}"), login_body("u", "198.51.100.3", "d3"), ms("2025-02-03"))).collect();
+    handler::handle_with_stats(&app, event_sent_at(&records)).await.expect("filled");
+    let reader = db.connect().await;
+    reader.batch_execute("BEGIN; SELECT count(*) FROM public.user_logins").await.expect("an open read");
+    let interrupted = db.connect().await;
+    interrupted.batch_execute("SET lock_timeout = 300").await.expect("set");
+    let error = interrupted
+        .batch_execute(
+            "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.user_logins_2025_02 CONCURRENTLY",
+        )
+        .await
+        .expect_err("its wait for the read times out");
+    assert_eq!(error.code(), Some(&SqlState::LOCK_NOT_AVAILABLE));
+    reader.batch_execute("COMMIT").await.expect("read ends");
+    let map = PartitionMap::load(&db.connect().await).await.expect("map");
+    assert!(map.detaching().iter().map(|(name, _)| name.as_str()).eq(["user_logins_2025_02"]));
+    assert!(!map.covers(d("2025-02-03")), "a pending partition takes no row");
+
+    let mut maintainer = connect(&db.login_in("login_etl_partition_maintainer").await).await;
+    // Months before March go: the pending one first, then January.
+    let run = partitions::expire(&mut maintainer, &NoTls, Some(d("2025-03-01"))).await.expect("next run");
+    assert!(
+        run.dropped
+            .iter()
+            .map(|x| (x.name.as_str(), x.rows))
+            .eq([("user_logins_2025_02", 4), ("user_logins_2025_01", 0)]),
+        "{run:?}"
+    );
+    assert!(PartitionMap::load(&maintainer).await.expect("map").detaching().is_empty());
+    assert_eq!(db.count("SELECT count(*) FROM pg_class WHERE relname = 'user_logins_2025_02'").await, 0);
+    assert!(partitions_of(&db).await.iter().any(|(name, _, _)| name == "user_logins_2025_03"), "March kept");
+}
+
+/// The upgrade's `user_logins_before_YYYY_MM` (every date before its bound) is dropped once
+/// the bound is at or before the cutoff, and not a day earlier.
+#[tokio::test]
+async fn the_upgrades_old_table_goes_once_its_bound_is_past_the_cutoff() {
+    let db = TestDb::at_version(12).await;
+    let app = cold_start(&db, &new_kms().await).await;
+    handler::handle_with_stats(&app, event(&many_logins(120, "old"))).await.expect("filled");
+    db.migrate().await;
+    let bound = month(Utc::now().date_naive()).checked_add_months(chrono::Months::new(2)).expect("bound");
+    let legacy = format!("user_logins_before_{}", bound.format("%Y_%m"));
+    let mut maintainer = connect(&db.login_in("login_etl_partition_maintainer").await).await;
+
+    let early = bound.pred_opt().expect("day");
+    let kept = partitions::expire(&mut maintainer, &NoTls, Some(early)).await.expect("a day early");
+    assert!(!kept.dropped.iter().any(|x| x.name == legacy), "{kept:?}");
+    assert!(partitions_of(&db).await.iter().any(|(name, _, _)| name == &legacy));
+
+    let run = partitions::expire(&mut maintainer, &NoTls, Some(bound)).await.expect("retention");
+    let dropped = run.dropped.iter().find(|x| x.name == legacy).expect("the old table dropped");
+    assert_eq!((dropped.range.from, dropped.range.to, dropped.rows), (None, Some(bound), 120));
+    assert!(!partitions_of(&db).await.iter().any(|(name, _, _)| name == &legacy));
 }

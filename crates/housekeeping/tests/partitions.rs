@@ -1,29 +1,50 @@
 //! The scheduled partition maintenance as it runs in AWS: its own login (in
 //! `login_etl_partition_maintainer`), its pool (nothing set on the session), here through
 //! PgBouncer in transaction mode (consecutive transactions on other server connections):
-//! every month of its window made once, as the owner, and nothing the second time.
+//! every month of its window made once, as the owner, and nothing the second time; the
+//! months past its retention dropped once; bad settings refused at the binary's start.
 
 use chrono::{Months, Utc};
 use login_etl_core::store;
-use login_etl_core::store::partitions::partition_name;
+use login_etl_core::store::partitions::{Window, partition_name};
 use login_etl_housekeeping::partitions::{self, Settings};
 use testkit::*;
+use tokio_postgres::NoTls;
 
-#[tokio::test]
-async fn the_maintenance_as_its_own_login_through_a_transaction_pooler_makes_its_window_once() {
+/// A new database, migrated without partitions, and the maintenance's own login behind
+/// PgBouncer (transaction mode, one server connection), with its function's pool.
+async fn maintainer_through_pooler() -> (TestDb, PgBouncer, deadpool_postgres::Pool) {
     let db = TestDb::empty().await;
     login_etl_migrations::migrate(&mut db.connect().await).await.expect("migrate");
     let login = db.login_in("login_etl_partition_maintainer").await;
     let bouncer = PgBouncer::in_front_of(&login, 1).await;
     let pool = store::stateless_pool(bouncer.config.clone().into(), 1).expect("pool");
-    let settings = Settings { days_back: 45, months_ahead: 3 };
+    (db, bouncer, pool)
+}
+
+/// Two runs of the maintenance, one after the other.
+async fn twice(
+    pool: &deadpool_postgres::Pool,
+    bouncer: &PgBouncer,
+    settings: Settings,
+    today: chrono::NaiveDate,
+) -> [store::partitions::Maintenance; 2] {
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let client = &mut pool.get().await.expect("connection");
+        let run = partitions::run(client, &NoTls, settings, today).await;
+        runs.push(run.unwrap_or_else(|error| panic!("{error:?}\n{}", bouncer.log())));
+    }
+    [runs.remove(0), runs.remove(0)]
+}
+
+#[tokio::test]
+async fn the_maintenance_as_its_own_login_through_a_transaction_pooler_makes_its_window_once() {
+    let (db, bouncer, pool) = maintainer_through_pooler().await;
+    let settings = Settings { days_back: 45, months_ahead: 3, retention_months: None };
     let today = Utc::now().date_naive();
 
-    let first = partitions::run(&mut pool.get().await.expect("connection"), settings, today)
-        .await
-        .unwrap_or_else(|error| panic!("{error:?}\n{}", bouncer.log()));
-    let again =
-        partitions::run(&mut pool.get().await.expect("connection"), settings, today).await.expect("again");
+    let [first, again] = twice(&pool, &bouncer, settings, today).await;
 
     let window = settings.window(today);
     let mut expected = Vec::new();
@@ -42,4 +63,61 @@ async fn the_maintenance_as_its_own_login_through_a_transaction_pooler_makes_its
         )
         .await;
     assert_eq!(owners, ["login_etl_partition_owner"]);
+}
+
+/// With a retention, the same run through the pooler also drops the months wholly before
+/// the cutoff (here two old months made by hand), logs them counted, and the next run drops
+/// nothing; `DETACH … CONCURRENTLY` runs alone, its wait bounded by a cancel request that
+/// goes through the pooler too.
+#[tokio::test]
+async fn the_maintenance_through_a_transaction_pooler_drops_the_months_past_its_retention_once() {
+    let (db, bouncer, pool) = maintainer_through_pooler().await;
+    let today = Utc::now().date_naive();
+    let settings = Settings { days_back: 45, months_ahead: 1, retention_months: Some(2) };
+    let cutoff = settings.cutoff(today).expect("a cutoff");
+    let old = Window { from: cutoff.checked_sub_months(Months::new(2)).expect("month"), to: cutoff };
+    store::partitions::ensure(&mut pool.get().await.expect("connection"), old).await.expect("old months");
+    db.connect()
+        .await
+        .execute(
+            "INSERT INTO login_data.user_logins (sqs_message_id, create_date) VALUES ('a', $1), ('b', $1)",
+            &[&old.from],
+        )
+        .await
+        .expect("rows");
+
+    let [first, again] = twice(&pool, &bouncer, settings, today).await;
+
+    let dropped: Vec<(String, i64)> = first.dropped.iter().map(|x| (x.name.clone(), x.rows)).collect();
+    let second = old.from.checked_add_months(Months::new(1)).expect("month");
+    assert_eq!(dropped, [(partition_name(old.from), 2), (partition_name(second), 0)]);
+    assert!(again.dropped.is_empty() && again.created.is_empty(), "{again:?}");
+    let left = db
+        .texts(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'login_data.user_logins'::regclass ORDER BY 1",
+            &[],
+        )
+        .await;
+    assert_eq!(left.first(), Some(&partition_name(settings.window(today).from)), "{left:?}");
+}
+
+/// The function's start refuses a bad setting before it reads any secret or database, and
+/// says which.
+#[test]
+fn the_function_refuses_bad_settings_at_start() {
+    for (var, value, says) in [
+        ("USER_LOGINS_RETENTION_MONTHS", "-1", "USER_LOGINS_RETENTION_MONTHS"),
+        ("USER_LOGINS_RETENTION_MONTHS", "2", "would drop months inside PARTITION_DAYS_BACK"),
+        ("PARTITION_DAYS_BACK", "30", "shorter than the oldest date a message can still carry"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_partition-maintenance"))
+            .env_clear()
+            .env(var, value)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{var}={value} started");
+        assert!(stderr.contains(var) && stderr.contains(says), "{var}={value}: {stderr}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The `partition-maintenance` Lambda function, run on a schedule (template.yaml): makes
 //! `user_logins`'s monthly partitions ahead (and back as far as a message can still be
-//! dated). The schedule's event carries nothing it uses.
+//! dated), and drops those past `USER_LOGINS_RETENTION_MONTHS`. The schedule's event
+//! carries nothing it uses.
 #![forbid(unsafe_code)]
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -11,22 +12,27 @@ use login_etl_housekeeping::partitions::{self, Settings};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
+    // First: a bad setting stops the start before any secret or database is read.
+    let settings = Settings::from_vars(|name| std::env::var(name).ok())?;
     let sdk = config::aws_sdk_config().await?;
     let database = config::database_from_env(&sdk).await?;
-    let settings = Settings::from_vars(|name| std::env::var(name).ok())?;
+    // The cancel requests that bound a DETACH … CONCURRENTLY go as the connection goes.
+    let tls = database.tls.connector().map_err(store::StoreError::from)?;
     // Nothing set on the session: each DDL transaction bounds itself (SET LOCAL).
     let pool = store::stateless_pool(database, 1)?;
-    let pool = &pool;
+    let (pool, tls) = (&pool, &tls);
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| async move {
         let mut client = pool.get().await.map_err(store::StoreError::from)?;
-        let outcome = partitions::run(&mut client, settings, chrono::Utc::now().date_naive())
+        let outcome = partitions::run(&mut client, tls, settings, chrono::Utc::now().date_naive())
             .await
             .inspect_err(|error| tracing::error!(error = %report(error), "partition maintenance failed"))?;
         tracing::info!(
             created = ?outcome.created,
+            dropped = ?outcome.dropped.iter().map(|dropped| &dropped.name).collect::<Vec<_>>(),
             lock_timeouts = outcome.lock_timeouts,
             days_back = settings.days_back,
             months_ahead = settings.months_ahead,
+            retention_months = ?settings.retention_months,
             "partition maintenance done"
         );
         println!(
@@ -35,12 +41,16 @@ async fn main() -> Result<(), Error> {
                 &[("Function", "partition-maintenance")],
                 &[
                     ("PartitionsCreated", outcome.created.len() as f64, "Count"),
+                    ("PartitionsDropped", outcome.dropped.len() as f64, "Count"),
                     ("PartitionLockTimeouts", f64::from(outcome.lock_timeouts), "Count"),
                 ],
                 chrono::Utc::now().timestamp_millis(),
             )
         );
-        Ok::<_, Error>(serde_json::json!({ "created": outcome.created }))
+        Ok::<_, Error>(serde_json::json!({
+            "created": outcome.created,
+            "dropped": outcome.dropped.iter().map(|dropped| &dropped.name).collect::<Vec<_>>(),
+        }))
     }))
     .await
 }
