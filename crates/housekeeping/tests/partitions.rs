@@ -4,6 +4,8 @@
 //! every month of its window made once, as the owner, and nothing the second time; the
 //! months past its retention dropped once; bad settings refused at the binary's start.
 
+use std::time::Duration;
+
 use chrono::{Months, Utc};
 use login_etl_core::store;
 use login_etl_core::store::partitions::{Window, partition_name};
@@ -67,8 +69,7 @@ async fn the_maintenance_as_its_own_login_through_a_transaction_pooler_makes_its
 
 /// With a retention, the same run through the pooler also drops the months wholly before
 /// the cutoff (here two old months made by hand), logs them counted, and the next run drops
-/// nothing; `DETACH … CONCURRENTLY` runs alone, its wait bounded by a cancel request that
-/// goes through the pooler too.
+/// nothing; `DETACH … CONCURRENTLY` runs alone through the pooler.
 #[tokio::test]
 async fn the_maintenance_through_a_transaction_pooler_drops_the_months_past_its_retention_once() {
     let (db, bouncer, pool) = maintainer_through_pooler().await;
@@ -86,7 +87,20 @@ async fn the_maintenance_through_a_transaction_pooler_drops_the_months_past_its_
         .await
         .expect("rows");
 
+    // A read of the oldest month, open for 1.5 s: the DETACH waits for it.
+    let reader = db.connect().await;
+    let sql = format!("BEGIN; SELECT count(*) FROM login_data.{}", partition_name(old.from));
+    reader.batch_execute(&sql).await.expect("an open read");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        reader.batch_execute("COMMIT").await.expect("read ends");
+    });
+    let started = std::time::Instant::now();
     let [first, again] = twice(&pool, &bouncer, settings, today).await;
+    // The run waited for the read (through PgBouncer 1.18 the cancel request did not reach
+    // the statement: docs/operations.md, "Retention").
+    assert!(started.elapsed() >= Duration::from_millis(1400), "{:?}", started.elapsed());
+    release.await.expect("released");
 
     let dropped: Vec<(String, i64)> = first.dropped.iter().map(|x| (x.name.clone(), x.rows)).collect();
     let second = old.from.checked_add_months(Months::new(1)).expect("month");
