@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate, Utc};
 use login_etl::handler;
-use login_etl_core::store::partitions::{self, DDL_LOCK_TIMEOUT, PartitionMap, Window};
+use login_etl_core::store::partitions::{self, Cancel, DDL_LOCK_TIMEOUT, PartitionMap, Window};
 use testkit::{TestDb, cold_start, connect, event, login_body, many_logins, new_kms, quarantined_ids};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -339,7 +339,9 @@ async fn the_writer_runs_no_ddl_and_the_maintainer_owns_only_user_logins() {
     partitions::ensure(&mut writer, Window { from: d("2040-01-01"), to: d("2040-02-01") })
         .await
         .expect_err("the writer cannot run the maintenance");
-    partitions::expire(&mut writer, &NoTls, Some(d("2025-12-01"))).await.expect_err("nor the retention");
+    partitions::expire(&mut writer, &Cancel::new(&db.config, NoTls), Some(d("2025-12-01")))
+        .await
+        .expect_err("nor the retention");
     assert!(partitions_of(&db).await.iter().any(|(name, _, _)| name == "user_logins_2025_11"), "still there");
 
     let mut maintainer = connect(&db.login_in("login_etl_partition_maintainer").await).await;
@@ -511,8 +513,9 @@ async fn retention_drops_exactly_the_old_months_while_a_drain_runs_and_stalls_no
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut maintainer = connect(&db.login_in("login_etl_partition_maintainer").await).await;
     let started = Instant::now();
-    let dropped =
-        partitions::expire(&mut maintainer, &NoTls, Some(d("2025-04-01"))).await.expect("retention");
+    let dropped = partitions::expire(&mut maintainer, &Cancel::new(&db.config, NoTls), Some(d("2025-04-01")))
+        .await
+        .expect("retention");
     let took = started.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     running.store(false, Ordering::SeqCst);
@@ -547,7 +550,9 @@ async fn retention_drops_exactly_the_old_months_while_a_drain_runs_and_stalls_no
     }
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins_2025_04").await, 11);
 
-    let again = partitions::expire(&mut maintainer, &NoTls, Some(d("2025-04-01"))).await.expect("again");
+    let again = partitions::expire(&mut maintainer, &Cancel::new(&db.config, NoTls), Some(d("2025-04-01")))
+        .await
+        .expect("again");
     assert!(again.dropped.is_empty(), "idempotent: {again:?}");
 
     // A late message for a dropped month: counted, quarantined, never lost.
@@ -587,7 +592,9 @@ async fn a_detach_left_pending_by_an_interrupted_run_is_finished_by_the_next() {
 
     let mut maintainer = connect(&db.login_in("login_etl_partition_maintainer").await).await;
     // Months before March go: the pending one first, then January.
-    let run = partitions::expire(&mut maintainer, &NoTls, Some(d("2025-03-01"))).await.expect("next run");
+    let run = partitions::expire(&mut maintainer, &Cancel::new(&db.config, NoTls), Some(d("2025-03-01")))
+        .await
+        .expect("next run");
     assert!(
         run.dropped
             .iter()
@@ -613,11 +620,15 @@ async fn the_upgrades_old_table_goes_once_its_bound_is_past_the_cutoff() {
     let mut maintainer = connect(&db.login_in("login_etl_partition_maintainer").await).await;
 
     let early = bound.pred_opt().expect("day");
-    let kept = partitions::expire(&mut maintainer, &NoTls, Some(early)).await.expect("a day early");
+    let kept = partitions::expire(&mut maintainer, &Cancel::new(&db.config, NoTls), Some(early))
+        .await
+        .expect("a day early");
     assert!(!kept.dropped.iter().any(|x| x.name == legacy), "{kept:?}");
     assert!(partitions_of(&db).await.iter().any(|(name, _, _)| name == &legacy));
 
-    let run = partitions::expire(&mut maintainer, &NoTls, Some(bound)).await.expect("retention");
+    let run = partitions::expire(&mut maintainer, &Cancel::new(&db.config, NoTls), Some(bound))
+        .await
+        .expect("retention");
     let dropped = run.dropped.iter().find(|x| x.name == legacy).expect("the old table dropped");
     assert_eq!((dropped.range.from, dropped.range.to, dropped.rows), (None, Some(bound), 120));
     assert!(!partitions_of(&db).await.iter().any(|(name, _, _)| name == &legacy));

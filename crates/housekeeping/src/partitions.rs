@@ -13,9 +13,8 @@
 use chrono::NaiveDate;
 use login_etl_core::config::ConfigError;
 use login_etl_core::store::StoreError;
-use login_etl_core::store::partitions::{self, Maintenance, Window};
+use login_etl_core::store::partitions::{self, AwaitClose, Cancel, Maintenance, Window};
 use login_etl_core::store::quarantine;
-use tokio_postgres::Socket;
 use tokio_postgres::tls::MakeTlsConnect;
 
 pub use login_etl_core::store::partitions::{DEFAULT_DAYS_BACK, DEFAULT_MONTHS_AHEAD};
@@ -84,18 +83,19 @@ impl Settings {
 }
 
 /// One run: every missing partition of the window made, then every partition past the
-/// retention dropped. `tls` secures the cancel requests as the connection is secured.
+/// retention dropped. `cancel`: where the cancel requests go that bound a DETACH.
 pub async fn run<T>(
     client: &mut tokio_postgres::Client,
-    tls: &T,
+    cancel: &Cancel<T>,
     settings: Settings,
     today: NaiveDate,
 ) -> Result<Maintenance, StoreError>
 where
-    T: MakeTlsConnect<Socket> + Clone,
+    T: MakeTlsConnect<AwaitClose> + Clone,
+    T::Stream: Send,
 {
     let mut outcome = partitions::ensure(client, settings.window(today)).await?;
-    let expired = partitions::expire(client, tls, settings.cutoff(today)).await?;
+    let expired = partitions::expire(client, cancel, settings.cutoff(today)).await?;
     outcome.dropped = expired.dropped;
     outcome.lock_timeouts += expired.lock_timeouts;
     Ok(outcome)

@@ -21,16 +21,13 @@
 //! run in a transaction, so cannot take a `SET LOCAL lock_timeout`, and a session `SET`
 //! would stay on a pooled server connection (PgBouncer in transaction mode hands the next
 //! statement to another one): its wait is bounded from the client instead, by a cancel
-//! request after [`DDL_LOCK_TIMEOUT`]. Straight to PostgreSQL the cancel lands; through
-//! PgBouncer 1.18 it was measured not to, and the statement then waits for what it waits
-//! for: none of its locks conflicts with or queues an INSERT into the parent, so ingest is
-//! not held back either way (docs/operations.md, "Retention").
+//! request after [`DDL_LOCK_TIMEOUT`] ([`Cancel`]), which reaches the statement's own
+//! backend, through PgBouncer too (docs/operations.md, "Retention").
 
 use std::time::Duration;
 
 use chrono::{Datelike, Months, NaiveDate};
 use tokio_postgres::GenericClient;
-use tokio_postgres::Socket;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::MakeTlsConnect;
 
@@ -395,16 +392,16 @@ fn is_lock_timeout(error: &tokio_postgres::Error) -> bool {
 /// Retention: drops every partition of `user_logins` whose whole range ends at or before
 /// `cutoff` (none when `None`: kept forever), first finishing a detach an interrupted run
 /// left pending, and dropping a table an interrupted run detached but did not drop. Each
-/// drop is logged with its range and row count. `tls` secures the cancel requests that
-/// bound `DETACH … CONCURRENTLY` as the connection is secured. `client` must be a member
-/// of [`OWNER_ROLE`].
+/// drop is logged with its range and row count. `cancel` says where the cancel requests
+/// that bound `DETACH … CONCURRENTLY` go. `client` must be a member of [`OWNER_ROLE`].
 pub async fn expire<T>(
     client: &mut tokio_postgres::Client,
-    tls: &T,
+    cancel: &Cancel<T>,
     cutoff: Option<NaiveDate>,
 ) -> Result<Maintenance, StoreError>
 where
-    T: MakeTlsConnect<Socket> + Clone,
+    T: MakeTlsConnect<AwaitClose> + Clone,
+    T::Stream: Send,
 {
     let mut outcome = Maintenance::default();
     let expired = |range: &DateRange| cutoff.is_some_and(|cutoff| range.to.is_some_and(|to| to <= cutoff));
@@ -424,10 +421,104 @@ where
     }
     let Some(cutoff) = cutoff else { return Ok(outcome) };
     for (name, range) in map.expired(cutoff) {
-        detach(client, tls, &name, &mut outcome).await?;
+        detach(client, cancel, &name, &mut outcome).await?;
         drop_detached(client, &name, range, &mut outcome).await?;
     }
     Ok(outcome)
+}
+
+/// Where and how the maintenance sends a cancel request: the database's (or the pooler's)
+/// first TCP address and the connection's TLS.
+#[derive(Clone)]
+pub struct Cancel<T> {
+    address: Option<(String, u16)>,
+    tls: T,
+}
+
+impl<T> Cancel<T>
+where
+    T: MakeTlsConnect<AwaitClose> + Clone,
+    T::Stream: Send,
+{
+    /// For connections made with `config` and `tls`.
+    pub fn new(config: &tokio_postgres::Config, tls: T) -> Cancel<T> {
+        let host = config.get_hosts().iter().find_map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => Some(name.clone()),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => None,
+        });
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        Cancel { address: host.map(|host| (host, port)), tls }
+    }
+
+    /// Sends `token`'s cancel request and waits (at most 2 s) until the server has taken
+    /// it. A failure is only logged: the statement then runs on.
+    async fn send(&self, token: &tokio_postgres::CancelToken, partition: &str) {
+        let sent = async {
+            let (host, port) = self.address.as_ref().ok_or("no TCP address to send it to")?;
+            let stream =
+                tokio::net::TcpStream::connect((host.as_str(), *port)).await.map_err(|e| e.to_string())?;
+            let tls = self.tls.clone().make_tls_connect(host).map_err(|e| e.into().to_string())?;
+            token.cancel_query_raw(AwaitClose(stream), tls).await.map_err(|e| crate::error::report(&e))
+        };
+        match tokio::time::timeout(Duration::from_secs(2), sent).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(partition = %partition, %error, "cancel request failed"),
+            Err(_) => tracing::warn!(partition = %partition, "cancel request not taken within 2 s"),
+        }
+    }
+}
+
+/// A cancel request's connection whose shutdown waits for the server to close it.
+/// tokio-postgres shuts its side down right after writing the request, and PgBouncer 1.18
+/// drops a request whose client has gone before it was forwarded (measured: the statement
+/// ran on); PostgreSQL and PgBouncer close the connection once they have acted on it.
+pub struct AwaitClose(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for AwaitClose {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for AwaitClose {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        // Read (and discard) until the server closes.
+        loop {
+            let mut scratch = [0_u8; 256];
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut self.0), cx, &mut buf) {
+                std::task::Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                std::task::Poll::Ready(Ok(())) => {}
+                std::task::Poll::Ready(Err(error)) => return std::task::Poll::Ready(Err(error)),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }
+    }
 }
 
 /// `DETACH PARTITION … CONCURRENTLY`, alone (it cannot run in a transaction) in the simple
@@ -436,12 +527,13 @@ where
 /// and [`finalize`] finishes it; cancelled before, nothing changed and it is tried again.
 async fn detach<T>(
     client: &mut tokio_postgres::Client,
-    tls: &T,
+    cancel: &Cancel<T>,
     name: &str,
     outcome: &mut Maintenance,
 ) -> Result<(), StoreError>
 where
-    T: MakeTlsConnect<Socket> + Clone,
+    T: MakeTlsConnect<AwaitClose> + Clone,
+    T::Stream: Send,
 {
     let sql = format!("ALTER TABLE {PARENT} DETACH PARTITION login_data.{name} CONCURRENTLY");
     let mut retry = LockRetry::new(name);
@@ -453,9 +545,7 @@ where
             tokio::select! {
                 result = &mut statement => (result, false),
                 () = tokio::time::sleep(DDL_LOCK_TIMEOUT) => {
-                    if let Err(error) = token.cancel_query(tls.clone()).await {
-                        tracing::warn!(partition = %name, error = %crate::error::report(&error), "cancel request failed");
-                    }
+                    cancel.send(&token, name).await;
                     // Its own answer: cancelled, or done just before the request came.
                     (statement.await, true)
                 }

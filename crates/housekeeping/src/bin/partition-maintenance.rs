@@ -6,6 +6,7 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use login_etl_core::error::report;
+use login_etl_core::store::partitions::Cancel;
 use login_etl_core::{config, metrics, store, telemetry};
 use login_etl_housekeeping::partitions::{self, Settings};
 
@@ -17,15 +18,17 @@ async fn main() -> Result<(), Error> {
     let sdk = config::aws_sdk_config().await?;
     let database = config::database_from_env(&sdk).await?;
     // The cancel requests that bound a DETACH … CONCURRENTLY go as the connection goes.
-    let tls = database.tls.connector().map_err(store::StoreError::from)?;
+    let cancel = Cancel::new(&database.config, database.tls.connector().map_err(store::StoreError::from)?);
     // Nothing set on the session: each DDL transaction bounds itself (SET LOCAL).
     let pool = store::stateless_pool(database, 1)?;
-    let (pool, tls) = (&pool, &tls);
+    let (pool, cancel) = (&pool, &cancel);
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| async move {
         let mut client = pool.get().await.map_err(store::StoreError::from)?;
-        let outcome = partitions::run(&mut client, tls, settings, chrono::Utc::now().date_naive())
+        let outcome = partitions::run(&mut client, cancel, settings, chrono::Utc::now().date_naive())
             .await
-            .inspect_err(|error| tracing::error!(error = %report(error), "partition maintenance failed"))?;
+            .inspect_err(
+            |error| tracing::error!(error = %report(error), "partition maintenance failed"),
+        )?;
         tracing::info!(
             created = ?outcome.created,
             dropped = ?outcome.dropped.iter().map(|dropped| &dropped.name).collect::<Vec<_>>(),
