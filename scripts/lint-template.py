@@ -696,6 +696,43 @@ def check_scheduled_jobs(cfn: dict) -> list:
     return problems
 
 
+def partition_reach_days(root: pathlib.Path = ROOT) -> dict:
+    """The queues' retentions (days) the partition maintenance assumes when it refuses a
+    PARTITION_DAYS_BACK shorter than a message's reach (crates/core/src/store/partitions.rs)."""
+    text = (root / "crates/core/src/store/partitions.rs").read_text()
+    days = {}
+    for queue, const in (("login-queue", "LOGIN_QUEUE_DAYS"), ("login-queue-dlq", "DEAD_LETTER_QUEUE_DAYS"),
+                         ("login-replay-queue", "REPLAY_QUEUE_DAYS")):
+        found = re.search(rf"pub const {const}: u32 = (\d+);", text)
+        days[queue] = int(found.group(1)) if found else None
+    return days
+
+
+def check_partition_reach(cfn: dict, assumed: dict) -> list:
+    """user_logins has partitions back as far as a message can be dated: the maintenance
+    refuses PARTITION_DAYS_BACK below the queues' retentions it knows (Rust constants) plus
+    QUARANTINE_RETENTION_DAYS. So no queue may keep a message longer than assumed, and the
+    maintenance must get QUARANTINE_RETENTION_DAYS."""
+    problems = []
+    for name, queue in of_type(cfn, "AWS::SQS::Queue").items():
+        queue_name = props(queue).get("QueueName")
+        if queue_name not in assumed:
+            continue
+        retention = int(props(queue).get("MessageRetentionPeriod", 345600))
+        days = assumed[queue_name]
+        if days is None:
+            problems.append(f"{name}: crates/core/src/store/partitions.rs names no retention for {queue_name}")
+        elif retention > days * 86400:
+            problems.append(f"{name}: keeps messages {retention} s, longer than the {days} days the partition "
+                            f"maintenance assumes for {queue_name} (crates/core/src/store/partitions.rs)")
+    for name, function in of_type(cfn, "AWS::Lambda::Function").items():
+        variables = environment(function)
+        if "PARTITION_DAYS_BACK" in variables and "QUARANTINE_RETENTION_DAYS" not in variables:
+            problems.append(f"{name}: reads PARTITION_DAYS_BACK without QUARANTINE_RETENTION_DAYS, against which "
+                            "it checks it")
+    return problems
+
+
 def emitted_metrics(root: pathlib.Path = ROOT) -> set:
     """Metric names the Rust sources emit: the ("Name", value, "Unit") tuples of the files
     of src/ and crates/*/src that call metrics::line(, outside comments and test modules."""
@@ -848,7 +885,8 @@ def check_invariants(sam: dict, cfn: dict, emitted=None) -> tuple:
     ride_out_problems, info = check_ride_out(sam, cfn)
     problems = (check_event_sources(cfn) + check_queues(sam, cfn) + ride_out_problems + check_polling_rights(cfn)
                 + check_replay_queue(cfn) + check_keys(cfn) + check_vault_service_invocation(cfn) + check_staff_trust(cfn)
-                + check_scheduled_jobs(cfn) + check_metrics(cfn, emitted_metrics() if emitted is None else emitted))
+                + check_scheduled_jobs(cfn) + check_metrics(cfn, emitted_metrics() if emitted is None else emitted)
+                + check_partition_reach(cfn, partition_reach_days()))
     return problems, info
 
 

@@ -39,6 +39,13 @@ BREAKS = [
     ("redrive: misspelled deadLetterTargetArn",
      "deadLetterTargetArn: !GetAtt LoginDeadLetterQueue.Arn", "deadLetterTargetARN: !GetAtt LoginDeadLetterQueue.Arn",
      "LoginQueue: RedrivePolicy.deadLetterTargetArn must be the ARN of a queue", 1),
+    ("partitions: the replay queue keeps messages longer than the maintenance assumes",
+     "MessageRetentionPeriod: 604800 # 7 days", "MessageRetentionPeriod: 864000",
+     "longer than the 7 days the partition maintenance assumes for login-replay-queue", 2),
+    ("partitions: the maintenance without QUARANTINE_RETENTION_DAYS",
+     "          # Checked against PARTITION_DAYS_BACK at start (how old a message can be).\n"
+     "          QUARANTINE_RETENTION_DAYS: !Ref QuarantineRetentionDays\n", "",
+     "PartitionMaintenanceFunction: reads PARTITION_DAYS_BACK without QUARANTINE_RETENTION_DAYS"),
     ("redrive: DLQ retention below 14 days",
      "MessageRetentionPeriod: 1209600 # 14 days", "MessageRetentionPeriod: 86400",
      "the dead-letter queue must keep messages 14 days"),
