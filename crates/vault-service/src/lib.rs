@@ -8,6 +8,8 @@
 //! - [`http`]: the function URL front;
 //! - [`function`]: the Lambda function's life (init, then one request per invocation);
 //! - [`queues`]: the replay queue and the dead-letter queue (the quarantine's operations);
+//! - [`expiry`]: vault values unseen for `VAULT_RETENTION_DAYS` (`expire`), and the
+//!   scheduled `vault-expiry` binary's run (`src/bin/vault-expiry.rs`);
 //! - here: the service's resources, the caller's context, and each error's code and HTTP
 //!   status.
 //!
