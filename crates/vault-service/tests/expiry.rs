@@ -412,3 +412,32 @@ fn a_bad_vault_retention_stops_the_service_and_the_scheduled_function_at_start()
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_expiry_binary_runs_on_a_schedules_event_as_lambda_runs_it() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = writer_app(&db, &kms).await;
+    logins(&app, 40, &[("b-1", "192.0.2.71", "dev-b1")]).await;
+    logins(&app, 0, &[("b-2", "192.0.2.72", "dev-b2")]).await;
+    age_vault(&db, 100).await;
+    let function = LocalLambda::start(
+        env!("CARGO_BIN_EXE_vault-expiry"),
+        &[
+            ("DATABASE_URL", url_of(&db.login_in("login_etl_vault_expiry").await)),
+            ("KMS_KEY_ID", kms.key_id().to_owned()),
+            ("VAULT_RETENTION_DAYS", "30".to_owned()),
+        ],
+        None,
+    )
+    .await;
+    let answer: serde_json::Value =
+        serde_json::from_slice(&function.invoke(br#"{"source": "aws.events", "detail": {}}"#).await)
+            .expect("JSON");
+    assert_eq!(answer, serde_json::json!({"expired": 2, "scanned": 4, "complete": true}));
+    assert_eq!(
+        db.count("SELECT count(*) FROM pii_audit_log.pii_audit WHERE caller = 'schedule:vault-expiry' AND outcome = 'done'")
+            .await,
+        1
+    );
+}
