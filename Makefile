@@ -89,7 +89,7 @@ deps:
 # ARCH=arm64|x86_64, default this machine's. The host's architecture builds with cargo's own
 # compiler (no zig); a cross build (ARCH=arm64 on x86_64, or the reverse) with zig, which
 # cargo-lambda's PyPI package brings into .venv (ziglang), for the Rust target rustup adds.
-FUNCTIONS := login-etl pii-vault-service quarantine-purge partition-maintenance
+FUNCTIONS := login-etl pii-vault-service quarantine-purge partition-maintenance vault-expiry
 HOST_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
 ARCH ?= $(HOST_ARCH)
 RUST_TARGET = $(if $(filter arm64,$(ARCH)),aarch64,x86_64)-unknown-linux-gnu
@@ -102,12 +102,12 @@ LAMBDA_OUT = $${CARGO_TARGET_DIR:-target}/lambda
 CHECK_BOOTSTRAP = python3 scripts/check-bootstrap.py $(ARCH)
 SAM = SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam
 
-## Build target/lambda/{login-etl,pii-vault-service,quarantine-purge,partition-maintenance}/bootstrap for ARCH.
+## Build target/lambda/{login-etl,pii-vault-service,quarantine-purge,partition-maintenance,vault-expiry}/bootstrap for ARCH.
 build: venv rust-target
 	$(LAMBDA_ENV) cargo lambda build $(LAMBDA_FLAGS)
 	$(CHECK_BOOTSTRAP) $(foreach f,$(FUNCTIONS),$(LAMBDA_OUT)/$(f)/bootstrap)
 
-## Build and zip them: target/lambda/{login-etl,pii-vault-service,quarantine-purge,partition-maintenance}/bootstrap.zip.
+## Build and zip them: target/lambda/{login-etl,pii-vault-service,quarantine-purge,partition-maintenance,vault-expiry}/bootstrap.zip.
 package: venv rust-target
 	$(LAMBDA_ENV) cargo lambda build $(LAMBDA_FLAGS) --output-format zip
 	$(CHECK_BOOTSTRAP) $(foreach f,$(FUNCTIONS),$(LAMBDA_OUT)/$(f)/bootstrap.zip)
@@ -121,10 +121,10 @@ sam: venv
 	@$(STACK) sam-venv
 
 ## `sam build` of template.yaml for ARCH, offline (no AWS credentials; what CI runs so the
-## deploy path cannot rot): .aws-sam/build/{LoginEtlFunction,VaultServiceFunction,QuarantinePurgeFunction}/bootstrap.
+## deploy path cannot rot): .aws-sam/build/{LoginEtlFunction,VaultServiceFunction,QuarantinePurgeFunction,VaultExpiryFunction}/bootstrap.
 sam-build: sam rust-target
 	$(LAMBDA_ENV) $(SAM) build --beta-features --parameter-overrides Architecture=$(ARCH)
-	$(CHECK_BOOTSTRAP) $(foreach f,LoginEtlFunction VaultServiceFunction QuarantinePurgeFunction,.aws-sam/build/$(f)/bootstrap)
+	$(CHECK_BOOTSTRAP) $(foreach f,LoginEtlFunction VaultServiceFunction QuarantinePurgeFunction VaultExpiryFunction,.aws-sam/build/$(f)/bootstrap)
 
 # The Architecture a samconfig.toml deploys with, if any: the build must match it.
 SAMCONFIG_ARCH = $(shell grep -oE 'Architecture=\\?"?(arm64|x86_64)' samconfig.toml 2>/dev/null | grep -oE 'arm64|x86_64' | head -1)

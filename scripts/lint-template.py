@@ -38,6 +38,10 @@ PII_CONTEXT_KEYS = {"app", "purpose", "key_version"}
 # The key purposes (pii_keys.purpose, the encryption context's `purpose`) that a principal
 # other than the vault service may unwrap: never `audit`, the key of the audit's hash chain.
 NON_AUDIT_PURPOSES = {"index:ip", "index:device_id", "data", "erasure"}
+# The one use a scheduled job that appends to the audit (the vault expiry: a scheduled
+# function that names the PII key in KMS_KEY_ID) may have of that key: kms:Decrypt of the
+# audit key, purpose exactly `audit` (it chains entries; it reads no value, makes no key).
+AUDIT_PURPOSE = "audit"
 # Rights that let a principal grant itself (or anyone) use of a key, or rewrite its policy.
 GRANTING = {"kms:*", "kms:create*", "kms:creategrant", "kms:put*", "kms:putkeypolicy"}
 # The roles people use: the staff's (shipped, StaffRole) and the key administrator's.
@@ -189,6 +193,36 @@ def environment(function: dict) -> dict:
 
 def role_of(function: dict):
     return target(props(function).get("Role"))
+
+
+def scheduled_functions(cfn: dict) -> set:
+    """The functions a schedule or rule targets."""
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    scheduled = {target(t.get("Arn")) for rule in of_type(cfn, "AWS::Events::Rule").values()
+                 for t in as_list(props(rule).get("Targets", []))}
+    scheduled |= {target(props(s).get("Target", {}).get("Arn")) for s in of_type(cfn, "AWS::Scheduler::Schedule").values()}
+    return {f for f in scheduled if f in functions}
+
+
+def key_of(cfn: dict, value):
+    """The KMS key (logical id) a value names, directly or through an alias."""
+    keys = of_type(cfn, "AWS::KMS::Key")
+    aliases = {n: target(props(a).get("TargetKeyId")) for n, a in of_type(cfn, "AWS::KMS::Alias").items()}
+    return target(value) if target(value) in keys else aliases.get(target(value))
+
+
+def audit_appenders(cfn: dict) -> dict:
+    """{role: the key its function names in KMS_KEY_ID} for each scheduled function that
+    loads keys: a job that appends to the audit (the vault expiry) needs the audit key."""
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    return {role_of(functions[f]): key_of(cfn, environment(functions[f]).get("KMS_KEY_ID"))
+            for f in scheduled_functions(cfn) if "KMS_KEY_ID" in environment(functions[f])}
+
+
+def unwraps_only_the_audit_key(statement: dict) -> bool:
+    """kms:Decrypt alone, for the purpose `audit` alone."""
+    purposes = as_list(statement.get("Condition", {}).get("StringEquals", {}).get("kms:EncryptionContext:purpose") or [])
+    return actions_of(statement) == {"kms:decrypt"} and purposes == [AUDIT_PURPOSE]
 
 
 def sources_by_function(cfn: dict, queues: dict) -> dict:
@@ -453,16 +487,18 @@ def check_keys(cfn: dict) -> list:
         if name in by_key:
             problems += check_queue_key_policy(name, key, by_key[name], cfn)
         else:
-            problems += check_pii_key_policy(name, key, vault_roles)
+            problems += check_pii_key_policy(name, key, vault_roles, set(audit_appenders(cfn)))
         problems += check_key_administration(name, key)
     return problems
 
 
-def check_pii_key_policy(name: str, key: dict, vault_roles: set) -> list:
+def check_pii_key_policy(name: str, key: dict, vault_roles: set, appenders: set = frozenset()) -> list:
     """The PII key unwraps only the project's keys: every use requires an encryption
     context whose keys are exactly app, purpose, key_version; and every principal but the
     vault service's role only for the purposes in NON_AUDIT_PURPOSES (StringEquals on
-    kms:EncryptionContext:purpose), so nothing else can unwrap the audit key."""
+    kms:EncryptionContext:purpose), so nothing else can unwrap the audit key; except a
+    statement naming only scheduled jobs that append to the audit (`appenders`), which may
+    kms:Decrypt the audit key and nothing else."""
     problems = []
     for statement in as_list(props(key).get("KeyPolicy", {}).get("Statement", [])):
         uses = uses_key(actions_of(statement))
@@ -478,7 +514,14 @@ def check_pii_key_policy(name: str, key: dict, vault_roles: set) -> list:
             )
         others = [target(p) or json.dumps(p) for p in principals_of(statement) if target(p) not in vault_roles]
         purposes = as_list(condition.get("StringEquals", {}).get("kms:EncryptionContext:purpose") or [])
-        if others and (not purposes or not set(purposes) <= NON_AUDIT_PURPOSES):
+        if others and set(others) <= set(appenders) and AUDIT_PURPOSE in purposes:
+            if not unwraps_only_the_audit_key(statement):
+                problems.append(
+                    f"{name}: statement {statement.get('Sid')} lets {', '.join(map(str, others))} (a scheduled job "
+                    f"that appends to the audit) {sorted(actions_of(statement))} for purposes {purposes}; it may only "
+                    f"kms:Decrypt the audit key (purpose exactly {AUDIT_PURPOSE})"
+                )
+        elif others and (not purposes or not set(purposes) <= NON_AUDIT_PURPOSES):
             problems.append(
                 f"{name}: statement {statement.get('Sid')} lets {', '.join(map(str, others))} use the key without "
                 f"limiting kms:EncryptionContext:purpose to {sorted(NON_AUDIT_PURPOSES)} "
@@ -652,16 +695,19 @@ def check_staff_trust(cfn: dict) -> list:
 
 
 def check_scheduled_jobs(cfn: dict) -> list:
-    """A scheduled function (the quarantine purge, the partition maintenance) holds the least:
-    logs and VPC, its own secret (a database login no other function uses); no KMS, SQS or
-    Lambda permission in IAM, and no place in a key policy. Every
-    function that reads QUARANTINE_RETENTION_DAYS reads the one parameter."""
+    """A scheduled function (the quarantine purge, the partition maintenance, the vault
+    expiry) holds the least: logs and VPC, its own secret (a database login no other
+    function uses); no KMS, SQS or Lambda permission in IAM, and no place in a key policy,
+    but one: a job that loads keys (KMS_KEY_ID: the vault expiry, which appends to the
+    audit) may, in the key it names, read the key's metadata (kms:DescribeKey) and
+    kms:Decrypt the audit key alone, in a statement naming only such jobs. Every
+    function that reads QUARANTINE_RETENTION_DAYS reads the one parameter, and every one
+    that reads VAULT_RETENTION_DAYS the one VaultRetentionDays."""
     problems = []
     functions = of_type(cfn, "AWS::Lambda::Function")
     roles = of_type(cfn, "AWS::IAM::Role")
-    scheduled = {target(t.get("Arn")) for rule in of_type(cfn, "AWS::Events::Rule").values()
-                 for t in as_list(props(rule).get("Targets", []))}
-    scheduled |= {target(props(s).get("Target", {}).get("Arn")) for s in of_type(cfn, "AWS::Scheduler::Schedule").values()}
+    scheduled = scheduled_functions(cfn)
+    appenders = audit_appenders(cfn)
     allowed_managed = {"AWSLambdaVPCAccessExecutionRole", "AWSLambdaBasicExecutionRole"}
     for function in sorted(f for f in scheduled if f in functions):
         role = role_of(functions[function])
@@ -677,8 +723,15 @@ def check_scheduled_jobs(cfn: dict) -> list:
                 problems.append(f"{role}: the role of scheduled {function} allows {sorted(broad)}; it needs none")
         for key_name, key in of_type(cfn, "AWS::KMS::Key").items():
             for statement in as_list(props(key).get("KeyPolicy", {}).get("Statement", [])):
-                if statement.get("Effect") == "Allow" and any(target(p) == role for p in principals_of(statement)):
-                    problems.append(f"{key_name}: statement {statement.get('Sid')} names {role}, the role of scheduled {function}")
+                if statement.get("Effect") != "Allow" or not any(target(p) == role for p in principals_of(statement)):
+                    continue
+                own_key = role in appenders and appenders[role] == key_name
+                metadata = actions_of(statement) <= {"kms:describekey"}
+                audit_only = (unwraps_only_the_audit_key(statement)
+                              and all(target(p) in appenders for p in principals_of(statement)))
+                if not (own_key and (metadata or audit_only)):
+                    problems.append(f"{key_name}: statement {statement.get('Sid')} names {role}, the role of scheduled {function}"
+                                    + (" (it may only read the key's metadata and kms:Decrypt the audit key)" if own_key else ""))
     # Each scheduled job logs in as itself: a database secret no other function reads.
     for function in sorted(f for f in scheduled if f in functions):
         secret = environment(functions[function]).get("DATABASE_SECRET_ARN")
@@ -693,6 +746,9 @@ def check_scheduled_jobs(cfn: dict) -> list:
         value = environment(function).get("QUARANTINE_RETENTION_DAYS")
         if value is not None and value != {"Ref": "QuarantineRetentionDays"}:
             problems.append(f"{name}: QUARANTINE_RETENTION_DAYS must be !Ref QuarantineRetentionDays (one retention for all)")
+        value = environment(function).get("VAULT_RETENTION_DAYS")
+        if value is not None and value != {"Ref": "VaultRetentionDays"}:
+            problems.append(f"{name}: VAULT_RETENTION_DAYS must be !Ref VaultRetentionDays (one retention for all)")
     return problems
 
 

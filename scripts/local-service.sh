@@ -11,7 +11,8 @@
 #   scripts/local-service.sh down   stop it
 #
 # Settings: VAULT_PORT (default 9100), QUARANTINE_RETENTION_DAYS (passed on; unset or
-# empty, the service keeps 14 days), and those of scripts/stack.sh. The replay queue and the DLQ
+# empty, the service keeps 14 days), VAULT_RETENTION_DAYS (passed on; unset or empty,
+# `pii-vault admin expire` keeps values while a login carries them), and those of scripts/stack.sh. The replay queue and the DLQ
 # (REPLAY_QUEUE_URL, DEAD_LETTER_QUEUE_URL) come from .stack/env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,7 +59,7 @@ up() {
   # `pii-vault quarantine replay` sends to the replay queue, `import-dlq` empties the DLQ.
   DATABASE_URL=$service_url PII_VAULT_LOCAL_IDENTITY="local:${USER:-developer}" \
     REPLAY_QUEUE_URL=${REPLAY_QUEUE_URL:-} DEAD_LETTER_QUEUE_URL=${DEAD_LETTER_QUEUE_URL:-} \
-    QUARANTINE_RETENTION_DAYS=${QUARANTINE_RETENTION_DAYS:-} \
+    QUARANTINE_RETENTION_DAYS=${QUARANTINE_RETENTION_DAYS:-} VAULT_RETENTION_DAYS=${VAULT_RETENTION_DAYS:-} \
     AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt" AWS_LAMBDA_FUNCTION_NAME=pii-vault-service \
     AWS_LAMBDA_FUNCTION_VERSION='$LATEST' AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256 \
     nohup target/debug/pii-vault-service-local >"$state/vault-service.log" 2>&1 &

@@ -23,6 +23,12 @@ pub fn sample_messages() -> Vec<Value> {
 
 /// An SQS event with the given (message id, body) records, sent one second apart.
 pub fn event(records: &[(String, String)]) -> SqsEvent {
+    event_sent_at(records, FIRST_SENT_MS)
+}
+
+/// [`event`], its first record sent at `first_sent_ms` (ms since the epoch: the logins'
+/// `create_date` is its UTC date).
+pub fn event_sent_at(records: &[(String, String)], first_sent_ms: i64) -> SqsEvent {
     let records: Vec<Value> = records
         .iter()
         .enumerate()
@@ -33,7 +39,7 @@ pub fn event(records: &[(String, String)]) -> SqsEvent {
                 "body": body,
                 "attributes": {
                     "ApproximateReceiveCount": "1",
-                    "SentTimestamp": (FIRST_SENT_MS + i as i64 * 1000).to_string(),
+                    "SentTimestamp": (first_sent_ms + i as i64 * 1000).to_string(),
                 },
                 "messageAttributes": {},
                 "eventSource": "aws:sqs",

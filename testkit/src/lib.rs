@@ -28,8 +28,8 @@ mod vault;
 pub use aws::{TestQueues, aws_endpoint, new_kms, sdk_config};
 pub use db::{TestDb, connect, quarantine_masks, quarantined_ids, test_window, url_of};
 pub use events::{
-    FIRST_SENT_MS, event, failed_ids, load_event, login_body, many_logins, rejected_login_body,
-    sample_messages,
+    FIRST_SENT_MS, event, event_sent_at, failed_ids, load_event, login_body, many_logins,
+    rejected_login_body, sample_messages,
 };
 pub use https::{Answer, HostileEndpoint};
 pub use lambda::{LocalLambda, LocalVaultService, free_port, workspace_binary};
@@ -39,7 +39,7 @@ pub use pgbouncer::PgBouncer;
 pub use tls::TlsCluster;
 pub use vault::{
     REASON, audit_digest, cold_start, function, init_keys, key_admin, loaded_by_writer, quarantine_service,
-    replaying_function, staff, staff_and_key_admin_roles, url_request, vault_service,
+    replaying_function, staff, staff_and_key_admin_roles, url_request, vault_service, writer_app,
 };
 
 use std::path::{Path, PathBuf};

@@ -78,12 +78,17 @@ pub async fn replaying_function(db: &TestDb, kms: &Kms, replay_queue_arn: &str) 
 /// A reason the vault service accepts.
 pub const REASON: &str = "ticket SEC-4711";
 
-/// The function, running as a login in the writer role, loads the exercise's queue.
-pub async fn loaded_by_writer(db: &TestDb, kms: &Kms) -> App {
+/// The function after its cold start as a login in the writer role (the keys created first).
+pub async fn writer_app(db: &TestDb, kms: &Kms) -> App {
     init_keys(db, kms).await;
     let mut config = db.app_config();
     config.database = db.login_in("login_etl_writer").await.into();
-    let app = App::init(&config, kms).await.expect("the writer loads the keys");
+    App::init(&config, kms).await.expect("the writer loads the keys")
+}
+
+/// The function, running as a login in the writer role, loads the exercise's queue.
+pub async fn loaded_by_writer(db: &TestDb, kms: &Kms) -> App {
+    let app = writer_app(db, kms).await;
     let (response, stats) =
         handler::handle_with_stats(&app, load_event("events/login-queue-100.json")).await.expect("batch");
     assert!(response.batch_item_failures.is_empty());

@@ -120,6 +120,14 @@ enum AdminCommand {
         #[arg(long, default_value_t = 500)]
         batch_size: i64,
     },
+    /// Delete the vault values no login has carried for VAULT_RETENTION_DAYS (the service's setting;
+    /// unset: only values in no login at all), batch by batch, each batch an audited request; an
+    /// interrupted run resumes where the last batch stopped.
+    Expire {
+        /// Vault rows per batch (each its own short transaction).
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i64,
+    },
 }
 
 #[derive(Args)]
@@ -238,6 +246,9 @@ async fn main() -> ExitCode {
     let json = cli.json;
     match cli.command {
         Command::Quarantine(command) => return exit_with(Box::pin(run_quarantine(command, json)).await),
+        Command::Admin(AdminCommand::Expire { batch_size }) => {
+            return exit_with(Box::pin(run_expire(batch_size, json)).await);
+        }
         Command::Audit(args) => return exit_with(Box::pin(run_audit(args, json)).await),
         _ => {}
     }
@@ -285,7 +296,9 @@ fn request_of(command: Command) -> Request {
         Command::Admin(AdminCommand::InitKeys) => Request::InitKeys,
         Command::Admin(AdminCommand::RotateKey) => Request::RotateKey,
         Command::Admin(AdminCommand::Reencrypt { batch_size }) => Request::Reencrypt { batch_size },
-        Command::Quarantine(_) | Command::Audit(_) => unreachable!("main runs these commands"),
+        Command::Quarantine(_) | Command::Audit(_) | Command::Admin(AdminCommand::Expire { .. }) => {
+            unreachable!("main runs these commands")
+        }
     }
 }
 
@@ -329,6 +342,42 @@ async fn run_quarantine(command: QuarantineCommand, json: bool) -> Result<ExitCo
         audit_reason(reason)?;
     }
     quarantine::run(&connect().await?, command, json).await
+}
+
+/// `admin expire`: batches until the pass is done, each its own request (and audit entry).
+/// What was done before a failure is said before the error.
+async fn run_expire(batch_size: i64, json: bool) -> Result<ExitCode, CliError> {
+    let client = connect().await?;
+    let (mut expired, mut scanned, mut batches) = (0u64, 0u64, 0u64);
+    let mut retention = None;
+    let result = loop {
+        match client.send(&Request::Expire { batch_size }).await {
+            Ok(Response::Expire { expired: e, scanned: s, done, retention_days }) => {
+                (expired, scanned, batches, retention) =
+                    (expired + e, scanned + s, batches + 1, retention_days);
+                if done {
+                    break Ok(());
+                }
+            }
+            Ok(_) => break Err(ClientError::BadAnswer { status: 200 }),
+            Err(error) => break Err(error),
+        }
+    };
+    let kept = retention.map_or_else(|| "forever".to_owned(), |days| format!("{days} days"));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"expired": expired, "scanned": scanned, "batches": batches,
+                               "retention_days": retention, "done": result.is_ok()})
+        );
+    } else {
+        println!(
+            "expire: {expired} of {scanned} vault value(s) expired in {batches} batch(es) (retention {kept}){}",
+            if result.is_ok() { "" } else { "; stopped: run it again to resume" }
+        );
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A command's exit, its error said once on stderr.
@@ -479,8 +528,9 @@ fn print(response: &Response, json: bool) {
                 );
             }
         }
-        // Printed by `quarantine::run` and `audit::run`, which send these.
-        Response::Audit { .. }
+        // Printed by `quarantine::run`, `audit::run` and `run_expire`, which send these.
+        Response::Expire { .. }
+        | Response::Audit { .. }
         | Response::AuditVerify(_)
         | Response::QuarantineList { .. }
         | Response::QuarantineShow { .. }

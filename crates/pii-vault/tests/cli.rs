@@ -223,3 +223,42 @@ async fn audit_verify_checks_the_chain_against_the_services_log() {
     assert!(report["broken"]["seq"].as_i64() >= Some(end - 1), "{report}");
     let _ = std::fs::remove_file(&log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_expire_asks_batch_after_batch_until_the_pass_is_done() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = writer_app(&db, &kms).await;
+    let old = chrono::Utc::now().timestamp_millis() - 40 * 86_400_000;
+    let records = [("x-1", "192.0.2.61", "dev-x1"), ("x-2", "192.0.2.62", "dev-x2")]
+        .map(|(id, ip, device)| (id.to_owned(), login_body(id, ip, device)));
+    handler::handle(&app, event_sent_at(&records[..1], old)).await.expect("old batch");
+    handler::handle(&app, event_sent_at(&records[1..], old + 40 * 86_400_000)).await.expect("today's batch");
+    db.connect()
+        .await
+        .batch_execute("UPDATE vault.pii_vault SET created_at = now() - interval '100 days'")
+        .await
+        .expect("age the vault");
+    let service = LocalVaultService::start_with(
+        &db,
+        &kms,
+        &workspace_binary("pii-vault-service-local"),
+        "local:e2e-admin",
+        &[("VAULT_RETENTION_DAYS", "30".to_owned())],
+        None,
+    )
+    .await;
+
+    let done = json_of(&pii_vault(&service.url, &["admin", "expire", "--batch-size", "1", "--json"]));
+    assert_eq!(
+        done,
+        serde_json::json!({"expired": 2, "scanned": 4, "batches": 5, "retention_days": 30, "done": true})
+    );
+    assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 2);
+    // Each batch a request on the record, with its count.
+    let audit = json_of(&pii_vault(&service.url, &["audit", "--json"]));
+    let batches: Vec<_> =
+        audit.as_array().expect("rows").iter().filter(|r| r["action"] == "expire").collect();
+    assert_eq!(batches.len(), 5);
+    assert!(batches.iter().all(|r| r["outcome"] == "done" && r["caller"] == "local:e2e-admin"));
+}

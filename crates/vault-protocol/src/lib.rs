@@ -57,6 +57,11 @@ pub enum Request {
     Reencrypt {
         batch_size: i64,
     },
+    /// One batch of the vault's expiry: at most `batch_size` vault rows after where the
+    /// pass stands (kept by the service), those unseen for `VAULT_RETENTION_DAYS` deleted.
+    Expire {
+        batch_size: i64,
+    },
     /// One page of the quarantine, without bodies or masks. `since` (RFC 3339) and `after`
     /// (the cursor of the previous page) are text, so that a malformed one reaches the
     /// service and is refused on the record.
@@ -132,6 +137,16 @@ pub enum Response {
         /// Quarantined bodies re-sealed (absent from an older service).
         #[serde(default)]
         quarantine_reencrypted: u64,
+    },
+    Expire {
+        /// Vault rows deleted by this batch.
+        expired: u64,
+        /// Vault rows this batch decided.
+        scanned: u64,
+        /// Whether the pass reached the end of the vault (ask again while false).
+        done: bool,
+        /// `VAULT_RETENTION_DAYS`; none: forever (only values in no login expire).
+        retention_days: Option<u32>,
     },
     QuarantineList {
         rows: Vec<QuarantinedMessage>,

@@ -34,6 +34,8 @@ pub enum Action {
     QuarantineImportDlq,
     QuarantinePurge,
     AuditVerify,
+    /// One batch of the vault's expiry (`crate::expiry`).
+    Expire,
     /// A request that did not parse far enough to name an operation (or named none).
     Request,
 }
@@ -54,6 +56,7 @@ impl Action {
             Action::QuarantineImportDlq => "quarantine-import-dlq",
             Action::QuarantinePurge => "quarantine-purge",
             Action::AuditVerify => "audit-verify",
+            Action::Expire => "expire",
             Action::Request => "request",
         }
     }
@@ -62,7 +65,7 @@ impl Action {
     /// `None` for an op the service does not have. Every op of the protocol has one (a
     /// test serializes each [`pii_vault_protocol::Request`]).
     pub fn of_op(op: &str) -> Option<Action> {
-        const OPS: [Action; 13] = [
+        const OPS: [Action; 14] = [
             Action::Find,
             Action::Reveal,
             Action::Forget,
@@ -71,6 +74,7 @@ impl Action {
             Action::InitKeys,
             Action::RotateKey,
             Action::Reencrypt,
+            Action::Expire,
             Action::QuarantineList,
             Action::QuarantineShow,
             Action::QuarantineReplay,
@@ -82,11 +86,11 @@ impl Action {
         OPS.into_iter().find(|action| action.as_str() == op)
     }
 
-    /// Admin actions (key creation, rotation and re-encryption) need the key-admin role;
+    /// Admin actions (key creation, rotation, re-encryption, the vault's expiry) need the key-admin role;
     /// the others the staff role (the quarantine's included: the key administrator acts on
     /// keys, never on data).
     pub fn is_admin(self) -> bool {
-        matches!(self, Action::InitKeys | Action::RotateKey | Action::Reencrypt)
+        matches!(self, Action::InitKeys | Action::RotateKey | Action::Reencrypt | Action::Expire)
     }
 
     /// Rows of these actions spend the caller's budgets ([`RequestRow::cost`]).
@@ -140,22 +144,31 @@ pub struct AuditId(i64);
 /// link of the chain, outside the database's trust.
 pub const CHAIN_LOG_MESSAGE: &str = "audit chain";
 
-/// The audit key, unwrapped once per process; created on first use if `init-keys` has not
-/// run since the purpose was added (its own entry needs it).
+/// The audit key, unwrapped once per process; the service creates it on first use if
+/// `init-keys` has not run since the purpose was added (its own entry needs it). A
+/// [`AuditKeyCell::load_only`] cell never creates one (the scheduled expiry: its role may
+/// only unwrap the audit key).
 #[derive(Debug, Default)]
-pub struct AuditKeyCell(OnceCell<AuditKey>);
+pub struct AuditKeyCell {
+    key: OnceCell<AuditKey>,
+    load_only: bool,
+}
 
 impl AuditKeyCell {
+    pub fn load_only() -> AuditKeyCell {
+        AuditKeyCell { key: OnceCell::new(), load_only: true }
+    }
+
     pub(crate) async fn get(
         &self,
         pool: &deadpool_postgres::Pool,
         kms: &Kms,
     ) -> Result<&AuditKey, ServiceError> {
-        self.0
+        self.key
             .get_or_try_init(|| async {
                 let client = pool.get().await.map_err(unavailable)?;
                 let key = match keys::load_key(&**client, kms, KeyPurpose::Audit).await {
-                    Err(KeyError::NotInitialized(_)) => {
+                    Err(KeyError::NotInitialized(_)) if !self.load_only => {
                         let (_, wrapped) =
                             kms.generate(KeyPurpose::Audit, 1).await.map_err(key_unavailable)?;
                         keys::insert_wrapped_key(&**client, &wrapped).await.map_err(key_unavailable)?;
@@ -343,7 +356,8 @@ impl<'a> Journal<'a> {
             let entry = request_entry(context, row, digest, refusal(&refused));
             links.push(append(&tx, key, entry).await?);
         }
-        if refused.is_none() {
+        // Only a request that spends touches the budgets (the scheduled expiry's login may not).
+        if refused.is_none() && costs.iter().any(Option::is_some) {
             budget::record(&tx, context, &costs, &links.iter().map(|(id, _)| id.0).collect::<Vec<_>>())
                 .await?;
         }
@@ -615,6 +629,7 @@ mod tests {
             Request::InitKeys,
             Request::RotateKey,
             Request::Reencrypt { batch_size: 1 },
+            Request::Expire { batch_size: 1 },
             Request::QuarantineList { since: None, reason_code: None, after: None, limit: None },
             Request::QuarantineShow { message_id: "m".into(), attempt: None, reason: None },
             Request::QuarantineReplay { selection: ReplaySelection::MessageIds(vec![]), reason: None },
@@ -631,6 +646,7 @@ mod tests {
                 Request::InitKeys => Action::InitKeys,
                 Request::RotateKey => Action::RotateKey,
                 Request::Reencrypt { .. } => Action::Reencrypt,
+                Request::Expire { .. } => Action::Expire,
                 Request::QuarantineList { .. } => Action::QuarantineList,
                 Request::QuarantineShow { .. } => Action::QuarantineShow,
                 Request::QuarantineReplay { .. } => Action::QuarantineReplay,

@@ -44,7 +44,9 @@ async fn init() -> Result<VaultService, Error> {
             "REPLAY_QUEUE_URL or DEAD_LETTER_QUEUE_URL is not set: quarantine replay / import-dlq are refused"
         );
     }
+    let vault_retention = crate::expiry::Retention::from_env()?;
     Ok(VaultService::new(pool, kms, limits.reveals_per_person)
         .with_limits(limits)
-        .with_quarantine(quarantine))
+        .with_quarantine(quarantine)
+        .with_vault_retention(vault_retention))
 }

@@ -8,6 +8,8 @@
 //! - [`http`]: the function URL front;
 //! - [`function`]: the Lambda function's life (init, then one request per invocation);
 //! - [`queues`]: the replay queue and the dead-letter queue (the quarantine's operations);
+//! - [`expiry`]: vault values unseen for `VAULT_RETENTION_DAYS` (`expire`), and the
+//!   scheduled `vault-expiry` binary's run (`src/bin/vault-expiry.rs`);
 //! - here: the service's resources, the caller's context, and each error's code and HTTP
 //!   status.
 //!
@@ -18,6 +20,7 @@
 pub mod audit;
 pub mod budget;
 mod cmd;
+pub mod expiry;
 pub mod function;
 pub mod http;
 mod operation;
@@ -216,6 +219,8 @@ pub struct VaultService {
     data_keys: Mutex<DataKeyCache>,
     audit_key: audit::AuditKeyCell,
     quarantine: QuarantineSettings,
+    /// `VAULT_RETENTION_DAYS`, for `expire`.
+    vault_retention: expiry::Retention,
 }
 
 impl VaultService {
@@ -231,7 +236,22 @@ impl VaultService {
             data_keys: Mutex::new(DataKeyCache::new()),
             audit_key: audit::AuditKeyCell::default(),
             quarantine: QuarantineSettings::default(),
+            vault_retention: expiry::Retention::FOREVER,
         }
+    }
+
+    /// The scheduled expiry's service (`vault-expiry`): `pool` connects as a login in
+    /// `login_etl_vault_expiry`; it records under the audit key and never creates one.
+    pub fn for_schedule(pool: Pool, kms: Kms, vault_retention: expiry::Retention) -> VaultService {
+        VaultService {
+            audit_key: audit::AuditKeyCell::load_only(),
+            ..VaultService::new(pool, kms, 1).with_vault_retention(vault_retention)
+        }
+    }
+
+    /// `VAULT_RETENTION_DAYS` (without: forever).
+    pub fn with_vault_retention(self, vault_retention: expiry::Retention) -> VaultService {
+        VaultService { vault_retention, ..self }
     }
 
     /// The queues and retention the quarantine's operations use (without: replay and
@@ -282,6 +302,15 @@ impl VaultService {
             Request::Reencrypt { batch_size } => {
                 let done = self.reencrypt(context, batch_size).await?;
                 Response::Reencrypt { reencrypted: done.vault, quarantine_reencrypted: done.quarantine }
+            }
+            Request::Expire { batch_size } => {
+                let batch = self.expire(context, batch_size).await?;
+                Response::Expire {
+                    expired: batch.expired,
+                    scanned: batch.scanned,
+                    done: batch.done,
+                    retention_days: self.vault_retention.as_days(),
+                }
             }
             Request::QuarantineList { since, reason_code, after, limit } => {
                 let filter = QuarantineFilter { since, reason_code, after, limit };

@@ -145,6 +145,11 @@ impl Work<'_> {
         self.service.quarantine.retention_days
     }
 
+    /// `VAULT_RETENTION_DAYS`.
+    pub fn vault_retention(&self) -> crate::expiry::Retention {
+        self.service.vault_retention
+    }
+
     /// The data keys by version, each unwrapped once per process.
     pub async fn data_keys(&self) -> MutexGuard<'_, DataKeyCache> {
         self.service.data_keys.lock().await

@@ -4,6 +4,7 @@
 
 mod audit;
 mod audit_verify;
+mod expire;
 mod find;
 mod forget;
 mod init_keys;
