@@ -39,7 +39,7 @@ pub use pgbouncer::PgBouncer;
 pub use tls::TlsCluster;
 pub use vault::{
     REASON, audit_digest, cold_start, function, init_keys, key_admin, loaded_by_writer, quarantine_service,
-    replaying_function, staff, staff_and_key_admin_roles, url_request, vault_service,
+    replaying_function, staff, staff_and_key_admin_roles, url_request, vault_service, vault_service_on,
 };
 
 use std::path::{Path, PathBuf};
