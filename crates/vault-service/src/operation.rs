@@ -106,6 +106,9 @@ pub struct Work<'a> {
 }
 
 impl Work<'_> {
+    /// A connection of the service's pool. It carries no session state (it may be a
+    /// transaction pooler's): every statement on it goes in a transaction begun by
+    /// `store::begin`, as the unnamed statement (docs/operations.md, "Connection poolers").
     pub async fn client(&self) -> Result<Object, ServiceError> {
         Ok(self.service.pool.get().await?)
     }

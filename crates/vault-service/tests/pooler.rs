@@ -186,3 +186,22 @@ async fn every_vault_operation_from_concurrent_callers_through_three_pooled_serv
     drop(services);
     drop(bouncer);
 }
+
+/// The check above can fail: a session `SET`, or a named statement kept by its client, is
+/// seen on the server connection by the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_or_a_named_statement_left_on_a_server_connection_is_seen() {
+    let db = TestDb::new().await;
+    for leave in ["a session SET", "a named statement"] {
+        let bouncer = PgBouncer::in_front_of(&db.config, 1).await;
+        let client = connect(&bouncer.config).await;
+        let _kept = if leave == "a session SET" {
+            client.batch_execute("SET lock_timeout = 3000").await.expect("set");
+            None
+        } else {
+            Some(client.prepare("SELECT 1").await.expect("prepare"))
+        };
+        let seen = tokio::spawn(async move { bouncer.assert_server_connections_clean().await }).await;
+        assert!(seen.is_err_and(|e| e.is_panic()), "{leave} left on the server connection is seen");
+    }
+}
