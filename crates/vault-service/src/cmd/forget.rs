@@ -290,15 +290,14 @@ pub(super) async fn erase_value(
 /// `user_logins` rows rewritten per statement. A value can be in very many rows (an
 /// egress ip: 10^5 and more), and one UPDATE of them all could outlast the transaction's
 /// `statement_timeout`; so many take about half a second on a loaded machine.
-const LOGINS_PER_STATEMENT: i32 = 5000;
+const LOGINS_PER_STATEMENT: i64 = 5000;
 
 /// Writes `token` over `mask` in every `user_logins` row, in statements of
-/// [`LOGINS_PER_STATEMENT`] rows: a portal (the rows as the transaction found them, under
-/// the erasure lock) hands out their ctids, and each batch is rewritten by ctid. A last
-/// statement takes any row the portal missed (one changed since by the table's owner).
-/// The portal's statement is the service's one named statement: prepared in `tx` and
-/// closed (with the portal) when this returns, before `tx` ends, so it lives and dies on
-/// one server connection through a transaction pooler (as the ingest's `COPY`).
+/// [`LOGINS_PER_STATEMENT`] rows: each rewrites, by ctid, the first rows that still carry
+/// the mask (the rows it rewrote carry the token, so the next finds the next ones), until
+/// one finds none. A last statement takes any row a batch missed (one changed meanwhile by
+/// the table's owner). Every statement is the unnamed one (no portal, which tokio-postgres
+/// binds only to a named statement).
 async fn rewrite_logins(
     tx: &deadpool_postgres::Transaction<'_>,
     field: PiiField,
@@ -306,17 +305,18 @@ async fn rewrite_logins(
     token: &str,
 ) -> Result<u64, ServiceError> {
     let (table, column) = (USER_LOGINS.name, field.mask_column());
-    let rows = tx.bind(&format!("SELECT ctid::text FROM {table} WHERE {column} = $1"), &[&mask]).await?;
-    let by_ctid =
-        format!("UPDATE {table} SET {column} = $2 WHERE ctid = ANY($3::text[]::tid[]) AND {column} = $1");
+    let batch = format!(
+        "UPDATE {table} SET {column} = $2
+          WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {column} = $1 LIMIT $3)) AND {column} = $1"
+    );
     let mut rewritten = 0;
     loop {
-        let ctids: Vec<String> =
-            tx.query_portal(&rows, LOGINS_PER_STATEMENT).await?.iter().map(|r| r.get(0)).collect();
-        if ctids.is_empty() {
+        let n =
+            tx.execute_typed(&batch, &[typed(&mask), typed(&token), typed(&LOGINS_PER_STATEMENT)]).await?;
+        if n == 0 {
             break;
         }
-        rewritten += tx.execute_typed(&by_ctid, &[typed(&mask), typed(&token), typed(&ctids)]).await?;
+        rewritten += n;
     }
     rewritten += tx
         .execute_typed(
