@@ -515,7 +515,24 @@ async fn append(
         "INSERT INTO pii_audit_log.pii_audit_entries (seq, id, at, db_user, caller, action, field, blind_index, target,
                                         reason, request_id, outcome, outcome_at, detail, outcome_of, chain)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        &[typed(&entry.seq), typed(&entry.id), typed(&entry.at), typed(&entry.db_user), typed(&entry.caller), typed(&entry.action), typed(&entry.field), typed(&entry.blind_index), typed(&entry.target), typed(&entry.reason), typed(&entry.request_id), typed(&entry.outcome), typed(&entry.outcome_at), typed(&entry.detail), typed(&entry.outcome_of), typed(&chain.as_bytes().as_slice())],
+        &[
+            typed(&entry.seq),
+            typed(&entry.id),
+            typed(&entry.at),
+            typed(&entry.db_user),
+            typed(&entry.caller),
+            typed(&entry.action),
+            typed(&entry.field),
+            typed(&entry.blind_index),
+            typed(&entry.target),
+            typed(&entry.reason),
+            typed(&entry.request_id),
+            typed(&entry.outcome),
+            typed(&entry.outcome_at),
+            typed(&entry.detail),
+            typed(&entry.outcome_of),
+            typed(&chain.as_bytes().as_slice()),
+        ],
     )
     .await
     .map_err(unavailable)?;
