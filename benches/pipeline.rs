@@ -461,6 +461,54 @@ async fn pooler(out: &mut Vec<String>) {
     }
 }
 
+/// The vault service's requests one after another, each through the whole path (the
+/// request's audit entry, the work, the outcome's entry: three transactions or more),
+/// straight to the database and through PgBouncer in transaction mode.
+async fn vault_service(out: &mut Vec<String>) {
+    let reps = if smoke() { 5 } else { 100 };
+    out.push(format!(
+        "## The vault service, direct and through PgBouncer (transaction mode), {reps} requests each"
+    ));
+    out.push("| request | path | p50 | p99 |".into());
+    out.push("| --- | --- | --- | --- |".into());
+    let db = TestDb::new().await;
+    let (kms, _) = counted_kms().await;
+    testkit::loaded_by_writer(&db, &kms).await;
+    let login = db.login_in("login_etl_vault_service").await;
+    let bouncer = testkit::PgBouncer::in_front_of(&login, 3).await;
+    let who = testkit::staff("bench");
+    for (path, database) in
+        [("direct", login.clone()), ("PgBouncer, 3 server connections", bouncer.config.clone())]
+    {
+        let service = testkit::vault_service_on(database, 2, &kms, 1000);
+        // Keys unwrapped once per process: not what a request costs.
+        service.audit(&who, None, None, Some(1)).await.expect("warm");
+        Box::pin(service.find(&who, login_etl_core::crypto::PiiField::Ip, "192.0.2.1", None))
+            .await
+            .expect("warm");
+        let mut finds = Vec::with_capacity(reps);
+        let mut audits = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let started = Instant::now();
+            Box::pin(service.find(&who, login_etl_core::crypto::PiiField::Ip, "192.0.2.1", None))
+                .await
+                .expect("find");
+            finds.push(started.elapsed());
+            let started = Instant::now();
+            Box::pin(service.audit(&who, None, None, Some(10))).await.expect("audit");
+            audits.push(started.elapsed());
+        }
+        for (request, times) in [("find", &mut finds), ("audit (a page of 10)", &mut audits)] {
+            times.sort_unstable();
+            out.push(format!(
+                "| {request} | {path} | {:.2} ms | {:.2} ms |",
+                ms(percentile(times, 0.5)),
+                ms(percentile(times, 0.99))
+            ));
+        }
+    }
+}
+
 /// Parsing, masking and sealing alone, no database.
 async fn crypto_alone(out: &mut Vec<String>) {
     let size = if smoke() { 100 } else { LARGEST_BATCH };
@@ -658,7 +706,7 @@ async fn main() {
     }
     // `cargo bench` passes --bench; nothing else is taken from the command line.
     let mut out = Vec::new();
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 9] = [
         ("handler", |o| Box::pin(handler_table(o))),
         ("copy", |o| Box::pin(copy_baseline(o))),
         ("login-load", |o| Box::pin(login_load(o))),
@@ -666,6 +714,7 @@ async fn main() {
         ("crypto", |o| Box::pin(crypto_alone(o))),
         ("concurrency", |o| Box::pin(concurrency(o))),
         ("pooler", |o| Box::pin(pooler(o))),
+        ("vault", |o| Box::pin(vault_service(o))),
         ("cold-start", |o| Box::pin(children(o))),
     ];
     // BENCH_ONLY=<section> runs one section (for profiling); the report needs them all.

@@ -9,6 +9,12 @@
    protocol, the CLI, the local tools, the migrations.
 3. The artifact: the built `login-etl` binary holds no SQL that reads `pii_vault`, and no
    mention of `pii_audit` at all (the function only inserts into the vault).
+4. No session state (docs/operations.md, "Connection poolers"): the crates that reach
+   Postgres through the pool (the core, the function, the vault service, the housekeeping
+   jobs) call none of tokio-postgres's named-statement API (a `&str` given to `query` or
+   `execute` is prepared as a named statement on the session) but the login `COPY`'s
+   `prepare`, begin transactions only where their `SET LOCAL` bounds are sent, and send no
+   session `SET`, advisory lock, `LISTEN` or temporary table.
 
   check-layers.py [--binary PATH]   check, print the module graphs, exit 1 on a violation
   check-layers.py --self-test       show that each check fails on a broken input
@@ -46,6 +52,25 @@ FORBIDDEN_IN_BINARY = [
     re.compile(rb"(?i)\b(from|join|update)\s+(\w+\.)?pii_vault\b"),  # with its schema or not
     re.compile(rb"(?i)\bpii_audit(_\w+)?\b"),  # the view, its entries, its chain head
 ]
+# Rule 4: what keeps state on a session, and where a listed exception lives.
+STATELESS_CRATES = ("login-etl-core", "login-etl", "pii-vault-service", "login-etl-housekeeping")
+SESSION_STATE = [
+    (re.compile(r"\.(query|query_one|query_opt|query_raw|execute|execute_raw|prepare|prepare_typed"
+                r"|prepare_cached|bind|bind_raw)\s*\("), "a named statement"),
+    (re.compile(r"\.(transaction|build_transaction)\s*\("), "a transaction without its bounds (store::begin)"),
+    (re.compile(r"(?i)pg_advisory"), "an advisory lock"),
+    (re.compile(r"(?i)\bLISTEN\s"), "LISTEN"),
+    (re.compile(r"(?i)\bTEMP(ORARY)?\s+TABLE"), "a temporary table"),
+    (re.compile(r"(?i)[\";]\s*SET\s+(?!LOCAL\b)"), "a session SET"),
+]
+# (file, what): the login COPY's statement, prepared and closed inside its transaction;
+# the transactions that send their own `SET LOCAL` first.
+STATELESS_EXCEPTIONS = {
+    ("crates/core/src/store/batch.rs", "a named statement"),
+    ("crates/core/src/store/batch.rs", "a transaction without its bounds (store::begin)"),
+    ("crates/core/src/store/mod.rs", "a transaction without its bounds (store::begin)"),
+    ("crates/core/src/store/partitions.rs", "a transaction without its bounds (store::begin)"),
+}
 # `crate::App` is `app::App`.
 REEXPORTS = {"App": "app"}
 # Lower-case path roots that are not crates (modules of a layer, std's prelude modules).
@@ -102,6 +127,20 @@ def module_edges(root: pathlib.Path, files: dict[pathlib.Path, str], pure: dict,
             for target in sorted(targets - set(pure)):
                 problems.append(f"{rel}: pure layer `{module}` depends on `{target}`")
     return edges, problems
+
+
+def session_state(files: dict[str, str]) -> list[str]:
+    """Rule 4 over `files` (path relative to the repository -> text), tests left out."""
+    problems = []
+    for rel, text in sorted(files.items()):
+        text = strip_tests(text)
+        for pattern, what in SESSION_STATE:
+            if (rel, what) in STATELESS_EXCEPTIONS:
+                continue
+            for match in pattern.finditer(text):
+                line = text.count("\n", 0, match.start()) + 1
+                problems.append(f"{rel}:{line}: {what} (`{match.group(0).strip()}`): session state")
+    return problems
 
 
 def cycles(edges: dict[str, set[str]]) -> list[str]:
@@ -162,6 +201,8 @@ def check(binary: pathlib.Path) -> int:
         pure = PURE if name == "login-etl-core" else {}
         edges, found = module_edges(root, files, pure, known_crates(root))
         problems += [f"{name}: {p}" for p in found + cycles(edges)]
+        if name in STATELESS_CRATES:
+            problems += session_state({str(p.relative_to(REPO)): t for p, t in files.items()})
         print(f"{name}:")
         for module in sorted(edges):
             print(f"  {module:14} -> {', '.join(sorted(edges[module])) or '-'}")
@@ -218,6 +259,16 @@ def self_test() -> int:
          bool(binary_problems(b"INSERT INTO pii_vault (f)\0INSERT INTO pii_audit_entries\0")), True),
         ("the writer's insert alone", bool(binary_problems(b"\0INSERT INTO pii_vault (field)\0")), False),
         ("a binary without the writer's SQL", bool(binary_problems(b"\0hello\0")), True),
+        ("a query by a &str", bool(session_state({"a.rs": 'c.query("SELECT 1", &[]).await'})), True),
+        ("an execute by a &str", bool(session_state({"a.rs": "tx.execute(SQL, &[&a]).await"})), True),
+        ("a transaction without its bounds", bool(session_state({"a.rs": "client.transaction().await"})), True),
+        ("a session SET", bool(session_state({"a.rs": 'c.batch_execute("SET lock_timeout = 0")'})), True),
+        ("an advisory lock", bool(session_state({"a.rs": '"SELECT pg_advisory_lock(1)"'})), True),
+        ("a temporary table", bool(session_state({"a.rs": '"CREATE TEMP TABLE t (a int)"'})), True),
+        ("the unnamed statement, SET LOCAL and UPDATE … SET",
+         bool(session_state({"a.rs": 'tx.query_typed("UPDATE t\n SET a = 1", &[]); "SET LOCAL lock_timeout = 1"'})),
+         False),
+        ("the COPY's statement", bool(session_state({"crates/core/src/store/batch.rs": "tx.prepare(&COPY)"})), False),
     ]
     failed = [name for name, got, want in cases if got != want]
     for name, got, want in cases:

@@ -39,7 +39,8 @@ pub use pgbouncer::PgBouncer;
 pub use tls::TlsCluster;
 pub use vault::{
     REASON, audit_digest, cold_start, function, init_keys, key_admin, loaded_by_writer, quarantine_service,
-    replaying_function, staff, staff_and_key_admin_roles, url_request, vault_service, writer_app,
+    replaying_function, staff, staff_and_key_admin_roles, url_request, vault_service, vault_service_on,
+    writer_app,
 };
 
 use std::path::{Path, PathBuf};

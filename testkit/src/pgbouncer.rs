@@ -16,6 +16,7 @@ pub struct PgBouncer {
     pub port: u16,
     /// The target's login and database, through the pooler.
     pub config: tokio_postgres::Config,
+    server_connections: u32,
     child: Child,
     dir: PathBuf,
 }
@@ -77,7 +78,13 @@ impl PgBouncer {
             .stderr(log)
             .spawn()
             .expect("start pgbouncer (scripts/stack.sh deps installs it)");
-        let bouncer = PgBouncer { port: listen_port, config: via_loopback(target, listen_port), child, dir };
+        let bouncer = PgBouncer {
+            port: listen_port,
+            config: via_loopback(target, listen_port),
+            server_connections,
+            child,
+            dir,
+        };
         bouncer.wait_until_listening().await;
         bouncer
     }
@@ -85,6 +92,43 @@ impl PgBouncer {
     /// What PgBouncer logged so far (for a failing test's message).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+
+    /// Each server connection, as its next client sees it, carries nothing a client left:
+    /// no session setting of the bounds and no named prepared statement. One transaction
+    /// per server connection, all open at once, so each holds a different one.
+    pub async fn assert_server_connections_clean(&self) {
+        let mut clients = Vec::new();
+        for _ in 0..self.server_connections {
+            let client = crate::connect(&self.config).await;
+            client.batch_execute("BEGIN").await.expect("begin");
+            clients.push(client);
+        }
+        let mut seen = Vec::new();
+        for client in &clients {
+            let row = client
+                .query_typed_one(
+                    "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'),
+                            (SELECT count(*) FROM pg_prepared_statements), pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .expect("what the server connection carries");
+            let pid: i32 = row.get(3);
+            let left = (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, i64>(2));
+            assert_eq!(
+                left,
+                ("0".to_owned(), "0".to_owned(), 0),
+                "server connection {pid}: (statement_timeout, lock_timeout, prepared statements) left"
+            );
+            seen.push(pid);
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), clients.len(), "one transaction per server connection");
+        for client in clients {
+            client.batch_execute("ROLLBACK").await.expect("rollback");
+        }
     }
 
     async fn wait_until_listening(&self) {

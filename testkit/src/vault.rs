@@ -43,7 +43,18 @@ pub async fn function(
 
 /// The vault service, connected as a login in `login_etl_vault_service`.
 pub async fn vault_service(db: &TestDb, kms: &Kms, reveal_budget_per_day: u32) -> VaultService {
-    let pool = store::pool(db.login_in("login_etl_vault_service").await.into(), 4).expect("pool");
+    vault_service_on(db.login_in("login_etl_vault_service").await, 4, kms, reveal_budget_per_day)
+}
+
+/// The vault service on its deployed pool of `pool_size` connections to `database` (a
+/// login in `login_etl_vault_service`, directly or through a pooler).
+pub fn vault_service_on(
+    database: tokio_postgres::Config,
+    pool_size: usize,
+    kms: &Kms,
+    reveal_budget_per_day: u32,
+) -> VaultService {
+    let pool = store::stateless_pool(database.into(), pool_size).expect("pool");
     VaultService::new(pool, kms.clone(), reveal_budget_per_day)
 }
 

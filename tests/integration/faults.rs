@@ -104,7 +104,7 @@ fn unreachable() -> login_etl_core::config::database::Database {
 async fn database_unreachable_fails_the_invocation_and_writes_nothing() {
     let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
-    let cut_off = App { pool: store::pool(unreachable(), 2).expect("pool"), ..app };
+    let cut_off = App { pool: store::stateless_pool(unreachable(), 2).expect("pool"), ..app };
 
     let result = handler::handle(&cut_off, load_event("events/mixed-batch.json")).await;
 

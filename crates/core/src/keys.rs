@@ -17,6 +17,7 @@ use tokio_postgres::GenericClient;
 
 use crate::crypto::{BlindIndexer, DataKey, ErasureKey, KEY_LEN, KeyMaterial, KeyPurpose, PiiField};
 use crate::error::DbError;
+use crate::store::typed::typed;
 
 /// The encryption context every wrapped key is bound to. Its keys are the ones the KMS
 /// key policy allows (`kms:EncryptionContextKeys`).
@@ -351,9 +352,9 @@ pub async fn wrapped_key(
     version: i32,
 ) -> Result<Option<WrappedKey>, KeyError> {
     let row = db
-        .query_opt(
+        .query_typed_opt(
             "SELECT kms_key_id, wrapped_key FROM vault.pii_keys WHERE purpose = $1 AND version = $2",
-            &[&purpose.as_str(), &version],
+            &[typed(&purpose.as_str()), typed(&version)],
         )
         .await
         .map_err(DbError::from)?;
@@ -369,10 +370,10 @@ pub async fn wrapped_key(
 /// Stores a wrapped key unless that (purpose, version) exists; true if this one won.
 pub async fn insert_wrapped_key(db: &impl GenericClient, key: &WrappedKey) -> Result<bool, KeyError> {
     let inserted = db
-        .execute(
+        .execute_typed(
             "INSERT INTO vault.pii_keys (purpose, version, kms_key_id, wrapped_key)
              VALUES ($1, $2, $3, $4) ON CONFLICT (purpose, version) DO NOTHING",
-            &[&key.purpose.as_str(), &key.version, &key.kms_key_id, &key.blob],
+            &[typed(&key.purpose.as_str()), typed(&key.version), typed(&key.kms_key_id), typed(&key.blob)],
         )
         .await
         .map_err(DbError::from)?;
@@ -382,7 +383,7 @@ pub async fn insert_wrapped_key(db: &impl GenericClient, key: &WrappedKey) -> Re
 /// The newest data-key version, if any.
 pub async fn newest_data_key_version(db: &impl GenericClient) -> Result<Option<i32>, KeyError> {
     let row = db
-        .query_one("SELECT max(version) FROM vault.pii_keys WHERE purpose = 'data'", &[])
+        .query_typed_one("SELECT max(version) FROM vault.pii_keys WHERE purpose = 'data'", &[])
         .await
         .map_err(DbError::from)?;
     Ok(row.try_get(0).map_err(DbError::from)?)

@@ -25,10 +25,10 @@ pub struct PurgeOutcome {
 /// Erases expired bodies until none is left or `budget` is spent.
 pub async fn run(pool: &Pool, retention_days: u32, budget: Duration) -> Result<PurgeOutcome, StoreError> {
     let started = Instant::now();
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
     let mut outcome = PurgeOutcome::default();
     loop {
-        let erased = quarantine::purge_expired(&client, retention_days, ROWS_PER_STATEMENT).await?;
+        let erased = quarantine::purge_expired(&mut client, retention_days, ROWS_PER_STATEMENT).await?;
         outcome.erased += erased;
         if erased < u64::from(ROWS_PER_STATEMENT) {
             return Ok(outcome);

@@ -17,6 +17,7 @@ use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{AuditKey, BlindIndex, Canonical, ChainValue, ErasureKey, KeyPurpose, PiiField};
 use login_etl_core::error::{DbError, report};
 use login_etl_core::keys::{self, KeyError, Kms};
+use login_etl_core::store::{self, typed::typed};
 use pii_vault_protocol::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,18 +167,21 @@ impl AuditKeyCell {
     ) -> Result<&AuditKey, ServiceError> {
         self.key
             .get_or_try_init(|| async {
-                let client = pool.get().await.map_err(unavailable)?;
-                let key = match keys::load_key(&**client, kms, KeyPurpose::Audit).await {
+                // Once per process, in one bounded transaction (the KMS calls in it too).
+                let mut client = pool.get().await.map_err(unavailable)?;
+                let tx = begin(&mut client).await?;
+                let key = match keys::load_key(&*tx, kms, KeyPurpose::Audit).await {
                     Err(KeyError::NotInitialized(_)) if !self.load_only => {
                         let (_, wrapped) =
                             kms.generate(KeyPurpose::Audit, 1).await.map_err(key_unavailable)?;
-                        keys::insert_wrapped_key(&**client, &wrapped).await.map_err(key_unavailable)?;
+                        keys::insert_wrapped_key(&*tx, &wrapped).await.map_err(key_unavailable)?;
                         // The winner of a race is the key.
-                        keys::load_key(&**client, kms, KeyPurpose::Audit).await
+                        keys::load_key(&*tx, kms, KeyPurpose::Audit).await
                     }
                     other => other,
                 }
                 .map_err(key_unavailable)?;
+                tx.commit().await.map_err(unavailable)?;
                 Ok(AuditKey::new(&key))
             })
             .await
@@ -297,9 +301,9 @@ impl<'a> Journal<'a> {
         };
         let marker = erasure_key.marker(field, mask);
         let erased = tx
-            .query_opt(
+            .query_typed_opt(
                 "SELECT 1 FROM vault.pii_erasures WHERE field = $1 AND marker = $2",
-                &[&field.as_str(), &marker.as_str()],
+                &[typed(&field.as_str()), typed(&marker.as_str())],
             )
             .await
             .map_err(unavailable)?
@@ -338,7 +342,7 @@ impl<'a> Journal<'a> {
         let key = self.key().await?;
         let erasure_key = self.erasure_key(rows.iter().any(|row| row.blind_index.is_some())).await?;
         let mut client = self.service.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
+        let tx = begin(&mut client).await?;
         let mut digests = Vec::with_capacity(rows.len());
         for row in rows {
             digests.push(Self::digest(&tx, key, erasure_key, row.field, row.blind_index.as_ref()).await?);
@@ -347,7 +351,7 @@ impl<'a> Journal<'a> {
         let refused = budget::check(&tx, context, &costs, budget).await?;
         if refused.is_some() && over_refusal_limit(&tx, context).await? {
             // Over budget and over the refusal limit: only counted, as any refusal beyond it.
-            tx.execute(COUNT_OVER_LIMIT, &[&context.caller]).await.map_err(unavailable)?;
+            tx.execute_typed(COUNT_OVER_LIMIT, &[typed(&context.caller)]).await.map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
             return refused.map_or(Ok(Vec::new()), Err);
         }
@@ -380,10 +384,10 @@ impl<'a> Journal<'a> {
         let key = self.key().await?;
         let erasure_key = self.erasure_key(row.blind_index.is_some()).await?;
         let mut client = self.service.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
+        let tx = begin(&mut client).await?;
         let over = over_refusal_limit(&tx, context).await?;
         let link = if over {
-            tx.execute(COUNT_OVER_LIMIT, &[&context.caller]).await.map_err(unavailable)?;
+            tx.execute_typed(COUNT_OVER_LIMIT, &[typed(&context.caller)]).await.map_err(unavailable)?;
             None
         } else {
             let digest = Self::digest(&tx, key, erasure_key, row.field, row.blind_index.as_ref()).await?;
@@ -408,11 +412,11 @@ impl<'a> Journal<'a> {
         let key = self.key().await?;
         let erasure_key = self.erasure_key(blind_index.is_some()).await?;
         let mut client = self.service.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
+        let tx = begin(&mut client).await?;
         let request = tx
-            .query_one(
+            .query_typed_one(
                 "SELECT caller, action, field, request_id FROM pii_audit_log.pii_audit_entries WHERE id = $1",
-                &[&id.0],
+                &[typed(&id.0)],
             )
             .await
             .map_err(unavailable)?;
@@ -486,7 +490,7 @@ async fn append(
     pending: Pending,
 ) -> Result<(AuditId, Link), ServiceError> {
     let head = tx
-        .query_one("SELECT seq, chain FROM pii_audit_log.pii_audit_chain_head FOR UPDATE", &[])
+        .query_typed_one("SELECT seq, chain FROM pii_audit_log.pii_audit_chain_head FOR UPDATE", &[])
         .await
         .map_err(unavailable)?;
     let prev = match head.get::<_, Option<Vec<u8>>>(1) {
@@ -496,7 +500,7 @@ async fn append(
         })?,
     };
     let place = tx
-        .query_one(
+        .query_typed_one(
             "SELECT nextval(pg_get_serial_sequence('pii_audit_log.pii_audit_entries', 'id')), clock_timestamp(), session_user::text",
             &[],
         )
@@ -521,34 +525,34 @@ async fn append(
         outcome_of: pending.outcome_of,
     };
     let chain = key.chain_step(&prev, &entry.canonical());
-    tx.execute(
+    tx.execute_typed(
         "INSERT INTO pii_audit_log.pii_audit_entries (seq, id, at, db_user, caller, action, field, blind_index, target,
                                         reason, request_id, outcome, outcome_at, detail, outcome_of, chain)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         &[
-            &entry.seq,
-            &entry.id,
-            &entry.at,
-            &entry.db_user,
-            &entry.caller,
-            &entry.action,
-            &entry.field,
-            &entry.blind_index,
-            &entry.target,
-            &entry.reason,
-            &entry.request_id,
-            &entry.outcome,
-            &entry.outcome_at,
-            &entry.detail,
-            &entry.outcome_of,
-            &chain.as_bytes().as_slice(),
+            typed(&entry.seq),
+            typed(&entry.id),
+            typed(&entry.at),
+            typed(&entry.db_user),
+            typed(&entry.caller),
+            typed(&entry.action),
+            typed(&entry.field),
+            typed(&entry.blind_index),
+            typed(&entry.target),
+            typed(&entry.reason),
+            typed(&entry.request_id),
+            typed(&entry.outcome),
+            typed(&entry.outcome_at),
+            typed(&entry.detail),
+            typed(&entry.outcome_of),
+            typed(&chain.as_bytes().as_slice()),
         ],
     )
     .await
     .map_err(unavailable)?;
-    tx.execute(
+    tx.execute_typed(
         "UPDATE pii_audit_log.pii_audit_chain_head SET seq = $1, chain = $2",
-        &[&entry.seq, &chain.as_bytes().as_slice()],
+        &[typed(&entry.seq), typed(&chain.as_bytes().as_slice())],
     )
     .await
     .map_err(unavailable)?;
@@ -581,14 +585,14 @@ async fn over_refusal_limit(
     tx: &deadpool_postgres::Transaction<'_>,
     context: &RequestContext,
 ) -> Result<bool, ServiceError> {
-    tx.execute("SELECT 1 FROM pii_audit_log.pii_audit_chain_head FOR UPDATE", &[])
+    tx.execute_typed("SELECT 1 FROM pii_audit_log.pii_audit_chain_head FOR UPDATE", &[])
         .await
         .map_err(unavailable)?;
     let recent: i64 = tx
-        .query_one(
+        .query_typed_one(
             "SELECT count(*) FROM pii_audit_log.pii_audit_entries
               WHERE caller ILIKE $1 ESCAPE '\\' AND outcome = 'refused' AND at > now() - interval '1 minute'",
-            &[&crate::principal::refusal_scope(&context.caller, context.staff || context.key_admin)],
+            &[typed(&crate::principal::refusal_scope(&context.caller, context.staff || context.key_admin))],
         )
         .await
         .map_err(unavailable)?
@@ -599,6 +603,17 @@ async fn over_refusal_limit(
 /// The outcome a row is inserted with: none, or refused for the budget.
 fn refusal(refused: &Option<ServiceError>) -> Option<(Outcome, String)> {
     refused.as_ref().map(|error| (Outcome::Refused, error.to_string()))
+}
+
+/// A bounded transaction ([`store::begin`]) for the journal: failing to begin it is the
+/// audit's unavailability.
+async fn begin(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, ServiceError> {
+    store::begin(client).await.map_err(|error| match error {
+        store::StoreError::Db(db) => unavailable(db),
+        other => unavailable(DbError::other(report(&other))),
+    })
 }
 
 fn unavailable(error: impl Into<DbError>) -> ServiceError {

@@ -20,6 +20,7 @@ use crate::{RequestContext, ServiceError};
 use login_etl_core::config::ConfigError;
 use login_etl_core::crypto::PiiField;
 use login_etl_core::error::DbError;
+use login_etl_core::store::typed::typed;
 
 /// What a quarantine show costs: a body holds both values of a login (ip and device id),
 /// which a reveal by message id would charge one unit each.
@@ -105,9 +106,9 @@ pub async fn check(
     }
     let principal = Principal::of(&context.caller);
     for key in [&principal.role, &principal.person] {
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO pii_budget.pii_budget_keys (key) VALUES ($1) ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key",
-            &[key],
+            &[typed(key)],
         )
         .await
         .map_err(locked)?;
@@ -137,12 +138,12 @@ pub async fn check(
 /// What the person and the role spent of `kind` in the last 24 hours.
 async fn used(tx: &Transaction<'_>, principal: &Principal, kind: Kind) -> Result<(i64, i64), ServiceError> {
     let row = tx
-        .query_one(
+        .query_typed_one(
             "SELECT coalesce(sum(units) FILTER (WHERE person = $1), 0)::int8,
                     coalesce(sum(units) FILTER (WHERE role = $2), 0)::int8
                FROM pii_budget.pii_budget_spent
               WHERE kind = $3 AND (person = $1 OR role = $2) AND at > now() - interval '24 hours'",
-            &[&principal.person, &principal.role, &kind.as_str()],
+            &[typed(&principal.person), typed(&principal.role), typed(&kind.as_str())],
         )
         .await
         .map_err(locked)?;
@@ -161,16 +162,16 @@ pub async fn record(
     for (cost, id) in costs.iter().zip(ids) {
         let Some((kind, units)) = cost else { continue };
         let units = i32::try_from(*units).unwrap_or(i32::MAX);
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO pii_budget.pii_budget_spent (audit_id, kind, person, role, units) VALUES ($1, $2, $3, $4, $5)",
-            &[id, &kind.as_str(), &principal.person, &principal.role, &units],
+            &[typed(id), typed(&kind.as_str()), typed(&principal.person), typed(&principal.role), typed(&units)],
         )
         .await
         .map_err(locked)?;
     }
-    tx.execute(
+    tx.execute_typed(
         "DELETE FROM pii_budget.pii_budget_spent WHERE person = $1 AND at < now() - interval '25 hours'",
-        &[&principal.person],
+        &[typed(&principal.person)],
     )
     .await
     .map_err(locked)?;
@@ -179,7 +180,7 @@ pub async fn record(
 
 /// Gives back what a recorded request spent, once it was refused (refusals spend nothing).
 pub async fn refund(tx: &deadpool_postgres::Transaction<'_>, audit_id: i64) -> Result<(), ServiceError> {
-    tx.execute("DELETE FROM pii_budget.pii_budget_spent WHERE audit_id = $1", &[&audit_id])
+    tx.execute_typed("DELETE FROM pii_budget.pii_budget_spent WHERE audit_id = $1", &[typed(&audit_id)])
         .await
         .map_err(locked)?;
     Ok(())

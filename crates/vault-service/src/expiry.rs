@@ -180,8 +180,7 @@ async fn try_batch(
     retention: Retention,
     rows: i64,
 ) -> Result<Batch, StoreError> {
-    let tx = client.transaction().await?;
-    tx.batch_execute(&BATCH_LIMITS).await?;
+    let tx = login_etl_core::store::begin_bounded(client, &BATCH_LIMITS).await?;
     // First the lock (ingest's batches in flight commit first; new ones wait), then the
     // cursor (one pass at a time), then the decision in a snapshot taken after both.
     erasure::lock_exclusive(&*tx).await?;

@@ -35,7 +35,7 @@ pub async fn run(
 async fn init() -> Result<VaultService, Error> {
     let sdk = config::aws_sdk_config().await?;
     let config = Config::from_env(&sdk).await?;
-    let pool = store::pool(config.database, config.pool_size)?;
+    let pool = store::stateless_pool(config.database, config.pool_size)?;
     let kms = Kms::new(aws_sdk_kms::Client::new(&sdk), config.kms_key_id);
     let limits = crate::budget::Limits::from_env()?;
     let quarantine = QuarantineSettings::from_env(&sdk)?;

@@ -354,8 +354,11 @@ impl VaultService {
     pub(crate) async fn erasure_key(&self) -> Result<&ErasureKey, ServiceError> {
         self.erasure_key
             .get_or_try_init(|| async {
-                let client = self.pool.get().await?;
-                let key = keys::load_key(&**client, &self.kms, KeyPurpose::Erasure).await?;
+                // Once per process, in one bounded transaction (the KMS call in it too).
+                let mut client = self.pool.get().await?;
+                let tx = login_etl_core::store::begin(&mut client).await?;
+                let key = keys::load_key(&*tx, &self.kms, KeyPurpose::Erasure).await?;
+                tx.commit().await?;
                 Ok::<_, ServiceError>(ErasureKey::new(&key))
             })
             .await

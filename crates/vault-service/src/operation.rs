@@ -13,6 +13,7 @@
 //! arguments and does its work; it never sees the service itself, only the [`Work`] handle
 //! the combinator gives it after step 3, so it cannot skip or reorder a step.
 
+use login_etl_core::store;
 use std::future::Future;
 
 use deadpool_postgres::Object;
@@ -105,6 +106,9 @@ pub struct Work<'a> {
 }
 
 impl Work<'_> {
+    /// A connection of the service's pool. It carries no session state (it may be a
+    /// transaction pooler's): every statement on it goes in a transaction begun by
+    /// `store::begin`, as the unnamed statement (docs/operations.md, "Connection poolers").
     pub async fn client(&self) -> Result<Object, ServiceError> {
         Ok(self.service.pool.get().await?)
     }
@@ -115,8 +119,12 @@ impl Work<'_> {
         service
             .indexer
             .get_or_try_init(|| async {
-                let client = service.pool.get().await?;
-                Ok::<_, ServiceError>(keys::load_indexer(&**client, &service.kms).await?)
+                // Once per process, in one bounded transaction (the KMS calls in it too).
+                let mut client = service.pool.get().await?;
+                let tx = store::begin(&mut client).await?;
+                let indexer = keys::load_indexer(&*tx, &service.kms).await?;
+                tx.commit().await?;
+                Ok::<_, ServiceError>(indexer)
             })
             .await
     }

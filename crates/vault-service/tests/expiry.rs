@@ -330,7 +330,7 @@ async fn the_scheduled_expiry_runs_on_its_own_login_and_reaches_nothing_else() {
     logins(&app, 0, &[("s-2", "192.0.2.52", "dev-s2")]).await;
     age_vault(&db, 100).await;
     let login = db.login_in("login_etl_vault_expiry").await;
-    let pool = login_etl_core::store::pool(login.clone().into(), 2).expect("pool");
+    let pool = login_etl_core::store::stateless_pool(login.clone().into(), 2).expect("pool");
     let scheduled = VaultService::for_schedule(pool, kms.clone(), Retention::days(30).expect("30"));
     let run =
         expiry::run_scheduled(&scheduled, &expiry::schedule_context("req-schedule"), Duration::from_secs(60))

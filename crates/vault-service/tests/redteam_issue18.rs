@@ -646,8 +646,12 @@ async fn the_purge_erases_through_its_function_only_what_is_older_than_a_day_and
         .expect("the purge login calls it")
         .get(0);
     assert_eq!(raw, 1, "a negative retention is a day");
-    assert_eq!(purge_expired(&purge, 0, 100).await.expect("again"), 0);
-    assert_eq!(purge_expired(&purge, 1, 0).await.expect("no rows asked"), 0);
+    let pool =
+        login_etl_core::store::stateless_pool(db.login_in("login_etl_quarantine_purge").await.into(), 1)
+            .expect("pool");
+    let mut pooled = pool.get().await.expect("session");
+    assert_eq!(purge_expired(&mut pooled, 0, 100).await.expect("again"), 0);
+    assert_eq!(purge_expired(&mut pooled, 1, 0).await.expect("no rows asked"), 0);
     let state = |id: &'static str| {
         let owner = &owner;
         async move {
@@ -798,34 +802,41 @@ async fn the_views_in_public_are_select_only_and_lock_nothing_behind_them() {
     }
 }
 
-/// Held: the service's sessions carry `lock_timeout` and `statement_timeout`; a SET by
-/// the service's own statements is the only thing that could change them.
+/// Held: every transaction of the service is bounded by `lock_timeout` and
+/// `statement_timeout` (`SET LOCAL` as it begins: `store::begin`), whatever the login's
+/// defaults, and its sessions carry nothing (so a transaction pooler may share them).
 #[tokio::test]
-async fn service_sessions_have_a_lock_timeout_and_a_statement_timeout() {
+async fn service_transactions_have_a_lock_timeout_whatever_the_login_defaults() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
     init_keys(&db, &kms).await;
-    let service = vault_service(&db, &kms, 100).await;
-    for _ in 0..3 {
-        let client = service.pool().get().await.expect("session");
-        let show = |name: &'static str| {
-            let client = &client;
-            async move { client.query_one(&format!("SHOW {name}"), &[]).await.expect(name).get::<_, String>(0) }
-        };
-        assert_eq!(show("lock_timeout").await, "3s");
-        assert_eq!(show("statement_timeout").await, "10s");
-    }
-    // A login-level default cannot undo them (the session's SET wins).
     let login = db.login_in("login_etl_vault_service").await;
+    // A login-level default cannot undo them (the transaction's SET LOCAL wins).
     db.admin_connect()
         .await
         .batch_execute(&format!("ALTER ROLE {} SET lock_timeout = 0", login.get_user().expect("user")))
         .await
         .expect("alter role");
-    let pool = login_etl_core::store::pool(login.into(), 1).expect("pool");
-    let client = pool.get().await.expect("session");
-    let lock: String = client.query_one("SHOW lock_timeout", &[]).await.expect("show").get(0);
-    assert_eq!(lock, "3s");
+    let service = vault_service_on(login, 1, &kms, 100);
+    let client = service.pool().get().await.expect("session");
+    let lock: String = client.query_typed_one("SHOW lock_timeout", &[]).await.expect("show").get(0);
+    assert_eq!(lock, "0", "nothing set on the session");
+    drop(client);
+
+    // A forget in progress elsewhere holds the erasure lock: this one waits no longer
+    // than the bound (3 s), and fails with nothing done.
+    let mut holder = db.connect().await;
+    let other = holder.transaction().await.expect("begin");
+    other.batch_execute("SELECT only_row FROM pii_locks.erasure FOR UPDATE").await.expect("lock");
+    let started = Instant::now();
+    let forget = ForgetTarget::Plaintext(Plaintext::new("192.0.2.1"));
+    let error =
+        service.forget(&staff("lena"), PiiField::Ip, &forget, Some(REASON)).await.expect_err("bounded");
+    let waited = started.elapsed();
+    other.rollback().await.expect("release");
+    let ServiceError::Db(db_error) = &error else { panic!("{error:?}") };
+    assert_eq!(db_error.code(), Some(&SqlState::LOCK_NOT_AVAILABLE), "{error:?}");
+    assert!(waited < Duration::from_secs(8), "bounded by lock_timeout (3 s): {waited:?}");
 }
 
 /// Held: no other login can lock the chain head or the budget rows, nor the erasure

@@ -317,16 +317,17 @@ async fn write_on(
     } else {
         insert_logins(&tx, &batch.logins).await?
     };
-    let quarantined = insert_rows(&tx, &LOGIN_QUARANTINE, &INSERT_QUARANTINE, &batch.quarantine).await?;
-    insert_rows(&tx, &LOGIN_QUARANTINE_MASKS, &INSERT_QUARANTINE_MASKS, &batch.quarantine_masks).await?;
+    let quarantined = insert_rows(&*tx, &LOGIN_QUARANTINE, &INSERT_QUARANTINE, &batch.quarantine).await?;
+    insert_rows(&*tx, &LOGIN_QUARANTINE_MASKS, &INSERT_QUARANTINE_MASKS, &batch.quarantine_masks).await?;
     let vault = insert_vault(&tx, &batch.vault).await?;
     tx.commit().await?;
     Ok(WriteOutcome { logins_inserted: logins, quarantined, vault_inserted: vault, retries: 0 })
 }
 
-/// One set-based INSERT of `rows` into `table` (its generated `insert_sql`).
-async fn insert_rows<R>(
-    tx: &Transaction<'_>,
+/// One set-based INSERT of `rows` into `table` (its generated `insert_sql`), as the unnamed
+/// statement: the ingest's batch and the service's dead-letter import.
+pub(super) async fn insert_rows<R>(
+    tx: &impl GenericClient,
     table: &Table<R>,
     insert_sql: &str,
     rows: &[R],
@@ -341,7 +342,7 @@ async fn insert_rows<R>(
 }
 
 async fn insert_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, StoreError> {
-    insert_rows(tx, &USER_LOGINS, &INSERT_LOGINS, rows).await
+    insert_rows(&**tx, &USER_LOGINS, &INSERT_LOGINS, rows).await
 }
 
 async fn copy_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, StoreError> {

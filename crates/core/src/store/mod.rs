@@ -12,6 +12,7 @@ pub mod partitions;
 pub mod quarantine;
 pub mod retry;
 pub mod table;
+pub mod typed;
 
 pub use batch::{LoginLoad, LoginRow, PreparedBatch, VaultRow, WriteOutcome, login_load, write_batch};
 pub use partitions::PartitionMap;
@@ -63,46 +64,15 @@ pub static TRANSACTION_LIMITS: std::sync::LazyLock<String> = std::sync::LazyLock
     )
 });
 
-/// The ingest function's pool: its connections secured as `database.tls` says, and
-/// nothing set on their sessions. Every statement the function sends through it is
-/// free of session state (docs/operations.md, "Connection poolers"): the unnamed
-/// statement (`query_typed`, `execute_typed`) or the simple protocol, inside a
-/// transaction begun by [`begin`], which bounds it with [`TRANSACTION_LIMITS`]. So it
-/// works through a transaction-pooling proxy (RDS Proxy, PgBouncer in transaction mode),
-/// where consecutive transactions of one connection run on different server connections.
+/// The pool of the ingest function, the vault service and the housekeeping jobs: its
+/// connections secured as `database.tls` says, and nothing set on their sessions. Every
+/// statement they send through it is free of session state (docs/operations.md,
+/// "Connection poolers"): the unnamed statement (`query_typed`, `execute_typed`, with
+/// [`typed`] parameters) or the simple protocol, inside a transaction begun by [`begin`],
+/// which bounds it with [`TRANSACTION_LIMITS`]. So it works through a transaction-pooling
+/// proxy (RDS Proxy, PgBouncer in transaction mode), where consecutive transactions of one
+/// connection run on different server connections.
 pub fn stateless_pool(database: Database, max_size: usize) -> Result<Pool, StoreError> {
-    Ok(builder(database, max_size)?.build()?)
-}
-
-/// A transaction bounded by [`TRANSACTION_LIMITS`]: two round trips (BEGIN, the limits).
-/// The batch write sends the limits pipelined with its first statement instead.
-pub async fn begin(
-    client: &mut deadpool_postgres::Client,
-) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
-    let tx = client.transaction().await?;
-    tx.batch_execute(&TRANSACTION_LIMITS).await?;
-    Ok(tx)
-}
-
-/// The vault service's and the quarantine purge's pool: as [`stateless_pool`], each session
-/// bounded by [`STATEMENT_TIMEOUT`] and [`LOCK_TIMEOUT`] set once per connection
-/// (session state: not yet fit for a transaction-pooling proxy, docs/operations.md).
-pub fn pool(database: Database, max_size: usize) -> Result<Pool, StoreError> {
-    Ok(builder(database, max_size)?
-        .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
-            Box::pin(async move {
-                let limits = format!(
-                    "SET statement_timeout = {}; SET lock_timeout = {}",
-                    STATEMENT_TIMEOUT.as_millis(),
-                    LOCK_TIMEOUT.as_millis()
-                );
-                client.batch_execute(&limits).await.map_err(deadpool_postgres::HookError::Backend)
-            })
-        }))
-        .build()?)
-}
-
-fn builder(database: Database, max_size: usize) -> Result<deadpool_postgres::PoolBuilder, StoreError> {
     let connector = database.tls.connector()?;
     let manager = Manager::from_config(
         database.config,
@@ -114,5 +84,25 @@ fn builder(database: Database, max_size: usize) -> Result<deadpool_postgres::Poo
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(CONNECT_TIMEOUT))
         .create_timeout(Some(CONNECT_TIMEOUT))
-        .recycle_timeout(Some(CONNECT_TIMEOUT)))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()?)
+}
+
+/// A transaction bounded by [`TRANSACTION_LIMITS`]: two round trips (BEGIN, the limits).
+/// The batch write sends the limits pipelined with its first statement instead.
+pub async fn begin(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    begin_bounded(client, &TRANSACTION_LIMITS).await
+}
+
+/// A transaction bounded by `limits` (`SET LOCAL …` statements), for work whose bounds
+/// are tighter than [`TRANSACTION_LIMITS`] (the vault expiry's, which ingest waits on).
+pub async fn begin_bounded<'a>(
+    client: &'a mut deadpool_postgres::Client,
+    limits: &str,
+) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(limits).await?;
+    Ok(tx)
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
 use super::table::{Column, Table};
+use super::typed::typed;
 use crate::crypto::{BlindIndex, BlindIndexer, PiiField, SealedValue};
 use crate::event::{MessageId, ReadablePii, RejectReason};
 
@@ -153,15 +154,20 @@ pub static INSERT_QUARANTINE_MASKS: std::sync::LazyLock<String> =
 /// definition: the purge's login has no right on the table itself, and the function erases
 /// nothing younger than a day whatever it is asked.
 pub async fn purge_expired(
-    client: &tokio_postgres::Client,
+    client: &mut deadpool_postgres::Client,
     retention_days: u32,
     limit: u32,
 ) -> Result<u64, super::StoreError> {
     let days = i32::try_from(retention_days).unwrap_or(i32::MAX);
-    let erased: Option<i64> = client
-        .query_one("SELECT public.purge_expired_quarantine($1, $2)", &[&days, &i64::from(limit)])
+    let tx = super::begin(client).await?;
+    let erased: Option<i64> = tx
+        .query_typed_one(
+            "SELECT public.purge_expired_quarantine($1, $2)",
+            &[typed(&days), typed(&i64::from(limit))],
+        )
         .await?
         .get(0);
+    tx.commit().await?;
     Ok(erased.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
 }
 
@@ -190,27 +196,12 @@ pub async fn insert(
         }
     }
     rows.sort_by(|a, b| a.key().cmp(&b.key()));
-    let inserted = insert_described(client, &LOGIN_QUARANTINE, &INSERT_QUARANTINE, rows).await?;
+    let inserted = super::batch::insert_rows(client, &LOGIN_QUARANTINE, &INSERT_QUARANTINE, rows).await?;
     let mut masks: Vec<QuarantineMask> = rows.iter().flat_map(QuarantineRow::mask_rows).collect();
     masks.sort_by(|a, b| a.key().cmp(&b.key()));
     masks.dedup();
-    insert_described(client, &LOGIN_QUARANTINE_MASKS, &INSERT_QUARANTINE_MASKS, &masks).await?;
+    super::batch::insert_rows(client, &LOGIN_QUARANTINE_MASKS, &INSERT_QUARANTINE_MASKS, &masks).await?;
     Ok(inserted)
-}
-
-async fn insert_described<R>(
-    client: &impl tokio_postgres::GenericClient,
-    table: &Table<R>,
-    sql: &str,
-    rows: &[R],
-) -> Result<u64, super::StoreError> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let arrays = table.column_arrays(rows);
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        arrays.iter().map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-    Ok(client.execute(sql, &params).await?)
 }
 
 /// The reason code of a message that reached the dead-letter queue with a body the

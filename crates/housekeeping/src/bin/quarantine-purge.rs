@@ -14,7 +14,7 @@ async fn main() -> Result<(), Error> {
     let sdk = config::aws_sdk_config().await?;
     let database = config::database_from_env(&sdk).await?;
     let retention = purge::retention_days(std::env::var("QUARANTINE_RETENTION_DAYS").ok().as_deref())?;
-    let pool = store::pool(database, 1)?;
+    let pool = store::stateless_pool(database, 1)?;
     let pool = &pool;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let left = config::invocation_time_left(event.context.deadline);

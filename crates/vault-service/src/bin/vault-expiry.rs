@@ -22,7 +22,7 @@ async fn main() -> Result<(), Error> {
     let sdk = config::aws_sdk_config().await?;
     let config = Config::from_env(&sdk).await?;
     // Two connections: the audit's and the batch's.
-    let pool = store::pool(config.database, 2)?;
+    let pool = store::stateless_pool(config.database, 2)?;
     let kms = Kms::new(aws_sdk_kms::Client::new(&sdk), config.kms_key_id);
     let service = VaultService::for_schedule(pool, kms, retention);
     let service = &service;

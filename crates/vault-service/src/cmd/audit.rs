@@ -4,6 +4,7 @@
 //! function URL's 6 MB; `next` is the cursor of the following page.
 
 use chrono::{DateTime, Utc};
+use login_etl_core::store::{self, typed::typed};
 
 use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
@@ -44,17 +45,18 @@ impl Operation for Audit {
 
     async fn work(valid: Valid, work: &mut Work<'_>) -> Result<Done<Self::Output>, ServiceError> {
         // One row more than the page, to know whether another page follows.
-        let rows = work
-            .client()
-            .await?
-            .query(
+        let mut client = work.client().await?;
+        let tx = store::begin(&mut client).await?;
+        let rows = tx
+            .query_typed(
                 "SELECT id, at, caller, action, field, blind_index, target, reason, request_id, outcome, detail
                    FROM pii_audit_log.pii_audit
                   WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::int8 IS NULL OR id > $2)
                   ORDER BY id LIMIT $3",
-                &[&valid.since, &valid.after, &(i64::from(valid.limit) + 1)],
+                &[typed(&valid.since), typed(&valid.after), typed(&(i64::from(valid.limit) + 1))],
             )
             .await?;
+        tx.commit().await?;
         let mut page = Vec::with_capacity(rows.len().min(valid.limit as usize));
         let mut bytes = 0;
         let mut full = rows.len() > valid.limit as usize;

@@ -7,6 +7,7 @@
 //! (deleted or truncated). The cursor carries the last verified link, so the next page
 //! needs nothing from the database it is checking.
 
+use login_etl_core::store::{self, typed::typed};
 use std::time::{Duration, Instant};
 
 use crate::audit::{Action, ENTRY_COLUMNS, Entry};
@@ -69,11 +70,13 @@ impl Operation for Verify {
     async fn work(valid: Valid, work: &mut Work<'_>) -> Result<Done<VerifyPage>, ServiceError> {
         let started = Instant::now();
         let key = work.audit_key().await?;
-        let client = work.client().await?;
+        // Both reads in one bounded transaction (read only: an early return rolls it back).
+        let mut client = work.client().await?;
+        let tx = store::begin(&mut client).await?;
         // Unchained entries: those of earlier schema versions, and any written since the
         // chain began (only someone bypassing the service, or its checks, writes one).
-        let counts = client
-            .query_one(
+        let counts = tx
+            .query_typed_one(
                 "SELECT count(*) FILTER (WHERE seq IS NULL),
                         min(id) FILTER (WHERE seq IS NULL AND id > (SELECT min(id) FROM pii_audit_log.pii_audit_entries WHERE seq IS NOT NULL))
                    FROM pii_audit_log.pii_audit_entries",
@@ -97,15 +100,16 @@ impl Operation for Verify {
         // the second must be read. The first under it is the one verified (`seq, id` is
         // the reading order); any other is a copy.
         let resume = valid.after.map_or(1, |link| link.seq);
-        let rows = client
-            .query(
+        let rows = tx
+            .query_typed(
                 &format!(
                     "SELECT {ENTRY_COLUMNS}, chain FROM pii_audit_log.pii_audit_entries WHERE seq >= $1
                       ORDER BY seq, id LIMIT $2"
                 ),
-                &[&resume, &(PAGE_ENTRIES + i64::from(valid.after.is_some()))],
+                &[typed(&resume), typed(&(PAGE_ENTRIES + i64::from(valid.after.is_some())))],
             )
             .await?;
+        tx.commit().await?;
         let again = rows
             .iter()
             .take_while(|row| {

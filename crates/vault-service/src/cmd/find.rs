@@ -2,6 +2,7 @@
 //! as the function does), the oldest [`FIND_MAX_ROWS`] of them and how many match. Spends
 //! the budget: a find tests a guess.
 
+use login_etl_core::store::{self, typed::typed};
 use zeroize::Zeroizing;
 
 use super::normalize;
@@ -50,19 +51,20 @@ impl Operation for Find<'_> {
     ) -> Result<Done<Self::Output>, ServiceError> {
         let index = work.indexer().await?.index(field, &normalized);
         let column = field.mask_column();
-        let rows = work
-            .client()
-            .await?
-            .query(
+        let mut client = work.client().await?;
+        let tx = store::begin(&mut client).await?;
+        let rows = tx
+            .query_typed(
                 &format!(
                     "SELECT {}, count(*) OVER () FROM {} WHERE {column} = $1
                       ORDER BY sent_at, sqs_message_id LIMIT $2",
                     LoginMatch::COLUMNS.join(", "),
                     USER_LOGINS.name
                 ),
-                &[&index.as_str(), &(FIND_MAX_ROWS as i64)],
+                &[typed(&index.as_str()), typed(&(FIND_MAX_ROWS as i64))],
             )
             .await?;
+        tx.commit().await?;
         let total = rows.first().map_or(0, |r| r.get::<_, i64>(LoginMatch::COLUMNS.len()));
         let total = u64::try_from(total).unwrap_or_default();
         let rows: Vec<LoginMatch> = rows

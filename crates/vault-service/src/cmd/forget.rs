@@ -10,6 +10,7 @@
 //! `forget --user-id` erases every value of one user's rows ([`ForgetUser`]) and spends
 //! the erasure quota instead.
 
+use login_etl_core::store::typed::typed;
 use zeroize::Zeroizing;
 
 use super::{normalize, parse_mask, row_id};
@@ -19,9 +20,9 @@ use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::erasure::new_token;
 use login_etl_core::crypto::{BlindIndex, ErasureKey, PiiField};
 use login_etl_core::error::DbError;
-use login_etl_core::store::erasure;
 use login_etl_core::store::quarantine::{LOGIN_QUARANTINE, LOGIN_QUARANTINE_MASKS};
 use login_etl_core::store::table::USER_LOGINS;
+use login_etl_core::store::{self, erasure};
 use pii_vault_protocol::{ForgetTarget, Outcome};
 
 struct Forget<'a> {
@@ -71,11 +72,12 @@ impl Operation for Forget<'_> {
             Target::Mask(index) => index,
             Target::Plaintext(normalized) => work.indexer().await?.index(field, &normalized),
         };
+        let erasure_key = work.erasure_key().await?;
         let mut client = work.client().await?;
-        let tx = client.transaction().await?;
+        let tx = store::begin(&mut client).await?;
         // What it found (and the mask of a plaintext) stays here: the answer and the audit
         // row say the same for a value that was there and one that never was.
-        erase_value(&tx, work.erasure_key().await?, field, &index).await?;
+        erase_value(&tx, erasure_key, field, &index).await?;
         tx.commit().await?;
         Ok(Done::new(Outcome::Forgotten, Outcome::Forgotten))
     }
@@ -125,7 +127,7 @@ impl Operation for ForgetUser<'_> {
     async fn work(user_id: Self::Valid, work: &mut Work<'_>) -> Result<Done<Self::Output>, ServiceError> {
         let erasure_key = work.erasure_key().await?;
         let mut client = work.client().await?;
-        let tx = client.transaction().await?;
+        let tx = store::begin(&mut client).await?;
         let mut done = UserErased { erased: 0, shared: 0 };
         let (mut before, mut quarantined, mut logins) = (0u64, 0u64, 0u64);
         for field in PiiField::ALL {
@@ -133,14 +135,14 @@ impl Operation for ForgetUser<'_> {
             let table = USER_LOGINS.name;
             // Read before any erasure: erasing a value rewrites its masks to its token.
             let masks = tx
-                .query(
+                .query_typed(
                     &format!(
                         "SELECT u.{column}, EXISTS (SELECT 1 FROM {table} o
                                                      WHERE o.{column} = u.{column} AND o.user_id <> $1)
                            FROM (SELECT DISTINCT {column} FROM {table}
                                   WHERE user_id = $1 AND {column} IS NOT NULL) u"
                     ),
-                    &[&user_id],
+                    &[typed(&user_id)],
                 )
                 .await?;
             for row in masks {
@@ -224,7 +226,10 @@ pub(super) async fn erase_value(
     // A token given as a mask (a reveal answers it) is an erasure already: erasing it as a
     // value would give its rows a second token, apart from the later logins of the value.
     let is_token = tx
-        .query_opt("SELECT 1 FROM vault.pii_erasures WHERE field = $1 AND token = $2", &[&field_name, &mask])
+        .query_typed_opt(
+            "SELECT 1 FROM vault.pii_erasures WHERE field = $1 AND token = $2",
+            &[typed(&field_name), typed(&mask)],
+        )
         .await?
         .is_some();
     if is_token {
@@ -232,9 +237,9 @@ pub(super) async fn erase_value(
     }
     let marker = erasure_key.marker(field, index);
     let existing = tx
-        .query_opt(
+        .query_typed_opt(
             "SELECT token FROM vault.pii_erasures WHERE field = $1 AND marker = $2",
-            &[&field_name, &marker.as_str()],
+            &[typed(&field_name), typed(&marker.as_str())],
         )
         .await?;
     let already = existing.is_some();
@@ -242,9 +247,9 @@ pub(super) async fn erase_value(
         Some(row) => row.get::<_, String>(0),
         None => {
             let token = new_token();
-            tx.execute(
+            tx.execute_typed(
                 "INSERT INTO vault.pii_erasures (field, marker, token) VALUES ($1, $2, $3)",
-                &[&field_name, &marker.as_str(), &token.as_str()],
+                &[typed(&field_name), typed(&marker.as_str()), typed(&token.as_str())],
             )
             .await?;
             token.as_str().to_owned()
@@ -252,23 +257,25 @@ pub(super) async fn erase_value(
     };
     // Sealed (true), a tombstone kept by an older version with the raw mask (false), none.
     let vaulted = tx
-        .query_opt(
+        .query_typed_opt(
             "DELETE FROM vault.pii_vault WHERE field = $1 AND blind_index = $2 RETURNING erased_at IS NULL",
-            &[&field_name, &mask],
+            &[typed(&field_name), typed(&mask)],
         )
         .await?
         .map(|row| row.get::<_, bool>(0));
     // Every quarantined body that holds the value, but one the purge holds.
     let mut quarantined = 0;
     for which in [YOUNG_BODIES, OLD_BODIES_NOT_HELD] {
-        quarantined += tx.execute(&erase_bodies(which), &[&field_name, &mask, &token]).await?;
+        quarantined += tx
+            .execute_typed(&erase_bodies(which), &[typed(&field_name), typed(&mask), typed(&token)])
+            .await?;
     }
-    tx.execute(
+    tx.execute_typed(
         &format!(
             "UPDATE {} SET blind_index = $3 WHERE field = $1 AND blind_index = $2",
             LOGIN_QUARANTINE_MASKS.name
         ),
-        &[&field_name, &mask, &token],
+        &[typed(&field_name), typed(&mask), typed(&token)],
     )
     .await?;
     let logins = rewrite_logins(tx, field, mask, &token).await?;
@@ -281,14 +288,16 @@ pub(super) async fn erase_value(
 }
 
 /// `user_logins` rows rewritten per statement. A value can be in very many rows (an
-/// egress ip: 10^5 and more), and one UPDATE of them all could outlast the session's
+/// egress ip: 10^5 and more), and one UPDATE of them all could outlast the transaction's
 /// `statement_timeout`; so many take about half a second on a loaded machine.
-const LOGINS_PER_STATEMENT: i32 = 5000;
+const LOGINS_PER_STATEMENT: i64 = 5000;
 
 /// Writes `token` over `mask` in every `user_logins` row, in statements of
-/// [`LOGINS_PER_STATEMENT`] rows: a portal (the rows as the transaction found them, under
-/// the erasure lock) hands out their ctids, and each batch is rewritten by ctid. A last
-/// statement takes any row the portal missed (one changed since by the table's owner).
+/// [`LOGINS_PER_STATEMENT`] rows: each rewrites, by ctid, the first rows that still carry
+/// the mask (the rows it rewrote carry the token, so the next finds the next ones), until
+/// one finds none. A last statement takes any row a batch missed (one changed meanwhile by
+/// the table's owner). Every statement is the unnamed one (no portal, which tokio-postgres
+/// binds only to a named statement).
 async fn rewrite_logins(
     tx: &deadpool_postgres::Transaction<'_>,
     field: PiiField,
@@ -296,20 +305,24 @@ async fn rewrite_logins(
     token: &str,
 ) -> Result<u64, ServiceError> {
     let (table, column) = (USER_LOGINS.name, field.mask_column());
-    let rows = tx.bind(&format!("SELECT ctid::text FROM {table} WHERE {column} = $1"), &[&mask]).await?;
-    let by_ctid =
-        format!("UPDATE {table} SET {column} = $2 WHERE ctid = ANY($3::text[]::tid[]) AND {column} = $1");
+    let batch = format!(
+        "UPDATE {table} SET {column} = $2
+          WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {column} = $1 LIMIT $3)) AND {column} = $1"
+    );
     let mut rewritten = 0;
     loop {
-        let ctids: Vec<String> =
-            tx.query_portal(&rows, LOGINS_PER_STATEMENT).await?.iter().map(|r| r.get(0)).collect();
-        if ctids.is_empty() {
+        let n =
+            tx.execute_typed(&batch, &[typed(&mask), typed(&token), typed(&LOGINS_PER_STATEMENT)]).await?;
+        if n == 0 {
             break;
         }
-        rewritten += tx.execute(&by_ctid, &[&mask, &token, &ctids]).await?;
+        rewritten += n;
     }
     rewritten += tx
-        .execute(&format!("UPDATE {table} SET {column} = $2 WHERE {column} = $1"), &[&mask, &token])
+        .execute_typed(
+            &format!("UPDATE {table} SET {column} = $2 WHERE {column} = $1"),
+            &[typed(&mask), typed(&token)],
+        )
         .await?;
     Ok(rewritten)
 }

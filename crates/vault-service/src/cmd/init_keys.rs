@@ -5,6 +5,7 @@ use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::KeyPurpose;
 use login_etl_core::keys;
+use login_etl_core::store;
 use pii_vault_protocol::Outcome;
 
 struct InitKeys;
@@ -23,7 +24,11 @@ impl Operation for InitKeys {
     }
 
     async fn work((): (), work: &mut Work<'_>) -> Result<Done<Self::Output>, ServiceError> {
-        let created = keys::create_missing_keys(&**work.client().await?, work.kms()).await?;
+        // In one bounded transaction, the KMS calls too (an admin's rare request).
+        let mut client = work.client().await?;
+        let tx = store::begin(&mut client).await?;
+        let created = keys::create_missing_keys(&*tx, work.kms()).await?;
+        tx.commit().await?;
         let names: Vec<&str> = created.iter().map(|p| p.as_str()).collect();
         let detail = if names.is_empty() { "all keys existed".to_owned() } else { names.join(", ") };
         Ok(Done::new(created, Outcome::Done).detail(detail))

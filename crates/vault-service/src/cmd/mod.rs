@@ -23,6 +23,8 @@ use crate::ServiceError;
 use login_etl_core::crypto::{BlindIndex, PiiField};
 use login_etl_core::event::text::is_invisible;
 use login_etl_core::event::{ClientIp, DeviceId};
+use login_etl_core::keys::{self, KeyError};
+use login_etl_core::store;
 
 /// The width of `user_logins.user_id`, `user_logins.sqs_message_id` and
 /// `login_quarantine.message_id`.
@@ -50,4 +52,12 @@ fn normalize(field: PiiField, plaintext: &str) -> Result<String, ServiceError> {
 fn parse_mask(mask: &str) -> Result<BlindIndex, ServiceError> {
     BlindIndex::parse(mask)
         .ok_or_else(|| ServiceError::BadRequest("a mask is 64 hex characters, as in user_logins".into()))
+}
+
+/// The newest data-key version, in a bounded transaction of its own.
+async fn newest_data_key_version(client: &mut deadpool_postgres::Object) -> Result<i32, ServiceError> {
+    let tx = store::begin(client).await?;
+    let newest = keys::newest_data_key_version(&*tx).await?.ok_or(KeyError::NotInitialized("data"))?;
+    tx.commit().await?;
+    Ok(newest)
 }

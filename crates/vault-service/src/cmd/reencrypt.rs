@@ -10,8 +10,8 @@ use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{BlindIndex, PiiField, SealError, SealedValue};
-use login_etl_core::keys::{self, KeyError};
 use login_etl_core::store::quarantine::LOGIN_QUARANTINE;
+use login_etl_core::store::{self, typed::typed};
 use pii_vault_protocol::Outcome;
 
 struct Reencrypt {
@@ -46,16 +46,15 @@ impl Operation for Reencrypt {
 
     async fn work(batch_size: i64, work: &mut Work<'_>) -> Result<Done<Reencrypted>, ServiceError> {
         let mut client = work.client().await?;
-        let newest =
-            keys::newest_data_key_version(&**client).await?.ok_or(KeyError::NotInitialized("data"))?;
+        let newest = super::newest_data_key_version(&mut client).await?;
         let mut done = 0u64;
         loop {
-            let tx = client.transaction().await?;
+            let tx = store::begin(&mut client).await?;
             let rows = tx
-                .query(
+                .query_typed(
                     "SELECT field, blind_index, key_version, nonce, ciphertext FROM vault.pii_vault
                       WHERE key_version < $1 ORDER BY field, blind_index LIMIT $2 FOR UPDATE SKIP LOCKED",
-                    &[&newest, &batch_size],
+                    &[typed(&newest), typed(&batch_size)],
                 )
                 .await?;
             if rows.is_empty() {
@@ -76,12 +75,12 @@ impl Operation for Reencrypt {
                 ciphertexts.push(resealed.ciphertext);
             }
             drop(keys);
-            tx.execute(
+            tx.execute_typed(
                 "UPDATE vault.pii_vault v SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
                    FROM UNNEST($2::text[], $3::text[], $4::bytea[], $5::bytea[])
                         AS n(field, blind_index, nonce, ciphertext)
                   WHERE (v.field, v.blind_index) = (n.field, n.blind_index)",
-                &[&newest, &fields, &indexes, &nonces, &ciphertexts],
+                &[typed(&newest), typed(&fields), typed(&indexes), typed(&nonces), typed(&ciphertexts)],
             )
             .await?;
             tx.commit().await?;
@@ -107,15 +106,15 @@ async fn reencrypt_quarantine(
 ) -> Result<u64, ServiceError> {
     let mut done = 0u64;
     loop {
-        let tx = client.transaction().await?;
+        let tx = store::begin(client).await?;
         let rows = tx
-            .query(
+            .query_typed(
                 &format!(
                     "SELECT message_id, attempt, key_version, nonce, ciphertext FROM {}
                       WHERE key_version < $1 ORDER BY message_id, attempt LIMIT $2 FOR UPDATE SKIP LOCKED",
                     LOGIN_QUARANTINE.name
                 ),
-                &[&newest, &batch_size],
+                &[typed(&newest), typed(&batch_size)],
             )
             .await?;
         if rows.is_empty() {
@@ -135,7 +134,7 @@ async fn reencrypt_quarantine(
             ciphertexts.push(resealed.ciphertext);
         }
         drop(keys);
-        tx.execute(
+        tx.execute_typed(
             &format!(
                 "UPDATE {} q SET key_version = $1, nonce = n.nonce, ciphertext = n.ciphertext
                    FROM UNNEST($2::text[], $3::int4[], $4::bytea[], $5::bytea[])
@@ -143,7 +142,7 @@ async fn reencrypt_quarantine(
                   WHERE (q.message_id, q.attempt) = (n.message_id, n.attempt)",
                 LOGIN_QUARANTINE.name
             ),
-            &[&newest, &ids, &attempts, &nonces, &ciphertexts],
+            &[typed(&newest), typed(&ids), typed(&attempts), typed(&nonces), typed(&ciphertexts)],
         )
         .await?;
         tx.commit().await?;
@@ -162,12 +161,12 @@ async fn convert_tombstones(
 ) -> Result<u64, ServiceError> {
     let mut done = 0u64;
     loop {
-        let tx = client.transaction().await?;
+        let tx = store::begin(client).await?;
         let rows = tx
-            .query(
+            .query_typed(
                 "SELECT field, blind_index FROM vault.pii_vault WHERE erased_at IS NOT NULL
                   ORDER BY field, blind_index LIMIT $1",
-                &[&batch_size],
+                &[typed(&batch_size)],
             )
             .await?;
         if rows.is_empty() {

@@ -3,6 +3,7 @@
 //! up, then each value gets a row of its own, committed (and counted against the budget)
 //! before anything is decrypted.
 
+use login_etl_core::store::{self, typed::typed};
 use std::collections::BTreeSet;
 
 use zeroize::Zeroizing;
@@ -114,17 +115,18 @@ async fn masks_of(
     value: &str,
 ) -> Result<Vec<(PiiField, BlindIndex)>, ServiceError> {
     let [ip_column, device_id_column] = PiiField::ALL.map(PiiField::mask_column);
-    let rows = work
-        .client()
-        .await?
-        .query(
+    let mut client = work.client().await?;
+    let tx = store::begin(&mut client).await?;
+    let rows = tx
+        .query_typed(
             &format!(
                 "SELECT DISTINCT {ip_column}, {device_id_column} FROM {} WHERE {column} = $1",
                 USER_LOGINS.name
             ),
-            &[&value],
+            &[typed(&value)],
         )
         .await?;
+    tx.commit().await?;
     let mut masks = BTreeSet::new();
     for row in rows {
         for (position, field) in PiiField::ALL.into_iter().enumerate() {
@@ -151,9 +153,11 @@ async fn open(
     field: PiiField,
     index: &BlindIndex,
 ) -> Result<(Outcome, Option<Zeroizing<String>>), ServiceError> {
-    let client = work.client().await?;
-    let row = client
-        .query_opt(
+    let erasure_key = work.erasure_key().await?;
+    let mut client = work.client().await?;
+    let tx = store::begin(&mut client).await?;
+    let row = tx
+        .query_typed_opt(
             // A row's mask may be an erased value's token (docs/security.md, "Erasure"):
             // erased, and nothing of the value is left to reveal. The raw mask of an
             // erased value has no row at all: unknown, as a value never seen.
@@ -165,7 +169,11 @@ async fn open(
              UNION ALL
              SELECT true, NULL, NULL, NULL FROM vault.pii_erasures WHERE field = $1 AND token = $2
              LIMIT 1",
-            &[&field.as_str(), &index.as_str(), &work.erasure_key().await?.marker(field, index).as_str()],
+            &[
+                typed(&field.as_str()),
+                typed(&index.as_str()),
+                typed(&erasure_key.marker(field, index).as_str()),
+            ],
         )
         .await?;
     let Some(row) = row else { return Ok((Outcome::Unknown, None)) };
@@ -174,7 +182,9 @@ async fn open(
     }
     let sealed = SealedValue::from_stored(row.get(1), row.get::<_, &[u8]>(2), row.get(3))?;
     let mut keys = work.data_keys().await;
-    let key = keys.get(&**client, work.kms(), sealed.key_version).await?;
+    // A data key's first use in the process reads and unwraps it in this transaction.
+    let key = keys.get(&*tx, work.kms(), sealed.key_version).await?;
+    tx.commit().await?;
     Ok((Outcome::Revealed, Some(key.open(field, index, &sealed)?)))
 }
 

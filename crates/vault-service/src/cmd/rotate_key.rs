@@ -5,6 +5,7 @@ use crate::audit::Action;
 use crate::operation::{Described, Done, Operation, Work};
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::keys;
+use login_etl_core::store;
 use pii_vault_protocol::Outcome;
 
 struct RotateKey;
@@ -23,9 +24,12 @@ impl Operation for RotateKey {
     }
 
     async fn work((): (), work: &mut Work<'_>) -> Result<Done<i32>, ServiceError> {
-        let client = work.client().await?;
-        let version = keys::rotate_data_key(&**client, work.kms()).await?;
-        let newest = keys::newest_data_key_version(&**client).await?.unwrap_or_default();
+        // In one bounded transaction, the KMS call too (an admin's rare request).
+        let mut client = work.client().await?;
+        let tx = store::begin(&mut client).await?;
+        let version = keys::rotate_data_key(&*tx, work.kms()).await?;
+        let newest = keys::newest_data_key_version(&*tx).await?.unwrap_or_default();
+        tx.commit().await?;
         let version = version.ok_or(ServiceError::RotationRace(newest))?;
         Ok(Done::new(version, Outcome::Done).detail(format!("data key version {version}")))
     }

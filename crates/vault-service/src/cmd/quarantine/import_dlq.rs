@@ -25,8 +25,8 @@ use crate::queues::arn_names_queue;
 use crate::{RequestContext, ServiceError, VaultService};
 use login_etl_core::crypto::{BlindIndexer, DataKey, SealError};
 use login_etl_core::event::{LoginEvent, MessageId, ReadablePii, RejectReason};
-use login_etl_core::keys::{self, KeyError};
 use login_etl_core::replay::ReplayOrigin;
+use login_etl_core::store;
 use login_etl_core::store::quarantine::{self, DEAD_LETTERED, QuarantineRow, Source};
 use pii_vault_protocol::Outcome;
 
@@ -73,8 +73,7 @@ impl Operation for ImportDlq {
         let indexer = work.indexer().await?;
         let erasure_key = work.erasure_key().await?;
         let mut client = work.client().await?;
-        let newest =
-            keys::newest_data_key_version(&**client).await?.ok_or(KeyError::NotInitialized("data"))?;
+        let newest = super::super::newest_data_key_version(&mut client).await?;
         let mut done = Imported::default();
         let mut received = 0u32;
         loop {
@@ -91,8 +90,12 @@ impl Operation for ImportDlq {
             received += messages.len() as u32;
             let (mut rows, mut handles) = (Vec::with_capacity(messages.len()), Vec::new());
             {
+                // Read and unwrapped once per process, in a bounded transaction (begun
+                // before the cache is locked: no lock is held while waiting for a connection).
+                let tx = store::begin(&mut client).await?;
                 let mut keys = work.data_keys().await;
-                let key = keys.get(&**client, work.kms(), newest).await?;
+                let key = keys.get(&*tx, work.kms(), newest).await?;
+                tx.commit().await?;
                 for message in &messages {
                     match (quarantine_row(message, indexer, key, replay_queue)?, message.receipt_handle()) {
                         (Some(row), Some(handle)) => {
@@ -104,7 +107,7 @@ impl Operation for ImportDlq {
                     }
                 }
             }
-            let tx = client.transaction().await?;
+            let tx = store::begin(&mut client).await?;
             let inserted = quarantine::insert(&*tx, &mut rows, erasure_key).await?;
             tx.commit().await?;
             // Committed: only now may the queue let go of them.

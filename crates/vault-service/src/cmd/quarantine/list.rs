@@ -5,6 +5,7 @@
 //! request of its own on the record.
 
 use chrono::{DateTime, Utc};
+use login_etl_core::store::{self, typed::typed};
 
 use super::{Cursor, describe_filter, reason_code, since};
 use crate::audit::Action;
@@ -68,10 +69,10 @@ impl Operation for List<'_> {
         };
         // One row more than the page, to know whether another page follows.
         let fetch = i64::from(valid.limit) + 1;
-        let rows = work
-            .client()
-            .await?
-            .query(
+        let mut client = work.client().await?;
+        let tx = store::begin(&mut client).await?;
+        let rows = tx
+            .query_typed(
                 &format!(
                     "SELECT message_id, attempt, source, reason_code, field, receive_count, sent_at,
                         quarantined_at, erased_at, erased_by, replayed_at, replay_attempt
@@ -83,9 +84,17 @@ impl Operation for List<'_> {
                   LIMIT $6",
                     LOGIN_QUARANTINE.name
                 ),
-                &[&valid.since, &valid.reason_code, &after_at, &after_id, &after_attempt, &fetch],
+                &[
+                    typed(&valid.since),
+                    typed(&valid.reason_code),
+                    typed(&after_at),
+                    typed(&after_id),
+                    typed(&after_attempt),
+                    typed(&fetch),
+                ],
             )
             .await?;
+        tx.commit().await?;
         let mut page: Vec<QuarantinedMessage> = rows
             .iter()
             .map(|r| QuarantinedMessage {

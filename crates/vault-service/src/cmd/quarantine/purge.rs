@@ -43,10 +43,10 @@ impl Operation for Purge {
     async fn work((): (), work: &mut Work<'_>) -> Result<Done<Purged>, ServiceError> {
         let started = Instant::now();
         let retention_days = work.retention_days();
-        let client = work.client().await?;
+        let mut client = work.client().await?;
         let mut done = Purged { retention_days, ..Purged::default() };
         loop {
-            let erased = purge_expired(&client, retention_days, ROWS_PER_STATEMENT).await?;
+            let erased = purge_expired(&mut client, retention_days, ROWS_PER_STATEMENT).await?;
             done.purged += erased;
             if erased < u64::from(ROWS_PER_STATEMENT) {
                 break;

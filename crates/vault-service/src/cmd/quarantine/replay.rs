@@ -15,6 +15,7 @@
 //! Bounded: at most [`MAX_IDS`] ids, or one page of [`PAGE_ROWS`] rows of a reason code,
 //! per request, and no new row is started once [`super::WORK_BUDGET`] is spent.
 
+use login_etl_core::store::{self, typed::typed};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -153,10 +154,10 @@ async fn page(
         Some(c) => (Some(c.quarantined_at), Some(c.message_id.as_str()), Some(c.attempt)),
         None => (None, None, None),
     };
-    let rows = work
-        .client()
-        .await?
-        .query(
+    let mut client = work.client().await?;
+    let tx = store::begin(&mut client).await?;
+    let rows = tx
+        .query_typed(
             &format!(
                 "SELECT message_id, attempt, quarantined_at FROM {}
                   WHERE reason_code = $1
@@ -166,9 +167,17 @@ async fn page(
                   LIMIT $6",
                 LOGIN_QUARANTINE.name
             ),
-            &[&code, &since, &after_at, &after_id, &after_attempt, &(PAGE_ROWS + 1)],
+            &[
+                typed(&code),
+                typed(&since),
+                typed(&after_at),
+                typed(&after_id),
+                typed(&after_attempt),
+                typed(&(PAGE_ROWS + 1)),
+            ],
         )
         .await?;
+    tx.commit().await?;
     let more = rows.len() as i64 > PAGE_ROWS;
     let rows = &rows[..rows.len().min(PAGE_ROWS as usize)];
     let next = rows.last().filter(|_| more).map(|last| {
@@ -180,7 +189,7 @@ async fn page(
 /// One row: locked, checked, sent, marked, in one transaction.
 async fn replay_row(work: &Work<'_>, id: &str, wanted: Option<i32>) -> Result<ReplayedRow, ServiceError> {
     let mut client = work.client().await?;
-    let tx = client.transaction().await?;
+    let tx = store::begin(&mut client).await?;
     let answer = |attempt, outcome, replay_attempt| ReplayedRow {
         message_id: id.to_owned(),
         attempt,
@@ -188,7 +197,7 @@ async fn replay_row(work: &Work<'_>, id: &str, wanted: Option<i32>) -> Result<Re
         replay_attempt,
     };
     let locked = tx
-        .query_opt(
+        .query_typed_opt(
             &format!(
                 "SELECT q.attempt, q.erased_at IS NOT NULL, q.replay_attempt, q.sent_at, q.key_version, q.nonce,
                         q.ciphertext,
@@ -201,7 +210,7 @@ async fn replay_row(work: &Work<'_>, id: &str, wanted: Option<i32>) -> Result<Re
                 quarantine = LOGIN_QUARANTINE.name,
                 holds = HOLDS_FORGOTTEN_VALUE.as_str()
             ),
-            &[&id, &wanted],
+            &[typed(&id), typed(&wanted)],
         )
         .await;
     let row = match locked {
@@ -221,7 +230,7 @@ async fn replay_row(work: &Work<'_>, id: &str, wanted: Option<i32>) -> Result<Re
     }
     if row.get::<_, bool>(8) {
         // It holds a value forgotten after it was quarantined: erased now, never sent.
-        tx.execute(ERASE_FORGOTTEN.as_str(), &[&id, &attempt]).await?;
+        tx.execute_typed(ERASE_FORGOTTEN.as_str(), &[typed(&id), typed(&attempt)]).await?;
         tx.commit().await?;
         return Ok(answer(Some(attempt), ReplayOutcome::Erased, None));
     }
@@ -248,13 +257,13 @@ async fn replay_row(work: &Work<'_>, id: &str, wanted: Option<i32>) -> Result<Re
     if work.queues().send_replay(&body, &origin.to_attributes()).await? == Sent::Refused {
         return Ok(answer(Some(attempt), ReplayOutcome::Unsendable, None));
     }
-    tx.execute(
+    tx.execute_typed(
         &format!(
             "UPDATE {} SET replayed_at = clock_timestamp(), replay_attempt = $3
               WHERE message_id = $1 AND attempt = $2",
             LOGIN_QUARANTINE.name
         ),
-        &[&id, &attempt, &next],
+        &[typed(&id), typed(&attempt), typed(&next)],
     )
     .await?;
     tx.commit().await?;

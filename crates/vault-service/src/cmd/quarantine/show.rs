@@ -6,6 +6,7 @@
 //! answer). A body that holds a value `forget` erased (quarantined after the forget) is
 //! erased now and answers `erased`.
 
+use login_etl_core::store::{self, typed::typed};
 use zeroize::Zeroizing;
 
 use super::{ERASE_FORGOTTEN, HOLDS_FORGOTTEN_VALUE, attempt, audit_id, message_id};
@@ -55,9 +56,10 @@ impl Operation for Show<'_> {
     }
 
     async fn work((id, wanted): Self::Valid, work: &mut Work<'_>) -> Result<Done<Shown>, ServiceError> {
-        let client = work.client().await?;
-        let row = client
-            .query_opt(
+        let mut client = work.client().await?;
+        let tx = store::begin(&mut client).await?;
+        let row = tx
+            .query_typed_opt(
                 &format!(
                     "SELECT q.attempt, q.erased_at IS NOT NULL, q.key_version, q.nonce, q.ciphertext,
                             {}
@@ -67,7 +69,7 @@ impl Operation for Show<'_> {
                     HOLDS_FORGOTTEN_VALUE.as_str(),
                     LOGIN_QUARANTINE.name
                 ),
-                &[&id, &wanted],
+                &[typed(&id), typed(&wanted)],
             )
             .await?;
         let Some(row) = row else {
@@ -78,9 +80,10 @@ impl Operation for Show<'_> {
         let detail = format!("attempt {found}");
         let forgotten = !row.get::<_, bool>(1) && row.get::<_, bool>(5);
         if forgotten {
-            client.execute(ERASE_FORGOTTEN.as_str(), &[&id, &found]).await?;
+            tx.execute_typed(ERASE_FORGOTTEN.as_str(), &[typed(&id), typed(&found)]).await?;
         }
         if row.get::<_, bool>(1) || forgotten {
+            tx.commit().await?;
             let shown = Shown { message_id: id, attempt: Some(found), outcome: Outcome::Erased, body: None };
             let detail =
                 if forgotten { format!("{detail}; holds a forgotten value: erased now") } else { detail };
@@ -89,8 +92,10 @@ impl Operation for Show<'_> {
         let sealed = SealedValue::from_stored(row.get(2), row.get::<_, &[u8]>(3), row.get(4))?;
         let body = {
             let mut keys = work.data_keys().await;
-            keys.get(&**client, work.kms(), sealed.key_version).await?.open_body(&id, found, &sealed)?
+            // A data key's first use in the process reads and unwraps it in this transaction.
+            keys.get(&*tx, work.kms(), sealed.key_version).await?.open_body(&id, found, &sealed)?
         };
+        tx.commit().await?;
         let shown = Shown { message_id: id, attempt: Some(found), outcome: Outcome::Shown, body: Some(body) };
         Ok(Done::new(shown, Outcome::Shown).detail(detail))
     }
