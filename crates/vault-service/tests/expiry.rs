@@ -441,3 +441,48 @@ async fn the_vault_expiry_binary_runs_on_a_schedules_event_as_lambda_runs_it() {
         1
     );
 }
+
+/// The scheduled expiry through a transaction-pooling proxy (PgBouncer 1.18, 2 server
+/// connections), two instances at once with a batch of one row each (so their batches
+/// interleave on the cursor): every batch works, exactly the unseen values go, and nothing
+/// is left on a server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scheduled_expiries_through_a_transaction_pooler_expire_exactly_and_leave_nothing_behind() {
+    let db = TestDb::new().await;
+    let kms = new_kms().await;
+    let app = writer_app(&db, &kms).await;
+    logins(&app, 40, &[("p-1", "192.0.2.61", "dev-p1"), ("p-2", "192.0.2.62", "dev-p2")]).await;
+    logins(&app, 0, &[("p-3", "192.0.2.63", "dev-p3")]).await;
+    age_vault(&db, 100).await;
+    let login = db.login_in("login_etl_vault_expiry").await;
+    let bouncer = PgBouncer::in_front_of(&login, 2).await;
+    let instances: Vec<VaultService> = (0..2)
+        .map(|_| {
+            let pool = login_etl_core::store::stateless_pool(bouncer.config.clone().into(), 2).expect("pool");
+            VaultService::for_schedule(pool, kms.clone(), Retention::days(30).expect("30"))
+        })
+        .collect();
+    let run = |n: usize| {
+        let service = &instances[n];
+        async move {
+            let mut expired = 0;
+            loop {
+                let batch = service
+                    .expire(&expiry::schedule_context(&format!("req-pooled-{n}")), 1)
+                    .await
+                    .expect("a batch through the pooler");
+                expired += batch.expired;
+                if batch.done {
+                    return expired;
+                }
+            }
+        }
+    };
+    let (first, second) = tokio::join!(run(0), run(1));
+    assert_eq!(first + second, 4, "the two old pairs' values, once each");
+    let left: BTreeSet<String> = vaulted(&db).await;
+    let kept: BTreeSet<String> =
+        [key(&app, PiiField::Ip, "192.0.2.63"), key(&app, PiiField::DeviceId, "dev-p3")].into();
+    assert_eq!(left, kept);
+    bouncer.assert_server_connections_clean().await;
+}
