@@ -13,7 +13,7 @@ pub mod quarantine;
 pub mod retry;
 pub mod table;
 
-pub use batch::{LoginLoad, LoginRow, PreparedBatch, VaultRow, WriteOutcome, login_load, write_batch};
+pub use batch::{LoginRow, PreparedBatch, VaultRow, WriteOutcome, write_batch};
 pub use partitions::PartitionMap;
 pub use quarantine::{QuarantineRow, Source};
 pub use retry::RetryPolicy;
