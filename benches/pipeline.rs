@@ -5,6 +5,9 @@
 //! `BENCH_SMOKE=1` runs every section once on tiny inputs (what CI does, so the harness
 //! cannot rot); timings from a smoke run mean nothing.
 
+#[path = "pipeline/growth.rs"]
+mod growth;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use login_etl::{App, handler};
 use login_etl_core::config::{Config, DEFAULT_RETRY_BUDGET};
 use login_etl_core::keys::Kms;
 use login_etl_core::store::table::{SqlType, USER_LOGINS};
-use login_etl_core::store::{LoginLoad, PreparedBatch, write_batch};
+use login_etl_core::store::{PreparedBatch, write_batch};
 use serde_json::json;
 use testkit::{TestDb, init_keys, sdk_config};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -64,6 +67,9 @@ async fn counted_kms() -> (Kms, Arc<KmsCalls>) {
 /// (the event source's maximum of 10,000 never arrives whole).
 const LARGEST_BATCH: usize = 8_000;
 
+/// The messages' `SentTimestamp`s start here (2025-11-20T08:00:00Z).
+const FIRST_SENT_MS: i64 = 1_763_625_600_000;
+
 fn smoke() -> bool {
     std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1")
 }
@@ -71,10 +77,16 @@ fn smoke() -> bool {
 /// `n` realistic login messages as the runtime receives them (JSON bytes): about 30% of
 /// ips and device ids repeat, 29% null locales, 1% bad messages; `tag` keeps ids unique.
 fn event_bytes(n: usize, tag: &str, pool_offset: usize) -> Vec<u8> {
+    event_bytes_from(n, tag, pool_offset, 0)
+}
+
+/// [`event_bytes`] whose values are numbered from `first_value` (batches with distinct
+/// `first_value`s, `n` apart, share no ip or device id).
+fn event_bytes_from(n: usize, tag: &str, pool_offset: usize, first_value: usize) -> Vec<u8> {
     let distinct = (n * 7 / 10).max(1);
     let records: Vec<_> = (0..n)
         .map(|i| {
-            let v = (i * 7919 + pool_offset) % distinct;
+            let v = first_value + (i * 7919 + pool_offset) % distinct;
             const VERSIONS: [&str; 4] = ["2.3.0", "0.96", "3.7", "1.12.4"];
             const DEVICES: [&str; 2] = ["android", "ios"];
             const LOCALES: [&str; 4] = ["RU", "PT", "DE", "BR"];
@@ -95,7 +107,7 @@ fn event_bytes(n: usize, tag: &str, pool_offset: usize) -> Vec<u8> {
                 "messageId": format!("{tag}-{i:06}"),
                 "receiptHandle": "handle",
                 "body": body,
-                "attributes": {"SentTimestamp": (1_763_625_600_000i64 + i as i64).to_string(), "ApproximateReceiveCount": "1"},
+                "attributes": {"SentTimestamp": (FIRST_SENT_MS + i as i64).to_string(), "ApproximateReceiveCount": "1"},
                 "messageAttributes": {},
                 "eventSource": "aws:sqs",
                 "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:login-queue",
@@ -200,7 +212,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
         let writer = cold_start(&fresh, &kms).await;
         let prepared = prepare(&app.keyring, decode(&bytes));
         let started = Instant::now();
-        write_batch(&writer.pool, &prepared.rows, &writer.retry, writer.login_load).await.expect("write");
+        write_batch(&writer.pool, &prepared.rows, &writer.retry).await.expect("write");
         write_times.push(started.elapsed());
 
         // Its vault statement alone (INSERT … ON CONFLICT DO NOTHING), into a fresh database.
@@ -209,7 +221,7 @@ async fn copy_baseline(out: &mut Vec<String>) {
         let fresh = TestDb::new().await;
         let writer = cold_start(&fresh, &kms).await;
         let started = Instant::now();
-        write_batch(&writer.pool, &vault_only, &writer.retry, writer.login_load).await.expect("write");
+        write_batch(&writer.pool, &vault_only, &writer.retry).await.expect("write");
         vault_store_times.push(started.elapsed());
 
         // Exactly what the handler wrote, into a fresh database with the same schema.
@@ -298,70 +310,6 @@ async fn copy_baseline(out: &mut Vec<String>) {
         copy.as_secs_f64() / handler.as_secs_f64(),
         copy.as_secs_f64() / write.as_secs_f64()
     ));
-}
-
-/// A database of today's schema whose `user_logins` is a plain table of the same columns
-/// and keys (what an unmigrated deployment writes to), the partitioned one set aside.
-async fn plain_user_logins() -> TestDb {
-    let db = TestDb::new().await;
-    db.connect()
-        .await
-        .batch_execute(
-            "ALTER TABLE login_data.user_logins RENAME TO user_logins_partitioned;
-             CREATE TABLE login_data.user_logins (LIKE login_data.user_logins_partitioned INCLUDING ALL);
-             GRANT INSERT ON login_data.user_logins TO login_etl_writer;",
-        )
-        .await
-        .expect("a plain user_logins");
-    db
-}
-
-/// What the bulk path buys: the same prepared batches written with the login rows by
-/// `INSERT … ON CONFLICT` into one database and by binary `COPY` into another, both warmed
-/// up first (a fresh connection's first statement pays for catalog look-ups), alternated.
-async fn login_load(out: &mut Vec<String>) {
-    let sizes: &[usize] = if smoke() { &[100] } else { &[100, 256, 500, 1000, 2000, LARGEST_BATCH] };
-    let reps = if smoke() { 1 } else { 9 };
-    let (kms, _) = counted_kms().await;
-    out.push(format!(
-        "## Login rows by INSERT and by COPY into an unpartitioned user_logins (before V13), the same prepared batches ({reps} alternated runs, medians)"
-    ));
-    out.push("| batch | INSERT | COPY | COPY saves |".into());
-    out.push("| --- | --- | --- | --- |".into());
-    for &size in sizes {
-        // A table the COPY is for: not partitioned (as before V13). The partitioned table
-        // is always inserted into (docs/operations.md).
-        let (insert_db, copy_db) = (plain_user_logins().await, plain_user_logins().await);
-        let insert_app = cold_start(&insert_db, &kms).await;
-        let copy_app = cold_start(&copy_db, &kms).await;
-        let mut times: HashMap<&str, Vec<Duration>> = HashMap::new();
-        for rep in 0..=reps {
-            let bytes = event_bytes(size, &format!("load{size}r{rep}"), rep * 13);
-            let prepared = prepare(&insert_app.keyring, decode(&bytes));
-            let mut runs = [("insert", &insert_app, LoginLoad::Insert), ("copy", &copy_app, LoginLoad::Copy)];
-            if rep % 2 == 1 {
-                runs.reverse();
-            }
-            for (name, app, load) in runs {
-                let started = Instant::now();
-                write_batch(&app.pool, &prepared.rows, &app.retry, load).await.expect("write");
-                // The first round warms both up and is not counted.
-                if rep > 0 {
-                    times.entry(name).or_default().push(started.elapsed());
-                }
-            }
-        }
-        let insert = median(times.remove("insert").unwrap_or_default());
-        let copy = median(times.remove("copy").unwrap_or_default());
-        let copies = size >= login_etl_core::store::batch::COPY_MIN_ROWS;
-        out.push(format!(
-            "| {size}{} | {:.2} ms | {:.2} ms | {:.0} % |",
-            if copies { " (COPY)" } else { "" },
-            ms(insert),
-            ms(copy),
-            (1.0 - copy.as_secs_f64() / insert.as_secs_f64()) * 100.0
-        ));
-    }
 }
 
 /// What the unnamed statement costs against a prepared one (issue 19: the function sends
@@ -706,15 +654,15 @@ async fn main() {
     }
     // `cargo bench` passes --bench; nothing else is taken from the command line.
     let mut out = Vec::new();
-    let sections: [(&str, Section); 9] = [
+    let sections: [(&str, Section); 10] = [
         ("handler", |o| Box::pin(handler_table(o))),
         ("copy", |o| Box::pin(copy_baseline(o))),
-        ("login-load", |o| Box::pin(login_load(o))),
         ("unnamed", |o| Box::pin(unnamed_statement(o))),
         ("crypto", |o| Box::pin(crypto_alone(o))),
         ("concurrency", |o| Box::pin(concurrency(o))),
         ("pooler", |o| Box::pin(pooler(o))),
         ("vault", |o| Box::pin(vault_service(o))),
+        ("growth", |o| Box::pin(growth::growth(o))),
         ("cold-start", |o| Box::pin(children(o))),
     ];
     // BENCH_ONLY=<section> runs one section (for profiling); the report needs them all.

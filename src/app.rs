@@ -8,7 +8,7 @@ use deadpool_postgres::Pool;
 
 use login_etl_core::config::{Config, ConfigError};
 use login_etl_core::keys::{self, KeyError, Keyring, Kms};
-use login_etl_core::store::{self, LoginLoad, PartitionMap, RetryPolicy, StoreError};
+use login_etl_core::store::{self, PartitionMap, RetryPolicy, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -25,8 +25,6 @@ pub struct App {
     pub pool: Pool,
     pub keyring: Keyring,
     pub retry: RetryPolicy,
-    /// Whether large batches may load their login rows with `COPY` (checked once).
-    pub login_load: LoginLoad,
     /// The replay queue's ARN: only its records' replay attributes are honoured.
     pub replay_queue: Option<String>,
     /// `user_logins`'s partitions as last read: read at init, and again when a batch
@@ -45,19 +43,14 @@ impl App {
         let mut client = pool.get().await.map_err(StoreError::from)?;
         let tx = store::begin(&mut client).await?;
         let stored = keys::latest_wrapped_keys(&*tx).await?;
-        let (login_load, why_not_copy) = store::login_load(&*tx).await?;
         let partitions = PartitionMap::load(&*tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         drop(client);
-        if let Some(reason) = why_not_copy {
-            tracing::warn!(reason, "login rows will be inserted, never copied");
-        }
         let keyring = keys::unwrap_keyring(&stored, kms).await?;
         Ok(App {
             pool,
             keyring,
             retry: RetryPolicy::with_budget(config.retry_budget),
-            login_load,
             replay_queue: config.replay_queue_arn.clone(),
             partitions: RwLock::new(Arc::new(partitions)),
         })

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::Utc;
 
 use crate::app::{App, InitError};
@@ -18,7 +18,7 @@ use login_etl_core::crypto::SealError;
 use login_etl_core::error::report;
 use login_etl_core::event::RejectReason;
 use login_etl_core::metrics;
-use login_etl_core::store::{self, LoginLoad, StoreError};
+use login_etl_core::store::{self, StoreError};
 
 mod prepare;
 
@@ -153,15 +153,13 @@ pub async fn handle_with_stats(
 ) -> Result<(SqsBatchResponse, BatchStats), BatchError> {
     let started = Instant::now();
     tracing::debug!(records = event.records.len(), "batch received");
-    // A batch SQS delivers again may hold rows already written: no COPY to undo.
-    let load = if event.records.iter().any(redelivered) { LoginLoad::Insert } else { app.login_load };
     let mut partitions = app.partitions();
     if prepare::dates(&event, app.replay_queue.as_deref()).into_iter().any(|date| !partitions.covers(date)) {
         partitions = app.refresh_partitions().await?;
     }
     let Prepared { rows, response, mut stats } =
         prepare(&app.keyring, event, app.replay_queue.as_deref(), &partitions)?;
-    let outcome = match store::write_batch(&app.pool, &rows, &app.retry, load).await {
+    let outcome = match store::write_batch(&app.pool, &rows, &app.retry).await {
         Ok(outcome) => outcome,
         Err(error) => {
             tracing::error!(error = %report(&error), records = stats.received, "batch write failed");
@@ -198,13 +196,4 @@ pub async fn handle_with_stats(
         "batch processed"
     );
     Ok((response, stats))
-}
-
-/// Whether SQS says it delivered this message before (`ApproximateReceiveCount` over 1).
-fn redelivered(record: &SqsMessage) -> bool {
-    record
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|count| count.parse::<u32>().ok())
-        .is_some_and(|n| n > 1)
 }

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use login_etl::handler;
-use login_etl_core::store::batch::COPY_MIN_ROWS;
 use testkit::*;
 use tokio::sync::Barrier;
 
@@ -91,14 +90,12 @@ async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
 
 /// One batch delivered to several instances at once (at-least-once delivery: a visibility
 /// timeout ran out while the first was still writing), each receiving the records in its
-/// own order, large enough that its login rows would go by COPY into a plain table (here,
-/// partitioned: one INSERT … ON CONFLICT each, its rows routed in key order to their
-/// partitions).
+/// own order: one INSERT … ON CONFLICT each, its rows routed in key order to their
+/// partitions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_batch_delivered_to_four_instances_at_once_is_written_once_without_deadlock() {
     const COPIES: usize = 4;
-    // Large enough for the COPY path (and its fallback when another copy wrote first).
-    const MESSAGES: usize = if COPY_MIN_ROWS > 600 { COPY_MIN_ROWS } else { 600 };
+    const MESSAGES: usize = 1000;
     let db = TestDb::new().await;
     let kms = new_kms().await;
     let mut instances = Vec::new();
@@ -143,15 +140,8 @@ async fn one_batch_delivered_to_four_instances_at_once_is_written_once_without_d
         assert_eq!(already_present, ((COPIES - 1) * MESSAGES) as u64);
         assert_eq!(retries, 0, "round {round}: a deadlock was retried");
     }
-    // Each round, with COPY: one copy's COPY went through; the three others' met its ids
-    // (waiting for it to commit) and went again as one INSERT … ON CONFLICT each. Without
-    // COPY (user_logins is partitioned: always): one INSERT each.
-    let per_round = if instances[0].login_load == login_etl_core::store::LoginLoad::Copy {
-        1 + 3 * (1 + 1)
-    } else {
-        COPIES
-    };
-    assert_eq!(db.fault_calls("login_data.user_logins").await, (ROUNDS * per_round) as i64);
+    // One INSERT … ON CONFLICT per copy and round: none was retried or went again.
+    assert_eq!(db.fault_calls("login_data.user_logins").await, (ROUNDS * COPIES) as i64);
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, (ROUNDS * MESSAGES) as i64);
     assert_eq!(db.count("SELECT count(*) FROM vault.pii_vault").await, 397 + 389);
 }

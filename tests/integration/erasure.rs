@@ -1,6 +1,6 @@
 //! The ingest's side of erasure that unlinks (docs/security.md, "Erasure"): a value whose
-//! marker is in `pii_erasures` is written as its token, in the login rows (by INSERT and
-//! by COPY) and the quarantine's masks, and never vaulted; a batch waits for an erasure in
+//! marker is in `pii_erasures` is written as its token, in the login rows (small and
+//! large batches) and the quarantine's masks, and never vaulted; a batch waits for an erasure in
 //! progress and then finds its marker. The erasures are made here as the vault service's
 //! `forget` makes them (crates/vault-service/tests/erasure.rs runs the real one).
 
@@ -36,7 +36,7 @@ async fn erase(tx: &tokio_postgres::Transaction<'_>, app: &App, ip: &str) -> Bli
 }
 
 #[tokio::test]
-async fn a_batch_writes_an_erased_values_token_by_insert_and_by_copy_and_vaults_nothing_of_it() {
+async fn a_batch_small_or_large_writes_an_erased_values_token_and_vaults_nothing_of_it() {
     let db = TestDb::new().await;
     let kms = new_kms().await;
     let app = writer(&db, &kms).await;
@@ -55,7 +55,7 @@ async fn a_batch_writes_an_erased_values_token_by_insert_and_by_copy_and_vaults_
         async move { db.count(&sql).await }
     };
 
-    for (tag, size) in [("small", 20), ("copy", login_etl_core::store::batch::COPY_MIN_ROWS + 7)] {
+    for (tag, size) in [("small", 20), ("large", 1007)] {
         let mut records = many_logins(size, tag);
         records.push((format!("{tag}-rejected"), rejected_login_body("u", erased_ip, "dev-rejected")));
         let (_, stats) = handler::handle_with_stats(&app, event(&records)).await.expect("batch");

@@ -6,7 +6,6 @@ use chrono::NaiveDate;
 use login_etl::handler;
 use login_etl_core::crypto::SealedValue;
 use login_etl_core::crypto::{BlindIndex, KeyPurpose, PiiField};
-use login_etl_core::store::batch::COPY_MIN_ROWS;
 use serde_json::Value;
 use testkit::*;
 
@@ -353,31 +352,28 @@ async fn the_vault_returns_every_sample_value_and_refuses_moved_or_tampered_rows
     assert!(key.open(*field_a, index_a, &tampered).is_err());
 }
 
-/// The COPY path runs against a table not yet partitioned (a database V12 left, before
-/// its migration; a partitioned one is always inserted into, docs/operations.md).
+/// A batch of the largest size a real invocation carries is one set-based INSERT into the
+/// partitioned table, and its re-delivery (whole, or mixed with new messages) adds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_batch_is_copied_and_its_redelivery_still_adds_nothing() {
-    let db = TestDb::at_version(12).await;
+async fn a_large_batch_is_one_insert_and_its_redelivery_still_adds_nothing() {
+    let db = TestDb::new().await;
     let app = cold_start(&db, &new_kms().await).await;
-    // Counts the statements that insert into user_logins (COPY fires INSERT triggers too).
+    // Counts the statements that insert into user_logins.
     db.fault_on_insert("login_data.user_logins", "NULL;").await;
-    let records = many_logins(COPY_MIN_ROWS.max(1000), "big");
+    let records = many_logins(1000, "big");
     let n = records.len() as u64;
 
     let (_, first) = handler::handle_with_stats(&app, event(&records)).await.expect("first");
     assert_eq!((first.written, first.already_present), (n, 0));
-    // One COPY.
-    assert_eq!(db.fault_calls("login_data.user_logins").await, 1);
+    assert_eq!(db.fault_calls("login_data.user_logins").await, 1, "one statement");
 
     let (response, again) = handler::handle_with_stats(&app, event(&records)).await.expect("again");
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((again.written, again.already_present), (0, n));
-    // The COPY met a message id already there; from the savepoint, the rows went again
-    // as one INSERT … ON CONFLICT DO NOTHING.
-    assert_eq!(db.fault_calls("login_data.user_logins").await, 1 + 1 + 1);
+    assert_eq!(db.fault_calls("login_data.user_logins").await, 2);
 
     // Half re-delivered, half new, and one new id twice in the same batch.
-    let half = COPY_MIN_ROWS.max(600) / 2;
+    let half = 300;
     let mut mixed: Vec<(String, String)> = records[..half].to_vec();
     mixed.extend(many_logins(half, "new"));
     mixed.push(("new-00000".to_owned(), login_body("other", "192.0.2.1", "other-device")));
@@ -391,78 +387,21 @@ async fn a_large_batch_is_copied_and_its_redelivery_still_adds_nothing() {
     );
 }
 
+/// The function as it really runs, a login in the writer role: a large batch and its
+/// re-delivery need nothing beyond INSERT, and COPY TO reads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_sqs_says_it_delivered_before_is_inserted_not_copied() {
-    // A table the COPY would take (not yet partitioned).
-    let db = TestDb::at_version(12).await;
-    let app = cold_start(&db, &new_kms().await).await;
-    db.fault_on_insert("login_data.user_logins", "NULL;").await;
-    let first = COPY_MIN_ROWS;
-    let records = many_logins(first + 600, "again");
-    handler::handle_with_stats(&app, event(&records[..first])).await.expect("first delivery");
-    assert_eq!(db.fault_calls("login_data.user_logins").await, 1, "one COPY");
-
-    let mut redelivered = event(&records);
-    redelivered.records[first + 599].attributes.insert("ApproximateReceiveCount".into(), "2".into());
-    let (_, stats) = handler::handle_with_stats(&app, redelivered).await.expect("redelivery");
-
-    assert_eq!((stats.written, stats.already_present), (600, first as u64));
-    // One INSERT … ON CONFLICT, no COPY to undo.
-    assert_eq!(db.fault_calls("login_data.user_logins").await, 1 + 1);
-    assert_eq!(
-        db.count("SELECT count(DISTINCT sqs_message_id) FROM login_data.user_logins").await,
-        first as i64 + 600
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_whose_columns_binary_copy_would_misread_is_never_copied() {
+async fn the_writer_role_writes_large_batches_but_cannot_copy_anything_out() {
     let db = TestDb::new().await;
-    let kms = new_kms().await;
-    // As a table kept from an earlier setup might be: sent_at without time zone. Binary
-    // COPY would hand it timestamptz bytes unconverted; INSERT converts.
-    db.connect()
-        .await
-        .batch_execute(
-            "DROP VIEW public.user_logins;
-             ALTER TABLE login_data.user_logins ALTER COLUMN sent_at TYPE timestamp",
-        )
-        .await
-        .expect("alter");
-    let app = cold_start(&db, &kms).await;
-    assert_eq!(app.login_load, login_etl_core::store::LoginLoad::Insert);
-    db.fault_on_insert("login_data.user_logins", "NULL;").await;
-
-    let (_, stats) =
-        handler::handle_with_stats(&app, event(&many_logins(1000, "typed"))).await.expect("batch");
-
-    assert_eq!(stats.written, 1000);
-    assert_eq!(db.fault_calls("login_data.user_logins").await, 1, "one INSERT, no COPY");
-    // The first record's SentTimestamp, converted as an INSERT converts (session zone).
-    let sql = format!(
-        "SELECT count(*) FROM login_data.user_logins WHERE sqs_message_id = 'typed-00000'
-            AND sent_at = to_timestamp({FIRST_SENT_MS}::float8 / 1000)::timestamp"
-    );
-    assert_eq!(db.count(&sql).await, 1);
-}
-
-/// The COPY path as the function really runs it, a login in the writer role: COPY FROM
-/// and the savepoint need nothing beyond INSERT, and COPY TO reads nothing. (Against a
-/// table not yet partitioned, the one the COPY is for.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_writer_role_copies_and_falls_back_but_cannot_copy_anything_out() {
-    let db = TestDb::at_version(12).await;
     let kms = new_kms().await;
     init_keys(&db, &kms).await;
     let writer_login = db.login_in("login_etl_writer").await;
     let mut config = db.app_config();
     config.database = writer_login.clone().into();
     let app = login_etl::App::init(&config, &kms).await.expect("the writer starts");
-    assert_eq!(app.login_load, login_etl_core::store::LoginLoad::Copy, "the writer may read the catalog");
     let records = many_logins(1000, "writer");
 
-    let (_, first) = handler::handle_with_stats(&app, event(&records)).await.expect("copied");
-    let (_, again) = handler::handle_with_stats(&app, event(&records)).await.expect("fallen back");
+    let (_, first) = handler::handle_with_stats(&app, event(&records)).await.expect("written");
+    let (_, again) = handler::handle_with_stats(&app, event(&records)).await.expect("again");
 
     assert_eq!((first.written, again.written, again.already_present), (1000, 0, 1000));
     let writer = connect(&writer_login).await;

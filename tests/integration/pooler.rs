@@ -6,17 +6,16 @@
 use std::sync::Arc;
 
 use login_etl::handler;
-use login_etl_core::store::batch::COPY_MIN_ROWS;
 use testkit::*;
 use tokio::sync::Barrier;
 
 const WRITERS: usize = 32;
 const SERVER_CONNECTIONS: u32 = 4;
 const ROUNDS: usize = 3;
-/// New messages per writer and round; the last round's first writers send a batch large
-/// enough for the COPY path.
+/// New messages per writer and round; the last round's first writers send large batches.
 const NEW: usize = 150;
-const COPY_WRITERS: usize = 4;
+const LARGE: usize = 1000;
+const LARGE_WRITERS: usize = 4;
 /// Messages of the previous round (another writer's) delivered again in each batch.
 const AGAIN: usize = 30;
 /// Shared ips and device ids: every batch holds many of the others' values.
@@ -27,7 +26,7 @@ fn id(round: usize, writer: usize, n: usize) -> String {
 }
 
 fn new_messages(round: usize, writer: usize) -> usize {
-    if round == ROUNDS - 1 && writer < COPY_WRITERS { COPY_MIN_ROWS } else { NEW }
+    if round == ROUNDS - 1 && writer < LARGE_WRITERS { LARGE } else { NEW }
 }
 
 fn body(round: usize, writer: usize, n: usize) -> String {

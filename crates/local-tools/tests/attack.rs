@@ -401,7 +401,7 @@ async fn attack_network_a_hung_database_on_a_warm_instance_still_hides_a_default
     assert!(hidden.elapsed >= Duration::from_millis(6500), "the write had the budget: {:?}", hidden.elapsed);
 }
 
-/// A batch of 1,000 (the template allows 10,000; `COPY_MIN_ROWS` is 1,000) with SQS at a
+/// A batch of 1,000 (the template allows 10,000) with SQS at a
 /// 40 ms round trip (20 ms each way, an ordinary API latency): the hide sends one
 /// ChangeMessageVisibilityBatch per ten messages, one after another, inside the fixed 3 s
 /// `HIDING_RESERVE`. The messages not hidden come back after the visibility timeout, not

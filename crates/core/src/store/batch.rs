@@ -1,14 +1,19 @@
 //! The batch write: a prepared batch in one transaction, in lock order, never a statement
 //! per row. Login rows go in one set-based INSERT generated from the table description
-//! ([`super::table`]), or, for a large batch, in one binary `COPY`; vault rows in one
-//! set-based INSERT. A transient error runs the same rows again ([`super::retry`]).
+//! ([`super::table`]), vault rows in another. A transient error runs the same rows again
+//! ([`super::retry`]).
+//!
+//! No binary `COPY`: `user_logins` is partitioned (V13), and a `COPY` into a partitioned
+//! table buffers its rows partition by partition, so a batch spanning two months would
+//! take their key locks out of the lock order below; one `INSERT … ORDER BY` routes the
+//! rows one by one, in key order. The `COPY` this path had until then ran only against a
+//! plain table, from 1,000 rows, which the template's batch size (100) never reaches
+//! (BENCHMARKS.md, "Login rows by INSERT and by COPY").
 
 use chrono::{DateTime, Utc};
 
 use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::GenericClient;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::erasure::{self, Erased, MarkedValue};
@@ -16,7 +21,7 @@ use super::quarantine::{
     INSERT_QUARANTINE, INSERT_QUARANTINE_MASKS, LOGIN_QUARANTINE, LOGIN_QUARANTINE_MASKS, QuarantineMask,
     QuarantineRow,
 };
-use super::table::{COPY_LOGINS, Cell, INSERT_LOGINS, Table, USER_LOGINS};
+use super::table::{INSERT_LOGINS, Table, USER_LOGINS};
 use super::{RetryPolicy, StoreError};
 use crate::crypto::{BlindIndex, ErasureKey, PiiField, SealedValue};
 use crate::event::LoginDetails;
@@ -151,84 +156,21 @@ pub struct WriteOutcome {
 
 // Lock order. First the erasure lock, shared ([`erasure`]; a forget holds it exclusive,
 // and takes row locks only after it). Then the rows: `INSERT … ON CONFLICT DO NOTHING`
-// and `COPY` take each row's unique-key lock in the order the rows arrive; two batches holding the same values (one carrier-NAT ip, one
-// family's device, one message delivered twice) in different orders would wait on each
-// other until Postgres kills one (deadlock, 40P01). Every batch therefore writes its login
+// takes each row's unique-key lock in the order the rows arrive; two batches holding the
+// same values (one carrier-NAT ip, one family's device, one message delivered twice) in
+// different orders would wait on each other until Postgres kills one (deadlock, 40P01). Every batch therefore writes its login
 // rows sorted by message id, then its quarantine rows sorted by (message id, attempt) and
 // their masks by (message id, attempt, field, blind index), then its vault rows sorted by
 // (field, blind index), bytewise
 // ("C" collation): all transactions take the locks they share in one global order, so none
 // waits on another in a cycle. The statements sort too (ORDER BY), so the order holds
-// whatever the caller hands in; `PreparedBatch::new` sorts for the COPY.
+// whatever the caller hands in; `PreparedBatch::new` sorts too (dedup, and a retry's rows).
 const INSERT_VAULT: &str = r#"
     INSERT INTO vault.pii_vault (field, blind_index, key_version, nonce, ciphertext)
     SELECT v.* FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::bytea[], $5::bytea[])
         AS v(field, blind_index, key_version, nonce, ciphertext)
     ORDER BY v.field COLLATE "C", v.blind_index COLLATE "C"
     ON CONFLICT DO NOTHING"#;
-
-/// A batch with at least this many login rows loads them with one binary `COPY` (the
-/// database's bulk path) instead of `INSERT … ON CONFLICT` (speculative insertion, slower a
-/// row; BENCHMARKS.md says by how much at each batch size). `COPY` cannot skip a row
-/// already there, so it runs after a savepoint: if a message id exists (a re-delivery), the
-/// rows go again from the savepoint by INSERT. The one threshold of the write path.
-pub const COPY_MIN_ROWS: usize = 1000;
-
-/// How a batch's login rows are loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginLoad {
-    /// One binary `COPY` when the batch has [`COPY_MIN_ROWS`] login rows or more.
-    Copy,
-    /// `INSERT … ON CONFLICT DO NOTHING` only: the table cannot take the `COPY`, or the
-    /// batch holds re-deliveries (its ids may be there already; a `COPY` would be undone).
-    Insert,
-}
-
-/// Whether `user_logins` takes the `COPY`: a plain table whose columns have the types the
-/// `COPY` sends (a table kept from the exercise's own setup may not); when not, says why.
-/// Since V13 it is partitioned, and its rows are always inserted: a `COPY` into a
-/// partitioned table buffers its rows partition by partition and so takes their key locks
-/// out of the lock order when a batch spans two months; one `INSERT … ORDER BY` routes the
-/// rows one by one, in key order (docs/operations.md, "Scaling with a growing dataset"). So
-/// the `COPY` below runs only against a plain table (an unmigrated one, the benchmark's).
-pub async fn login_load(client: &impl GenericClient) -> Result<(LoginLoad, Option<String>), StoreError> {
-    let rows = client
-        .query_typed(
-            "SELECT c.relkind::text, a.attname::text, t.typname::text
-               FROM pg_class c
-               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-               JOIN pg_type t ON t.oid = a.atttypid
-              WHERE c.oid = $1::text::regclass",
-            &[(&USER_LOGINS.name, Type::TEXT)],
-        )
-        .await?;
-    if let Some(row) = rows.first()
-        && row.get::<_, &str>(0) != "r"
-    {
-        // Partitioned (the schema's own table): INSERT, by design, nothing to warn about.
-        let why = (row.get::<_, &str>(0) != "p").then(|| "user_logins is not a plain table".to_owned());
-        return Ok((LoginLoad::Insert, why));
-    }
-    for column in USER_LOGINS.columns {
-        let sent = column.sql_type.copy_type();
-        let found =
-            rows.iter().find(|row| row.get::<_, &str>(1) == column.name).map(|row| row.get::<_, &str>(2));
-        let fits = found == Some(sent.name())
-            || (sent == tokio_postgres::types::Type::VARCHAR && found == Some("text"));
-        if !fits {
-            return Ok((
-                LoginLoad::Insert,
-                Some(format!(
-                    "user_logins.{} is {}, not {}",
-                    column.name,
-                    found.unwrap_or("missing"),
-                    sent.name()
-                )),
-            ));
-        }
-    }
-    Ok((LoginLoad::Copy, None))
-}
 
 /// Writes the batch in one transaction. Rows whose message id (or vault key) already exists
 /// are skipped: re-delivery adds nothing. Transient errors are retried as `retry` allows:
@@ -237,15 +179,13 @@ pub async fn write_batch(
     pool: &Pool,
     batch: &PreparedBatch,
     retry: &RetryPolicy,
-    load: LoginLoad,
 ) -> Result<WriteOutcome, StoreError> {
     if batch.is_empty() {
         return Ok(WriteOutcome::default());
     }
-    let mut load = load;
     let mut attempts = retry.start();
     loop {
-        match write_once(pool, batch, &mut load).await {
+        match write_once(pool, batch).await {
             Ok(outcome) => return Ok(WriteOutcome { retries: attempts.retries(), ..outcome }),
             Err(error) => {
                 let Some((sqlstate, delay)) = attempts.backoff(&error) else { return Err(error) };
@@ -264,13 +204,9 @@ pub async fn write_batch(
 
 /// One attempt on a connection of the pool. A connection an attempt failed on leaves the
 /// pool: it may be dead without knowing it yet, and would fail the retry too.
-async fn write_once(
-    pool: &Pool,
-    batch: &PreparedBatch,
-    load: &mut LoginLoad,
-) -> Result<WriteOutcome, StoreError> {
+async fn write_once(pool: &Pool, batch: &PreparedBatch) -> Result<WriteOutcome, StoreError> {
     let mut client = pool.get().await?;
-    let written = write_on(&mut client, batch, load).await;
+    let written = write_on(&mut client, batch).await;
     if written.is_err() {
         drop(deadpool_postgres::Object::take(client));
     }
@@ -282,7 +218,6 @@ async fn write_once(
 async fn write_on(
     client: &mut deadpool_postgres::Client,
     batch: &PreparedBatch,
-    load: &mut LoginLoad,
 ) -> Result<WriteOutcome, StoreError> {
     let tx = client.transaction().await?;
     // The transaction's bounds, pipelined with the erasure lock and lookup: sent first
@@ -302,21 +237,7 @@ async fn write_on(
         erasing = batch.erasing(&erased);
         &erasing
     };
-    let logins = if *load == LoginLoad::Copy && batch.logins.len() >= COPY_MIN_ROWS {
-        tx.batch_execute("SAVEPOINT logins").await?;
-        match copy_logins(&tx, &batch.logins).await {
-            Ok(copied) => copied,
-            Err(error) if is_unique_violation(&error) => {
-                // A re-delivery: undo the copied rows, insert them skipping those present.
-                tx.batch_execute("ROLLBACK TO SAVEPOINT logins").await?;
-                *load = LoginLoad::Insert;
-                insert_logins(&tx, &batch.logins).await?
-            }
-            Err(error) => return Err(error),
-        }
-    } else {
-        insert_logins(&tx, &batch.logins).await?
-    };
+    let logins = insert_logins(&tx, &batch.logins).await?;
     let quarantined = insert_rows(&*tx, &LOGIN_QUARANTINE, &INSERT_QUARANTINE, &batch.quarantine).await?;
     insert_rows(&*tx, &LOGIN_QUARANTINE_MASKS, &INSERT_QUARANTINE_MASKS, &batch.quarantine_masks).await?;
     let vault = insert_vault(&tx, &batch.vault).await?;
@@ -345,23 +266,6 @@ async fn insert_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, S
     insert_rows(&**tx, &USER_LOGINS, &INSERT_LOGINS, rows).await
 }
 
-async fn copy_logins(tx: &Transaction<'_>, rows: &[LoginRow]) -> Result<u64, StoreError> {
-    // tokio-postgres sends a COPY as a named statement: prepared here, in the transaction,
-    // and closed when `statement` drops (below, before the COMMIT is sent), so it never
-    // outlives the transaction on its server connection (safe through a transaction
-    // pooler: docs/operations.md). Not cached: a cached one would stay on the session.
-    let statement = tx.prepare(&COPY_LOGINS).await?;
-    let sink = tx.copy_in(&statement).await?;
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &USER_LOGINS.copy_types()));
-    let mut cells: Vec<Cell<'_>> = Vec::with_capacity(USER_LOGINS.columns.len());
-    for row in rows {
-        cells.clear();
-        cells.extend(USER_LOGINS.columns.iter().map(|c| c.cell(row)));
-        writer.as_mut().write_raw(cells.iter()).await?;
-    }
-    Ok(writer.finish().await?)
-}
-
 async fn insert_vault(tx: &Transaction<'_>, rows: &[VaultRow]) -> Result<u64, StoreError> {
     if rows.is_empty() {
         return Ok(0);
@@ -379,10 +283,6 @@ async fn insert_vault(tx: &Transaction<'_>, rows: &[VaultRow]) -> Result<u64, St
             ],
         )
         .await?)
-}
-
-fn is_unique_violation(error: &StoreError) -> bool {
-    matches!(error, StoreError::Db(db) if db.code() == Some(&SqlState::UNIQUE_VIOLATION))
 }
 
 /// Vault rows as the column arrays the statement binds.

@@ -14,7 +14,7 @@ pub mod retry;
 pub mod table;
 pub mod typed;
 
-pub use batch::{LoginLoad, LoginRow, PreparedBatch, VaultRow, WriteOutcome, login_load, write_batch};
+pub use batch::{LoginRow, PreparedBatch, VaultRow, WriteOutcome, write_batch};
 pub use partitions::PartitionMap;
 pub use quarantine::{QuarantineRow, Source};
 pub use retry::RetryPolicy;

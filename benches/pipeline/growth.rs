@@ -1,0 +1,244 @@
+//! Growth (issue 19): the largest batch into a database that already holds years of
+//! logins. Each database is prefilled by SQL (not through the handler: minutes, not
+//! hours), its rows spread evenly over the 12 months that end with the batches' month, so
+//! the current partition holds a whole month's share (the end of a month: its largest).
+//! The vault is filled alongside, at one value per four logins (one run: one per login).
+//!
+//! Each prefilled month is built as the maintenance would never build it but a bulk load
+//! may: a standalone table filled without indexes, indexed by sorting, then attached
+//! (its indexes are adopted by the parent's). The result is the same table, indexes and
+//! partitions as months of ingest would leave, vacuumed and analyzed as autovacuum would.
+//!
+//! Each filled database is measured against an empty one, batch for batch alternated, so
+//! that the ratio holds on a machine whose load changes during the long run.
+//!
+//! `BENCH_GROWTH_ROWS` (default `10000000,50000000`) lists the sizes;
+//! `BENCH_GROWTH_FULL_VAULT_ROWS` (default 10,000,000; `0` skips it) the size of the run
+//! with one vault row per login.
+
+use std::time::{Duration, Instant};
+
+use chrono::{Datelike, Months, NaiveDate};
+use login_etl::handler;
+use login_etl_core::store::partitions::{self, Window};
+use testkit::TestDb;
+
+use super::{FIRST_SENT_MS, LARGEST_BATCH, cold_start, counted_kms, decode, event_bytes_from, ms, smoke};
+
+/// One database size to measure.
+struct Fill {
+    logins: u64,
+    /// Vault rows per login: 1 in 4, or 1.
+    vault_per_login: (u64, u64),
+}
+
+fn sizes() -> Vec<Fill> {
+    let list = |var: &str, default: &str| -> Vec<u64> {
+        std::env::var(var)
+            .unwrap_or_else(|_| default.to_owned())
+            .split(',')
+            .filter_map(|n| n.trim().replace('_', "").parse().ok())
+            .collect()
+    };
+    let (quarter, full) = if smoke() {
+        (vec![24_000], vec![24_000])
+    } else {
+        (list("BENCH_GROWTH_ROWS", "10000000,50000000"), list("BENCH_GROWTH_FULL_VAULT_ROWS", "10000000"))
+    };
+    let mut fills: Vec<Fill> =
+        quarter.into_iter().map(|logins| Fill { logins, vault_per_login: (1, 4) }).collect();
+    fills.extend(full.into_iter().filter(|n| *n > 0).map(|logins| Fill { logins, vault_per_login: (1, 1) }));
+    fills
+}
+
+/// The batches' month (their `SentTimestamp`s' UTC date).
+fn batch_month() -> NaiveDate {
+    let date =
+        chrono::DateTime::from_timestamp_millis(FIRST_SENT_MS).expect("a valid timestamp").date_naive();
+    date.with_day(1).expect("day 1")
+}
+
+pub async fn growth(out: &mut Vec<String>) {
+    let reps = if smoke() { 2 } else { 7 };
+    let size = if smoke() { 200 } else { LARGEST_BATCH };
+    out.push(format!(
+        "## Growth: {size}-message batches into a database already holding N logins over 12 months, \
+         against an empty one, alternated ({reps} batches each after a first one, fresh values each, medians)"
+    ));
+    out.push(
+        "| logins before | vault rows before | current partition (rows, table + indexes) | prefill | first batch after the fill | messages/s, empty | messages/s, filled | filled ÷ empty |"
+            .into(),
+    );
+    out.push("| --- | --- | --- | --- | --- | --- | --- | --- |".into());
+    for fill in sizes() {
+        let (empty, filled) = (TestDb::new().await, TestDb::empty().await);
+        let mut admin = filled.connect().await;
+        login_etl_migrations::migrate(&mut admin).await.expect("migrations apply");
+        let started = Instant::now();
+        let vault_rows = prefill(&admin, &fill).await;
+        let prefill_time = started.elapsed();
+        // Every other month a batch may need, as the maintenance makes them.
+        let today = chrono::Utc::now().date_naive();
+        let days_back = u32::try_from((today - first_month()).num_days()).unwrap_or(0);
+        partitions::ensure(&mut admin, Window::around(today, days_back, 1)).await.expect("partitions");
+        let (current_rows, current_bytes): (i64, i64) = {
+            let name = format!("login_data.{}", partitions::partition_name(batch_month()));
+            let row = admin
+                .query_one(&format!("SELECT count(*), pg_total_relation_size('{name}') FROM {name}"), &[])
+                .await
+                .expect("current partition");
+            (row.get(0), row.get(1))
+        };
+
+        let (kms, _) = counted_kms().await;
+        let (empty_app, filled_app) = (cold_start(&empty, &kms).await, cold_start(&filled, &kms).await);
+        // Values numbered far above the prefill's: every batch brings new ones, as a
+        // growing user base does; each batch's 30 % repeats are its own.
+        let value_base = 1_000_000_000usize;
+        let batch = |rep: usize, db: &str| {
+            event_bytes_from(size, &format!("g{}{db}r{rep}", fill.logins), rep * 13, value_base + rep * size)
+        };
+        handler::handle_with_stats(&empty_app, decode(&batch(0, "e"))).await.expect("warm-up");
+        let first = {
+            let bytes = batch(0, "f");
+            let started = Instant::now();
+            handler::handle_with_stats(&filled_app, decode(&bytes)).await.expect("first batch");
+            started.elapsed()
+        };
+        let (mut empty_times, mut filled_times) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
+        for rep in 1..=reps {
+            let mut runs = [(&empty_app, "e", &mut empty_times), (&filled_app, "f", &mut filled_times)];
+            if rep % 2 == 0 {
+                runs.reverse();
+            }
+            for (app, db, times) in runs {
+                let bytes = batch(rep, db);
+                let started = Instant::now();
+                handler::handle_with_stats(app, decode(&bytes)).await.expect("batch");
+                times.push(started.elapsed());
+            }
+        }
+        let rate = |times: Vec<Duration>| size as f64 / super::median(times).as_secs_f64();
+        let (empty_rate, filled_rate) = (rate(empty_times), rate(filled_times));
+        out.push(format!(
+            "| {} | {} | {} rows, {} | {} | {:.0} ms | {:.0} | {:.0} | {:.2} |",
+            thousands(fill.logins),
+            thousands(vault_rows),
+            thousands(u64::try_from(current_rows).unwrap_or(0)),
+            megabytes(current_bytes),
+            human(prefill_time),
+            ms(first),
+            empty_rate,
+            filled_rate,
+            filled_rate / empty_rate,
+        ));
+        eprintln!("bench: growth {} logins done", fill.logins);
+    }
+}
+
+/// The first of the 12 prefilled months.
+fn first_month() -> NaiveDate {
+    batch_month().checked_sub_months(Months::new(11)).expect("a date")
+}
+
+/// Fills `user_logins` (12 months, a month's rows a standalone table indexed then
+/// attached) and the vault; the vault's row count.
+async fn prefill(admin: &tokio_postgres::Client, fill: &Fill) -> u64 {
+    admin
+        .batch_execute("SET maintenance_work_mem = '1GB'; SET max_parallel_maintenance_workers = 2; SET TimeZone = 'UTC'")
+        .await
+        .expect("settings");
+    let (num, den) = fill.vault_per_login;
+    // Distinct values per field: the vault holds both fields' values.
+    let values_per_field = (fill.logins * num / den / 2).max(1);
+    if fill.logins > 0 {
+        let per_month = fill.logins / 12;
+        for k in 0..12u32 {
+            let from = first_month().checked_add_months(Months::new(k)).expect("a month");
+            let to = from.checked_add_months(Months::new(1)).expect("a month");
+            let rows = if k == 11 { fill.logins - per_month * 11 } else { per_month };
+            let first_row = per_month * u64::from(k);
+            fill_month(admin, from, to, first_row, rows, values_per_field).await;
+        }
+    }
+    let vault_rows = if fill.logins == 0 { 0 } else { values_per_field * 2 };
+    if vault_rows > 0 {
+        // The key dropped while loading and made again by sorting (the same index).
+        admin
+            .batch_execute(&format!(
+                "ALTER TABLE vault.pii_vault DROP CONSTRAINT pii_vault_pkey;
+                 INSERT INTO vault.pii_vault (field, blind_index, key_version, nonce, ciphertext)
+                 SELECT f.field, encode(sha256(convert_to(f.prefix || g, 'UTF8')), 'hex'), 1,
+                        substr(sha256(convert_to('n' || g, 'UTF8')), 1, 12), sha256(convert_to('c' || g, 'UTF8'))
+                   FROM generate_series(0::bigint, {last}::bigint) g, (VALUES ('ip', 'ip'), ('device_id', 'dev')) f(field, prefix);
+                 ALTER TABLE vault.pii_vault ADD CONSTRAINT pii_vault_pkey PRIMARY KEY (field, blind_index);",
+                last = values_per_field - 1
+            ))
+            .await
+            .expect("vault prefill");
+        admin.batch_execute("VACUUM (ANALYZE) vault.pii_vault").await.expect("vacuum");
+    }
+    admin.batch_execute("CHECKPOINT").await.expect("checkpoint");
+    vault_rows
+}
+
+/// One month of `rows` logins, `sent_at` spread evenly over it, masks drawn from
+/// `values_per_field` values per field (the same masks the vault's rows carry).
+async fn fill_month(
+    admin: &tokio_postgres::Client,
+    from: NaiveDate,
+    to: NaiveDate,
+    first_row: u64,
+    rows: u64,
+    values_per_field: u64,
+) {
+    let name = format!("login_data.{}", partitions::partition_name(from));
+    let seconds = (to - from).num_seconds();
+    let last_row = first_row + rows.max(1) - 1;
+    let sql = format!(
+        "CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING STORAGE);
+         INSERT INTO {name} (user_id, device_type, masked_ip, masked_device_id, locale, app_version,
+                             create_date, sqs_message_id, app_version_raw, sent_at, index_key_version)
+         SELECT 'user-' || g, CASE WHEN g % 2 = 0 THEN 'android' ELSE 'ios' END,
+                encode(sha256(convert_to('ip' || (g * 7919 % {values_per_field}), 'UTF8')), 'hex'),
+                encode(sha256(convert_to('dev' || (g * 104729 % {values_per_field}), 'UTF8')), 'hex'),
+                CASE WHEN g % 100 < 29 THEN NULL ELSE 'DE' END, 230,
+                t::date, md5('m' || g)::uuid::text, '2.3.0', t, 1
+           FROM generate_series({first_row}::bigint, {last_row}::bigint) g,
+                LATERAL (SELECT timestamptz '{from} 00:00:00+00'
+                                + make_interval(secs => (g - {first_row}) * {seconds}::float8 / {rows_or_one})) s(t)
+          WHERE {rows} > 0;
+         ALTER TABLE {name} ADD PRIMARY KEY (sqs_message_id, create_date);
+         CREATE INDEX ON {name} (masked_ip);
+         CREATE INDEX ON {name} (masked_device_id);
+         CREATE INDEX ON {name} USING brin (sent_at);
+         ALTER TABLE {name} OWNER TO {owner};
+         ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM ('{from}') TO ('{to}');",
+        parent = partitions::PARENT,
+        owner = partitions::OWNER_ROLE,
+        rows_or_one = rows.max(1),
+    );
+    admin.batch_execute(&sql).await.expect("month prefill");
+    // A statement of its own: VACUUM runs outside a transaction block.
+    admin.batch_execute(&format!("VACUUM (ANALYZE) {name}")).await.expect("vacuum");
+}
+
+fn thousands(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 => format!("{:.1} M", n as f64 / 1e6),
+        n if n >= 10_000 => format!("{:.0} k", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+fn megabytes(bytes: i64) -> String {
+    format!("{:.0} MB", bytes as f64 / 1_048_576.0)
+}
+
+fn human(d: Duration) -> String {
+    if d.as_secs() >= 60 {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
