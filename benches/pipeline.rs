@@ -654,7 +654,7 @@ async fn main() {
     }
     // `cargo bench` passes --bench; nothing else is taken from the command line.
     let mut out = Vec::new();
-    let sections: [(&str, Section); 10] = [
+    let sections: [(&str, Section); 9] = [
         ("handler", |o| Box::pin(handler_table(o))),
         ("copy", |o| Box::pin(copy_baseline(o))),
         ("unnamed", |o| Box::pin(unnamed_statement(o))),
