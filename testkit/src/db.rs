@@ -266,3 +266,16 @@ pub fn url_of(config: &tokio_postgres::Config) -> String {
         config.get_dbname().expect("dbname")
     )
 }
+
+/// Runs each of `statements` on `client` and asserts each is refused for want of a right
+/// (SQLSTATE 42501), naming `who` and the statement when one is not.
+pub async fn assert_refused_for_rights(client: &tokio_postgres::Client, who: &str, statements: &[&str]) {
+    for sql in statements {
+        let error = client.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{who}: {sql}: {error}"
+        );
+    }
+}

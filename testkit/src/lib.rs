@@ -26,7 +26,9 @@ mod tls;
 mod vault;
 
 pub use aws::{TestQueues, aws_endpoint, new_kms, sdk_config};
-pub use db::{TestDb, connect, quarantine_masks, quarantined_ids, test_window, url_of};
+pub use db::{
+    TestDb, assert_refused_for_rights, connect, quarantine_masks, quarantined_ids, test_window, url_of,
+};
 pub use events::{
     FIRST_SENT_MS, event, event_sent_at, failed_ids, load_event, login_body, many_logins,
     rejected_login_body, sample_messages,

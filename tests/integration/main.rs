@@ -11,6 +11,7 @@ mod hostile;
 mod partitions;
 mod pooler;
 mod quarantine;
+mod redteam_issue19;
 mod schema;
 mod tls;
 mod trace_logs;

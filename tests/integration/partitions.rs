@@ -17,7 +17,7 @@ use testkit::{TestDb, cold_start, connect, event, login_body, many_logins, new_k
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-fn d(text: &str) -> NaiveDate {
+pub(crate) fn d(text: &str) -> NaiveDate {
     text.parse().expect("date")
 }
 
@@ -26,7 +26,7 @@ fn month(date: NaiveDate) -> NaiveDate {
 }
 
 /// An event whose records were sent at `sent_ms` each (id, body, SentTimestamp).
-fn event_sent_at(records: &[(String, String, i64)]) -> aws_lambda_events::sqs::SqsEvent {
+pub(crate) fn event_sent_at(records: &[(String, String, i64)]) -> aws_lambda_events::sqs::SqsEvent {
     let plain: Vec<(String, String)> =
         records.iter().map(|(id, body, _)| (id.clone(), body.clone())).collect();
     let mut event = event(&plain);
@@ -36,7 +36,7 @@ fn event_sent_at(records: &[(String, String, i64)]) -> aws_lambda_events::sqs::S
     event
 }
 
-fn ms(date: &str) -> i64 {
+pub(crate) fn ms(date: &str) -> i64 {
     d(date).and_hms_opt(12, 0, 0).expect("noon").and_utc().timestamp_millis()
 }
 
@@ -279,7 +279,7 @@ async fn no_batch_stalls_beyond_two_seconds_while_the_maintenance_runs() {
 }
 
 /// Batches of 50 run back to back until `running` is cleared; how long each took.
-fn batches_until_stopped(
+pub(crate) fn batches_until_stopped(
     app: &Arc<login_etl::App>,
     running: &Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Vec<Duration>> {
@@ -294,7 +294,7 @@ fn batches_until_stopped(
 }
 
 /// `n` batches of 50 new logins dated today; how long each took.
-async fn run_batches(app: &login_etl::App, tag: &str, n: usize) -> Vec<Duration> {
+pub(crate) async fn run_batches(app: &login_etl::App, tag: &str, n: usize) -> Vec<Duration> {
     let mut times = Vec::new();
     for i in 0..n {
         let records: Vec<(String, String, i64)> = many_logins(50, &format!("{tag}-{i}"))

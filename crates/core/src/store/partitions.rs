@@ -408,21 +408,22 @@ where
     let map = PartitionMap::load(&*client).await?;
     for (name, range) in map.detaching() {
         finalize(client, name, &mut outcome).await?;
-        if expired(range) {
-            drop_detached(client, name, *range, &mut outcome).await?;
-        } else {
-            tracing::warn!(partition = %name, "a pending detach finished; the table is kept (not past the retention)");
+        match cutoff.filter(|_| expired(range)) {
+            Some(cutoff) => drop_detached(client, name, *range, cutoff, &mut outcome).await?,
+            None => {
+                tracing::warn!(partition = %name, "a pending detach finished; the table is kept (not past the retention)")
+            }
         }
     }
     for (name, range) in leftovers(&*client).await? {
-        if expired(&range) {
-            drop_detached(client, &name, range, &mut outcome).await?;
+        if let Some(cutoff) = cutoff.filter(|_| expired(&range)) {
+            drop_detached(client, &name, range, cutoff, &mut outcome).await?;
         }
     }
     let Some(cutoff) = cutoff else { return Ok(outcome) };
     for (name, range) in map.expired(cutoff) {
         detach(client, cancel, &name, &mut outcome).await?;
-        drop_detached(client, &name, range, &mut outcome).await?;
+        drop_detached(client, &name, range, cutoff, &mut outcome).await?;
     }
     Ok(outcome)
 }
@@ -579,22 +580,38 @@ async fn finalize(
 }
 
 /// Counts the rows of a detached partition and drops it, in one transaction (the count is
-/// what is dropped), and logs it.
+/// what is dropped), and logs it. A table holding a login dated on or after `cutoff` is
+/// kept, with a warning: a leftover's range is read from its name, and a name may say less
+/// than the rows (an upgrade's legacy table bounded mid-month is named by its month).
 async fn drop_detached(
     client: &mut tokio_postgres::Client,
     name: &str,
     range: DateRange,
+    cutoff: NaiveDate,
     outcome: &mut Maintenance,
 ) -> Result<(), StoreError> {
     // A detached month is out of ingest's reach: its count may take a large month's scan.
     let ddl = format!(
         "SET LOCAL lock_timeout = {lock}; SET LOCAL statement_timeout = {count}; SET LOCAL ROLE {OWNER_ROLE};
          SELECT count(*)::text FROM login_data.{name};
+         DO $$ BEGIN
+             IF EXISTS (SELECT 1 FROM login_data.{name} WHERE create_date >= DATE '{cutoff}') THEN
+                 RAISE EXCEPTION 'holds logins inside the retention' USING ERRCODE = '{KEPT_CODE}';
+             END IF;
+         END $$;
          DROP TABLE login_data.{name}",
         lock = DDL_LOCK_TIMEOUT.as_millis(),
         count = DROP_STATEMENT_TIMEOUT.as_millis(),
+        cutoff = cutoff.format("%Y-%m-%d"),
     );
-    let rows = in_transaction(client, name, &ddl, outcome).await?;
+    let rows = match in_transaction(client, name, &ddl, outcome).await {
+        Ok(rows) => rows,
+        Err(StoreError::Db(db)) if db.code().is_some_and(|code| code.code() == KEPT_CODE) => {
+            tracing::warn!(partition = %name, %cutoff, "a detached table holds logins dated inside the retention; kept");
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
     tracing::info!(
         partition = %name,
         from = %range.from.map_or("MINVALUE".to_owned(), |d| d.to_string()),
@@ -605,6 +622,9 @@ async fn drop_detached(
     outcome.dropped.push(Dropped { name: name.to_owned(), range, rows });
     Ok(())
 }
+
+/// The SQLSTATE of a detached table kept because it holds logins dated inside the retention.
+const KEPT_CODE: &str = "LE19K";
 
 /// How long the count and drop of one detached partition may take.
 pub const DROP_STATEMENT_TIMEOUT: Duration = Duration::from_secs(600);
