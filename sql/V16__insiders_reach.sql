@@ -13,8 +13,10 @@
 --    function and a trigger on user_logins, which then ran with the rights of whoever
 --    wrote the table (the vault service's `forget` deleted every vault row through it).
 --    An event trigger refuses code (functions, procedures, triggers, aggregates,
---    operators) to every login of a login_etl group, as V14 refuses rules; migrations,
---    run by a role of no such group or a superuser, still create theirs.
+--    operators) to the logins of the function, the service and the scheduled jobs, as V14
+--    refuses rules; migrations, run by a role of no such group or a superuser, still
+--    create theirs. People (analysts, auditors) keep their temporary functions: those run
+--    in their own sessions only, and they may create nothing in a shared schema.
 
 CREATE OR REPLACE FUNCTION vault.keep_tombstones_from_the_expiry() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -60,8 +62,7 @@ BEGIN
        AND EXISTS (SELECT 1 FROM pg_roles r
                     WHERE r.rolname IN ('login_etl_writer', 'login_etl_vault_service',
                                         'login_etl_partition_maintainer', 'login_etl_vault_expiry',
-                                        'login_etl_quarantine_purge', 'login_etl_analyst',
-                                        'login_etl_auditor', 'login_etl_vault_reader')
+                                        'login_etl_quarantine_purge')
                       AND pg_has_role(session_user, r.oid, 'USAGE')) THEN
         RAISE EXCEPTION '% is refused to the logins of login_etl: their code would run with the rights of whoever fires it', tg_tag
             USING ERRCODE = '42501';
