@@ -8,6 +8,7 @@ mod erasure;
 mod faults;
 mod handler;
 mod hostile;
+mod mask_indexes;
 mod partitions;
 mod pooler;
 mod quarantine;

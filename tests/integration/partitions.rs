@@ -433,6 +433,8 @@ async fn a_v12_database_filled_through_the_function_upgrades_in_place_while_inge
         db.count("SELECT count(*) FROM public.user_logins").await,
         db.count("SELECT count(*) FROM login_data.user_logins").await
     );
+    // V17 after V13: the old table's masks too are indexed by hash.
+    crate::mask_indexes::assert_masks_hashed_everywhere(&db).await;
 }
 
 /// V13 applied without `migrate`'s preparation (another tool, or by hand): it builds the

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use postgres_protocol::escape::escape_identifier;
 use tokio_postgres::error::SqlState;
 
 mod embedded {
@@ -14,6 +15,23 @@ mod embedded {
 
 /// The version that partitions `user_logins` (sql/V13__user_logins_partitioned.sql).
 pub const PARTITIONED: i32 = 13;
+
+/// The version that indexes the masks by hash (sql/V17__mask_hash_indexes.sql).
+pub const MASK_HASH_INDEXES: i32 = 17;
+
+/// The migrations that `migrate` prepares first on a database that holds data, outside
+/// any transaction (a migration runs in one, where CREATE INDEX CONCURRENTLY cannot): what
+/// each would otherwise build inside it, blocking the table's INSERTs for a scan.
+#[derive(Clone, Copy, Debug)]
+enum Preparation {
+    /// [`prepare_partitioning`], before [`PARTITIONED`].
+    Partitioning,
+    /// [`prepare_mask_hash_indexes`], before [`MASK_HASH_INDEXES`].
+    MaskHashIndexes,
+}
+
+const PREPARATIONS: [(i32, Preparation); 2] =
+    [(PARTITIONED, Preparation::Partitioning), (MASK_HASH_INDEXES, Preparation::MaskHashIndexes)];
 
 /// How often a migration that could not take a lock within its `lock_timeout` is tried
 /// again (V13 waits at most 1 s for each lock, so that a long read holds ingest back for no
@@ -25,7 +43,7 @@ const LOCK_PAUSE: Duration = Duration::from_secs(2);
 pub enum Error {
     #[error("migration failed")]
     Migration(#[from] refinery::Error),
-    #[error("preparing user_logins for partitioning (before version 13) failed")]
+    #[error("preparing user_logins for a migration (version 13 or 17) failed")]
     Prepare(#[from] tokio_postgres::Error),
 }
 
@@ -40,10 +58,11 @@ pub async fn migrate_to(client: &mut tokio_postgres::Client, version: i32) -> Re
     migrate_until(client, Some(version), true).await
 }
 
-/// As [`migrate_to`], without [`prepare_partitioning`] first: the migrations alone, as
-/// another tool would apply them. V13 then builds in its own transaction what the
-/// preparation builds concurrently (blocking the old table's INSERTs meanwhile: fine for
-/// a small table; a test shows it keeps every row).
+/// As [`migrate_to`], without the preparations ([`prepare_partitioning`],
+/// [`prepare_mask_hash_indexes`]): the migrations alone, as another tool would apply them.
+/// V13 and V17 then build in their own transaction what the preparation builds
+/// concurrently (blocking the table's INSERTs meanwhile: fine for a small table; tests
+/// show they keep every row).
 pub async fn migrate_to_unprepared(
     client: &mut tokio_postgres::Client,
     version: i32,
@@ -56,9 +75,42 @@ async fn migrate_until(
     version: Option<i32>,
     prepare: bool,
 ) -> Result<Vec<String>, Error> {
-    if prepare && version.is_none_or(|v| v >= PARTITIONED) {
-        prepare_partitioning(client).await?;
+    let mut applied_now = Vec::new();
+    // A new database has nothing to prepare: its migrations build on empty tables.
+    if prepare && let Some(applied) = applied_version(client).await? {
+        for (before, preparation) in PREPARATIONS {
+            if applied < before && version.is_none_or(|v| v >= before) {
+                applied_now.extend(run_migrations(client, Some(before - 1)).await?);
+                match preparation {
+                    Preparation::Partitioning => prepare_partitioning(client).await?,
+                    Preparation::MaskHashIndexes => prepare_mask_hash_indexes(client).await?,
+                }
+            }
+        }
     }
+    applied_now.extend(run_migrations(client, version).await?);
+    Ok(applied_now)
+}
+
+/// The newest version applied, `None` on a database no migration has touched.
+async fn applied_version(client: &mut tokio_postgres::Client) -> Result<Option<i32>, Error> {
+    let has_history: bool = client
+        .query_one("SELECT pg_catalog.to_regclass('refinery_schema_history') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !has_history {
+        return Ok(None);
+    }
+    let last = embedded::migrations::runner().get_last_applied_migration_async(client).await?;
+    Ok(last.map(|m| m.version()))
+}
+
+/// Applies the pending migrations up to `version` (all when `None`), trying again after a
+/// lock timeout.
+async fn run_migrations(
+    client: &mut tokio_postgres::Client,
+    version: Option<i32>,
+) -> Result<Vec<String>, Error> {
     let mut tries = 0;
     loop {
         let mut runner = embedded::migrations::runner();
@@ -168,22 +220,62 @@ pub async fn prepare_partitioning(client: &tokio_postgres::Client) -> Result<(),
             "INDEX CONCURRENTLY user_logins_legacy_sent_at_brin ON login_data.user_logins USING brin (sent_at)",
         ),
     ] {
-        let valid: Option<bool> = client
-            .query_opt(
-                "SELECT i.indisvalid FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-                  WHERE i.indrelid = 'login_data.user_logins'::regclass AND c.relname = $1",
-                &[&name],
-            )
-            .await?
-            .map(|row| row.get(0));
-        match valid {
-            Some(true) => continue,
-            Some(false) => {
-                client.batch_execute(&format!("DROP INDEX CONCURRENTLY login_data.{name}")).await?
-            }
-            None => {}
+        build_concurrently(client, name, &format!("CREATE {definition}")).await?;
+    }
+    Ok(())
+}
+
+/// Builds the index `login_data.<name>` by `create` (a `CREATE … INDEX CONCURRENTLY`)
+/// unless a valid one is there; an invalid one, which an interrupted concurrent build
+/// leaves, is dropped first.
+async fn build_concurrently(client: &tokio_postgres::Client, name: &str, create: &str) -> Result<(), Error> {
+    let valid: Option<bool> = client
+        .query_opt(
+            "SELECT i.indisvalid FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+              WHERE c.relnamespace = 'login_data'::regnamespace AND c.relname = $1",
+            &[&name],
+        )
+        .await?
+        .map(|row| row.get(0));
+    match valid {
+        Some(true) => return Ok(()),
+        Some(false) => {
+            client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY login_data.{}", escape_identifier(name)))
+                .await?
         }
-        client.batch_execute(&format!("CREATE {definition}")).await?;
+        None => {}
+    }
+    client.batch_execute(create).await?;
+    Ok(())
+}
+
+/// Before V17, on a partitioned `login_data.user_logins`: each partition's hash indexes on
+/// the masks, built CONCURRENTLY outside any transaction (INSERTs go on), named
+/// `<partition>_masked_ip_hash` / `<partition>_masked_device_id_hash`; V17's CREATE INDEX
+/// on the parent then attaches them instead of building them under its lock. Idempotent;
+/// an invalid index a broken earlier run left is dropped and built again.
+pub async fn prepare_mask_hash_indexes(client: &tokio_postgres::Client) -> Result<(), Error> {
+    let partitions = client
+        .query(
+            "SELECT c.relname::text FROM pg_catalog.pg_inherits h
+               JOIN pg_catalog.pg_class c ON c.oid = h.inhrelid
+              WHERE h.inhparent = pg_catalog.to_regclass('login_data.user_logins') AND c.relkind = 'r'
+              ORDER BY c.relname",
+            &[],
+        )
+        .await?;
+    for partition in partitions {
+        let partition: String = partition.get(0);
+        for column in ["masked_ip", "masked_device_id"] {
+            let index = format!("{partition}_{column}_hash");
+            let create = format!(
+                "CREATE INDEX CONCURRENTLY {} ON login_data.{} USING hash ({column})",
+                escape_identifier(&index),
+                escape_identifier(&partition),
+            );
+            build_concurrently(client, &index, &create).await?;
+        }
     }
     Ok(())
 }

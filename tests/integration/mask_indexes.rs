@@ -1,0 +1,237 @@
+//! The masks indexed by hash (sql/V17__mask_hash_indexes.sql, issue 19 item 7): every
+//! partition's mask indexes are hash indexes attached to the parent's, new partitions get
+//! them, the lookups by mask use them, and a database of V16 filled through the function
+//! gets them in place while batches keep coming (each partition's index built beforehand,
+//! concurrently, then only attached) or, without the preparation, built by V17 itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use login_etl::handler;
+use login_etl_core::store::partitions::{self, Window};
+use testkit::{TestDb, cold_start, event, many_logins, new_kms};
+
+use crate::partitions::{batches_until_stopped, d, run_batches};
+
+/// Each partition's indexes on a mask column: (partition, index, access method), and
+/// whether each is attached to an index of the parent.
+async fn mask_indexes(db: &TestDb) -> Vec<(String, String, String, bool)> {
+    let rows = db
+        .connect()
+        .await
+        .query(
+            "SELECT t.relname::text, c.relname::text, am.amname::text,
+                    EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = c.oid)
+               FROM pg_inherits p
+               JOIN pg_class t ON t.oid = p.inhrelid
+               JOIN pg_index i ON i.indrelid = t.oid
+               JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_am am ON am.oid = c.relam
+               JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0]
+              WHERE p.inhparent = 'login_data.user_logins'::regclass
+                AND a.attname IN ('masked_ip', 'masked_device_id')
+              ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .expect("mask indexes");
+    rows.iter().map(|row| (row.get(0), row.get(1), row.get(2), row.get(3))).collect()
+}
+
+/// The partitions of `user_logins`, by name.
+async fn partition_names(db: &TestDb) -> Vec<String> {
+    db.texts(
+        "SELECT c.relname::text FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
+              WHERE h.inhparent = 'login_data.user_logins'::regclass ORDER BY 1",
+        &[],
+    )
+    .await
+}
+
+/// Every partition has exactly one index per mask column, a hash index attached to the
+/// parent's, no other index than the parent's, and a primary key.
+pub(crate) async fn assert_masks_hashed_everywhere(db: &TestDb) {
+    let partitions = partition_names(db).await;
+    assert!(!partitions.is_empty());
+    let indexes = mask_indexes(db).await;
+    for partition in &partitions {
+        let own: Vec<_> = indexes.iter().filter(|(table, ..)| table == partition).collect();
+        assert_eq!(own.len(), 2, "{partition}: {own:?}");
+        for (_, index, method, attached) in own {
+            assert_eq!((method.as_str(), *attached), ("hash", true), "{partition}: {index}");
+        }
+        let all = db
+            .count(&format!(
+                "SELECT count(*) FROM pg_index WHERE indrelid = 'login_data.{partition}'::regclass"
+            ))
+            .await;
+        assert_eq!(all, 4, "{partition}: the key, two masks, the BRIN");
+        // Zero-ETL replicates each partition as a table of its own, and only one with a
+        // primary key (docs/operations.md, "Zero-ETL to Redshift").
+        let keys = db
+            .count(&format!(
+                "SELECT count(*) FROM pg_constraint WHERE conrelid = 'login_data.{partition}'::regclass AND contype = 'p'"
+            ))
+            .await;
+        assert_eq!(keys, 1, "{partition}: its primary key");
+    }
+    let parent: Vec<String> = db
+        .texts(
+            "SELECT am.amname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_am am ON am.oid = c.relam
+              WHERE i.indrelid = 'login_data.user_logins'::regclass ORDER BY c.relname",
+            &[],
+        )
+        .await;
+    assert_eq!(parent, ["hash", "hash", "btree", "brin"], "parent: masks, key, BRIN");
+}
+
+/// A lookup by mask (as `pii-vault find`, `forget` and the expiry make) goes through a
+/// hash index, not a scan of the partitions.
+async fn assert_lookup_uses_hash(db: &TestDb) {
+    let client = db.connect().await;
+    // On a few hundred rows the planner would rather scan: ask whether it can use the index.
+    let plan = client
+        .simple_query(
+            "BEGIN; SET LOCAL enable_seqscan = off;
+             EXPLAIN SELECT count(*) FROM login_data.user_logins WHERE masked_device_id = repeat('0', 64);
+             COMMIT",
+        )
+        .await
+        .expect("plan");
+    let text: Vec<String> = plan
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    let hashes: Vec<String> = mask_indexes(db)
+        .await
+        .into_iter()
+        .filter(|(_, _, method, _)| method == "hash")
+        .map(|(_, index, ..)| index)
+        .collect();
+    let used: Vec<&str> = text
+        .iter()
+        .filter_map(|line| {
+            let (_, rest) =
+                line.split_once(" Index Scan using ").or_else(|| line.split_once(" Index Scan on "))?;
+            rest.split_whitespace().next()
+        })
+        .collect();
+    assert!(!used.is_empty(), "{text:#?}");
+    assert!(used.iter().all(|index| hashes.iter().any(|h| h == index)), "{used:?} not all hash: {hashes:?}");
+    assert!(!text.iter().any(|line| line.contains("Seq Scan")), "{text:#?}");
+}
+
+/// A new database: every partition the maintenance makes gets the hash indexes (ATTACH
+/// builds the parent's), and lookups by mask use them.
+#[tokio::test]
+async fn every_partition_the_maintenance_makes_has_hash_mask_indexes() {
+    let db = TestDb::new().await;
+    let mut client = db.connect().await;
+    partitions::ensure(&mut client, Window { from: d("2041-01-01"), to: d("2041-03-01") })
+        .await
+        .expect("maintenance");
+    assert_masks_hashed_everywhere(&db).await;
+    assert_lookup_uses_hash(&db).await;
+}
+
+/// A database V16 left, filled through the function, migrated while batches keep coming:
+/// each existing partition's hash indexes were built by the preparation (its names), V17
+/// only attached them; every row is kept, no batch waits more than 2 s beyond its normal
+/// time, the B-trees are gone, re-delivery still adds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v16_database_filled_through_the_function_gets_hash_indexes_in_place_while_ingest_runs() {
+    let db = TestDb::at_version(16).await;
+    let app = Arc::new(cold_start(&db, &new_kms().await).await);
+    let old = many_logins(300, "old");
+    let (_, filled) = handler::handle_with_stats(&app, event(&old)).await.expect("filled");
+    assert_eq!(filled.written, 300);
+    let before = partition_names(&db).await;
+    let normal = run_batches(&app, "before", 5).await.into_iter().max().expect("batches");
+
+    let running = Arc::new(AtomicBool::new(true));
+    let ingest = batches_until_stopped(&app, &running);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let applied = db.migrate().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.store(false, Ordering::SeqCst);
+    let during = ingest.await.expect("no batch failed");
+
+    assert_eq!(applied, ["V17__mask_hash_indexes"]);
+    assert!(!during.is_empty());
+    let slowest = during.iter().max().copied().expect("batches");
+    assert!(slowest <= normal + Duration::from_secs(2), "{slowest:?} against {normal:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM login_data.user_logins").await,
+        300 + 5 * 50 + during.len() as i64 * 50,
+        "every row kept"
+    );
+    assert_masks_hashed_everywhere(&db).await;
+    let names: Vec<String> = mask_indexes(&db).await.into_iter().map(|(_, index, ..)| index).collect();
+    for partition in &before {
+        for column in ["masked_ip", "masked_device_id"] {
+            let prepared = format!("{partition}_{column}_hash");
+            assert!(names.contains(&prepared), "{prepared} built beforehand and attached: {names:?}");
+        }
+    }
+    assert_lookup_uses_hash(&db).await;
+    let (_, again) = handler::handle_with_stats(&app, event(&old)).await.expect("again");
+    assert_eq!((again.written, again.already_present), (0, 300));
+}
+
+/// V17 applied without `migrate`'s preparation (another tool): it builds each partition's
+/// hash indexes in its own transaction, and keeps every row.
+#[tokio::test]
+async fn v17_alone_builds_the_hash_indexes_and_keeps_every_row() {
+    let db = TestDb::at_version(16).await;
+    let app = cold_start(&db, &new_kms().await).await;
+    handler::handle_with_stats(&app, event(&many_logins(200, "old"))).await.expect("filled");
+    let mut client = db.connect().await;
+
+    let applied = login_etl_migrations::migrate_to_unprepared(&mut client, 17).await.expect("V17 alone");
+
+    assert_eq!(applied, ["V17__mask_hash_indexes"]);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 200);
+    assert_masks_hashed_everywhere(&db).await;
+}
+
+/// A preparation a broken run left half done (an invalid index) is built again, and
+/// running it twice builds nothing twice.
+#[tokio::test]
+async fn the_preparation_rebuilds_an_invalid_leftover_and_is_idempotent() {
+    let db = TestDb::at_version(16).await;
+    let client = db.connect().await;
+    let partition = partition_names(&db).await.remove(0);
+    // What an interrupted CREATE INDEX CONCURRENTLY leaves: the index, marked invalid.
+    let leftover = format!("{partition}_masked_ip_hash");
+    client
+        .batch_execute(&format!(
+            "CREATE INDEX {leftover} ON login_data.{partition} USING hash (masked_ip);
+             UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'login_data.{leftover}'::regclass"
+        ))
+        .await
+        .expect("an invalid leftover");
+
+    login_etl_migrations::prepare_mask_hash_indexes(&client).await.expect("prepared");
+    login_etl_migrations::prepare_mask_hash_indexes(&client).await.expect("prepared again");
+
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM pg_index WHERE indexrelid = 'login_data.{leftover}'::regclass AND indisvalid"
+        ))
+        .await,
+        1,
+        "rebuilt valid"
+    );
+    let hashes = mask_indexes(&db).await.into_iter().filter(|(_, _, method, _)| method == "hash").count();
+    let partitions = db
+        .count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'login_data.user_logins'::regclass")
+        .await;
+    assert_eq!(hashes as i64, 2 * partitions, "one per mask column and partition, none twice");
+    db.migrate().await;
+    assert_masks_hashed_everywhere(&db).await;
+}
