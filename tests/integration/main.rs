@@ -16,4 +16,5 @@ mod redteam_issue19;
 mod schema;
 mod tls;
 mod trace_logs;
+mod upgrades;
 mod zeroize;

@@ -1,22 +1,17 @@
 //! The masks indexed by hash (sql/V17__mask_hash_indexes.sql, issue 19 item 7): every
 //! partition's mask indexes are hash indexes attached to the parent's, new partitions get
-//! them, the lookups by mask use them, and a database of V16 filled through the function
-//! gets them in place while batches keep coming (each partition's index built beforehand,
-//! concurrently, then only attached) or, without the preparation, built by V17 itself.
+//! them, the lookups by mask use them, and the preparation that builds them before V17
+//! rebuilds an invalid leftover and builds nothing twice. The upgrade of a filled V16
+//! database: `upgrades.rs`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use login_etl::handler;
 use login_etl_core::store::partitions::{self, Window};
-use testkit::{TestDb, cold_start, event, many_logins, new_kms};
+use testkit::TestDb;
 
-use crate::partitions::{batches_until_stopped, d, run_batches};
+use crate::partitions::d;
 
 /// Each partition's indexes on a mask column: (partition, index, access method), and
 /// whether each is attached to an index of the parent.
-async fn mask_indexes(db: &TestDb) -> Vec<(String, String, String, bool)> {
+pub(crate) async fn mask_indexes(db: &TestDb) -> Vec<(String, String, String, bool)> {
     let rows = db
         .connect()
         .await
@@ -40,7 +35,7 @@ async fn mask_indexes(db: &TestDb) -> Vec<(String, String, String, bool)> {
 }
 
 /// The partitions of `user_logins`, by name.
-async fn partition_names(db: &TestDb) -> Vec<String> {
+pub(crate) async fn partition_names(db: &TestDb) -> Vec<String> {
     db.texts(
         "SELECT c.relname::text FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
               WHERE h.inhparent = 'login_data.user_logins'::regclass ORDER BY 1",
@@ -89,7 +84,7 @@ pub(crate) async fn assert_masks_hashed_everywhere(db: &TestDb) {
 
 /// A lookup by mask (as `pii-vault find`, `forget` and the expiry make) goes through a
 /// hash index, not a scan of the partitions.
-async fn assert_lookup_uses_hash(db: &TestDb) {
+pub(crate) async fn assert_lookup_uses_hash(db: &TestDb) {
     let client = db.connect().await;
     // On a few hundred rows the planner would rather scan: ask whether it can use the index.
     let plan = client
@@ -137,66 +132,6 @@ async fn every_partition_the_maintenance_makes_has_hash_mask_indexes() {
         .expect("maintenance");
     assert_masks_hashed_everywhere(&db).await;
     assert_lookup_uses_hash(&db).await;
-}
-
-/// A database V16 left, filled through the function, migrated while batches keep coming:
-/// each existing partition's hash indexes were built by the preparation (its names), V17
-/// only attached them; every row is kept, no batch waits more than 2 s beyond its normal
-/// time, the B-trees are gone, re-delivery still adds nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_v16_database_filled_through_the_function_gets_hash_indexes_in_place_while_ingest_runs() {
-    let db = TestDb::at_version(16).await;
-    let app = Arc::new(cold_start(&db, &new_kms().await).await);
-    let old = many_logins(300, "old");
-    let (_, filled) = handler::handle_with_stats(&app, event(&old)).await.expect("filled");
-    assert_eq!(filled.written, 300);
-    let before = partition_names(&db).await;
-    let normal = run_batches(&app, "before", 5).await.into_iter().max().expect("batches");
-
-    let running = Arc::new(AtomicBool::new(true));
-    let ingest = batches_until_stopped(&app, &running);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let applied = db.migrate().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    running.store(false, Ordering::SeqCst);
-    let during = ingest.await.expect("no batch failed");
-
-    assert_eq!(applied, ["V17__mask_hash_indexes"]);
-    assert!(!during.is_empty());
-    let slowest = during.iter().max().copied().expect("batches");
-    assert!(slowest <= normal + Duration::from_secs(2), "{slowest:?} against {normal:?}");
-    assert_eq!(
-        db.count("SELECT count(*) FROM login_data.user_logins").await,
-        300 + 5 * 50 + during.len() as i64 * 50,
-        "every row kept"
-    );
-    assert_masks_hashed_everywhere(&db).await;
-    let names: Vec<String> = mask_indexes(&db).await.into_iter().map(|(_, index, ..)| index).collect();
-    for partition in &before {
-        for column in ["masked_ip", "masked_device_id"] {
-            let prepared = format!("{partition}_{column}_hash");
-            assert!(names.contains(&prepared), "{prepared} built beforehand and attached: {names:?}");
-        }
-    }
-    assert_lookup_uses_hash(&db).await;
-    let (_, again) = handler::handle_with_stats(&app, event(&old)).await.expect("again");
-    assert_eq!((again.written, again.already_present), (0, 300));
-}
-
-/// V17 applied without `migrate`'s preparation (another tool): it builds each partition's
-/// hash indexes in its own transaction, and keeps every row.
-#[tokio::test]
-async fn v17_alone_builds_the_hash_indexes_and_keeps_every_row() {
-    let db = TestDb::at_version(16).await;
-    let app = cold_start(&db, &new_kms().await).await;
-    handler::handle_with_stats(&app, event(&many_logins(200, "old"))).await.expect("filled");
-    let mut client = db.connect().await;
-
-    let applied = login_etl_migrations::migrate_to_unprepared(&mut client, 17).await.expect("V17 alone");
-
-    assert_eq!(applied, ["V17__mask_hash_indexes"]);
-    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 200);
-    assert_masks_hashed_everywhere(&db).await;
 }
 
 /// A preparation a broken run left half done (an invalid index) is built again, and

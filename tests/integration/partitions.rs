@@ -1,8 +1,7 @@
 //! `user_logins` partitioned by month (sql/V13__user_logins_partitioned.sql, issue 19):
 //! the maintenance makes partitions ahead, idempotently, without holding ingest back; a
 //! message for a month without one is quarantined, never lost; the writer runs no DDL, the
-//! maintenance's login owns nothing but `user_logins`; a database of V12 filled through
-//! the function upgrades in place while batches keep coming; retention drops exactly the
+//! maintenance's login owns nothing but `user_logins`; retention drops exactly the
 //! months past it while batches keep coming, finishes a detach an interrupted run left
 //! pending, and the upgrade's `user_logins_before_…` once its bound is past.
 
@@ -21,7 +20,7 @@ pub(crate) fn d(text: &str) -> NaiveDate {
     text.parse().expect("date")
 }
 
-fn month(date: NaiveDate) -> NaiveDate {
+pub(crate) fn month(date: NaiveDate) -> NaiveDate {
     date.with_day(1).expect("first")
 }
 
@@ -41,7 +40,7 @@ pub(crate) fn ms(date: &str) -> i64 {
 }
 
 /// Names, bounds and owners of the partitions, oldest first.
-async fn partitions_of(db: &TestDb) -> Vec<(String, String, String)> {
+pub(crate) async fn partitions_of(db: &TestDb) -> Vec<(String, String, String)> {
     db.connect()
         .await
         .query(
@@ -369,97 +368,6 @@ async fn the_writer_runs_no_ddl_and_the_maintainer_owns_only_user_logins() {
         PartitionMap::load(&maintainer).await.expect("map").partitions().len(),
         partitions_of(&db).await.len()
     );
-}
-
-/// A database V1–V12 made, filled through the function, migrated while batches keep
-/// coming and a person's read holds the table: every row is kept (the old table is now the partition of every date before its
-/// bound), no batch fails or waits more than 2 s beyond its normal time, the old rows stay
-/// idempotent under the new key, and new months get partitions of their own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_v12_database_filled_through_the_function_upgrades_in_place_while_ingest_runs() {
-    let db = TestDb::at_version(12).await;
-    let app = Arc::new(cold_start(&db, &new_kms().await).await);
-    let old = many_logins(300, "old");
-    let (_, filled) = handler::handle_with_stats(&app, event(&old)).await.expect("filled");
-    assert_eq!(filled.written, 300);
-    let normal = run_batches(&app, "before", 5).await.into_iter().max().expect("batches");
-
-    let running = Arc::new(AtomicBool::new(true));
-    let ingest = batches_until_stopped(&app, &running);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // A person's read through the view, open for 3 s as the migration starts: the
-    // upgrade's locks wait for it at most 1 s a try, and are tried again.
-    let reader = db.connect().await;
-    reader.batch_execute("BEGIN; SELECT count(*) FROM public.user_logins").await.expect("an open read");
-    let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        reader.batch_execute("COMMIT").await.expect("read ends");
-    });
-    let started = Instant::now();
-    let applied = db.migrate().await;
-    assert!(started.elapsed() >= Duration::from_secs(2), "the migration waited for the read");
-    release.await.expect("released");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    running.store(false, Ordering::SeqCst);
-    let during = ingest.await.expect("no batch failed");
-    let rounds = during.len();
-
-    assert!(applied.iter().any(|name| name.starts_with("V13__")), "{applied:?}");
-    assert!(during.len() >= 2);
-    let slowest = during.iter().max().copied().expect("batches");
-    assert!(slowest <= normal + Duration::from_secs(2), "{slowest:?} against {normal:?}");
-    assert_eq!(
-        db.count("SELECT count(*) FROM login_data.user_logins").await,
-        300 + 5 * 50 + rounds as i64 * 50,
-        "every row kept"
-    );
-    let made = partitions_of(&db).await;
-    let legacy =
-        &made.iter().find(|(name, _, _)| name.starts_with("user_logins_before_")).expect("the old table").1;
-    let bound = month(Utc::now().date_naive()).checked_add_months(chrono::Months::new(2)).expect("bound");
-    assert_eq!(legacy, &format!("FOR VALUES FROM (MINVALUE) TO ('{bound}')"));
-    assert!(made.iter().any(|(name, _, _)| name == &partitions::partition_name(bound)), "{made:?}");
-    assert_eq!(
-        db.count("SELECT count(*) FROM pg_constraint WHERE conrelid = 'login_data.user_logins'::regclass AND contype = 'p'")
-            .await,
-        1
-    );
-
-    // The old rows under the new key: a re-delivery adds nothing.
-    let (_, again) = handler::handle_with_stats(&app, event(&old)).await.expect("again");
-    assert_eq!((again.written, again.already_present), (0, 300));
-    // The people's view reads the partitioned table.
-    assert_eq!(
-        db.count("SELECT count(*) FROM public.user_logins").await,
-        db.count("SELECT count(*) FROM login_data.user_logins").await
-    );
-    // V17 after V13: the old table's masks too are indexed by hash.
-    crate::mask_indexes::assert_masks_hashed_everywhere(&db).await;
-}
-
-/// V13 applied without `migrate`'s preparation (another tool, or by hand): it builds the
-/// key's index, the BRIN and the range CHECK in its own transaction and keeps every row
-/// all the same.
-#[tokio::test]
-async fn v13_alone_builds_what_the_preparation_would_have_and_keeps_every_row() {
-    let db = TestDb::at_version(12).await;
-    let app = cold_start(&db, &new_kms().await).await;
-    let old = many_logins(200, "old");
-    handler::handle_with_stats(&app, event(&old)).await.expect("filled");
-    let mut client = db.connect().await;
-
-    let applied = login_etl_migrations::migrate_to_unprepared(&mut client, 13).await.expect("V13 alone");
-    db.make_partitions(&mut client).await;
-
-    assert_eq!(applied, ["V13__user_logins_partitioned"]);
-    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 200);
-    let made = partitions_of(&db).await;
-    let bound = month(Utc::now().date_naive()).checked_add_months(chrono::Months::new(2)).expect("bound");
-    let legacy =
-        made.iter().find(|(name, _, _)| name.starts_with("user_logins_before_")).expect("the old table");
-    assert_eq!(legacy.1, format!("FOR VALUES FROM (MINVALUE) TO ('{bound}')"));
-    let (_, again) = handler::handle_with_stats(&app, event(&old)).await.expect("again");
-    assert_eq!((again.written, again.already_present), (0, 200));
 }
 
 /// Rows in each partition, by name.
