@@ -13,6 +13,7 @@ mod partitions;
 mod pooler;
 mod quarantine;
 mod redteam_issue19;
+mod redteam_v17;
 mod schema;
 mod tls;
 mod trace_logs;

@@ -19,7 +19,10 @@ use crate::partitions::{batches_until_stopped, month, partitions_of, run_batches
 
 /// A database migrated up to `version`, `rows` new logins written into it through the
 /// function; the function and those logins.
-async fn filled_at(version: i32, rows: usize) -> (TestDb, Arc<login_etl::App>, Vec<(String, String)>) {
+pub(crate) async fn filled_at(
+    version: i32,
+    rows: usize,
+) -> (TestDb, Arc<login_etl::App>, Vec<(String, String)>) {
     let db = TestDb::at_version(version).await;
     let app = Arc::new(cold_start(&db, &new_kms().await).await);
     let old = many_logins(rows, "old");

@@ -253,14 +253,25 @@ async fn build_concurrently(client: &tokio_postgres::Client, name: &str, create:
 /// Before V17, on a partitioned `login_data.user_logins`: each partition's hash indexes on
 /// the masks, built CONCURRENTLY outside any transaction (INSERTs go on), named
 /// `<partition>_masked_ip_hash` / `<partition>_masked_device_id_hash`; V17's CREATE INDEX
-/// on the parent then attaches them instead of building them under its lock. Idempotent;
-/// an invalid index a broken earlier run left is dropped and built again.
+/// on the parent then attaches them instead of building them under its lock. Idempotent.
+///
+/// An index counts by what it is, not by its name: V17 attaches any index of a partition
+/// that matches the parent's definition (hash on the one column, no predicate, expression,
+/// operator class or collation of its own), valid or not, and builds one under its lock
+/// where none matches. So a partition keeps a valid matching index whatever its name, an
+/// invalid matching one (an interrupted build's, whatever its name: V17 would attach it
+/// and leave the parent's index invalid) is dropped, and a partition without a valid match
+/// gets one built even when its expected name is taken by something else (a B-tree, a
+/// partial or another column's index, a table) or would exceed PostgreSQL's 63 bytes:
+/// PostgreSQL then chooses the name. A partition pending detach (an interrupted
+/// retention's) is left alone: V17 indexes it not, the retention drops it.
 pub async fn prepare_mask_hash_indexes(client: &tokio_postgres::Client) -> Result<(), Error> {
     let partitions = client
         .query(
             "SELECT c.relname::text FROM pg_catalog.pg_inherits h
                JOIN pg_catalog.pg_class c ON c.oid = h.inhrelid
               WHERE h.inhparent = pg_catalog.to_regclass('login_data.user_logins') AND c.relkind = 'r'
+                AND NOT h.inhdetachpending
               ORDER BY c.relname",
             &[],
         )
@@ -268,14 +279,62 @@ pub async fn prepare_mask_hash_indexes(client: &tokio_postgres::Client) -> Resul
     for partition in partitions {
         let partition: String = partition.get(0);
         for column in ["masked_ip", "masked_device_id"] {
-            let index = format!("{partition}_{column}_hash");
-            let create = format!(
-                "CREATE INDEX CONCURRENTLY {} ON login_data.{} USING hash ({column})",
-                escape_identifier(&index),
-                escape_identifier(&partition),
-            );
-            build_concurrently(client, &index, &create).await?;
+            prepare_hash_index(client, &partition, column).await?;
         }
     }
+    Ok(())
+}
+
+/// PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1).
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// One partition's hash index on `column` (see [`prepare_mask_hash_indexes`]).
+async fn prepare_hash_index(
+    client: &tokio_postgres::Client,
+    partition: &str,
+    column: &str,
+) -> Result<(), Error> {
+    let table = format!("login_data.{}", escape_identifier(partition));
+    // The partition's indexes that V17's would attach: pg_get_indexdef names the access
+    // method, the column, and any expression, operator class, collation or predicate.
+    let matching = client
+        .query(
+            "SELECT c.relname::text, i.indisvalid FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+              WHERE i.indrelid = $1::text::regclass
+                AND pg_catalog.pg_get_indexdef(i.indexrelid)
+                    = pg_catalog.format('CREATE INDEX %I ON login_data.%I USING hash (%I)', c.relname, $2::text, $3::text)
+              ORDER BY i.indisvalid DESC, c.oid",
+            &[&table, &partition, &column],
+        )
+        .await?;
+    let mut valid = false;
+    for row in &matching {
+        let (name, is_valid): (String, bool) = (row.get(0), row.get(1));
+        if is_valid {
+            valid = true;
+        } else {
+            client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY login_data.{}", escape_identifier(&name)))
+                .await?;
+        }
+    }
+    if valid {
+        return Ok(());
+    }
+    let name = format!("{partition}_{column}_hash");
+    let taken = name.len() > MAX_IDENTIFIER_BYTES
+        || client
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_class
+                  WHERE relnamespace = 'login_data'::regnamespace AND relname = $1",
+                &[&name],
+            )
+            .await?
+            .is_some();
+    let named = if taken { String::new() } else { escape_identifier(&name) };
+    client
+        .batch_execute(&format!("CREATE INDEX CONCURRENTLY {named} ON {table} USING hash ({column})"))
+        .await?;
     Ok(())
 }
