@@ -58,6 +58,31 @@ fn mask(app: &App, field: PiiField, value: &str) -> String {
 /// value vaults it again and a reveal answers it.
 #[tokio::test]
 async fn the_expiry_login_cannot_delete_an_erasure_tombstone() {
+    expiry_login_deletes_a_tombstone(false).await;
+}
+
+/// The same, the expiry's login made NOINHERIT (an operator's choice: the group's rights
+/// only after `SET ROLE login_etl_vault_expiry`): V16's trigger asks whether the session's
+/// login inherits the group's rights, which it then does not.
+#[tokio::test]
+#[ignore = "BREAK: a NOINHERIT login of login_etl_vault_expiry deletes a tombstone after SET ROLE (V16's trigger checks session_user's USAGE only)"]
+async fn a_noinherit_expiry_login_cannot_delete_an_erasure_tombstone_after_set_role() {
+    expiry_login_deletes_a_tombstone(true).await;
+}
+
+/// A login of `group`, made NOINHERIT when `noinherit` (the group's rights only after SET
+/// ROLE); the statements to prefix its attack with.
+async fn login_of(db: &TestDb, group: &str, noinherit: bool) -> (tokio_postgres::Client, String) {
+    let config = db.login_in(group).await;
+    if !noinherit {
+        return (connect(&config).await, String::new());
+    }
+    let user = config.get_user().expect("user").to_owned();
+    db.connect().await.batch_execute(&format!("ALTER ROLE {user} NOINHERIT")).await.expect("noinherit");
+    (connect(&config).await, format!("SET ROLE {group};"))
+}
+
+async fn expiry_login_deletes_a_tombstone(noinherit: bool) {
     let db = TestDb::new().await;
     let kms = new_kms().await;
     let app = writer_app(&db, &kms).await;
@@ -73,8 +98,10 @@ async fn the_expiry_login_cannot_delete_an_erasure_tombstone() {
         )
         .await
         .expect("tombstone");
-    let login = connect(&db.login_in("login_etl_vault_expiry").await).await;
-    let _ = login.batch_execute("DELETE FROM vault.pii_vault WHERE erased_at IS NOT NULL").await;
+    let (login, set_role) = login_of(&db, "login_etl_vault_expiry", noinherit).await;
+    let _ = login
+        .batch_execute(&format!("{set_role} DELETE FROM vault.pii_vault WHERE erased_at IS NOT NULL"))
+        .await;
     // The value seen again: still refused, still erased.
     ingest(&app, 0, &[("t-2", ip, "dev-t2")]).await;
     let service = vault_service(&db, &kms, 100).await;
@@ -440,12 +467,25 @@ async fn the_expiry_login_cannot_stop_the_services_audited_operations_by_rewindi
 /// would delete every vault value on its behalf. Its reach must stay `user_logins`.
 #[tokio::test]
 async fn the_maintainer_login_cannot_borrow_the_services_rights_through_a_trigger() {
+    maintainer_borrows_through_a_trigger(false).await;
+}
+
+/// The same, the maintenance's login made NOINHERIT (an operator's choice; the maintenance
+/// sets the owner's role itself, so it still works): V16's event trigger asks whether the
+/// session's login inherits a login_etl group's rights, which it then does not.
+#[tokio::test]
+#[ignore = "BREAK: a NOINHERIT login of login_etl_partition_maintainer creates a function and a trigger after SET ROLE (login_etl_no_code checks session_user's USAGE only)"]
+async fn a_noinherit_maintainer_login_cannot_borrow_the_services_rights_through_a_trigger() {
+    maintainer_borrows_through_a_trigger(true).await;
+}
+
+async fn maintainer_borrows_through_a_trigger(noinherit: bool) {
     let db = TestDb::new().await;
     let kms = new_kms().await;
     let app = writer_app(&db, &kms).await;
     ingest(&app, 0, &[("g-1", "203.0.113.121", "dev-g1"), ("g-2", "203.0.113.122", "dev-g2")]).await;
     let before = vault_rows(&db).await;
-    let maintainer = connect(&db.login_in("login_etl_partition_maintainer").await).await;
+    let (maintainer, _) = login_of(&db, "login_etl_partition_maintainer", noinherit).await;
     let planted = maintainer
         .batch_execute(
             "SET ROLE login_etl_partition_owner;
