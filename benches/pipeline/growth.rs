@@ -163,15 +163,21 @@ async fn prefill(admin: &tokio_postgres::Client, fill: &Fill) -> u64 {
     }
     let vault_rows = if fill.logins == 0 { 0 } else { values_per_field * 2 };
     if vault_rows > 0 {
-        // The key dropped while loading and made again by sorting (the same index).
+        // The keys dropped while loading and made again as V18 makes them; the values
+        // vaulted over the 12 months, in their order.
         admin
             .batch_execute(&format!(
-                "ALTER TABLE vault.pii_vault DROP CONSTRAINT pii_vault_pkey;
-                 INSERT INTO vault.pii_vault (field, blind_index, key_version, nonce, ciphertext)
+                "ALTER TABLE vault.pii_vault DROP CONSTRAINT pii_vault_blind_index_key;
+                 DROP INDEX vault.pii_vault_vaulted_order;
+                 INSERT INTO vault.pii_vault (field, blind_index, key_version, nonce, ciphertext, created_at)
                  SELECT f.field, encode(sha256(convert_to(f.prefix || g, 'UTF8')), 'hex'), 1,
-                        substr(sha256(convert_to('n' || g, 'UTF8')), 1, 12), sha256(convert_to('c' || g, 'UTF8'))
+                        substr(sha256(convert_to('n' || g, 'UTF8')), 1, 12), sha256(convert_to('c' || g, 'UTF8')),
+                        '{first}'::timestamptz + interval '365 days' * g / {values}
                    FROM generate_series(0::bigint, {last}::bigint) g, (VALUES ('ip', 'ip'), ('device_id', 'dev')) f(field, prefix);
-                 ALTER TABLE vault.pii_vault ADD CONSTRAINT pii_vault_pkey PRIMARY KEY (field, blind_index);",
+                 ALTER TABLE vault.pii_vault ADD CONSTRAINT pii_vault_blind_index_key EXCLUDE USING hash (blind_index WITH =);
+                 CREATE INDEX pii_vault_vaulted_order ON vault.pii_vault (created_at, field, blind_index);",
+                first = first_month(),
+                values = values_per_field,
                 last = values_per_field - 1
             ))
             .await

@@ -18,4 +18,5 @@ mod schema;
 mod tls;
 mod trace_logs;
 mod upgrades;
+mod vault_key;
 mod zeroize;

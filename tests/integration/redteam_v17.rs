@@ -155,7 +155,7 @@ async fn indexes_squatting_the_preparations_names_leave_v17_nothing_to_build_and
     }
     let applied = db.migrate().await;
 
-    assert_eq!(applied, ["V17__mask_hash_indexes"]);
+    assert_eq!(applied.first().map(String::as_str), Some("V17__mask_hash_indexes"), "{applied:?}");
     for partition in &partitions {
         for column in MASKS {
             let (index, valid) = attached_hash_index(&db, partition, column).await.expect("attached");
@@ -220,7 +220,7 @@ async fn partition_names_too_long_or_needing_quotes_still_get_their_hash_indexes
     login_etl_migrations::prepare_mask_hash_indexes(&client).await.expect("prepared again");
     let applied = db.migrate().await;
 
-    assert_eq!(applied, ["V17__mask_hash_indexes"]);
+    assert_eq!(applied.first().map(String::as_str), Some("V17__mask_hash_indexes"), "{applied:?}");
     for name in &names {
         for column in MASKS {
             assert_eq!(valid_hash_matches(&db, name, column).await.len(), 1, "{name}.{column}: built once");
@@ -259,7 +259,7 @@ async fn a_month_pending_detach_during_the_upgrade_keeps_its_rows_until_the_rete
     // retention detaches).
     let applied = login_etl_migrations::migrate(&mut db.connect().await).await.expect("migrated");
 
-    assert_eq!(applied, ["V17__mask_hash_indexes"]);
+    assert_eq!(applied.first().map(String::as_str), Some("V17__mask_hash_indexes"), "{applied:?}");
     assert_eq!(db.count(&format!("SELECT count(*) FROM login_data.{fullest}")).await, 120, "rows kept");
     let range = map.detaching().iter().find(|(name, _)| name == &fullest).map(|(_, r)| *r).expect("range");
     let cutoff = range.to.expect("bounded month");

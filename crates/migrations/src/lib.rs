@@ -19,6 +19,12 @@ pub const PARTITIONED: i32 = 13;
 /// The version that indexes the masks by hash (sql/V17__mask_hash_indexes.sql).
 pub const MASK_HASH_INDEXES: i32 = 17;
 
+/// The version that checks the vault's key through a hash index (sql/V18__vault_key_by_hash.sql).
+pub const VAULT_KEY_BY_HASH: i32 = 18;
+
+mod vault_key;
+pub use vault_key::{copy_rows, create_table, mirror_changes, prepare_vault_key_by_hash};
+
 /// The migrations that `migrate` prepares first on a database that holds data, outside
 /// any transaction (a migration runs in one, where CREATE INDEX CONCURRENTLY cannot): what
 /// each would otherwise build inside it, blocking the table's INSERTs for a scan.
@@ -28,10 +34,15 @@ enum Preparation {
     Partitioning,
     /// [`prepare_mask_hash_indexes`], before [`MASK_HASH_INDEXES`].
     MaskHashIndexes,
+    /// [`prepare_vault_key_by_hash`], before [`VAULT_KEY_BY_HASH`].
+    VaultKeyByHash,
 }
 
-const PREPARATIONS: [(i32, Preparation); 2] =
-    [(PARTITIONED, Preparation::Partitioning), (MASK_HASH_INDEXES, Preparation::MaskHashIndexes)];
+const PREPARATIONS: [(i32, Preparation); 3] = [
+    (PARTITIONED, Preparation::Partitioning),
+    (MASK_HASH_INDEXES, Preparation::MaskHashIndexes),
+    (VAULT_KEY_BY_HASH, Preparation::VaultKeyByHash),
+];
 
 /// How often a migration that could not take a lock within its `lock_timeout` is tried
 /// again (V13 waits at most 1 s for each lock, so that a long read holds ingest back for no
@@ -43,7 +54,7 @@ const LOCK_PAUSE: Duration = Duration::from_secs(2);
 pub enum Error {
     #[error("migration failed")]
     Migration(#[from] refinery::Error),
-    #[error("preparing user_logins for a migration (version 13 or 17) failed")]
+    #[error("preparing for a migration (version 13, 17 or 18) failed")]
     Prepare(#[from] tokio_postgres::Error),
 }
 
@@ -84,6 +95,7 @@ async fn migrate_until(
                 match preparation {
                     Preparation::Partitioning => prepare_partitioning(client).await?,
                     Preparation::MaskHashIndexes => prepare_mask_hash_indexes(client).await?,
+                    Preparation::VaultKeyByHash => prepare_vault_key_by_hash(client).await?,
                 }
             }
         }
@@ -176,36 +188,18 @@ pub async fn prepare_partitioning(client: &tokio_postgres::Client) -> Result<(),
         .await?
         .is_some();
     if !has_check {
-        let mut tries = 0;
-        loop {
-            // The first day of the month after next: V13 makes the old table the partition
-            // of every date before it. A month's margin: should V13 not follow at once (a
-            // read it waited on), the table still takes next month's rows meanwhile.
-            let added = client
-                .batch_execute(
-                    "BEGIN;
-                     SET LOCAL lock_timeout = '1s';
-                     DO $$ BEGIN
-                         EXECUTE format('ALTER TABLE login_data.user_logins ADD CONSTRAINT user_logins_legacy_range
-                             CHECK (sqs_message_id IS NOT NULL AND create_date IS NOT NULL AND create_date < %L::date)
-                             NOT VALID', (date_trunc('month', current_date) + interval '2 months')::date);
-                     END $$;
-                     COMMIT;",
-                )
-                .await;
-            match added {
-                Ok(()) => break,
-                Err(error) => {
-                    client.batch_execute("ROLLBACK").await?;
-                    if tries + 1 < LOCK_TRIES && error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-                        tries += 1;
-                        tokio::time::sleep(LOCK_PAUSE).await;
-                        continue;
-                    }
-                    return Err(error.into());
-                }
-            }
-        }
+        // The first day of the month after next: V13 makes the old table the partition of
+        // every date before it. A month's margin: should V13 not follow at once (a read it
+        // waited on), the table still takes next month's rows meanwhile.
+        lock_retried(
+            client,
+            "DO $$ BEGIN
+                 EXECUTE format('ALTER TABLE login_data.user_logins ADD CONSTRAINT user_logins_legacy_range
+                     CHECK (sqs_message_id IS NOT NULL AND create_date IS NOT NULL AND create_date < %L::date)
+                     NOT VALID', (date_trunc('month', current_date) + interval '2 months')::date);
+             END $$",
+        )
+        .await?;
     }
     client
         .batch_execute("ALTER TABLE login_data.user_logins VALIDATE CONSTRAINT user_logins_legacy_range")
@@ -223,6 +217,27 @@ pub async fn prepare_partitioning(client: &tokio_postgres::Client) -> Result<(),
         build_concurrently(client, name, &format!("CREATE {definition}")).await?;
     }
     Ok(())
+}
+
+/// Runs `sql` in a transaction of its own that waits at most 1 s for each lock (a batch in
+/// flight, a person's read), tried again [`LOCK_TRIES`] times: no write waits behind it
+/// longer than that.
+async fn lock_retried(client: &tokio_postgres::Client, sql: &str) -> Result<(), Error> {
+    let mut tries = 0;
+    loop {
+        match client.batch_execute(&format!("BEGIN; SET LOCAL lock_timeout = '1s'; {sql}; COMMIT;")).await {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                client.batch_execute("ROLLBACK").await?;
+                if tries + 1 < LOCK_TRIES && error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                    tries += 1;
+                    tokio::time::sleep(LOCK_PAUSE).await;
+                    continue;
+                }
+                return Err(error.into());
+            }
+        }
+    }
 }
 
 /// Builds the index `login_data.<name>` by `create` (a `CREATE … INDEX CONCURRENTLY`)

@@ -10,10 +10,11 @@
 //! (`NOT EXISTS` with `create_date >=` the cutoff, so older partitions are pruned): the
 //! writer stays INSERT-only.
 //!
-//! A pass goes through `pii_vault` in (field, mask) order, [`BATCH_ROWS`] rows a batch, each
-//! batch its own short transaction ([`expire_batch`]) that takes the erasure lock exclusive
-//! first: no ingest batch is then between its logins and its vault insert while the batch
-//! decides (a batch that wrote a login of the value has committed, or waits and re-vaults
+//! A pass goes through `pii_vault` in the order its rows were vaulted (created_at, field,
+//! mask: an index whose inserts land at its end, V18), [`BATCH_ROWS`] rows a batch, each
+//! batch its own short transaction ([`expire_batch`]) that takes the erasure lock
+//! exclusive first: no ingest batch is then between its logins and its vault insert while
+//! the batch decides (a batch that wrote a login of the value has committed, or waits and re-vaults
 //! it after). Ingest waits for that transaction, so it is bounded: the lock is waited for
 //! at most [`LOCK_WAIT`] (tried again [`LOCK_TRIES`] times), each statement runs at most
 //! [`STATEMENT_LIMIT`] (a batch that times out is tried again at half the rows). Where the
@@ -110,7 +111,8 @@ static BATCH_LIMITS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// The rows of one batch after the cursor ($1, $2; NULL: from the beginning), at most $3,
+/// The rows of one batch after the cursor ($5, $1, $2: the order rows were vaulted in, which
+/// `pii_vault_vaulted_order` keeps; NULL: from the beginning), at most $3,
 /// and of those the ones deleted: not an erasure tombstone of older versions (`erased_at`,
 /// converted by `admin reencrypt`), vaulted before the cutoff, and whose mask no login
 /// dated on or after the cutoff holds ($4 days; NULL: forever, no login at all). The dates
@@ -119,8 +121,8 @@ const EXPIRE_BATCH: &str = "
     WITH batch AS (
         SELECT v.field, v.blind_index, v.created_at, v.erased_at
           FROM vault.pii_vault v
-         WHERE (v.field, v.blind_index) > (COALESCE($1, ''), COALESCE($2, ''))
-         ORDER BY v.field, v.blind_index
+         WHERE (v.created_at, v.field, v.blind_index) > (COALESCE($5::timestamptz, '-infinity'), COALESCE($1, ''), COALESCE($2, ''))
+         ORDER BY v.created_at, v.field, v.blind_index
          LIMIT $3
     ), unseen AS (
         SELECT b.field, b.blind_index
@@ -142,9 +144,11 @@ const EXPIRE_BATCH: &str = "
          WHERE v.field = x.field AND v.blind_index = x.blind_index
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM gone), last.field, last.blind_index::text
+    SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM gone), last.field, last.blind_index::text,
+           last.created_at::text
       FROM (SELECT 1) AS one
-      LEFT JOIN (SELECT field, blind_index FROM batch ORDER BY field DESC, blind_index DESC LIMIT 1) last
+      LEFT JOIN (SELECT created_at, field, blind_index FROM batch
+                  ORDER BY created_at DESC, field DESC, blind_index DESC LIMIT 1) last
         ON true";
 
 /// Decides one batch after the pass's cursor and moves the cursor, in one transaction (see
@@ -175,6 +179,10 @@ pub async fn expire_batch(
     }
 }
 
+/// Where a pass stands: the last row decided (field, blind index, when it was vaulted; as
+/// the server writes it, so that it goes back exactly as it came).
+type Cursor = (Option<String>, Option<String>, Option<String>);
+
 async fn try_batch(
     client: &mut deadpool_postgres::Object,
     retention: Retention,
@@ -184,24 +192,33 @@ async fn try_batch(
     // First the lock (ingest's batches in flight commit first; new ones wait), then the
     // cursor (one pass at a time), then the decision in a snapshot taken after both.
     erasure::lock_exclusive(&*tx).await?;
-    let cursor =
-        tx.query_typed("SELECT field, blind_index::text FROM vault.pii_vault_expiry FOR UPDATE", &[]).await?;
-    let (field, index): (Option<String>, Option<String>) =
-        cursor.first().map(|row| (row.get(0), row.get(1))).unwrap_or_default();
+    let cursor = tx
+        .query_typed(
+            "SELECT field, blind_index::text, created_at::text FROM vault.pii_vault_expiry FOR UPDATE",
+            &[],
+        )
+        .await?;
+    let (field, index, vaulted): Cursor =
+        cursor.first().map(|row| (row.get(0), row.get(1), row.get(2))).unwrap_or_default();
     let days = retention.as_days().and_then(|d| i32::try_from(d).ok());
-    let params: [(&(dyn ToSql + Sync), Type); 4] =
-        [(&field, Type::TEXT), (&index, Type::TEXT), (&rows, Type::INT8), (&days, Type::INT4)];
+    let params: [(&(dyn ToSql + Sync), Type); 5] = [
+        (&field, Type::TEXT),
+        (&index, Type::TEXT),
+        (&rows, Type::INT8),
+        (&days, Type::INT4),
+        (&vaulted, Type::TEXT),
+    ];
     let answer = tx.query_typed(EXPIRE_BATCH, &params).await?;
     let row =
         answer.first().ok_or_else(|| StoreError::Db(login_etl_core::error::DbError::other("no answer")))?;
     let (scanned, expired): (i64, i64) = (row.get(0), row.get(1));
     let done = scanned < rows;
     // At the end, the next batch starts a new pass.
-    let (next_field, next_index): (Option<String>, Option<String>) =
-        if done { (None, None) } else { (row.get(2), row.get(3)) };
+    let (next_field, next_index, next_vaulted): Cursor =
+        if done { (None, None, None) } else { (row.get(2), row.get(3), row.get(4)) };
     tx.execute_typed(
-        "UPDATE vault.pii_vault_expiry SET field = $1, blind_index = $2, updated_at = now()",
-        &[(&next_field, Type::TEXT), (&next_index, Type::TEXT)],
+        "UPDATE vault.pii_vault_expiry SET field = $1, blind_index = $2, created_at = $3::timestamptz, updated_at = now()",
+        &[(&next_field, Type::TEXT), (&next_index, Type::TEXT), (&next_vaulted, Type::TEXT)],
     )
     .await?;
     tx.commit().await?;

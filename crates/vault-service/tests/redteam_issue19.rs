@@ -185,13 +185,18 @@ async fn a_moved_cursor_only_delays_the_expiry_and_never_expires_a_recent_value(
         "UPDATE vault.pii_vault_expiry SET field = 'user_id', blind_index = repeat('0', 64)",
         "UPDATE vault.pii_vault_expiry SET field = 'ip', blind_index = 'not a mask'",
         "UPDATE vault.pii_vault_expiry SET field = 'ip', blind_index = NULL",
+        "UPDATE vault.pii_vault_expiry SET field = 'ip', blind_index = repeat('0', 64), created_at = NULL",
+        "UPDATE vault.pii_vault_expiry SET field = 'ip', blind_index = repeat('0', 64), created_at = 'infinity'",
+        "UPDATE vault.pii_vault_expiry SET field = 'ip', blind_index = repeat('0', 64), created_at = '-infinity'",
     ] {
         let error = login.batch_execute(bad).await.expect_err(bad);
         assert_eq!(error.code(), Some(&SqlState::CHECK_VIOLATION), "{bad}: {error}");
     }
     // To the end: the pass ends at once, having decided nothing.
     login
-        .batch_execute("UPDATE vault.pii_vault_expiry SET field = 'ip', blind_index = repeat('f', 64)")
+        .batch_execute(
+            "UPDATE vault.pii_vault_expiry SET created_at = '294276-12-31', field = 'ip', blind_index = repeat('f', 64)",
+        )
         .await
         .expect("cursor to the end");
     assert_eq!(scheduled_pass(&scheduled).await, (0, 0));
@@ -204,7 +209,9 @@ async fn a_moved_cursor_only_delays_the_expiry_and_never_expires_a_recent_value(
     assert_eq!(kept, recent);
     // Back to the start mid-pass: the recent ones are decided again and kept again.
     login
-        .batch_execute("UPDATE vault.pii_vault_expiry SET field = 'device_id', blind_index = repeat('0', 64)")
+        .batch_execute(
+            "UPDATE vault.pii_vault_expiry SET created_at = '4713-01-01 BC', field = 'device_id', blind_index = repeat('0', 64)",
+        )
         .await
         .expect("cursor back");
     assert_eq!(scheduled_pass(&scheduled).await, (2, 0));

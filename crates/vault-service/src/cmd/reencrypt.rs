@@ -53,7 +53,7 @@ impl Operation for Reencrypt {
             let rows = tx
                 .query_typed(
                     "SELECT field, blind_index, key_version, nonce, ciphertext FROM vault.pii_vault
-                      WHERE key_version < $1 ORDER BY field, blind_index LIMIT $2 FOR UPDATE SKIP LOCKED",
+                      WHERE key_version < $1 LIMIT $2 FOR UPDATE SKIP LOCKED",
                     &[typed(&newest), typed(&batch_size)],
                 )
                 .await?;
