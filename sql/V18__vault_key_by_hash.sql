@@ -42,8 +42,15 @@ BEGIN
     END IF;
     -- Prepared: the copy holds every row and the mirror keeps it so until this lock.
     LOCK TABLE vault.pii_vault IN ACCESS EXCLUSIVE MODE;
-    DROP TRIGGER pii_vault_mirror ON vault.pii_vault;
-    DROP FUNCTION vault.pii_vault_mirror();
+    DROP TRIGGER IF EXISTS pii_vault_mirror ON vault.pii_vault;
+    DROP FUNCTION IF EXISTS vault.pii_vault_mirror();
+    -- Unless the preparation broke before its copy was done (the copy marks the table when
+    -- it is) and this runs without it (another tool's migrations): then the rest is copied
+    -- here, under the lock, rather than the vault losing every row not yet copied.
+    IF pg_catalog.obj_description('vault.pii_vault_hashed'::regclass, 'pg_class') IS DISTINCT FROM 'every row copied' THEN
+        INSERT INTO vault.pii_vault_hashed SELECT * FROM vault.pii_vault ON CONFLICT DO NOTHING;
+    END IF;
+    COMMENT ON TABLE vault.pii_vault_hashed IS NULL;
     -- The old table's owner and rights, table-wide and column by column, as they are.
     EXECUTE format('ALTER TABLE vault.pii_vault_hashed OWNER TO %I',
                    (SELECT pg_catalog.pg_get_userbyid(relowner) FROM pg_catalog.pg_class

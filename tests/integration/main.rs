@@ -14,6 +14,7 @@ mod pooler;
 mod quarantine;
 mod redteam_issue19;
 mod redteam_v17;
+mod redteam_v18;
 mod schema;
 mod tls;
 mod trace_logs;

@@ -14,7 +14,7 @@ use tokio_postgres::error::SqlState;
 
 /// `n` logins, each with an ip and a device id no other call's logins have: every one a
 /// new vault row.
-fn fresh_logins(n: usize, tag: &str) -> Vec<(String, String)> {
+pub(crate) fn fresh_logins(n: usize, tag: &str) -> Vec<(String, String)> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     (0..n)
         .map(|i| {
@@ -30,12 +30,15 @@ fn fresh_logins(n: usize, tag: &str) -> Vec<(String, String)> {
 /// A database at `version` whose vault the function filled with `values` logins' values
 /// (two rows a login: more than one statement of the preparation's copy from 2,500); the
 /// function and those logins.
-async fn vaulted_at(version: i32, values: usize) -> (TestDb, Arc<login_etl::App>, Vec<(String, String)>) {
+pub(crate) async fn vaulted_at(
+    version: i32,
+    values: usize,
+) -> (TestDb, Arc<login_etl::App>, Vec<(String, String)>) {
     filled_with(version, fresh_logins(values, "old")).await
 }
 
 /// One batch of 50 logins with new values; how long it took.
-async fn fresh_batch(app: &login_etl::App, tag: &str) -> Duration {
+pub(crate) async fn fresh_batch(app: &login_etl::App, tag: &str) -> Duration {
     let started = Instant::now();
     let (_, stats) = handler::handle_with_stats(app, event(&fresh_logins(50, tag))).await.expect("batch");
     assert_eq!(stats.written, 50);
@@ -45,7 +48,7 @@ async fn fresh_batch(app: &login_etl::App, tag: &str) -> Duration {
 /// What a database says of `vault.pii_vault`: owner, rights (table and columns),
 /// constraints, indexes and triggers, each as its definition; and what the preparation
 /// leaves behind, if anything.
-async fn vault_definition(db: &TestDb) -> Vec<String> {
+pub(crate) async fn vault_definition(db: &TestDb) -> Vec<String> {
     db.texts(
         "SELECT 'owner ' || pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'vault.pii_vault'::regclass
          UNION ALL
@@ -74,7 +77,7 @@ async fn vault_definition(db: &TestDb) -> Vec<String> {
 }
 
 /// Every mask in `user_logins` has its vault row: nothing the function vaulted was lost.
-async fn assert_every_mask_vaulted(db: &TestDb) {
+pub(crate) async fn assert_every_mask_vaulted(db: &TestDb) {
     let missing = db
         .count(
             "SELECT count(*) FROM login_data.user_logins u
@@ -87,7 +90,7 @@ async fn assert_every_mask_vaulted(db: &TestDb) {
 }
 
 /// The vault's rows as (field, mask, ciphertext), sorted.
-async fn vault_rows(db: &TestDb) -> Vec<String> {
+pub(crate) async fn vault_rows(db: &TestDb) -> Vec<String> {
     db.texts(
         "SELECT field || ' ' || blind_index || ' ' || coalesce(encode(ciphertext, 'hex'), 'erased')
            FROM vault.pii_vault ORDER BY 1",
