@@ -102,10 +102,14 @@ pub struct Batch {
     pub done: bool,
 }
 
-/// Bounds of a batch's transaction (`SET LOCAL`: nothing stays on a pooled connection).
+/// Bounds of a batch's transaction (`SET LOCAL`: nothing stays on a pooled connection), and
+/// the date style the cursor's `created_at` goes out and back in as text: ISO writes the
+/// offset in figures, where another style (a login may set its own) writes the zone's
+/// abbreviation, which the server may read back as another zone's ("IST": India's written,
+/// Israel's read), moving the cursor on or back by hours.
 static BATCH_LIMITS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+        "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}; SET LOCAL DateStyle = 'ISO, YMD'",
         LOCK_WAIT.as_millis(),
         STATEMENT_LIMIT.as_millis()
     )
