@@ -155,7 +155,7 @@ async fn indexes_squatting_the_preparations_names_leave_v17_nothing_to_build_and
     }
     let applied = db.migrate().await;
 
-    assert_eq!(applied, ["V17__mask_hash_indexes"]);
+    assert_eq!(applied[..1], ["V17__mask_hash_indexes"], "{applied:?}");
     for partition in &partitions {
         for column in MASKS {
             let (index, valid) = attached_hash_index(&db, partition, column).await.expect("attached");
@@ -220,7 +220,7 @@ async fn partition_names_too_long_or_needing_quotes_still_get_their_hash_indexes
     login_etl_migrations::prepare_mask_hash_indexes(&client).await.expect("prepared again");
     let applied = db.migrate().await;
 
-    assert_eq!(applied, ["V17__mask_hash_indexes"]);
+    assert_eq!(applied[..1], ["V17__mask_hash_indexes"], "{applied:?}");
     for name in &names {
         for column in MASKS {
             assert_eq!(valid_hash_matches(&db, name, column).await.len(), 1, "{name}.{column}: built once");
@@ -259,7 +259,7 @@ async fn a_month_pending_detach_during_the_upgrade_keeps_its_rows_until_the_rete
     // retention detaches).
     let applied = login_etl_migrations::migrate(&mut db.connect().await).await.expect("migrated");
 
-    assert_eq!(applied, ["V17__mask_hash_indexes"]);
+    assert_eq!(applied[..1], ["V17__mask_hash_indexes"], "{applied:?}");
     assert_eq!(db.count(&format!("SELECT count(*) FROM login_data.{fullest}")).await, 120, "rows kept");
     let range = map.detaching().iter().find(|(name, _)| name == &fullest).map(|(_, r)| *r).expect("range");
     let cutoff = range.to.expect("bounded month");
@@ -340,7 +340,6 @@ async fn no_login_but_the_maintenance_touches_the_mask_indexes_and_none_switches
 /// which erased quarantined bodies older than a day). The test fails while any of them
 /// runs the maintainer's call with the service's rights.
 #[tokio::test]
-#[ignore = "BREAK: the maintainer's CHECK constraint or row security policy on user_logins runs functions with the vault service's rights (its reads, forget's UPDATE)"]
 async fn the_maintainers_expressions_on_user_logins_run_nothing_with_the_services_rights() {
     let db = TestDb::new().await;
     let admin = db.connect().await;
