@@ -544,3 +544,36 @@ async fn maintainer_borrows_through_a_trigger(noinherit: bool) {
         "the maintainer's trigger acted as the service (planted: {planted:?})"
     );
 }
+
+/// The same logins, an entry at the head's next number (which the BEFORE INSERT trigger
+/// allows, as a real append needs) committed without moving the head to it, and a second
+/// entry after it in the same transaction, the head still unmoved: refused for rights, at
+/// the commit or at the second INSERT (V19); the service's audited operations go on and
+/// the chain holds.
+#[tokio::test]
+async fn an_entry_at_the_heads_next_number_left_behind_the_head_is_refused() {
+    let db = TestDb::new().await;
+    let ip = "203.0.113.133";
+    let service = audited_once(&db, ip).await;
+    for group in ["login_etl_vault_expiry", "login_etl_vault_service"] {
+        let login = connect(&db.login_in(group).await).await;
+        for plant in [
+            "INSERT INTO pii_audit_log.pii_audit_entries (seq, caller, action, chain)
+             SELECT seq + 1, 'planted', 'expire', decode(repeat('00', 32), 'hex')
+               FROM pii_audit_log.pii_audit_chain_head",
+            "BEGIN;
+             INSERT INTO pii_audit_log.pii_audit_entries (seq, caller, action, chain)
+             SELECT seq + 1, 'planted', 'expire', decode(repeat('00', 32), 'hex')
+               FROM pii_audit_log.pii_audit_chain_head;
+             INSERT INTO pii_audit_log.pii_audit_entries (seq, caller, action, chain)
+             SELECT seq + 2, 'planted', 'expire', decode(repeat('00', 32), 'hex')
+               FROM pii_audit_log.pii_audit_chain_head;
+             COMMIT",
+        ] {
+            let refused = login.batch_execute(plant).await.expect_err(plant);
+            assert_eq!(refused.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{group}: {plant}");
+            let _ = login.batch_execute("ROLLBACK").await;
+        }
+    }
+    assert_audit_goes_on(&service, ip).await;
+}
