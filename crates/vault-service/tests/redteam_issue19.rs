@@ -65,7 +65,6 @@ async fn the_expiry_login_cannot_delete_an_erasure_tombstone() {
 /// only after `SET ROLE login_etl_vault_expiry`): V16's trigger asks whether the session's
 /// login inherits the group's rights, which it then does not.
 #[tokio::test]
-#[ignore = "BREAK: a NOINHERIT login of login_etl_vault_expiry deletes a tombstone after SET ROLE (V16's trigger checks session_user's USAGE only)"]
 async fn a_noinherit_expiry_login_cannot_delete_an_erasure_tombstone_after_set_role() {
     expiry_login_deletes_a_tombstone(true).await;
 }
@@ -486,7 +485,6 @@ async fn assert_audit_goes_on(service: &VaultService, ip: &str) {
 /// the audit's owner could remove it. A BEFORE INSERT trigger requiring `NEW.seq` to be
 /// the head's seq + 1 would refuse the plant.
 #[tokio::test]
-#[ignore = "BREAK: the expiry's or the service's login INSERTs an audit entry at the head's seq + 3; every later append fails (V16's head trigger), forget included"]
 async fn an_entry_planted_ahead_of_the_chain_head_stops_no_audited_operation() {
     let db = TestDb::new().await;
     let ip = "203.0.113.132";
@@ -517,7 +515,6 @@ async fn the_maintainer_login_cannot_borrow_the_services_rights_through_a_trigge
 /// sets the owner's role itself, so it still works): V16's event trigger asks whether the
 /// session's login inherits a login_etl group's rights, which it then does not.
 #[tokio::test]
-#[ignore = "BREAK: a NOINHERIT login of login_etl_partition_maintainer creates a function and a trigger after SET ROLE (login_etl_no_code checks session_user's USAGE only)"]
 async fn a_noinherit_maintainer_login_cannot_borrow_the_services_rights_through_a_trigger() {
     maintainer_borrows_through_a_trigger(true).await;
 }
@@ -553,4 +550,37 @@ async fn maintainer_borrows_through_a_trigger(noinherit: bool) {
         before - 1,
         "the maintainer's trigger acted as the service (planted: {planted:?})"
     );
+}
+
+/// The same logins, an entry at the head's next number (which the BEFORE INSERT trigger
+/// allows, as a real append needs) committed without moving the head to it, and a second
+/// entry after it in the same transaction, the head still unmoved: refused for rights, at
+/// the commit or at the second INSERT (V19); the service's audited operations go on and
+/// the chain holds.
+#[tokio::test]
+async fn an_entry_at_the_heads_next_number_left_behind_the_head_is_refused() {
+    let db = TestDb::new().await;
+    let ip = "203.0.113.133";
+    let service = audited_once(&db, ip).await;
+    for group in ["login_etl_vault_expiry", "login_etl_vault_service"] {
+        let login = connect(&db.login_in(group).await).await;
+        for plant in [
+            "INSERT INTO pii_audit_log.pii_audit_entries (seq, caller, action, chain)
+             SELECT seq + 1, 'planted', 'expire', decode(repeat('00', 32), 'hex')
+               FROM pii_audit_log.pii_audit_chain_head",
+            "BEGIN;
+             INSERT INTO pii_audit_log.pii_audit_entries (seq, caller, action, chain)
+             SELECT seq + 1, 'planted', 'expire', decode(repeat('00', 32), 'hex')
+               FROM pii_audit_log.pii_audit_chain_head;
+             INSERT INTO pii_audit_log.pii_audit_entries (seq, caller, action, chain)
+             SELECT seq + 2, 'planted', 'expire', decode(repeat('00', 32), 'hex')
+               FROM pii_audit_log.pii_audit_chain_head;
+             COMMIT",
+        ] {
+            let refused = login.batch_execute(plant).await.expect_err(plant);
+            assert_eq!(refused.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{group}: {plant}");
+            let _ = login.batch_execute("ROLLBACK").await;
+        }
+    }
+    assert_audit_goes_on(&service, ip).await;
 }
