@@ -172,7 +172,7 @@ async fn prefill(admin: &tokio_postgres::Client, fill: &Fill) -> u64 {
                  INSERT INTO vault.pii_vault (field, blind_index, key_version, nonce, ciphertext, created_at)
                  SELECT f.field, encode(sha256(convert_to(f.prefix || g, 'UTF8')), 'hex'), 1,
                         substr(sha256(convert_to('n' || g, 'UTF8')), 1, 12), sha256(convert_to('c' || g, 'UTF8')),
-                        '{first}'::timestamptz + interval '365 days' * g / {values}
+                        '{first}'::timestamptz + interval '365 days' * (g::float8 / {values})
                    FROM generate_series(0::bigint, {last}::bigint) g, (VALUES ('ip', 'ip'), ('device_id', 'dev')) f(field, prefix);
                  ALTER TABLE vault.pii_vault ADD CONSTRAINT pii_vault_blind_index_key EXCLUDE USING hash (blind_index WITH =);
                  CREATE INDEX pii_vault_vaulted_order ON vault.pii_vault (created_at, field, blind_index);",
