@@ -12,6 +12,8 @@
 #   scripts/stack.sh env     print .stack/env
 #
 # Settings: DATABASE_URL (use this server), STACK_PG_PORT (default 55432),
+# STACK_PG_SHARED_BUFFERS (the cluster's shared_buffers when it starts, default 128MB,
+# PostgreSQL's own; RDS gives a quarter of the instance's memory: BENCHMARKS.md, "Growth"),
 # MOTO_PORT (default 5055), AWS_REGION (default us-east-1), MAX_RECEIVE_COUNT (redrive,
 # default 3), VISIBILITY_TIMEOUT (seconds, default 2: failed messages come back fast).
 set -euo pipefail
@@ -112,9 +114,11 @@ start_postgres() {
       log "initdb $pg_home/data"
       as_pg "$(pg_bin initdb)" -D "$pg_home/data" -U postgres --auth=trust --no-sync -E UTF8 >/dev/null
     fi
-    log "starting PostgreSQL on 127.0.0.1:$pg_port"
+    local buffers=${STACK_PG_SHARED_BUFFERS:-128MB}
+    [[ $buffers =~ ^[0-9]+(kB|MB|GB)$ ]] || { log "STACK_PG_SHARED_BUFFERS: a size such as 4GB or 512MB, not '$buffers'"; exit 2; }
+    log "starting PostgreSQL on 127.0.0.1:$pg_port (shared_buffers $buffers)"
     as_pg "$(pg_bin pg_ctl)" -D "$pg_home/data" -l "$pg_home/server.log" -w -t 30 start \
-      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_home -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >/dev/null
+      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_home -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=$buffers" >/dev/null
     echo "$pg_home" >"$state/pg_home"
   fi
   if ! "$(pg_bin psql)" -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres \

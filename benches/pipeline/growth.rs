@@ -10,16 +10,20 @@
 //! partitions as months of ingest would leave, vacuumed and analyzed as autovacuum would.
 //!
 //! Each filled database is measured against an empty one, batch for batch alternated, so
-//! that the ratio holds on a machine whose load changes during the long run.
+//! that the ratio holds on a machine whose load changes during the long run: first as the
+//! fill leaves it, then, when it fits in shared_buffers, with its hot set read in.
 //!
 //! `BENCH_GROWTH_ROWS` (default `10000000,50000000`) lists the sizes;
 //! `BENCH_GROWTH_FULL_VAULT_ROWS` (default 10,000,000; `0` skips it) the size of the run
-//! with one vault row per login.
+//! with one vault row per login; `BENCH_GROWTH_MONTHS` (default 12) the months the logins
+//! are spread over (60: the same total as five years of a smaller rate);
+//! `BENCH_GROWTH_DAY_PARTITIONS=1` cuts the batches' month into a partition per day (the
+//! maintenance makes months: this measures what day partitions would change).
 
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, Months, NaiveDate};
-use login_etl::handler;
+use login_etl::{App, handler};
 use login_etl_core::store::partitions::{self, Window};
 use testkit::TestDb;
 
@@ -51,25 +55,39 @@ fn sizes() -> Vec<Fill> {
     fills
 }
 
-/// The batches' month (their `SentTimestamp`s' UTC date).
+/// The batches' date (their `SentTimestamp`s' UTC date).
+fn batch_date() -> NaiveDate {
+    chrono::DateTime::from_timestamp_millis(FIRST_SENT_MS).expect("a valid timestamp").date_naive()
+}
+
+/// The batches' month.
 fn batch_month() -> NaiveDate {
-    let date =
-        chrono::DateTime::from_timestamp_millis(FIRST_SENT_MS).expect("a valid timestamp").date_naive();
-    date.with_day(1).expect("day 1")
+    batch_date().with_day(1).expect("day 1")
+}
+
+fn day_partitions() -> bool {
+    std::env::var("BENCH_GROWTH_DAY_PARTITIONS").is_ok_and(|v| v == "1")
+}
+
+/// The partition the batches go to: their month's, or their day's.
+fn batch_partition() -> String {
+    let from = if day_partitions() { batch_date() } else { batch_month() };
+    format!("login_data.{}", partitions::partition_name(from))
 }
 
 pub async fn growth(out: &mut Vec<String>) {
     let reps = if smoke() { 2 } else { 7 };
     let size = if smoke() { 200 } else { LARGEST_BATCH };
     out.push(format!(
-        "## Growth: {size}-message batches into a database already holding N logins over 12 months, \
-         against an empty one, alternated ({reps} batches each after a first one, fresh values each, medians)"
+        "## Growth: {size}-message batches into a database already holding N logins over {} months, \
+         against an empty one, alternated ({reps} batches each after a first one, fresh values each, medians)",
+        months()
     ));
     out.push(
-        "| logins before | vault rows before | current partition (rows, table + indexes) | prefill | first batch after the fill | messages/s, empty | messages/s, filled | filled ÷ empty |"
+        "| logins before | vault rows before | current partition (rows, table + indexes) | prefill | the filled database's buffers | first batch after the fill | messages/s, empty | messages/s, filled | filled ÷ empty |"
             .into(),
     );
-    out.push("| --- | --- | --- | --- | --- | --- | --- | --- |".into());
+    out.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- |".into());
     for fill in sizes() {
         let (empty, filled) = (TestDb::new().await, TestDb::empty().await);
         let mut admin = filled.connect().await;
@@ -81,10 +99,13 @@ pub async fn growth(out: &mut Vec<String>) {
         let today = chrono::Utc::now().date_naive();
         let days_back = u32::try_from((today - first_month()).num_days()).unwrap_or(0);
         partitions::ensure(&mut admin, Window::around(today, days_back, 1)).await.expect("partitions");
+        let partition = batch_partition();
         let (current_rows, current_bytes): (i64, i64) = {
-            let name = format!("login_data.{}", partitions::partition_name(batch_month()));
             let row = admin
-                .query_one(&format!("SELECT count(*), pg_total_relation_size('{name}') FROM {name}"), &[])
+                .query_one(
+                    &format!("SELECT count(*), pg_total_relation_size('{partition}') FROM {partition}"),
+                    &[],
+                )
                 .await
                 .expect("current partition");
             (row.get(0), row.get(1))
@@ -105,43 +126,113 @@ pub async fn growth(out: &mut Vec<String>) {
             handler::handle_with_stats(&filled_app, decode(&bytes)).await.expect("first batch");
             started.elapsed()
         };
-        let (mut empty_times, mut filled_times) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
-        for rep in 1..=reps {
-            let mut runs = [(&empty_app, "e", &mut empty_times), (&filled_app, "f", &mut filled_times)];
-            if rep % 2 == 0 {
-                runs.reverse();
-            }
-            for (app, db, times) in runs {
-                let bytes = batch(rep, db);
-                let started = Instant::now();
-                handler::handle_with_stats(app, decode(&bytes)).await.expect("batch");
-                times.push(started.elapsed());
-            }
+        let (empty_rate, filled_rate) = alternate(&empty_app, &filled_app, reps, size, &batch, 1).await;
+        let row = |state: &str, first: String, empty_rate: f64, filled_rate: f64| {
+            format!(
+                "| {} | {} | {} rows, {} | {} | {state} | {first} | {:.0} | {:.0} | {:.2} |",
+                thousands(fill.logins),
+                thousands(vault_rows),
+                thousands(u64::try_from(current_rows).unwrap_or(0)),
+                megabytes(current_bytes),
+                human(prefill_time),
+                empty_rate,
+                filled_rate,
+                filled_rate / empty_rate,
+            )
+        };
+        out.push(row("as left by the fill", format!("{:.0} ms", ms(first)), empty_rate, filled_rate));
+        // A database that has taken ingest for hours holds what each insert touches (the
+        // month's indexes, the vault's key) in shared buffers, if they fit; the fill's bulk
+        // statements leave them on disk. Measured again with them read in, when they fit.
+        let (hot_bytes, buffer_bytes) = hot_set(&admin, &partition).await;
+        if hot_bytes < buffer_bytes * 3 / 4 {
+            admin
+                .batch_execute(&format!(
+                    "CREATE EXTENSION IF NOT EXISTS pg_prewarm;
+                     SELECT pg_prewarm(indexrelid) FROM ({}) hot",
+                    hot_set_query(&partition)
+                ))
+                .await
+                .expect("prewarm");
+            let (empty_rate, filled_rate) =
+                alternate(&empty_app, &filled_app, reps, size, &batch, reps + 1).await;
+            let state = format!("its hot set ({}) read in", megabytes(hot_bytes));
+            out.push(row(&state, "–".into(), empty_rate, filled_rate));
+        } else {
+            eprintln!(
+                "bench: growth {} logins: the hot set ({}) does not fit in shared_buffers ({}): no warm run",
+                fill.logins,
+                megabytes(hot_bytes),
+                megabytes(buffer_bytes)
+            );
         }
-        let rate = |times: Vec<Duration>| size as f64 / super::median(times).as_secs_f64();
-        let (empty_rate, filled_rate) = (rate(empty_times), rate(filled_times));
-        out.push(format!(
-            "| {} | {} | {} rows, {} | {} | {:.0} ms | {:.0} | {:.0} | {:.2} |",
-            thousands(fill.logins),
-            thousands(vault_rows),
-            thousands(u64::try_from(current_rows).unwrap_or(0)),
-            megabytes(current_bytes),
-            human(prefill_time),
-            ms(first),
-            empty_rate,
-            filled_rate,
-            filled_rate / empty_rate,
-        ));
         eprintln!("bench: growth {} logins done", fill.logins);
     }
 }
 
-/// The first of the 12 prefilled months.
-fn first_month() -> NaiveDate {
-    batch_month().checked_sub_months(Months::new(11)).expect("a date")
+/// `reps` batches into each database, alternated (which goes first flips each time);
+/// their median rates, (empty, filled). `first_rep` keeps each batch's values new.
+async fn alternate(
+    empty_app: &App,
+    filled_app: &App,
+    reps: usize,
+    size: usize,
+    batch: &impl Fn(usize, &str) -> Vec<u8>,
+    first_rep: usize,
+) -> (f64, f64) {
+    let (mut empty_times, mut filled_times) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
+    for rep in first_rep..first_rep + reps {
+        let mut runs = [(empty_app, "e", &mut empty_times), (filled_app, "f", &mut filled_times)];
+        if rep % 2 == 0 {
+            runs.reverse();
+        }
+        for (app, db, times) in runs {
+            let bytes = batch(rep, db);
+            let started = Instant::now();
+            handler::handle_with_stats(app, decode(&bytes)).await.expect("batch");
+            times.push(started.elapsed());
+        }
+    }
+    let rate = |times: Vec<Duration>| size as f64 / super::median(times).as_secs_f64();
+    (rate(empty_times), rate(filled_times))
 }
 
-/// Fills `user_logins` (12 months, a month's rows a standalone table indexed then
+/// What a batch's inserts touch at random: the current month's indexes and the vault's
+/// key (the vault's other index and the tables take their rows at their ends).
+fn hot_set_query(partition: &str) -> String {
+    format!(
+        "SELECT indexrelid FROM pg_index WHERE indrelid = '{partition}'::regclass
+         UNION ALL SELECT 'vault.pii_vault_blind_index_key'::regclass"
+    )
+}
+
+/// The hot set's size and shared_buffers', in bytes.
+async fn hot_set(admin: &tokio_postgres::Client, partition: &str) -> (i64, i64) {
+    let row = admin
+        .query_one(
+            &format!(
+                "SELECT (SELECT sum(pg_relation_size(indexrelid))::bigint FROM ({}) hot),
+                        (SELECT setting::bigint * 8192 FROM pg_settings WHERE name = 'shared_buffers')",
+                hot_set_query(partition)
+            ),
+            &[],
+        )
+        .await
+        .expect("hot set");
+    (row.get(0), row.get(1))
+}
+
+/// How many months the prefill spreads its logins over.
+fn months() -> u32 {
+    std::env::var("BENCH_GROWTH_MONTHS").ok().and_then(|m| m.parse().ok()).filter(|m| *m > 0).unwrap_or(12)
+}
+
+/// The first of the prefilled months.
+fn first_month() -> NaiveDate {
+    batch_month().checked_sub_months(Months::new(months() - 1)).expect("a date")
+}
+
+/// Fills `user_logins` (`months()` months, a month's rows a standalone table indexed then
 /// attached) and the vault; the vault's row count.
 async fn prefill(admin: &tokio_postgres::Client, fill: &Fill) -> u64 {
     admin
@@ -152,19 +243,37 @@ async fn prefill(admin: &tokio_postgres::Client, fill: &Fill) -> u64 {
     // Distinct values per field: the vault holds both fields' values.
     let values_per_field = (fill.logins * num / den / 2).max(1);
     if fill.logins > 0 {
-        let per_month = fill.logins / 12;
-        for k in 0..12u32 {
+        let per_month = fill.logins / u64::from(months());
+        for k in 0..months() {
             let from = first_month().checked_add_months(Months::new(k)).expect("a month");
             let to = from.checked_add_months(Months::new(1)).expect("a month");
-            let rows = if k == 11 { fill.logins - per_month * 11 } else { per_month };
+            let rows = if k == months() - 1 { fill.logins - per_month * u64::from(k) } else { per_month };
             let first_row = per_month * u64::from(k);
-            fill_month(admin, from, to, first_row, rows, values_per_field).await;
+            if day_partitions() && from == batch_month() {
+                let days = u64::try_from((to - from).num_days()).unwrap_or(1);
+                for day in 0..days {
+                    let day_from = from + chrono::Days::new(day);
+                    let (day_first, day_rows) =
+                        (first_row + rows * day / days, rows * (day + 1) / days - rows * day / days);
+                    fill_range(
+                        admin,
+                        day_from,
+                        day_from + chrono::Days::new(1),
+                        day_first,
+                        day_rows,
+                        values_per_field,
+                    )
+                    .await;
+                }
+            } else {
+                fill_range(admin, from, to, first_row, rows, values_per_field).await;
+            }
         }
     }
     let vault_rows = if fill.logins == 0 { 0 } else { values_per_field * 2 };
     if vault_rows > 0 {
         // The keys dropped while loading and made again as V18 makes them; the values
-        // vaulted over the 12 months, in their order.
+        // vaulted over the months, in their order.
         admin
             .batch_execute(&format!(
                 "ALTER TABLE vault.pii_vault DROP CONSTRAINT pii_vault_blind_index_key;
@@ -172,11 +281,12 @@ async fn prefill(admin: &tokio_postgres::Client, fill: &Fill) -> u64 {
                  INSERT INTO vault.pii_vault (field, blind_index, key_version, nonce, ciphertext, created_at)
                  SELECT f.field, encode(sha256(convert_to(f.prefix || g, 'UTF8')), 'hex'), 1,
                         substr(sha256(convert_to('n' || g, 'UTF8')), 1, 12), sha256(convert_to('c' || g, 'UTF8')),
-                        '{first}'::timestamptz + interval '365 days' * (g::float8 / {values})
+                        '{first}'::timestamptz + interval '1 day' * ({days}::float8 * g / {values})
                    FROM generate_series(0::bigint, {last}::bigint) g, (VALUES ('ip', 'ip'), ('device_id', 'dev')) f(field, prefix);
                  ALTER TABLE vault.pii_vault ADD CONSTRAINT pii_vault_blind_index_key EXCLUDE USING hash (blind_index WITH =);
                  CREATE INDEX pii_vault_vaulted_order ON vault.pii_vault (created_at, field, blind_index);",
                 first = first_month(),
+                days = (batch_month() - first_month()).num_days() + 30,
                 values = values_per_field,
                 last = values_per_field - 1
             ))
@@ -188,9 +298,10 @@ async fn prefill(admin: &tokio_postgres::Client, fill: &Fill) -> u64 {
     vault_rows
 }
 
-/// One month of `rows` logins, `sent_at` spread evenly over it, masks drawn from
-/// `values_per_field` values per field (the same masks the vault's rows carry).
-async fn fill_month(
+/// One partition's range (a month, or a day) of `rows` logins, `sent_at` spread evenly
+/// over it, masks drawn from `values_per_field` values per field (the same masks the
+/// vault's rows carry).
+async fn fill_range(
     admin: &tokio_postgres::Client,
     from: NaiveDate,
     to: NaiveDate,
