@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # What is left of the growth step when everything an insert touches is in shared buffers
-# (BENCHMARKS.md, "Growth", "In memory"): tables of the current partition's shape at 50 M
+# (BENCHMARKS.md, "Growth", "With the hot set in memory"): tables of the current partition's shape at 50 M
 # logins a year and of the vault's at 12.5 M values, each index read in by pg_prewarm,
 # against empty ones; 8,000 new login rows and 11,200 new vault values (an 8,000-message
-# batch's) by one sorted INSERT … ON CONFLICT DO NOTHING each, alternated, 7 runs.
-# Run it against a cluster whose shared_buffers hold about 3 GB (e.g. 4 GB): DATABASE_URL.
-# Drops its tables after.
+# batch's) by one sorted INSERT … ON CONFLICT DO NOTHING each, the tables in turn, 7 rounds.
+# Run it against a cluster whose shared_buffers hold the 1.6 GB of indexes it reads in
+# (e.g. 4 GB), named by DATABASE_URL. Drops its tables after.
 set -euo pipefail
 P="psql ${DATABASE_URL:?DATABASE_URL} -v ON_ERROR_STOP=1 -q"
 # A login row: two masks, a message id, its day (the existing rows' spread over the
