@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What is left of the growth step when everything an insert touches is in shared buffers
-# (BENCHMARKS.md, "Growth", "With the hot set in memory"): tables of the current partition's shape at 50 M
-# logins a year and of the vault's at 12.5 M values, each index read in by pg_prewarm,
+# (BENCHMARKS.md, "Growth", "With the hot set in memory"): tables of the current
+# partition's shape at 50 M logins a year and of the vault's at 12.5 M values, each index
+# read in by pg_prewarm,
 # against empty ones; 8,000 new login rows and 11,200 new vault values (an 8,000-message
 # batch's) by one sorted INSERT … ON CONFLICT DO NOTHING each, the tables in turn, 7 rounds.
 # Run it against a cluster whose shared_buffers hold the 1.6 GB of indexes it reads in
@@ -26,6 +27,7 @@ vault() { # name values
         ALTER TABLE $1 ADD EXCLUDE USING hash (blind_index WITH =);"
 }
 LOGIN_TABLES="l_empty l_month l_month_date_first l_week l_day"
+FILLED="'l_month', 'l_month_date_first', 'l_week', 'l_day', 'v_full'"
 $P <<SQL
 DROP TABLE IF EXISTS ${LOGIN_TABLES// /, }, v_empty, v_full;
 SET maintenance_work_mem = '1GB';
@@ -38,9 +40,9 @@ $(vault v_empty 0)
 $(vault v_full 6250000)
 VACUUM ANALYZE;
 CREATE EXTENSION IF NOT EXISTS pg_prewarm;
-SELECT sum(pg_prewarm(indexrelid)) FROM pg_index WHERE indrelid::regclass::text IN ('l_month', 'l_month_date_first', 'l_week', 'l_day', 'v_full');
+SELECT sum(pg_prewarm(indexrelid)) FROM pg_index WHERE indrelid::regclass::text IN ($FILLED);
 CHECKPOINT;
-SELECT c.relname, pg_size_pretty(pg_indexes_size(c.oid)) FROM pg_class c WHERE relname IN ('l_month', 'l_month_date_first', 'l_week', 'l_day', 'v_full') ORDER BY 1;
+SELECT c.relname, pg_size_pretty(pg_indexes_size(c.oid)) FROM pg_class c WHERE relname IN ($FILLED) ORDER BY 1;
 SQL
 for rep in 1 2 3 4 5 6 7; do
   s=$(( (rep * 10 + 1) * 1000000 ))

@@ -249,24 +249,15 @@ async fn prefill(admin: &tokio_postgres::Client, fill: &Fill) -> u64 {
             let to = from.checked_add_months(Months::new(1)).expect("a month");
             let rows = if k == months() - 1 { fill.logins - per_month * u64::from(k) } else { per_month };
             let first_row = per_month * u64::from(k);
-            if day_partitions() && from == batch_month() {
-                let days = u64::try_from((to - from).num_days()).unwrap_or(1);
-                for day in 0..days {
-                    let day_from = from + chrono::Days::new(day);
-                    let (day_first, day_rows) =
-                        (first_row + rows * day / days, rows * (day + 1) / days - rows * day / days);
-                    fill_range(
-                        admin,
-                        day_from,
-                        day_from + chrono::Days::new(1),
-                        day_first,
-                        day_rows,
-                        values_per_field,
-                    )
-                    .await;
-                }
-            } else {
-                fill_range(admin, from, to, first_row, rows, values_per_field).await;
+            // The month's partitions: itself, or (the day variant) one per day.
+            let days = if day_partitions() && from == batch_month() { (to - from).num_days() } else { 1 };
+            let pieces = u64::try_from(days).unwrap_or(1);
+            for piece in 0..pieces {
+                let piece_from = from + chrono::Days::new(piece);
+                let piece_to = if piece + 1 == pieces { to } else { from + chrono::Days::new(piece + 1) };
+                let (piece_first, piece_rows) =
+                    (first_row + rows * piece / pieces, rows * (piece + 1) / pieces - rows * piece / pieces);
+                fill_range(admin, piece_from, piece_to, piece_first, piece_rows, values_per_field).await;
             }
         }
     }
