@@ -9,22 +9,23 @@
 //! (its indexes are adopted by the parent's). The result is the same table, indexes and
 //! partitions as months of ingest would leave, vacuumed and analyzed as autovacuum would.
 //!
-//! Each filled database is measured against an empty one, batch for batch alternated, so
-//! that the ratio holds on a machine whose load changes during the long run: first as the
-//! fill leaves it, then, when it fits in shared_buffers, with its hot set read in.
+//! Each filled database is measured against an empty one with the same partitions, batch
+//! for batch alternated, so that the ratio holds on a machine whose load changes during the
+//! long run: first as the fill leaves it, then, when it fits in shared_buffers, with its
+//! hot set read in.
 //!
 //! `BENCH_GROWTH_ROWS` (default `10000000,50000000`) lists the sizes;
 //! `BENCH_GROWTH_FULL_VAULT_ROWS` (default 10,000,000; `0` skips it) the size of the run
 //! with one vault row per login; `BENCH_GROWTH_MONTHS` (default 12) the months the logins
 //! are spread over (60: the same total as five years of a smaller rate);
-//! `BENCH_GROWTH_DAY_PARTITIONS=1` cuts the batches' month into a partition per day (the
-//! maintenance makes months: this measures what day partitions would change).
+//! `PARTITION_INTERVAL=day` prefills every month as a partition per day, as the maintenance
+//! with that setting makes them (default: a partition per month).
 
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, Months, NaiveDate};
 use login_etl::{App, handler};
-use login_etl_core::store::partitions::{self, Window};
+use login_etl_core::store::partitions::{self, Interval, Window};
 use testkit::TestDb;
 
 use super::{FIRST_SENT_MS, LARGEST_BATCH, cold_start, counted_kms, decode, event_bytes_from, ms, smoke};
@@ -65,14 +66,18 @@ fn batch_month() -> NaiveDate {
     batch_date().with_day(1).expect("day 1")
 }
 
-fn day_partitions() -> bool {
-    std::env::var("BENCH_GROWTH_DAY_PARTITIONS").is_ok_and(|v| v == "1")
+/// `PARTITION_INTERVAL`, as the maintenance reads it.
+fn interval() -> Interval {
+    Interval::from_setting(std::env::var("PARTITION_INTERVAL").ok().as_deref()).expect("PARTITION_INTERVAL")
 }
 
 /// The partition the batches go to: their month's, or their day's.
 fn batch_partition() -> String {
-    let from = if day_partitions() { batch_date() } else { batch_month() };
-    format!("login_data.{}", partitions::partition_name(from))
+    let (from, to) = match interval() {
+        Interval::Month => (batch_month(), partitions::next_month(batch_month())),
+        Interval::Day => (batch_date(), batch_date().succ_opt().expect("a day")),
+    };
+    format!("login_data.{}", partitions::partition_name(from, to))
 }
 
 pub async fn growth(out: &mut Vec<String>) {
@@ -89,16 +94,21 @@ pub async fn growth(out: &mut Vec<String>) {
     );
     out.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- |".into());
     for fill in sizes() {
-        let (empty, filled) = (TestDb::new().await, TestDb::empty().await);
+        let (empty, filled) = (TestDb::empty().await, TestDb::empty().await);
         let mut admin = filled.connect().await;
         login_etl_migrations::migrate(&mut admin).await.expect("migrations apply");
         let started = Instant::now();
         let vault_rows = prefill(&admin, &fill).await;
         let prefill_time = started.elapsed();
-        // Every other month a batch may need, as the maintenance makes them.
+        // Every other partition a batch may need, as the maintenance makes them; the empty
+        // database gets the same partitions, so that only the rows differ.
         let today = chrono::Utc::now().date_naive();
         let days_back = u32::try_from((today - first_month()).num_days()).unwrap_or(0);
-        partitions::ensure(&mut admin, Window::around(today, days_back, 1)).await.expect("partitions");
+        let window = Window::around(today, days_back, 1);
+        partitions::ensure(&mut admin, window, interval()).await.expect("partitions");
+        let mut empty_admin = empty.connect().await;
+        login_etl_migrations::migrate(&mut empty_admin).await.expect("migrations apply");
+        partitions::ensure(&mut empty_admin, window, interval()).await.expect("partitions");
         let partition = batch_partition();
         let (current_rows, current_bytes): (i64, i64) = {
             let row = admin
@@ -249,8 +259,8 @@ async fn prefill(admin: &tokio_postgres::Client, fill: &Fill) -> u64 {
             let to = from.checked_add_months(Months::new(1)).expect("a month");
             let rows = if k == months() - 1 { fill.logins - per_month * u64::from(k) } else { per_month };
             let first_row = per_month * u64::from(k);
-            // The month's partitions: itself, or (the day variant) one per day.
-            let days = if day_partitions() && from == batch_month() { (to - from).num_days() } else { 1 };
+            // The month's partitions: itself, or one per day.
+            let days = if interval() == Interval::Day { (to - from).num_days() } else { 1 };
             let pieces = u64::try_from(days).unwrap_or(1);
             for piece in 0..pieces {
                 let piece_from = from + chrono::Days::new(piece);
@@ -300,7 +310,7 @@ async fn fill_range(
     rows: u64,
     values_per_field: u64,
 ) {
-    let name = format!("login_data.{}", partitions::partition_name(from));
+    let name = format!("login_data.{}", partitions::partition_name(from, to));
     let seconds = (to - from).num_seconds();
     let last_row = first_row + rows.max(1) - 1;
     let sql = format!(

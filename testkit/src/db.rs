@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use login_etl_core::config::{Config, database};
 
-use login_etl_core::store::partitions::{self, Window};
+use login_etl_core::store::partitions::{self, Interval, Window};
 
 use crate::{env, unique_suffix};
 
@@ -61,9 +61,10 @@ impl TestDb {
     }
 
     /// `user_logins`'s partitions, made as the scheduled maintenance makes them (the one
-    /// code path), for [`PARTITIONS_WINDOW`]: every month a test's message may carry.
+    /// code path, with its default interval, months), for [`test_window`]: every month a
+    /// test's message may carry.
     pub async fn make_partitions(&self, client: &mut tokio_postgres::Client) {
-        partitions::ensure(client, test_window()).await.expect("partitions made");
+        partitions::ensure(client, test_window(), Interval::Month).await.expect("partitions made");
     }
 
     /// Created but not migrated.

@@ -4,7 +4,7 @@
 //! rebuilds an invalid leftover and builds nothing twice. The upgrade of a filled V16
 //! database: `upgrades.rs`.
 
-use login_etl_core::store::partitions::{self, Window};
+use login_etl_core::store::partitions::{self, Interval, Window};
 use testkit::TestDb;
 
 use crate::partitions::d;
@@ -121,15 +121,20 @@ pub(crate) async fn assert_lookup_uses_hash(db: &TestDb) {
     assert!(!text.iter().any(|line| line.contains("Seq Scan")), "{text:#?}");
 }
 
-/// A new database: every partition the maintenance makes gets the hash indexes (ATTACH
-/// builds the parent's), and lookups by mask use them.
+/// A new database: every partition the maintenance makes, a month or a day, gets the hash
+/// indexes (ATTACH builds the parent's), and lookups by mask use them.
 #[tokio::test]
 async fn every_partition_the_maintenance_makes_has_hash_mask_indexes() {
     let db = TestDb::new().await;
     let mut client = db.connect().await;
-    partitions::ensure(&mut client, Window { from: d("2041-01-01"), to: d("2041-03-01") })
+    partitions::ensure(&mut client, Window { from: d("2041-01-01"), to: d("2041-03-01") }, Interval::Month)
         .await
         .expect("maintenance");
+    let days =
+        partitions::ensure(&mut client, Window { from: d("2041-03-01"), to: d("2041-04-01") }, Interval::Day)
+            .await
+            .expect("maintenance by days");
+    assert_eq!(days.created.len(), 31);
     assert_masks_hashed_everywhere(&db).await;
     assert_lookup_uses_hash(&db).await;
 }

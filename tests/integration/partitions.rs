@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate, Utc};
 use login_etl::handler;
-use login_etl_core::store::partitions::{self, Cancel, DDL_LOCK_TIMEOUT, PartitionMap, Window};
+use login_etl_core::store::partitions::{
+    self, Cancel, DDL_LOCK_TIMEOUT, Interval, PartitionMap, Window, next_month,
+};
 use testkit::{TestDb, cold_start, connect, event, login_body, many_logins, new_kms, quarantined_ids};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -65,16 +67,16 @@ async fn the_maintenance_makes_every_reachable_month_ahead_once_each_a_full_part
     let today = Utc::now().date_naive();
     let window = Window::around(today, partitions::DEFAULT_DAYS_BACK, partitions::DEFAULT_MONTHS_AHEAD);
 
-    let first = partitions::ensure(&mut client, window).await.expect("maintenance");
-    let again = partitions::ensure(&mut client, window).await.expect("maintenance again");
+    let first = partitions::ensure(&mut client, window, Interval::Month).await.expect("maintenance");
+    let again = partitions::ensure(&mut client, window, Interval::Month).await.expect("maintenance again");
 
     let mut expected = Vec::new();
     let mut m = window.from;
     while m < window.to {
-        expected.push(partitions::partition_name(m));
+        expected.push(partitions::partition_name(m, next_month(m)));
         m = m.checked_add_months(chrono::Months::new(1)).expect("month");
     }
-    assert!(expected.contains(&partitions::partition_name(month(today))));
+    assert!(expected.contains(&partitions::partition_name(month(today), next_month(month(today)))));
     assert!(expected.len() >= 2 + 1 + 2, "two months back, this one, two ahead: {expected:?}");
     assert_eq!(first.created, expected);
     assert!(again.created.is_empty(), "idempotent: {again:?}");
@@ -130,9 +132,13 @@ async fn a_message_for_a_month_without_partition_is_quarantined_and_the_rest_of_
     );
     assert!(login_etl_core::store::quarantine::reason_codes().contains(&"no_partition"));
 
-    partitions::ensure(&mut db.connect().await, Window { from: d("2031-06-01"), to: d("2031-07-01") })
-        .await
-        .expect("the month made");
+    partitions::ensure(
+        &mut db.connect().await,
+        Window { from: d("2031-06-01"), to: d("2031-07-01") },
+        Interval::Month,
+    )
+    .await
+    .expect("the month made");
     let (_, again) = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect("again");
     assert_eq!((again.written, again.already_present, again.quarantined), (1, 2, 0));
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins_2031_06").await, 1);
@@ -189,6 +195,40 @@ async fn redelivery_across_two_months_adds_nothing() {
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins_2025_12").await, 20);
 }
 
+/// With a partition per day (`PARTITION_INTERVAL=day`): a batch across two days of two
+/// months is written to each day's partition, a message dated where no day has one is
+/// quarantined (`no_partition`), and re-delivery adds nothing.
+#[tokio::test]
+async fn day_partitions_take_the_function_s_rows_and_redelivery_adds_nothing() {
+    let db = TestDb::empty().await;
+    let mut client = db.connect().await;
+    login_etl_migrations::migrate(&mut client).await.expect("migrations apply");
+    let made =
+        partitions::ensure(&mut client, Window { from: d("2025-11-01"), to: d("2026-01-01") }, Interval::Day)
+            .await
+            .expect("days made");
+    assert_eq!(made.created.len(), 61);
+    assert_eq!(made.created.first().map(String::as_str), Some("user_logins_2025_11_01"));
+    let app = cold_start(&db, &new_kms().await).await;
+    let mut records: Vec<(String, String, i64)> = (0..40)
+        .map(|i| {
+            let sent = if i % 2 == 0 { ms("2025-11-30") } else { ms("2025-12-01") };
+            (format!("m-{i:03}"), login_body(&format!("u{i}"), "198.51.100.9", "dev"), sent)
+        })
+        .collect();
+    records.push(("later".to_owned(), login_body("u9", "198.51.100.8", "d9"), ms("2026-01-01")));
+
+    let (_, first) = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect("first");
+    let (_, again) = handler::handle_with_stats(&app, event_sent_at(&records)).await.expect("again");
+
+    assert_eq!((first.written, first.quarantined), (40, 1));
+    assert_eq!(first.rejected_by_reason.get("no_partition"), Some(&1));
+    assert_eq!((again.written, again.already_present), (0, 40));
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins_2025_11_30").await, 20);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins_2025_12_01").await, 20);
+    assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 40);
+}
+
 /// On PostgreSQL 15: ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on the parent, so it
 /// goes through while a writer's transaction and a long read hold the table, and the
 /// INSERTs after it are not queued; `CREATE TABLE … PARTITION OF` needs ACCESS EXCLUSIVE
@@ -207,10 +247,13 @@ async fn attach_goes_through_open_writes_and_reads_where_partition_of_would_wait
     reader.batch_execute("BEGIN; SELECT count(*) FROM public.user_logins").await.expect("an open read");
 
     let started = Instant::now();
-    let made =
-        partitions::ensure(&mut db.connect().await, Window { from: d("2032-01-01"), to: d("2032-04-01") })
-            .await
-            .expect("attached while both are open");
+    let made = partitions::ensure(
+        &mut db.connect().await,
+        Window { from: d("2032-01-01"), to: d("2032-04-01") },
+        Interval::Month,
+    )
+    .await
+    .expect("attached while both are open");
     assert_eq!(made.created.len(), 3);
     assert_eq!(made.lock_timeouts, 0, "no lock waited for");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
@@ -258,9 +301,13 @@ async fn no_batch_stalls_beyond_two_seconds_while_the_maintenance_runs() {
     let running = Arc::new(AtomicBool::new(true));
     let ingest = batches_until_stopped(&app, &running);
     let mut client = db.connect().await;
-    let made = partitions::ensure(&mut client, Window { from: d("2034-01-01"), to: d("2036-01-01") })
-        .await
-        .expect("maintenance");
+    let made = partitions::ensure(
+        &mut client,
+        Window { from: d("2034-01-01"), to: d("2036-01-01") },
+        Interval::Month,
+    )
+    .await
+    .expect("maintenance");
     running.store(false, Ordering::SeqCst);
     let during = ingest.await.expect("ingest");
     release.await.expect("released");
@@ -330,7 +377,7 @@ async fn the_writer_runs_no_ddl_and_the_maintainer_owns_only_user_logins() {
         assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{ddl}: {error:?}");
     }
     let mut writer = connect(&writer_login).await;
-    partitions::ensure(&mut writer, Window { from: d("2040-01-01"), to: d("2040-02-01") })
+    partitions::ensure(&mut writer, Window { from: d("2040-01-01"), to: d("2040-02-01") }, Interval::Month)
         .await
         .expect_err("the writer cannot run the maintenance");
     partitions::expire(&mut writer, &Cancel::new(&db.config, NoTls), Some(d("2025-12-01")))
@@ -339,9 +386,13 @@ async fn the_writer_runs_no_ddl_and_the_maintainer_owns_only_user_logins() {
     assert!(partitions_of(&db).await.iter().any(|(name, _, _)| name == "user_logins_2025_11"), "still there");
 
     let mut maintainer = connect(&db.login_in("login_etl_partition_maintainer").await).await;
-    let made = partitions::ensure(&mut maintainer, Window { from: d("2040-01-01"), to: d("2040-02-01") })
-        .await
-        .expect("the maintainer can");
+    let made = partitions::ensure(
+        &mut maintainer,
+        Window { from: d("2040-01-01"), to: d("2040-02-01") },
+        Interval::Month,
+    )
+    .await
+    .expect("the maintainer can");
     assert_eq!(made.created, vec!["user_logins_2040_01".to_owned()]);
     for sql in [
         "SELECT 1 FROM vault.pii_vault",
@@ -440,7 +491,10 @@ async fn retention_drops_exactly_the_old_months_while_a_drain_runs_and_stalls_no
     );
 
     let after = rows_per_partition(&db).await;
-    let this_month = partitions::partition_name(month(Utc::now().date_naive()));
+    let this_month = partitions::partition_name(
+        month(Utc::now().date_naive()),
+        next_month(month(Utc::now().date_naive())),
+    );
     for (name, rows) in &before {
         if gone.iter().any(|(g, _)| g == name) {
             assert!(!after.iter().any(|(n, _)| n == name), "{name} dropped");

@@ -8,7 +8,7 @@ use testkit::{TestDb, assert_refused_for_rights, connect};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-use login_etl_core::store::partitions::{self, Cancel, PartitionMap, Window};
+use login_etl_core::store::partitions::{self, Cancel, Interval, PartitionMap, Window};
 
 use crate::mask_indexes::partition_names;
 use crate::partitions::d;
@@ -167,9 +167,13 @@ async fn indexes_squatting_the_preparations_names_leave_v17_nothing_to_build_and
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 300);
     // The months the maintenance makes afterwards carry the parent's indexes.
     let mut maintenance = maintainer_login(&db).await;
-    partitions::ensure(&mut maintenance, Window { from: d("2042-01-01"), to: d("2042-03-01") })
-        .await
-        .expect("maintenance");
+    partitions::ensure(
+        &mut maintenance,
+        Window { from: d("2042-01-01"), to: d("2042-03-01") },
+        Interval::Month,
+    )
+    .await
+    .expect("maintenance");
     for partition in ["user_logins_2042_01", "user_logins_2042_02"] {
         for column in MASKS {
             let attached = attached_hash_index(&db, partition, column).await;

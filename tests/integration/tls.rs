@@ -71,7 +71,13 @@ async fn the_function_connects_with_verify_full() {
     let database = parse_database_url(&url).expect("url");
     let mut owner = database::connect(&database).await.expect("connect");
     login_etl_migrations::migrate(&mut owner).await.expect("migrations over verify-full");
-    login_etl_core::store::partitions::ensure(&mut owner, testkit::test_window()).await.expect("partitions");
+    login_etl_core::store::partitions::ensure(
+        &mut owner,
+        testkit::test_window(),
+        login_etl_core::store::partitions::Interval::Month,
+    )
+    .await
+    .expect("partitions");
     login_etl_core::keys::create_missing_keys(&owner, &kms).await.expect("keys");
     let config = login_etl_core::config::Config {
         database,

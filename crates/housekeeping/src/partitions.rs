@@ -1,6 +1,6 @@
-//! `partition-maintenance`: makes `user_logins`'s monthly partitions for every date a
-//! message can still carry, from `PARTITION_DAYS_BACK` days back to
-//! `PARTITION_MONTHS_AHEAD` months ahead ([`login_etl_core::store::partitions::ensure`],
+//! `partition-maintenance`: makes `user_logins`'s partitions (a month each, or a day each:
+//! `PARTITION_INTERVAL`) for every date a message can still carry, from
+//! `PARTITION_DAYS_BACK` days back to `PARTITION_MONTHS_AHEAD` months ahead ([`login_etl_core::store::partitions::ensure`],
 //! the one code path that makes them: `migrate` and the tests call it too). Its database
 //! login (in `login_etl_partition_maintainer`) acts as `user_logins`'s owner and has no
 //! right on any other table. Then, with `USER_LOGINS_RETENTION_MONTHS` set, drops the
@@ -13,7 +13,7 @@
 use chrono::NaiveDate;
 use login_etl_core::config::ConfigError;
 use login_etl_core::store::StoreError;
-use login_etl_core::store::partitions::{self, AwaitClose, Cancel, Maintenance, Window};
+use login_etl_core::store::partitions::{self, AwaitClose, Cancel, Interval, Maintenance, Window};
 use login_etl_core::store::quarantine;
 use tokio_postgres::tls::MakeTlsConnect;
 
@@ -24,19 +24,22 @@ pub use login_etl_core::store::partitions::{DEFAULT_DAYS_BACK, DEFAULT_MONTHS_AH
 pub struct Settings {
     pub days_back: u32,
     pub months_ahead: u32,
+    /// A partition per month or per day.
+    pub interval: Interval,
     /// Months of `user_logins` kept (`None`: every month, forever).
     pub retention_months: Option<u32>,
 }
 
 impl Settings {
-    /// From `PARTITION_DAYS_BACK`, `PARTITION_MONTHS_AHEAD`, `USER_LOGINS_RETENTION_MONTHS`
-    /// and `QUARANTINE_RETENTION_DAYS` as `var` reads them. Refused: days back shorter than
+    /// From `PARTITION_DAYS_BACK`, `PARTITION_MONTHS_AHEAD`, `PARTITION_INTERVAL`,
+    /// `USER_LOGINS_RETENTION_MONTHS` and `QUARANTINE_RETENTION_DAYS` as `var` reads them. Refused: days back shorter than
     /// the oldest date a message can still carry, and a retention that would drop months
     /// inside the days back.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let settings = Settings {
             days_back: partitions::days_back(var("PARTITION_DAYS_BACK").as_deref())?,
             months_ahead: partitions::months_ahead(var("PARTITION_MONTHS_AHEAD").as_deref())?,
+            interval: Interval::from_setting(var("PARTITION_INTERVAL").as_deref())?,
             retention_months: partitions::retention_months(var("USER_LOGINS_RETENTION_MONTHS").as_deref())?,
         };
         let quarantine_days = quarantine::retention_days(var("QUARANTINE_RETENTION_DAYS").as_deref())?;
@@ -94,7 +97,7 @@ where
     T: MakeTlsConnect<AwaitClose> + Clone,
     T::Stream: Send,
 {
-    let mut outcome = partitions::ensure(client, settings.window(today)).await?;
+    let mut outcome = partitions::ensure(client, settings.window(today), settings.interval).await?;
     let expired = partitions::expire(client, cancel, settings.cutoff(today)).await?;
     outcome.dropped = expired.dropped;
     outcome.lock_timeouts += expired.lock_timeouts;
@@ -113,6 +116,7 @@ mod tests {
             Settings {
                 days_back: DEFAULT_DAYS_BACK,
                 months_ahead: DEFAULT_MONTHS_AHEAD,
+                interval: Interval::Month,
                 retention_months: None
             }
         );
@@ -124,6 +128,7 @@ mod tests {
             ("PARTITION_DAYS_BACK", "3651"),
             ("PARTITION_MONTHS_AHEAD", "25"),
             ("PARTITION_MONTHS_AHEAD", "two"),
+            ("PARTITION_INTERVAL", "week"),
             ("USER_LOGINS_RETENTION_MONTHS", "0"),
             ("USER_LOGINS_RETENTION_MONTHS", "-3"),
             ("USER_LOGINS_RETENTION_MONTHS", "1201"),
@@ -180,6 +185,7 @@ mod tests {
                 let settings = Settings {
                     days_back,
                     months_ahead: 2,
+                    interval: Interval::Day,
                     retention_months: Some(partitions::least_retention_months(days_back)),
                 };
                 let cutoff =
@@ -189,7 +195,8 @@ mod tests {
             }
             today = today.succ_opt().expect("day");
         }
-        let forever = Settings { days_back: 60, months_ahead: 2, retention_months: None };
+        let forever =
+            Settings { days_back: 60, months_ahead: 2, interval: Interval::Month, retention_months: None };
         assert_eq!(forever.cutoff("2026-12-06".parse().expect("date")), None);
     }
 }

@@ -1,9 +1,11 @@
-//! `login_data.user_logins`'s monthly partitions (sql/V13__user_logins_partitioned.sql).
+//! `login_data.user_logins`'s partitions (sql/V13__user_logins_partitioned.sql): a month
+//! each, or a day each ([`Interval`], `PARTITION_INTERVAL`).
 //!
 //! - [`PartitionMap`]: which dates have a partition, read from the catalog. The function
 //!   keeps one and quarantines a message whose date has none (reason `no_partition`)
 //!   instead of failing its batch.
-//! - [`ensure`]: the maintenance. Makes the partitions a [`Window`] of months lacks, each a
+//! - [`ensure`]: the maintenance. Makes the partitions a [`Window`] of months lacks (a
+//!   partition per month, or per day, as the [`Interval`] says), each a
 //!   standalone table then `ATTACH PARTITION` (SHARE UPDATE EXCLUSIVE on the parent, which
 //!   INSERTs and reads do not conflict with; `CREATE TABLE … PARTITION OF` would take
 //!   ACCESS EXCLUSIVE), every DDL transaction waiting at most [`DDL_LOCK_TIMEOUT`] for a
@@ -49,6 +51,46 @@ pub const DDL_LOCK_TIMEOUT: Duration = Duration::from_millis(500);
 /// Months made ahead of the current one when `PARTITION_MONTHS_AHEAD` is not set.
 pub const DEFAULT_MONTHS_AHEAD: u32 = 2;
 pub const MAX_MONTHS_AHEAD: u32 = 24;
+/// How the maintenance cuts the months of its [`Window`] into partitions
+/// (`PARTITION_INTERVAL`). A partition's indexes take a batch's inserts at random pages, so
+/// the smaller the current partition, the less of it a batch touches: at 50 M logins a year
+/// a month's partition (4.2 M rows) costs a batch of 8,000 about 80 ms more than an empty
+/// one, a day's 9 ms (BENCHMARKS.md, "Growth"). A day's partitions are 30 times as many
+/// tables, which a query over a whole year plans and probes one by one: days pay from tens
+/// of millions of logins a year, months below (docs/operations.md, "Partition interval").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interval {
+    #[default]
+    Month,
+    Day,
+}
+
+impl Interval {
+    /// `PARTITION_INTERVAL`: `month` or `day` (unset or blank: `month`).
+    pub fn from_setting(value: Option<&str>) -> Result<Interval, crate::config::ConfigError> {
+        match value.map(str::trim).filter(|v| !v.is_empty()) {
+            None | Some("month") => Ok(Interval::Month),
+            Some("day") => Ok(Interval::Day),
+            Some(_) => Err(crate::config::ConfigError::Malformed {
+                var: "PARTITION_INTERVAL",
+                reason: "expected month or day".into(),
+            }),
+        }
+    }
+
+    /// The pieces `range` is made as: itself (a month), or one per day.
+    fn cut(self, range: DateRange) -> Vec<DateRange> {
+        match (self, range.from, range.to) {
+            (Interval::Day, Some(from), Some(to)) => from
+                .iter_days()
+                .take_while(|day| *day < to)
+                .map(|day| DateRange { from: Some(day), to: day.succ_opt().map(|next| next.min(to)) })
+                .collect(),
+            _ => vec![range],
+        }
+    }
+}
+
 /// How far back partitions are made when `PARTITION_DAYS_BACK` is not set: the oldest
 /// date a message can still carry. The template's defaults: 7 days on the login queue, 14
 /// in its dead-letter queue (a body imported into the quarantine from there keeps its
@@ -172,9 +214,20 @@ impl PartitionMap {
         }
     }
 
-    /// Whether a row dated `date` has a partition.
+    /// Whether a row dated `date` has a partition. Asked for every message, of a map that
+    /// holds hundreds of partitions with a day interval: a binary search. The catalog keeps
+    /// ranges apart and [`PartitionMap::load`] sorts them by their start (unbounded first),
+    /// so only the last one starting on or before `date` can hold it, or one unbounded at
+    /// both ends (a table not yet partitioned, or a DEFAULT partition).
     pub fn covers(&self, date: NaiveDate) -> bool {
-        self.partitions.iter().any(|(_, range)| range.contains(date))
+        let after = self.partitions.partition_point(|(_, range)| range.from.is_none_or(|from| from <= date));
+        let last_started = after.checked_sub(1).and_then(|i| self.partitions.get(i));
+        last_started.is_some_and(|(_, range)| range.contains(date))
+            || self
+                .partitions
+                .iter()
+                .take_while(|(_, range)| range.from.is_none())
+                .any(|(_, range)| range.to.is_none())
     }
 
     /// The partitions' names and ranges, oldest first.
@@ -192,8 +245,9 @@ impl PartitionMap {
         self.partitions.iter().filter(|(_, range)| range.to.is_some_and(|to| to <= cutoff)).cloned().collect()
     }
 
-    /// The pieces of each month of `window` no partition covers, as the partitions to make.
-    fn missing(&self, window: Window) -> Vec<DateRange> {
+    /// The pieces of each month of `window` no partition covers, cut by `interval`: the
+    /// partitions to make. A month already made stays as it is whatever the interval.
+    fn missing(&self, window: Window, interval: Interval) -> Vec<DateRange> {
         let mut missing = Vec::new();
         let mut month = window.from;
         while month < window.to {
@@ -211,7 +265,7 @@ impl PartitionMap {
                             .filter(|from| *from > start && *from < end)
                             .min()
                             .unwrap_or(end);
-                        missing.push(DateRange { from: Some(start), to: Some(stop) });
+                        missing.extend(interval.cut(DateRange { from: Some(start), to: Some(stop) }));
                         start = stop;
                     }
                 }
@@ -264,14 +318,19 @@ pub struct Dropped {
     pub rows: i64,
 }
 
-/// Makes every partition `window` lacks (see the module's documentation). `client` must
-/// be a member of [`OWNER_ROLE`] (the maintenance's login, or the migrating role).
-pub async fn ensure(client: &mut tokio_postgres::Client, window: Window) -> Result<Maintenance, StoreError> {
+/// Makes every partition `window` lacks, a month or a day each as `interval` says (see the
+/// module's documentation). `client` must be a member of [`OWNER_ROLE`] (the maintenance's
+/// login, or the migrating role).
+pub async fn ensure(
+    client: &mut tokio_postgres::Client,
+    window: Window,
+    interval: Interval,
+) -> Result<Maintenance, StoreError> {
     let mut outcome = Maintenance::default();
     let map = PartitionMap::load(&*client).await?;
-    for range in map.missing(window) {
+    for range in map.missing(window, interval) {
         let (Some(from), Some(to)) = (range.from, range.to) else { continue };
-        let name = partition_name(from);
+        let name = partition_name(from, to);
         if create_partition(client, &name, from, to, &mut outcome).await? {
             tracing::info!(partition = %name, %from, %to, "user_logins partition created");
             outcome.created.push(name);
@@ -280,9 +339,10 @@ pub async fn ensure(client: &mut tokio_postgres::Client, window: Window) -> Resu
     Ok(outcome)
 }
 
-/// `user_logins_YYYY_MM` for a whole month, `user_logins_YYYY_MM_DD` for a piece of one.
-pub fn partition_name(from: NaiveDate) -> String {
-    if from.day() == 1 {
+/// `user_logins_YYYY_MM` for a whole month, `user_logins_YYYY_MM_DD` for a day or another
+/// piece of one (named by its first day: partitions never overlap, so names never clash).
+pub fn partition_name(from: NaiveDate, to: NaiveDate) -> String {
+    if from.day() == 1 && to == next_month(from) {
         format!("user_logins_{}", from.format("%Y_%m"))
     } else {
         format!("user_logins_{}", from.format("%Y_%m_%d"))
@@ -373,7 +433,8 @@ fn month_start(date: NaiveDate) -> NaiveDate {
     date.with_day(1).unwrap_or(date)
 }
 
-fn next_month(month: NaiveDate) -> NaiveDate {
+/// The first day of the month after `month`'s first day.
+pub fn next_month(month: NaiveDate) -> NaiveDate {
     month.checked_add_months(Months::new(1)).unwrap_or(NaiveDate::MAX)
 }
 
@@ -409,7 +470,7 @@ mod tests {
         };
         let window = Window { from: d("2026-10-01"), to: d("2027-04-01") };
         assert_eq!(
-            map.missing(window),
+            map.missing(window, Interval::Month),
             vec![
                 DateRange { from: Some(d("2026-12-15")), to: Some(d("2027-01-01")) },
                 DateRange { from: Some(d("2027-01-01")), to: Some(d("2027-02-01")) },
@@ -417,7 +478,96 @@ mod tests {
             ]
         );
         assert!(map.covers(d("1970-01-01")) && !map.covers(d("2026-12-15")) && map.covers(d("2027-02-28")));
-        assert_eq!(partition_name(d("2026-12-15")), "user_logins_2026_12_15");
-        assert_eq!(partition_name(d("2027-01-01")), "user_logins_2027_01");
+        assert_eq!(partition_name(d("2026-12-15"), d("2027-01-01")), "user_logins_2026_12_15");
+        assert_eq!(partition_name(d("2027-01-01"), d("2027-02-01")), "user_logins_2027_01");
+        assert_eq!(partition_name(d("2027-01-01"), d("2027-01-02")), "user_logins_2027_01_01");
+        assert_eq!(partition_name(d("2027-01-01"), d("2027-01-15")), "user_logins_2027_01_01");
+    }
+
+    #[test]
+    fn a_day_interval_makes_a_partition_per_uncovered_day_and_leaves_made_months_alone() {
+        let map = PartitionMap {
+            partitions: vec![
+                (
+                    "user_logins_2027_01".into(),
+                    DateRange { from: Some(d("2027-01-01")), to: Some(d("2027-02-01")) },
+                ),
+                (
+                    "user_logins_2027_02_10".into(),
+                    DateRange { from: Some(d("2027-02-10")), to: Some(d("2027-02-11")) },
+                ),
+            ],
+            detaching: Vec::new(),
+        };
+        let missing = map.missing(Window { from: d("2026-12-01"), to: d("2027-03-01") }, Interval::Day);
+        // December's 31 days, January as made, February's 28 days but the 10th.
+        assert_eq!(missing.len(), 31 + 27);
+        assert_eq!(missing[0], DateRange { from: Some(d("2026-12-01")), to: Some(d("2026-12-02")) });
+        assert_eq!(missing[30], DateRange { from: Some(d("2026-12-31")), to: Some(d("2027-01-01")) });
+        assert_eq!(missing[31], DateRange { from: Some(d("2027-02-01")), to: Some(d("2027-02-02")) });
+        assert!(missing.iter().all(|r| r.to == r.from.and_then(|f| f.succ_opt())), "{missing:?}");
+        assert!(!missing.iter().any(|r| r.contains(d("2027-01-15")) || r.contains(d("2027-02-10"))));
+        // Every date of the window is then covered exactly once.
+        let mut after = map.clone();
+        after.partitions.extend(missing.iter().map(|r| (String::new(), *r)));
+        for day in d("2026-12-01").iter_days().take_while(|day| *day < d("2027-03-01")) {
+            assert_eq!(after.partitions.iter().filter(|(_, r)| r.contains(day)).count(), 1, "{day}");
+        }
+        // A month still lacking is made whole when the interval is months again.
+        assert_eq!(
+            map.missing(Window { from: d("2027-03-01"), to: d("2027-04-01") }, Interval::Month),
+            vec![DateRange { from: Some(d("2027-03-01")), to: Some(d("2027-04-01")) }]
+        );
+    }
+
+    proptest::proptest! {
+        /// The binary search answers as a scan of every partition would, for maps made of
+        /// months and days with gaps, with and without a partition unbounded below.
+        #[test]
+        fn covers_answers_as_a_scan_of_every_partition(
+            pieces in proptest::collection::vec((0u32..3, 1u32..40), 0..60),
+            unbounded_below in 0u32..3,
+            probes in proptest::collection::vec(0i64..1500, 1..50),
+        ) {
+            let start = d("2024-01-01");
+            let mut partitions = Vec::new();
+            if unbounded_below > 0 {
+                partitions.push(("before".to_owned(), DateRange { from: None, to: Some(start) }));
+            }
+            let mut from = start;
+            for (gap, days) in pieces {
+                from = from + chrono::Days::new(u64::from(gap));
+                let to = from + chrono::Days::new(u64::from(days));
+                partitions.push((partition_name(from, to), DateRange { from: Some(from), to: Some(to) }));
+                from = to;
+            }
+            let map = PartitionMap { partitions, detaching: Vec::new() };
+            for probe in probes {
+                let date = d("2023-10-01") + chrono::TimeDelta::days(probe);
+                let scanned = map.partitions.iter().any(|(_, range)| range.contains(date));
+                proptest::prop_assert_eq!(map.covers(date), scanned, "{}", date);
+            }
+        }
+    }
+
+    #[test]
+    fn a_map_unbounded_at_both_ends_covers_every_date() {
+        assert!(
+            PartitionMap::everything().covers(d("1970-01-01"))
+                && PartitionMap::everything().covers(d("2999-12-31"))
+        );
+        assert!(!PartitionMap::default().covers(d("2026-12-07")));
+    }
+
+    #[test]
+    fn the_interval_setting_is_month_or_day() {
+        assert_eq!(Interval::from_setting(None).expect("unset"), Interval::Month);
+        assert_eq!(Interval::from_setting(Some(" ")).expect("blank"), Interval::Month);
+        assert_eq!(Interval::from_setting(Some("month")).expect("month"), Interval::Month);
+        assert_eq!(Interval::from_setting(Some("day")).expect("day"), Interval::Day);
+        for bad in ["week", "Day", "days", "1", "month;"] {
+            let error = Interval::from_setting(Some(bad)).expect_err(bad).to_string();
+            assert_eq!(error, "PARTITION_INTERVAL is malformed: expected month or day", "{bad}");
+        }
     }
 }

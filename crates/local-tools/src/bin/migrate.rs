@@ -1,6 +1,7 @@
 //! `migrate`: applies the migrations of `sql/` to `DATABASE_URL` (or `--database-url`),
 //! then makes `user_logins`'s partitions as the scheduled `partition-maintenance` does
-//! (the same code, the same `PARTITION_DAYS_BACK` and `PARTITION_MONTHS_AHEAD`).
+//! (the same code, the same `PARTITION_DAYS_BACK`, `PARTITION_MONTHS_AHEAD` and
+//! `PARTITION_INTERVAL`).
 //! Idempotent: applied migrations are recorded in `refinery_schema_history`.
 #![forbid(unsafe_code)]
 
@@ -55,10 +56,11 @@ async fn run(args: Args) -> Result<(Vec<String>, Vec<String>), MigrateError> {
     let var = |name: &str| std::env::var(name).ok();
     let days_back = partitions::days_back(var("PARTITION_DAYS_BACK").as_deref())?;
     let months_ahead = partitions::months_ahead(var("PARTITION_MONTHS_AHEAD").as_deref())?;
+    let interval = partitions::Interval::from_setting(var("PARTITION_INTERVAL").as_deref())?;
     let config = database::parse_database_url(&args.database_url)?;
     let mut client = database::connect(&config).await?;
     let applied = login_etl_migrations::migrate(&mut client).await?;
     let window = partitions::Window::around(chrono::Utc::now().date_naive(), days_back, months_ahead);
-    let made = partitions::ensure(&mut client, window).await?;
+    let made = partitions::ensure(&mut client, window, interval).await?;
     Ok((applied, made.created))
 }

@@ -343,8 +343,9 @@ async fn leftovers(client: &impl GenericClient) -> Result<Vec<(String, DateRange
 }
 
 /// The range a partition's name says: `user_logins_YYYY_MM` (the month),
-/// `user_logins_YYYY_MM_DD` (to the month's end), `user_logins_before_YYYY_MM` (every date
-/// before the month).
+/// `user_logins_YYYY_MM_DD` (a day or a piece of a month: at most to the month's end, which
+/// is what is taken, the drop's cutoff being the first of a month), `user_logins_before_YYYY_MM`
+/// (every date before the month).
 fn range_of_name(name: &str) -> Option<DateRange> {
     let rest = name.strip_prefix("user_logins_")?;
     if let Some(month) = rest.strip_prefix("before_") {
