@@ -3,7 +3,7 @@
 //! invoke of the service could carry any identity in its event).
 //!
 //! - [`purge`]: quarantined bodies erased past `QUARANTINE_RETENTION_DAYS`
-//! - [`partitions`]: `user_logins`'s monthly partitions made ahead (and back)
+//! - [`partitions`]: `user_logins`'s partitions (a month or a day each) made ahead (and back)
 #![forbid(unsafe_code)]
 
 pub mod partitions;

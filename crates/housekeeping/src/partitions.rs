@@ -1,7 +1,8 @@
 //! `partition-maintenance`: makes `user_logins`'s partitions (a month each, or a day each:
 //! `PARTITION_INTERVAL`) for every date a message can still carry, from
-//! `PARTITION_DAYS_BACK` days back to `PARTITION_MONTHS_AHEAD` months ahead ([`login_etl_core::store::partitions::ensure`],
-//! the one code path that makes them: `migrate` and the tests call it too). Its database
+//! `PARTITION_DAYS_BACK` days back to `PARTITION_MONTHS_AHEAD` months ahead
+//! ([`login_etl_core::store::partitions::ensure`], the one code path that makes them:
+//! `migrate` and the tests call it too). Its database
 //! login (in `login_etl_partition_maintainer`) acts as `user_logins`'s owner and has no
 //! right on any other table. Then, with `USER_LOGINS_RETENTION_MONTHS` set, drops the
 //! partitions older than that ([`partitions::expire`]). Idempotent, and no step waits more
@@ -32,9 +33,9 @@ pub struct Settings {
 
 impl Settings {
     /// From `PARTITION_DAYS_BACK`, `PARTITION_MONTHS_AHEAD`, `PARTITION_INTERVAL`,
-    /// `USER_LOGINS_RETENTION_MONTHS` and `QUARANTINE_RETENTION_DAYS` as `var` reads them. Refused: days back shorter than
-    /// the oldest date a message can still carry, and a retention that would drop months
-    /// inside the days back.
+    /// `USER_LOGINS_RETENTION_MONTHS` and `QUARANTINE_RETENTION_DAYS` as `var` reads them.
+    /// Refused: days back shorter than the oldest date a message can still carry, and a
+    /// retention that would drop months inside the days back.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let settings = Settings {
             days_back: partitions::days_back(var("PARTITION_DAYS_BACK").as_deref())?,

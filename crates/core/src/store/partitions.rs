@@ -56,8 +56,8 @@ pub const MAX_MONTHS_AHEAD: u32 = 24;
 /// the smaller the current partition, the less of it a batch touches: at 50 M logins a year
 /// a month's partition (4.2 M rows) costs a batch of 8,000 about 80 ms more than an empty
 /// one, a day's 9 ms (BENCHMARKS.md, "Growth"). A day's partitions are 30 times as many
-/// tables, which a query over a whole year plans and probes one by one: days pay from tens
-/// of millions of logins a year, months below (docs/operations.md, "Partition interval").
+/// tables, which a lookup that names no date plans and probes one by one: days pay above
+/// about 10 million logins a year, months below (docs/operations.md, "Partition interval").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Interval {
     #[default]

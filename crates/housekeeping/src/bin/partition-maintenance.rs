@@ -1,7 +1,7 @@
 //! The `partition-maintenance` Lambda function, run on a schedule (template.yaml): makes
-//! `user_logins`'s monthly partitions ahead (and back as far as a message can still be
-//! dated), and drops those past `USER_LOGINS_RETENTION_MONTHS`. The schedule's event
-//! carries nothing it uses.
+//! `user_logins`'s partitions (a month or a day each) ahead (and back as far as a message
+//! can still be dated), and drops those past `USER_LOGINS_RETENTION_MONTHS`. The
+//! schedule's event carries nothing it uses.
 #![forbid(unsafe_code)]
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
