@@ -12,6 +12,7 @@ mod mask_indexes;
 mod partitions;
 mod pooler;
 mod quarantine;
+mod redteam_day_partitions;
 mod redteam_issue19;
 mod redteam_v17;
 mod redteam_v18;
