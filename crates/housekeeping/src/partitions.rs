@@ -87,7 +87,8 @@ impl Settings {
 }
 
 /// One run: every missing partition of the window made, then every partition past the
-/// retention dropped. `cancel`: where the cancel requests go that bound a DETACH.
+/// retention dropped. A partition whose name a stray table holds is left out
+/// ([`Maintenance::blocked`]) and the rest goes on: the caller reports it. `cancel`: where the cancel requests go that bound a DETACH.
 pub async fn run<T>(
     client: &mut tokio_postgres::Client,
     cancel: &Cancel<T>,

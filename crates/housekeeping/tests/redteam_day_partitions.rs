@@ -4,8 +4,10 @@
 //! switching month -> day -> month, retention of day partitions (an interrupted detach, a
 //! detached leftover), and `PARTITION_INTERVAL` values at the binary's start.
 //!
-//! Each test fails if its attack succeeds. The ones marked **DEFECT** in their doc
-//! comment demonstrate a break found by this review and fail on c4b720c.
+//! Each test fails if its attack succeeds. The ones marked **Was a defect** in their doc
+//! comment demonstrate a break found by this review: they failed on c4b720c and pass since
+//! the fix (the concurrent runs: also a run's partition map read while another run drops a
+//! partition, which panicked on the vanished partition's missing bound).
 
 use std::time::Duration;
 
@@ -70,7 +72,7 @@ async fn exists(db: &TestDb, name: &str) -> bool {
         == 1
 }
 
-/// **DEFECT** (a race): two maintenance runs with a day interval, started together on two
+/// **Was a defect** (a race): two maintenance runs with a day interval, started together on two
 /// connections of the maintenance's login (a scheduled run and its retry, or `make migrate`
 /// during one), each round on a window of two months no partition covers yet. Expected:
 /// both succeed, and every day is made exactly once, by one of them (`ensure` is documented
@@ -108,7 +110,7 @@ async fn two_concurrent_day_interval_runs_both_succeed_and_make_each_day_once() 
     }
 }
 
-/// **DEFECT** (a stall): a member of the owner role plants a table that is not a partition
+/// **Was a defect** (a stall): a member of the owner role plants a table that is not a partition
 /// under the name of a day the maintenance has still to make (`login_data.user_logins_YYYY_MM_DD`
 /// holding a current login). Expected: that one day is refused (loudly), every other day of
 /// the window is made and the retention still runs. On c4b720c `ensure` returns at the
@@ -149,6 +151,10 @@ async fn a_table_planted_with_a_day_s_name_blocks_that_day_only() {
             Ok(made) => format!("ok: {} made, {} dropped", made.created.len(), made.dropped.len()),
             Err(error) => login_etl_core::error::report(error),
         };
+        // Refused loudly: the run names the day it could not make (the binary then fails).
+        if run.as_ref().ok().map(|made| &made.blocked) != Some(&vec![planted.clone()]) {
+            problems.push(format!("run on {run_day} ({said}): the planted day not reported blocked"));
+        }
         let gaps: Vec<NaiveDate> = uncovered(&db, window.from, window.to)
             .await
             .into_iter()
@@ -220,7 +226,7 @@ async fn retention_never_drops_a_day_named_table_holding_current_logins() {
     }
 }
 
-/// **DEFECT** (a stall of the retention): a table of the owner named as a day long past,
+/// **Was a defect** (a stall of the retention): a table of the owner named as a day long past,
 /// but not shaped like `user_logins` (here a list of message ids an operator kept, no
 /// `create_date`). The retention takes it for a detached leftover (by its name alone), and
 /// its check for logins inside the retention fails on the missing column: `expire` fails
@@ -544,7 +550,7 @@ async fn leave_pending(db: &TestDb, partition: &str) {
     reader.batch_execute("COMMIT").await.expect("read ends");
 }
 
-/// **DEFECT** (a race, minor): two retention runs started together on two connections of the
+/// **Was a defect** (a race, minor): two retention runs started together on two connections of the
 /// maintenance's login, over a month of day partitions past the cutoff, a login each.
 /// Expected: every day goes, is reported dropped by exactly one of the runs and counted
 /// once, and neither run fails. On c4b720c every day goes, counted once (nothing is dropped

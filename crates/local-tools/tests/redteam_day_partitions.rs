@@ -74,3 +74,39 @@ async fn migrate_takes_unset_or_blank_as_month_and_day_trimmed_as_day() {
         }
     }
 }
+
+/// A table that is not a partition holding one day's name: `migrate` makes every other day
+/// of the window, then fails naming the one it could not make; the table is left alone.
+#[tokio::test]
+async fn migrate_makes_every_other_day_and_fails_naming_a_day_whose_name_a_stray_table_holds() {
+    let db = TestDb::empty().await;
+    let (ok, stderr) = migrate(&db, Some("month"));
+    assert!(ok, "{stderr}");
+    let today = chrono::Utc::now().date_naive();
+    let month = format!("user_logins_{}", today.format("%Y_%m"));
+    // Move this month's partition out of the way, and leave a stray table under its first
+    // day's name.
+    let stray = format!("{month}_01");
+    db.connect()
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.{month}; DROP TABLE login_data.{month};
+             CREATE TABLE login_data.{stray} (note text); INSERT INTO login_data.{stray} VALUES ('kept')"
+        ))
+        .await
+        .expect("stray table");
+
+    let (ok, stderr) = migrate(&db, Some("day"));
+
+    assert!(!ok, "a blocked day went unreported");
+    assert!(
+        stderr.contains("a table that is not a partition holds their names") && stderr.contains(&stray),
+        "{stderr}"
+    );
+    let made = partitions_made(&db).await;
+    let first = today - chrono::Days::new(u64::from(chrono::Datelike::day(&today)) - 1);
+    let days_in_month = (first.checked_add_months(chrono::Months::new(1)).expect("month") - first).num_days();
+    assert_eq!(i64::try_from(made.len()).expect("count"), days_in_month - 1, "{made:?}");
+    assert!(!made.contains(&stray), "{made:?}");
+    assert_eq!(db.count(&format!("SELECT count(*) FROM login_data.{stray}")).await, 1);
+}

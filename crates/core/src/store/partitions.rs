@@ -194,7 +194,10 @@ impl PartitionMap {
             .await?;
         let mut map = PartitionMap::default();
         for row in &rows {
-            let range = if row.get::<_, bool>(3) {
+            // No bound: the partition was detached or dropped while the catalog was read (a
+            // retention run beside this one); it takes no row any more.
+            let Some(unbounded) = row.get::<_, Option<bool>>(3) else { continue };
+            let range = if unbounded {
                 DateRange { from: None, to: None }
             } else {
                 DateRange { from: row.get(1), to: row.get(2) }
@@ -307,6 +310,10 @@ pub struct Maintenance {
     /// DDL transactions that waited [`DDL_LOCK_TIMEOUT`] for a lock in vain and were
     /// tried again.
     pub lock_timeouts: u32,
+    /// The partitions not made because a table that is not a partition holds their name
+    /// (planted or left by hand): every other partition is made, and the caller reports
+    /// these as a failure, every run, until someone moves the table.
+    pub blocked: Vec<String>,
 }
 
 /// One partition retention dropped.
@@ -331,12 +338,30 @@ pub async fn ensure(
     for range in map.missing(window, interval) {
         let (Some(from), Some(to)) = (range.from, range.to) else { continue };
         let name = partition_name(from, to);
-        if create_partition(client, &name, from, to, &mut outcome).await? {
-            tracing::info!(partition = %name, %from, %to, "user_logins partition created");
-            outcome.created.push(name);
+        match create_partition(client, &name, from, to, &mut outcome).await? {
+            Created::Now => {
+                tracing::info!(partition = %name, %from, %to, "user_logins partition created");
+                outcome.created.push(name);
+            }
+            Created::ByAnotherRun => {}
+            Created::NameTaken => {
+                tracing::error!(
+                    partition = %name, %from, %to,
+                    "a table that is not a partition holds this partition's name; not made (rename or drop it)"
+                );
+                outcome.blocked.push(name);
+            }
         }
     }
     Ok(outcome)
+}
+
+/// What became of one partition [`ensure`] set out to make.
+enum Created {
+    Now,
+    ByAnotherRun,
+    /// A table that is not a partition of the range has the name.
+    NameTaken,
 }
 
 /// `user_logins_YYYY_MM` for a whole month, `user_logins_YYYY_MM_DD` for a day or another
@@ -349,15 +374,14 @@ pub fn partition_name(from: NaiveDate, to: NaiveDate) -> String {
     }
 }
 
-/// One partition: created standalone, attached, in one transaction, as the owner. False
-/// when another run made it meanwhile.
+/// One partition: created standalone, attached, in one transaction, as the owner.
 async fn create_partition(
     client: &mut tokio_postgres::Client,
     name: &str,
     from: NaiveDate,
     to: NaiveDate,
     outcome: &mut Maintenance,
-) -> Result<bool, StoreError> {
+) -> Result<Created, StoreError> {
     // Names and dates are the code's own (digits and underscores), never input.
     let ddl = format!(
         "SET LOCAL lock_timeout = {lock}; SET LOCAL statement_timeout = 60000; SET LOCAL ROLE {OWNER_ROLE};
@@ -378,14 +402,21 @@ async fn create_partition(
             }
         };
         match done {
-            Ok(()) => return Ok(true),
+            Ok(()) => return Ok(Created::Now),
             Err(error) if retry.again(is_lock_timeout(&error), outcome).await => {}
-            // Made by another run meanwhile (the table's name, or a partition of the range).
+            // The name is taken: by another run meanwhile (which committed first: 42P07, or
+            // 42710 for the table's row type; or whose CREATE this one waited for: 23505 on
+            // the catalog's type names), or by a table that is not the range's partition.
             Err(error)
-                if error.code() == Some(&SqlState::DUPLICATE_TABLE)
-                    && PartitionMap::load(&*client).await?.covers(from) =>
+                if [SqlState::DUPLICATE_TABLE, SqlState::DUPLICATE_OBJECT, SqlState::UNIQUE_VIOLATION]
+                    .iter()
+                    .any(|code| error.code() == Some(code)) =>
             {
-                return Ok(false);
+                return Ok(if PartitionMap::load(&*client).await?.covers(from) {
+                    Created::ByAnotherRun
+                } else {
+                    Created::NameTaken
+                });
             }
             Err(error) => return Err(error.into()),
         }

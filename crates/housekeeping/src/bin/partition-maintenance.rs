@@ -13,8 +13,12 @@ use login_etl_housekeeping::partitions::{self, Settings};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    // First: a bad setting stops the start before any secret or database is read.
-    let settings = Settings::from_vars(|name| std::env::var(name).ok())?;
+    // First: a bad setting stops the start before any secret or database is read, said as
+    // the setting's message (not the error's Debug form).
+    let settings = Settings::from_vars(|name| std::env::var(name).ok()).inspect_err(|error| {
+        tracing::error!(error = %report(error), "partition maintenance refused to start");
+        eprintln!("partition-maintenance: {}", report(error));
+    })?;
     let sdk = config::aws_sdk_config().await?;
     let database = config::database_from_env(&sdk).await?;
     // The cancel requests that bound a DETACH … CONCURRENTLY go as the connection goes.
@@ -32,6 +36,7 @@ async fn main() -> Result<(), Error> {
         tracing::info!(
             created = ?outcome.created,
             dropped = ?outcome.dropped.iter().map(|dropped| &dropped.name).collect::<Vec<_>>(),
+            blocked = ?outcome.blocked,
             lock_timeouts = outcome.lock_timeouts,
             days_back = settings.days_back,
             months_ahead = settings.months_ahead,
@@ -50,6 +55,14 @@ async fn main() -> Result<(), Error> {
                 chrono::Utc::now().timestamp_millis(),
             )
         );
+        // Every other partition made and the retention run: now fail (the errors alarm),
+        // every run, until the table holding the name is moved.
+        if !outcome.blocked.is_empty() {
+            return Err(Error::from(format!(
+                "partitions not made, a table that is not a partition holds their names: {}",
+                outcome.blocked.join(", ")
+            )));
+        }
         Ok::<_, Error>(serde_json::json!({
             "created": outcome.created,
             "dropped": outcome.dropped.iter().map(|dropped| &dropped.name).collect::<Vec<_>>(),

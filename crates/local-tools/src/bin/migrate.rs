@@ -32,6 +32,8 @@ enum MigrateError {
     Settings(#[from] login_etl_core::config::ConfigError),
     #[error("partitions not made")]
     Partitions(#[from] login_etl_core::store::StoreError),
+    #[error("partitions not made, a table that is not a partition holds their names: {}", .0.join(", "))]
+    NameTaken(Vec<String>),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -62,5 +64,8 @@ async fn run(args: Args) -> Result<(Vec<String>, Vec<String>), MigrateError> {
     let applied = login_etl_migrations::migrate(&mut client).await?;
     let window = partitions::Window::around(chrono::Utc::now().date_naive(), days_back, months_ahead);
     let made = partitions::ensure(&mut client, window, interval).await?;
+    if !made.blocked.is_empty() {
+        return Err(MigrateError::NameTaken(made.blocked));
+    }
     Ok((applied, made.created))
 }

@@ -66,25 +66,47 @@ where
     let expired = |range: &DateRange| cutoff.is_some_and(|cutoff| range.to.is_some_and(|to| to <= cutoff));
     let map = PartitionMap::load(&*client).await?;
     for (name, range) in map.detaching() {
-        finalize(client, name, &mut outcome).await?;
-        match cutoff.filter(|_| expired(range)) {
-            Some(cutoff) => drop_detached(client, name, *range, cutoff, &mut outcome).await?,
-            None => {
-                tracing::warn!(partition = %name, "a pending detach finished; the table is kept (not past the retention)")
-            }
+        if unless_gone(name, finalize(client, name, &mut outcome).await)?.is_none() {
+            continue;
         }
+        match cutoff.filter(|_| expired(range)) {
+            Some(cutoff) => {
+                unless_gone(name, drop_detached(client, name, *range, cutoff, &mut outcome).await)?
+            }
+            None => {
+                tracing::warn!(partition = %name, "a pending detach finished; the table is kept (not past the retention)");
+                None
+            }
+        };
     }
     for (name, range) in leftovers(&*client).await? {
         if let Some(cutoff) = cutoff.filter(|_| expired(&range)) {
-            drop_detached(client, &name, range, cutoff, &mut outcome).await?;
+            unless_gone(&name, drop_detached(client, &name, range, cutoff, &mut outcome).await)?;
         }
     }
     let Some(cutoff) = cutoff else { return Ok(outcome) };
     for (name, range) in map.expired(cutoff) {
-        detach(client, cancel, &name, &mut outcome).await?;
-        drop_detached(client, &name, range, cutoff, &mut outcome).await?;
+        if unless_gone(&name, detach(client, cancel, &name, &mut outcome).await)?.is_some() {
+            unless_gone(&name, drop_detached(client, &name, range, cutoff, &mut outcome).await)?;
+        }
     }
     Ok(outcome)
+}
+
+/// A step's result, `None` when its partition was no longer there to act on: another run
+/// detached or dropped it meanwhile (42P01: the table, or it as a partition, is gone; 55000:
+/// its detach is under way in the other run), which then counts it; not an error.
+fn unless_gone<V>(name: &str, result: Result<V, StoreError>) -> Result<Option<V>, StoreError> {
+    match result {
+        Err(StoreError::Db(db))
+            if db.code() == Some(&SqlState::UNDEFINED_TABLE)
+                || db.code() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) =>
+        {
+            tracing::info!(partition = %name, "already detached or dropped by another run");
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
 }
 
 /// Where and how the maintenance sends a cancel request: the database's (or the pooler's)
@@ -320,8 +342,9 @@ async fn in_transaction(
 }
 
 /// Tables an interrupted run detached but did not drop: `user_logins_…` tables of the
-/// owner in `login_data` that are neither the parent nor a partition, with the range their
-/// name says ([`partition_name`], or `user_logins_before_YYYY_MM` of the upgrade).
+/// owner in `login_data` that are neither the parent nor a partition and have the login
+/// rows' `create_date` (a table of another shape is not the maintenance's), with the range
+/// their name says ([`partition_name`], or `user_logins_before_YYYY_MM` of the upgrade).
 async fn leftovers(client: &impl GenericClient) -> Result<Vec<(String, DateRange)>, StoreError> {
     let rows = client
         .query_typed(
@@ -329,6 +352,9 @@ async fn leftovers(client: &impl GenericClient) -> Result<Vec<(String, DateRange
                WHERE c.relnamespace = pg_catalog.to_regnamespace('login_data') AND c.relkind = 'r'
                  AND NOT c.relispartition AND c.relname LIKE 'user\_logins\_%'
                  AND c.relowner = pg_catalog.to_regrole('login_etl_partition_owner')
+                 AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                              WHERE a.attrelid = c.oid AND a.attname = 'create_date' AND NOT a.attisdropped
+                                AND a.atttypid = 'pg_catalog.date'::pg_catalog.regtype)
                ORDER BY 1",
             &[],
         )
