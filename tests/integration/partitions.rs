@@ -229,6 +229,44 @@ async fn day_partitions_take_the_function_s_rows_and_redelivery_adds_nothing() {
     assert_eq!(db.count("SELECT count(*) FROM login_data.user_logins").await, 40);
 }
 
+/// A partition dropped while the map is read (a retention run beside the function's
+/// reload): the catalog's rows of the reader's snapshot still list it, but its bound can no
+/// longer be printed (NULL). The map leaves it out instead of failing (it panicked on the
+/// missing bound before), and still has every other partition.
+#[tokio::test]
+async fn the_map_read_while_a_partition_is_dropped_leaves_it_out() {
+    let db = TestDb::new().await;
+    partitions::ensure(
+        &mut db.connect().await,
+        Window { from: d("2031-06-01"), to: d("2031-08-01") },
+        Interval::Month,
+    )
+    .await
+    .expect("months");
+    let mut reader = db.connect().await;
+    let snapshot = reader
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .expect("a snapshot");
+    snapshot.query_one("SELECT 1", &[]).await.expect("the snapshot taken");
+    db.connect()
+        .await
+        .batch_execute(
+            "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.user_logins_2031_06;
+             DROP TABLE login_data.user_logins_2031_06",
+        )
+        .await
+        .expect("dropped meanwhile");
+
+    let map = PartitionMap::load(&snapshot).await.expect("the map, without the dropped partition");
+
+    assert!(!map.covers(d("2031-06-15")));
+    assert!(map.covers(d("2031-07-15")));
+    assert!(!map.partitions().iter().any(|(name, _)| name == "user_logins_2031_06"));
+}
+
 /// On PostgreSQL 15: ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on the parent, so it
 /// goes through while a writer's transaction and a long read hold the table, and the
 /// INSERTs after it are not queued; `CREATE TABLE … PARTITION OF` needs ACCESS EXCLUSIVE
