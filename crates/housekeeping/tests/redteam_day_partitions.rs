@@ -598,3 +598,32 @@ async fn two_concurrent_retention_runs_drop_each_day_once_and_both_succeed() {
         days(d("2030-01-01"), d("2030-02-01")).into_iter().map(|day| (day_name(day), 1)).collect();
     assert_eq!(dropped, expected);
 }
+
+/// A DEFAULT partition added by hand makes `DETACH … CONCURRENTLY` refuse (55000): the
+/// retention then fails loudly, naming why, and drops nothing; it is not taken for a detach
+/// another run has under way (that 55000 is read as "gone" only once the partition is no
+/// longer attached).
+#[tokio::test]
+async fn a_default_partition_fails_the_retention_loudly_instead_of_skipping_it() {
+    let db = fresh().await;
+    let login = db.login_in("login_etl_partition_maintainer").await;
+    let mut maintainer = connect(&login).await;
+    partitions::ensure(&mut maintainer, Window { from: d("2030-01-01"), to: d("2030-02-01") }, Interval::Day)
+        .await
+        .expect("days");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE login_data.user_logins_default PARTITION OF login_data.user_logins DEFAULT",
+        )
+        .await
+        .expect("a DEFAULT partition");
+
+    let error = partitions::expire(&mut maintainer, &Cancel::new(&login, NoTls), Some(d("2030-02-01")))
+        .await
+        .expect_err("the retention cannot detach concurrently");
+
+    let said = login_etl_core::error::report(&error);
+    assert!(said.contains("default partition") && said.contains("55000"), "{said}");
+    assert!(uncovered(&db, d("2030-01-01"), d("2030-02-01")).await.is_empty(), "nothing dropped");
+}

@@ -66,47 +66,59 @@ where
     let expired = |range: &DateRange| cutoff.is_some_and(|cutoff| range.to.is_some_and(|to| to <= cutoff));
     let map = PartitionMap::load(&*client).await?;
     for (name, range) in map.detaching() {
-        if unless_gone(name, finalize(client, name, &mut outcome).await)?.is_none() {
+        let finalized = finalize(client, name, &mut outcome).await;
+        if unless_gone(client, name, finalized).await?.is_none() {
             continue;
         }
         match cutoff.filter(|_| expired(range)) {
             Some(cutoff) => {
-                unless_gone(name, drop_detached(client, name, *range, cutoff, &mut outcome).await)?
+                let dropped = drop_detached(client, name, *range, cutoff, &mut outcome).await;
+                unless_gone(client, name, dropped).await?;
             }
             None => {
-                tracing::warn!(partition = %name, "a pending detach finished; the table is kept (not past the retention)");
-                None
+                tracing::warn!(partition = %name, "a pending detach finished; the table is kept (not past the retention)")
             }
-        };
+        }
     }
     for (name, range) in leftovers(&*client).await? {
         if let Some(cutoff) = cutoff.filter(|_| expired(&range)) {
-            unless_gone(&name, drop_detached(client, &name, range, cutoff, &mut outcome).await)?;
+            let dropped = drop_detached(client, &name, range, cutoff, &mut outcome).await;
+            unless_gone(client, &name, dropped).await?;
         }
     }
     let Some(cutoff) = cutoff else { return Ok(outcome) };
     for (name, range) in map.expired(cutoff) {
-        if unless_gone(&name, detach(client, cancel, &name, &mut outcome).await)?.is_some() {
-            unless_gone(&name, drop_detached(client, &name, range, cutoff, &mut outcome).await)?;
+        let detached = detach(client, cancel, &name, &mut outcome).await;
+        if unless_gone(client, &name, detached).await?.is_some() {
+            let dropped = drop_detached(client, &name, range, cutoff, &mut outcome).await;
+            unless_gone(client, &name, dropped).await?;
         }
     }
     Ok(outcome)
 }
 
-/// A step's result, `None` when its partition was no longer there to act on: another run
-/// detached or dropped it meanwhile (42P01: the table, or it as a partition, is gone; 55000:
-/// its detach is under way in the other run), which then counts it; not an error.
-fn unless_gone<V>(name: &str, result: Result<V, StoreError>) -> Result<Option<V>, StoreError> {
-    match result {
-        Err(StoreError::Db(db))
-            if db.code() == Some(&SqlState::UNDEFINED_TABLE)
-                || db.code() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) =>
-        {
-            tracing::info!(partition = %name, "already detached or dropped by another run");
-            Ok(None)
+/// A step's result, `None` when another run took its partition meanwhile, which then
+/// counts it; not an error: 42P01 (the table, or it as a partition, is gone), or 55000 with
+/// the partition no longer attached as it was (its detach under way or done in the other
+/// run). A 55000 with the partition still attached (a DEFAULT partition refusing `DETACH …
+/// CONCURRENTLY`, say) stays an error.
+async fn unless_gone<V>(
+    client: &tokio_postgres::Client,
+    name: &str,
+    result: Result<V, StoreError>,
+) -> Result<Option<V>, StoreError> {
+    let gone = match &result {
+        Err(StoreError::Db(db)) if db.code() == Some(&SqlState::UNDEFINED_TABLE) => true,
+        Err(StoreError::Db(db)) if db.code() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) => {
+            !PartitionMap::load(client).await?.partitions().iter().any(|(attached, _)| attached == name)
         }
-        other => other.map(Some),
+        _ => false,
+    };
+    if gone {
+        tracing::info!(partition = %name, "already detached or dropped by another run");
+        return Ok(None);
     }
+    result.map(Some)
 }
 
 /// Where and how the maintenance sends a cancel request: the database's (or the pooler's)
