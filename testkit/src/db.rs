@@ -183,6 +183,36 @@ impl TestDb {
         self.connect().await.query(sql, params).await.expect(sql).iter().map(|r| r.get(0)).collect()
     }
 
+    /// `user_logins`'s partitions, by name.
+    pub async fn partition_names(&self) -> Vec<String> {
+        self.texts(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'login_data.user_logins'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+    }
+
+    /// Leaves `partition` pending detach, as an interrupted retention run does: its
+    /// `DETACH … CONCURRENTLY` waits for an open read and gives up at its lock timeout.
+    pub async fn leave_pending_detach(&self, partition: &str) {
+        let reader = self.connect().await;
+        reader
+            .batch_execute("BEGIN; SELECT count(*) FROM login_data.user_logins")
+            .await
+            .expect("an open read");
+        let interrupted = self.connect().await;
+        interrupted.batch_execute("SET lock_timeout = 300").await.expect("set");
+        let error = interrupted
+            .batch_execute(&format!(
+                "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.{partition} CONCURRENTLY"
+            ))
+            .await
+            .expect_err("its wait for the read times out");
+        assert_eq!(error.code(), Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE));
+        reader.batch_execute("COMMIT").await.expect("read ends");
+    }
+
     /// The function's configuration against this database.
     pub fn app_config(&self) -> Config {
         Config {

@@ -34,20 +34,10 @@ pub(crate) async fn mask_indexes(db: &TestDb) -> Vec<(String, String, String, bo
     rows.iter().map(|row| (row.get(0), row.get(1), row.get(2), row.get(3))).collect()
 }
 
-/// The partitions of `user_logins`, by name.
-pub(crate) async fn partition_names(db: &TestDb) -> Vec<String> {
-    db.texts(
-        "SELECT c.relname::text FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
-              WHERE h.inhparent = 'login_data.user_logins'::regclass ORDER BY 1",
-        &[],
-    )
-    .await
-}
-
 /// Every partition has exactly one index per mask column, a hash index attached to the
 /// parent's, no other index than the parent's, and a primary key.
 pub(crate) async fn assert_masks_hashed_everywhere(db: &TestDb) {
-    let partitions = partition_names(db).await;
+    let partitions = db.partition_names().await;
     assert!(!partitions.is_empty());
     let indexes = mask_indexes(db).await;
     for partition in &partitions {
@@ -145,7 +135,7 @@ async fn every_partition_the_maintenance_makes_has_hash_mask_indexes() {
 async fn the_preparation_rebuilds_an_invalid_leftover_and_is_idempotent() {
     let db = TestDb::at_version(16).await;
     let client = db.connect().await;
-    let partition = partition_names(&db).await.remove(0);
+    let partition = db.partition_names().await.remove(0);
     // What an interrupted CREATE INDEX CONCURRENTLY leaves: the index, marked invalid.
     let leftover = format!("{partition}_masked_ip_hash");
     client

@@ -22,23 +22,6 @@ async fn fresh() -> (TestDb, tokio_postgres::Client) {
     (db, client)
 }
 
-/// Leaves `partition` pending detach: its `DETACH … CONCURRENTLY` waits for an open read
-/// and gives up at its lock timeout (an interrupted retention run).
-async fn leave_pending_detach(db: &TestDb, partition: &str) {
-    let reader = db.connect().await;
-    reader.batch_execute("BEGIN; SELECT count(*) FROM login_data.user_logins").await.expect("an open read");
-    let interrupted = db.connect().await;
-    interrupted.batch_execute("SET lock_timeout = 300").await.expect("set");
-    let error = interrupted
-        .batch_execute(&format!(
-            "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.{partition} CONCURRENTLY"
-        ))
-        .await
-        .expect_err("its wait for the read times out");
-    assert_eq!(error.code(), Some(&SqlState::LOCK_NOT_AVAILABLE));
-    reader.batch_execute("COMMIT").await.expect("read ends");
-}
-
 /// For every date from `from` to `to`: whether the map covers it, and whether the catalog
 /// takes a row of that date (an INSERT, rolled back). The dates where they disagree.
 async fn disagreements(client: &mut tokio_postgres::Client, from: NaiveDate, to: NaiveDate) -> Vec<String> {
@@ -100,7 +83,7 @@ async fn the_map_covers_exactly_the_dates_the_catalog_takes_with_day_partitions_
         )
         .await
         .expect("a gap, and a partition unbounded above");
-    leave_pending_detach(&db, "user_logins_2026_01_05").await;
+    db.leave_pending_detach("user_logins_2026_01_05").await;
     let map = PartitionMap::load(&client).await.expect("map");
     assert!(map.detaching().iter().map(|(n, _)| n.as_str()).eq(["user_logins_2026_01_05"]));
     assert!(map.partitions().len() > 40, "{}", map.partitions().len());
@@ -154,7 +137,7 @@ async fn a_batch_across_a_year_end_on_day_partitions_is_written_to_its_days_or_q
         )
         .await
         .expect("a day dropped");
-    leave_pending_detach(&db, "user_logins_2026_01_01").await;
+    db.leave_pending_detach("user_logins_2026_01_01").await;
 
     let mut sent = Vec::new();
     for day in d("2025-12-29").iter_days().take_while(|day| *day < d("2026-01-04")) {

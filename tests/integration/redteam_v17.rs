@@ -10,7 +10,6 @@ use tokio_postgres::error::SqlState;
 
 use login_etl_core::store::partitions::{self, Cancel, Interval, PartitionMap, Window};
 
-use crate::mask_indexes::partition_names;
 use crate::partitions::d;
 use crate::upgrades::filled_at;
 
@@ -106,7 +105,7 @@ async fn fullest_partition(db: &TestDb) -> String {
 async fn indexes_squatting_the_preparations_names_leave_v17_nothing_to_build_and_nothing_invalid_to_attach() {
     let (db, _app, _) = filled_at(16, 300).await;
     let fullest = fullest_partition(&db).await;
-    let others: Vec<String> = partition_names(&db).await.into_iter().filter(|p| p != &fullest).collect();
+    let others: Vec<String> = db.partition_names().await.into_iter().filter(|p| p != &fullest).collect();
     let [p1, p2, p3] = [&others[0], &others[1], &others[2]];
     let maintainer = maintainer_login(&db).await;
     for sql in [
@@ -139,7 +138,7 @@ async fn indexes_squatting_the_preparations_names_leave_v17_nothing_to_build_and
     login_etl_migrations::prepare_mask_hash_indexes(&client).await.expect("prepared");
     login_etl_migrations::prepare_mask_hash_indexes(&client).await.expect("prepared again");
 
-    let partitions = partition_names(&db).await;
+    let partitions = db.partition_names().await;
     let mut prepared = Vec::new();
     for partition in &partitions {
         for column in MASKS {
@@ -243,18 +242,7 @@ async fn partition_names_too_long_or_needing_quotes_still_get_their_hash_indexes
 async fn a_month_pending_detach_during_the_upgrade_keeps_its_rows_until_the_retention_drops_it() {
     let (db, _app, _) = filled_at(16, 120).await;
     let fullest = fullest_partition(&db).await;
-    let reader = db.connect().await;
-    reader.batch_execute("BEGIN; SELECT count(*) FROM public.user_logins").await.expect("an open read");
-    let interrupted = db.connect().await;
-    interrupted.batch_execute("SET lock_timeout = 300").await.expect("set");
-    let error = interrupted
-        .batch_execute(&format!(
-            "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.{fullest} CONCURRENTLY"
-        ))
-        .await
-        .expect_err("its wait for the read times out");
-    assert_eq!(error.code(), Some(&SqlState::LOCK_NOT_AVAILABLE));
-    reader.batch_execute("COMMIT").await.expect("read ends");
+    db.leave_pending_detach(&fullest).await;
     let map = PartitionMap::load(&db.connect().await).await.expect("map");
     assert!(map.detaching().iter().any(|(name, _)| name == &fullest), "{:?}", map.detaching());
 
@@ -272,7 +260,7 @@ async fn a_month_pending_detach_during_the_upgrade_keeps_its_rows_until_the_rete
         .await
         .expect("the next retention run");
     assert!(run.dropped.iter().any(|x| x.name == fullest && x.rows == 120), "{run:?}");
-    for partition in partition_names(&db).await {
+    for partition in db.partition_names().await {
         for column in MASKS {
             let attached = attached_hash_index(&db, &partition, column).await;
             assert!(matches!(attached, Some((_, true))), "{partition}.{column}: {attached:?}");
@@ -288,7 +276,7 @@ async fn a_month_pending_detach_during_the_upgrade_keeps_its_rows_until_the_rete
 #[tokio::test]
 async fn no_login_but_the_maintenance_touches_the_mask_indexes_and_none_switches_v16s_guards_off() {
     let db = TestDb::new().await;
-    let partition = partition_names(&db).await.remove(0);
+    let partition = db.partition_names().await.remove(0);
     let child: String = db
         .texts(
             "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid

@@ -12,9 +12,7 @@ use login_etl::handler;
 use login_etl_core::store::partitions;
 use testkit::{TestDb, cold_start, event, many_logins, new_kms};
 
-use crate::mask_indexes::{
-    assert_lookup_uses_hash, assert_masks_hashed_everywhere, mask_indexes, partition_names,
-};
+use crate::mask_indexes::{assert_lookup_uses_hash, assert_masks_hashed_everywhere, mask_indexes};
 use crate::partitions::{batches_until_stopped, month, partitions_of, run_batches};
 
 /// A database migrated up to `version`, `rows` new logins written into it through the
@@ -134,7 +132,7 @@ async fn v13_alone_builds_what_the_preparation_would_have_and_keeps_every_row() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v16_database_filled_through_the_function_gets_hash_indexes_in_place_while_ingest_runs() {
     let (db, app, old) = filled_at(16, 300).await;
-    let before = partition_names(&db).await;
+    let before = db.partition_names().await;
     let normal = run_batches(&app, "before", 5).await.into_iter().max().expect("batches");
 
     let running = Arc::new(AtomicBool::new(true));

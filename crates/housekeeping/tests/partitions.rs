@@ -25,16 +25,6 @@ async fn maintainer_through_pooler() -> (TestDb, PgBouncer, deadpool_postgres::P
     (db, bouncer, pool)
 }
 
-/// `user_logins`'s partitions, by name.
-async fn partitions_left(db: &TestDb) -> Vec<String> {
-    db.texts(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-          WHERE i.inhparent = 'login_data.user_logins'::regclass ORDER BY 1",
-        &[],
-    )
-    .await
-}
-
 /// Two runs of the maintenance, one after the other.
 async fn twice(
     pool: &deadpool_postgres::Pool,
@@ -129,7 +119,7 @@ async fn the_maintenance_through_a_transaction_pooler_drops_the_months_past_its_
         ]
     );
     assert!(again.dropped.is_empty() && again.created.is_empty(), "{again:?}");
-    let left = partitions_left(&db).await;
+    let left = db.partition_names().await;
     let first_kept = settings.window(today).from;
     assert_eq!(left.first(), Some(&partition_name(first_kept, next_month(first_kept))), "{left:?}");
 }
@@ -186,7 +176,7 @@ async fn a_day_interval_makes_days_keeps_a_month_made_before_and_drops_the_days_
         })
         .collect();
     assert_eq!(dropped, expected);
-    let left = partitions_left(&db).await;
+    let left = db.partition_names().await;
     let mut made = vec![partition_name(first_month.from, first_month.to)];
     made.extend(days(first_month.to, window.to));
     made.sort();

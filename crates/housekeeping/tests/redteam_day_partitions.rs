@@ -18,7 +18,6 @@ use login_etl_core::store::partitions::{
 use login_etl_housekeeping::partitions::{self as maintenance, Settings};
 use testkit::*;
 use tokio_postgres::NoTls;
-use tokio_postgres::error::SqlState;
 
 fn d(text: &str) -> NaiveDate {
     text.parse().expect("date")
@@ -391,7 +390,7 @@ async fn retention_finishes_an_interrupted_day_detach_and_a_detached_day_and_dro
         .await
         .expect("detached");
     // 2030-01-15 left pending detach.
-    leave_pending(&db, "user_logins_2030_01_15").await;
+    db.leave_pending_detach("user_logins_2030_01_15").await;
     let map = PartitionMap::load(&maintainer).await.expect("map");
     assert!(map.detaching().iter().map(|(n, _)| n.as_str()).eq(["user_logins_2030_01_15"]));
     assert!(!map.covers(d("2030-01-15")) && !map.covers(d("2030-01-20")) && map.covers(d("2030-01-16")));
@@ -522,7 +521,7 @@ async fn a_day_left_pending_detach_does_not_keep_the_next_run_from_making_a_new_
     partitions::ensure(&mut maintainer, yesterday, Interval::Day).await.expect("yesterday's window");
     assert!(!uncovered(&db, window.from, window.to).await.is_empty(), "today's window has days to make");
     let pending = day_name(old.from + chrono::Days::new(3));
-    leave_pending(&db, &pending).await;
+    db.leave_pending_detach(&pending).await;
 
     let run = run_on(&mut maintainer, &login, settings, today).await;
 
@@ -531,23 +530,6 @@ async fn a_day_left_pending_detach_does_not_keep_the_next_run_from_making_a_new_
     assert_eq!(run.dropped.len(), days(old.from, old.to).len());
     assert!(PartitionMap::load(&maintainer).await.expect("map").detaching().is_empty());
     assert!(!exists(&db, &pending).await);
-}
-
-/// Leaves `partition` pending detach: its `DETACH … CONCURRENTLY` waits for an open read
-/// and gives up at its lock timeout (an interrupted retention run).
-async fn leave_pending(db: &TestDb, partition: &str) {
-    let reader = db.connect().await;
-    reader.batch_execute("BEGIN; SELECT count(*) FROM login_data.user_logins").await.expect("an open read");
-    let interrupted = db.connect().await;
-    interrupted.batch_execute("SET lock_timeout = 300").await.expect("set");
-    let error = interrupted
-        .batch_execute(&format!(
-            "ALTER TABLE login_data.user_logins DETACH PARTITION login_data.{partition} CONCURRENTLY"
-        ))
-        .await
-        .expect_err("its wait for the read times out");
-    assert_eq!(error.code(), Some(&SqlState::LOCK_NOT_AVAILABLE));
-    reader.batch_execute("COMMIT").await.expect("read ends");
 }
 
 /// **Was a defect** (a race, minor): two retention runs started together on two connections of the

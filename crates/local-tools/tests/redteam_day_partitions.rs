@@ -21,15 +21,6 @@ fn migrate(db: &TestDb, value: Option<&str>) -> (bool, String) {
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
-async fn partitions_made(db: &TestDb) -> Vec<String> {
-    db.texts(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-          WHERE i.inhparent = 'login_data.user_logins'::regclass ORDER BY 1",
-        &[],
-    )
-    .await
-}
-
 #[tokio::test]
 async fn migrate_refuses_a_malformed_interval_before_touching_the_database() {
     for value in ["Day", "DAY", "Month", "daily", "days", "monthly", "week", "d", "1", "day;", "day month"] {
@@ -62,7 +53,7 @@ async fn migrate_takes_unset_or_blank_as_month_and_day_trimmed_as_day() {
         let db = TestDb::empty().await;
         let (ok, stderr) = migrate(&db, value);
         assert!(ok, "{value:?}: {stderr}");
-        let made = partitions_made(&db).await;
+        let made = db.partition_names().await;
         if day {
             assert_eq!(made.first(), Some(&first_day), "{value:?}");
             assert!(
@@ -103,7 +94,7 @@ async fn migrate_makes_every_other_day_and_fails_naming_a_day_whose_name_a_stray
         stderr.contains("a table that is not a partition holds their names") && stderr.contains(&stray),
         "{stderr}"
     );
-    let made = partitions_made(&db).await;
+    let made = db.partition_names().await;
     let first = today - chrono::Days::new(u64::from(chrono::Datelike::day(&today)) - 1);
     let days_in_month = (first.checked_add_months(chrono::Months::new(1)).expect("month") - first).num_days();
     assert_eq!(i64::try_from(made.len()).expect("count"), days_in_month - 1, "{made:?}");
